@@ -1,0 +1,41 @@
+# One task runner for people and CI. `make demo` runs the server with demo data on SQLite;
+# `make test` runs lint, types and the whole test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: demo test lint typecheck unit bench format clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/fieldsync demo
+	$(BIN)/fieldsync serve
+
+test: lint typecheck unit
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+unit: $(VENV)/.installed
+	$(BIN)/pytest -n auto
+
+bench: $(VENV)/.installed
+	$(PY) bench/records.py
+	$(PY) bench/security.py
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,3 @@
+"""fieldsync: a self-hosted, offline-first data platform."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""Settings, declared once: name, default, help. Read from ``FIELDSYNC_*`` variables, with
+command-line flags on top, at start-up only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fieldsync.errors import ConfigurationError
+from fieldsync.store.engine import default_database_url
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "fieldsync")
+
+
+def setting(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: str = setting(
+        _default_data_dir(), "where the embedded SQLite database and files live"
+    )
+    database_url: str = setting(
+        "",
+        "database URL: sqlite:///path or postgresql://user@host/db "
+        "(default: a SQLite file in the data directory)",
+    )
+    host: str = setting("127.0.0.1", "address the server listens on")
+    port: int = setting(8000, "port the server listens on")
+    plugins: tuple[str, ...] = setting(
+        (),
+        "Python modules whose register(plugins) adds plugins (comma-separated in the environment)",
+    )
+    log_level: str = setting("info", "log level: debug, info, warning, error")
+    secret_key: str = setting(
+        "",
+        "key that signs access tokens (default: one generated and "
+        "kept in the database, shared by every server process)",
+    )
+    access_token_seconds: int = setting(900, "lifetime of an access token, in seconds")
+    refresh_token_days: int = setting(30, "lifetime of a sign-in session (refresh token), in days")
+    signin_max_failures: int = setting(
+        5, "failed sign-ins per user name before sign-in is refused for a while"
+    )
+    signin_window_seconds: int = setting(
+        900, "the window failed sign-ins are counted in, and how long sign-in stays refused"
+    )
+
+    @property
+    def database(self) -> str:
+        return self.database_url or default_database_url(self.data_dir)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Environment first, then the given overrides (``None`` means not given)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"FIELDSYNC_{f.name.upper()}")
+            if raw is not None:
+                values[f.name] = _parse(f.name, f.type, raw)
+        for key, value in overrides.items():
+            if value is not None and value != ():
+                values[key] = value
+        return cls(**values)
+
+
+def _parse(name: str, kind: Any, raw: str) -> Any:
+    if kind in (int, "int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigurationError(f"FIELDSYNC_{name.upper()} must be an integer") from None
+    if kind in ("tuple[str, ...]",) or name == "plugins":
+        return tuple(p.strip() for p in raw.split(",") if p.strip())
+    return raw
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(environment variable, default, help) for every setting: the docs are checked against it."""
+    out = []
+    for f in fields(Settings):
+        default = f.default
+        shown = ",".join(default) if isinstance(default, tuple) else str(default)
+        if f.name == "data_dir":
+            shown = "$XDG_DATA_HOME/fieldsync or ~/.local/share/fieldsync"
+        out.append((f"FIELDSYNC_{f.name.upper()}", shown, f.metadata["help"]))
+    return out

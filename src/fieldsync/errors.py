@@ -1,0 +1,163 @@
+"""One error tree for everything a caller can get wrong.
+
+    FieldsyncError                      500  0x80040216  (never raised for client input)
+    ├── BadRequest                      400  0x80040203
+    │   ├── ValidationError             400  (a value breaks a column's rules; names the column)
+    │   │   ├── UnknownColumn           400  0x80060888
+    │   │   ├── ReadOnlyColumn          400  0x80040203
+    │   │   ├── MissingRequired         400  0x80040200
+    │   │   ├── WrongType               400  0x80040203
+    │   │   ├── StringTooLong           400  0x80044331
+    │   │   ├── ValueOutOfRange         400  0x80044330
+    │   │   ├── InvalidChoice           400  0x8004431A
+    │   │   └── LookupNotFound          400  0x80040217
+    │   ├── SchemaError                 400  0x80040203  (a bad table, column or relationship)
+    │   └── ConfigurationError          400  0x80040203
+    ├── Unauthorized                    401  0x8004AD03
+    ├── Forbidden                       403  0x80040220
+    ├── NotFound                        404  0x80040217
+    │   ├── TableNotFound               404  0x80060888
+    │   └── RecordNotFound              404  0x80040217
+    ├── MethodNotAllowed                405  0x80060888
+    ├── PreconditionFailed              412  0x80040237  (duplicate key, version mismatch)
+    ├── PayloadTooLarge                 413  0x80040203
+    ├── PluginError                     400  0x80040265  (a plugin rejected the operation)
+    └── TooManyRequests                 429  0x80072322
+
+Every error renders as ``{"error": {"code": "...", "message": "..."}}`` with its status.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class FieldsyncError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "0x80040216"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code  # type: ignore[misc]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class BadRequest(FieldsyncError):
+    status = 400
+    code = "0x80040203"
+
+
+class ValidationError(BadRequest):
+    """A value breaks the rules of one column of one table."""
+
+    def __init__(self, table: str, column: str, message: str) -> None:
+        super().__init__(f"{table}.{column}: {message}")
+        self.table = table
+        self.column = column
+
+
+class UnknownColumn(ValidationError):
+    code = "0x80060888"
+
+
+class ReadOnlyColumn(ValidationError):
+    pass
+
+
+class MissingRequired(ValidationError):
+    code = "0x80040200"
+
+
+class WrongType(ValidationError):
+    pass
+
+
+class StringTooLong(ValidationError):
+    code = "0x80044331"
+
+
+class ValueOutOfRange(ValidationError):
+    code = "0x80044330"
+
+
+class InvalidChoice(ValidationError):
+    code = "0x8004431A"
+
+
+class LookupNotFound(ValidationError):
+    code = "0x80040217"
+
+
+class SchemaError(BadRequest):
+    pass
+
+
+class ConfigurationError(BadRequest):
+    pass
+
+
+class Unauthorized(FieldsyncError):
+    status = 401
+    code = "0x8004AD03"
+
+
+class Forbidden(FieldsyncError):
+    status = 403
+    code = "0x80040220"
+
+
+class NotFound(FieldsyncError):
+    status = 404
+    code = "0x80040217"
+
+
+class TableNotFound(NotFound):
+    code = "0x80060888"
+
+    def __init__(self, table: str) -> None:
+        super().__init__(f"table {table!r} does not exist")
+        self.table = table
+
+
+class RecordNotFound(NotFound):
+    def __init__(self, table: str, record_id: object) -> None:
+        super().__init__(f"{table} with id {record_id} does not exist")
+        self.table = table
+        self.record_id = record_id
+
+
+class MethodNotAllowed(FieldsyncError):
+    status = 405
+    code = "0x80060888"
+
+
+class PreconditionFailed(FieldsyncError):
+    status = 412
+    code = "0x80040237"
+
+
+class PayloadTooLarge(FieldsyncError):
+    status = 413
+
+
+class PluginError(FieldsyncError):
+    """Raised by a plugin to reject an operation; the whole transaction rolls back.
+
+    >>> raise PluginError("credit limit exceeded", code="CREDIT_LIMIT")
+    """
+
+    status = 400
+    code = "0x80040265"
+
+
+class TooManyRequests(FieldsyncError):
+    status = 429
+    code = "0x80072322"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
