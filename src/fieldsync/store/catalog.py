@@ -1,0 +1,133 @@
+"""The platform's own tables: metadata, migrations, the version sequence and the change log.
+
+``fs_change`` is the change log sync stands on. Every write takes one version from the
+``fs_sequence`` row named ``version`` and adds one row here, in version order:
+
+    version    the write's version (also the row's ``versionnumber``)
+    tablename  the table written
+    recordid   the row written
+    operation  create, update, delete, assign, associate, disassociate
+    changed    the columns the write set (``null`` for create and delete: all of them)
+    old        the values before the write of what scope depends on: the changed columns,
+               plus owner and business unit; a delete keeps the whole old row (the tombstone)
+    userid     who wrote
+    changedon  when the server applied it
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from fieldsync.store.sqltypes import JSONType, UTCDateTime
+
+metadata = sa.MetaData()
+
+fs_meta = sa.Table(
+    "fs_meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+fs_migration = sa.Table(
+    "fs_migration",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("appliedon", UTCDateTime, nullable=False),
+)
+
+fs_table = sa.Table(
+    "fs_table",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("definition", JSONType, nullable=False),
+)
+
+fs_relationship = sa.Table(
+    "fs_relationship",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("definition", JSONType, nullable=False),
+)
+
+fs_sequence = sa.Table(
+    "fs_sequence",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+fs_change = sa.Table(
+    "fs_change",
+    metadata,
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("tablename", sa.String(64), nullable=False),
+    sa.Column("recordid", sa.Uuid, nullable=False),
+    sa.Column("operation", sa.String(16), nullable=False),
+    sa.Column("changed", JSONType),
+    sa.Column("old", JSONType),
+    sa.Column("userid", sa.Uuid),
+    sa.Column("changedon", UTCDateTime, nullable=False),
+    sa.Index("ix_fs_change_table_version", "tablename", "version"),
+    sa.Index("ix_fs_change_record", "recordid"),
+)
+
+fs_file = sa.Table(
+    "fs_file",
+    metadata,
+    sa.Column("fileid", sa.Uuid, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("mimetype", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("createdon", UTCDateTime, nullable=False),
+)
+
+# -- sign-in: passwords, sessions (refresh tokens), API tokens, failed attempts -------------
+
+fs_credential = sa.Table(
+    "fs_credential",
+    metadata,
+    sa.Column("userid", sa.Uuid, primary_key=True),
+    sa.Column("passwordhash", sa.Text, nullable=False),
+    sa.Column("changedon", UTCDateTime, nullable=False),
+)
+
+fs_session = sa.Table(
+    "fs_session",
+    metadata,
+    sa.Column("sessionid", sa.Uuid, primary_key=True),
+    sa.Column("userid", sa.Uuid, nullable=False, index=True),
+    sa.Column("refreshhash", sa.String(64), nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("createdon", UTCDateTime, nullable=False),
+    sa.Column("expireson", UTCDateTime, nullable=False),
+    sa.Column("revokedon", UTCDateTime),
+)
+
+fs_apitoken = sa.Table(
+    "fs_apitoken",
+    metadata,
+    sa.Column("tokenid", sa.Uuid, primary_key=True),
+    sa.Column("userid", sa.Uuid, nullable=False, index=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("tokenhash", sa.String(64), nullable=False),
+    sa.Column("createdon", UTCDateTime, nullable=False),
+    sa.Column("expireson", UTCDateTime),
+    sa.Column("revokedon", UTCDateTime),
+)
+
+fs_signin_failure = sa.Table(
+    "fs_signin_failure",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("username", sa.String(1024), nullable=False, index=True),
+    sa.Column("address", sa.String(64), nullable=False, index=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+)

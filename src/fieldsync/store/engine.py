@@ -1,0 +1,84 @@
+"""Database engines for SQLite (the embedded default) and PostgreSQL (psycopg 3).
+
+SQLite discipline: WAL, ``synchronous=NORMAL``, a busy timeout, and transactions begun by us:
+``BEGIN IMMEDIATE`` for writes (so two writers queue instead of failing on upgrade of a read
+lock) and a plain ``BEGIN`` for reads, which then run beside the writer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+
+from fieldsync.errors import ConfigurationError
+
+WRITE_OPTION = "fieldsync_write"
+
+
+def normalise_url(url: str | URL) -> URL:
+    """Accept ``postgresql://`` and ``sqlite:///`` URLs and pick our drivers for them."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigurationError(f"not a database URL: {url!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            raise ConfigurationError(
+                "fieldsync needs a SQLite file (sqlite:///path/to/file.db), "
+                "not an in-memory database"
+            )
+        return parsed.set(drivername="sqlite+pysqlite")
+    raise ConfigurationError(f"unsupported database {backend!r}: use sqlite or postgresql")
+
+
+def create_engine(url: str | URL, *, pool_size: int = 5) -> Engine:
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        assert parsed.database is not None
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=10,
+            json_serializer=_json,
+        )
+        _sqlite_discipline(engine)
+        return engine
+    return sa.create_engine(
+        parsed, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, json_serializer=_json
+    )
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _sqlite_discipline(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_connection.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn: sa.Connection) -> None:
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def default_database_url(data_dir: str | os.PathLike[str]) -> str:
+    return f"sqlite:///{Path(data_dir).expanduser() / 'fieldsync.db'}"

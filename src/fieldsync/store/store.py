@@ -1,0 +1,524 @@
+"""The store: one engine, the schema it holds, transactions, versions and runtime DDL.
+
+Versions come from one counter row (``fs_sequence``). Taking versions updates that row, which
+locks it until the transaction ends, so transactions that write take their versions in
+commit order: once a reader sees version *v* committed, every smaller version is committed or
+rolled back for good, and a cursor that passed *v* never misses a later commit. Writers take
+their versions as late as they can (after validation and pre-operation plugins), so the lock
+covers only the inserts, the post-operation plugins and the commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from fieldsync.errors import SchemaError
+from fieldsync.schema.builtin import (
+    ORGANIZATION_ID,
+    ROOT_BUSINESS_UNIT_ID,
+    SYSTEM_USER_ID,
+    builtin_relationships,
+    builtin_tables,
+)
+from fieldsync.schema.model import (
+    Column,
+    Relationship,
+    RelationshipKind,
+    Schema,
+    Table,
+    check_name,
+    define_intersect,
+)
+from fieldsync.store import catalog
+from fieldsync.store.catalog import fs_change, fs_meta, fs_migration, fs_relationship, fs_sequence
+from fieldsync.store.catalog import fs_table as fs_table_t
+from fieldsync.store.ddl import add_column_ddl, build_sql_table
+from fieldsync.store.engine import WRITE_OPTION, create_engine
+
+SCHEMA_CHECK_SECONDS = 1.0
+COPY_THRESHOLD = 50  # rows from which COPY beats executemany on PostgreSQL
+UPGRADE_LOCK = 0x6669656C64  # advisory lock key for upgrades on PostgreSQL
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Store:
+    """Holds the engine and the schema; hands out transactions and versions.
+
+    >>> store = Store.open("sqlite:////tmp/example.db")   # doctest: +SKIP
+    >>> with store.write() as conn:                        # doctest: +SKIP
+    ...     first = store.allocate_versions(conn, 3)
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._lock = threading.RLock()
+        self._schema = Schema()
+        self._sql: dict[str, sa.Table] = {}
+        self._generation = -1
+        self._checked_at = 0.0
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool = True, pool_size: int = 5) -> Store:
+        store = cls(create_engine(url, pool_size=pool_size))
+        if upgrade:
+            store.upgrade()
+        else:
+            store.reload_schema()
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- transactions -------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A read transaction; on SQLite it runs beside the writer (WAL)."""
+        self._refresh_schema()
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A write transaction: ``BEGIN IMMEDIATE`` on SQLite; commits on success."""
+        self._refresh_schema()
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    def allocate_versions(self, conn: sa.Connection, count: int) -> int:
+        """Take ``count`` consecutive versions; return the first. Locks the sequence until
+        the transaction ends, so versions are handed out in commit order."""
+        stmt = (
+            fs_sequence.update()
+            .where(fs_sequence.c.name == "version")
+            .values(value=fs_sequence.c.value + count)
+            .returning(fs_sequence.c.value)
+        )
+        last: int = conn.execute(stmt).scalar_one()
+        return last - count + 1
+
+    def bulk_insert(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """Insert rows that all have the same keys: ``COPY`` on PostgreSQL (several times
+        faster than an INSERT per row), ``executemany`` on SQLite. Values go through the
+        columns' SQL types as they would in an INSERT."""
+        if not rows:
+            return
+        if self.dialect != "postgresql" or len(rows) < COPY_THRESHOLD:
+            conn.execute(table.insert(), rows)
+            return
+        dialect = conn.dialect
+        names = list(rows[0])
+        processors = [
+            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
+        ]
+        quote = dialect.identifier_preparer.quote
+        sql = f"COPY {quote(table.name)} ({', '.join(quote(n) for n in names)}) FROM STDIN"
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        value if proc is None or value is None else proc(value)
+                        for value, proc in zip((row[n] for n in names), processors, strict=True)
+                    ]
+                )
+
+    def current_version(self, conn: sa.Connection) -> int:
+        stmt = sa.select(fs_sequence.c.value).where(fs_sequence.c.name == "version")
+        value: int = conn.execute(stmt).scalar_one()
+        return value
+
+    # -- schema -------------------------------------------------------------------------
+
+    @property
+    def schema(self) -> Schema:
+        return self._schema
+
+    def sql_table(self, name: str) -> sa.Table:
+        table = self._sql.get(name)
+        if table is None:
+            self._schema.table(name)  # raises TableNotFound
+            raise AssertionError(f"no SQL table for {name}")  # pragma: no cover
+        return table
+
+    def reload_schema(self) -> None:
+        with self.engine.connect() as conn, conn.begin():
+            self._load_schema(conn)
+
+    def _load_schema(self, conn: sa.Connection) -> None:
+        if not sa.inspect(conn).has_table(fs_table_t.name):
+            return  # a new database: upgrade() creates the catalog
+        rows = conn.execute(
+            sa.select(fs_table_t.c.definition).order_by(fs_table_t.c.position)
+        ).scalars()
+        tables = [Table.from_json(r) for r in rows]
+        rels = [
+            Relationship.from_json(r)
+            for r in conn.execute(sa.select(fs_relationship.c.definition)).scalars()
+        ]
+        generation = conn.execute(
+            sa.select(fs_meta.c.value).where(fs_meta.c.key == "schema_generation")
+        ).scalar()
+        metadata = sa.MetaData()
+        sql = {t.name: build_sql_table(t, metadata) for t in tables}
+        with self._lock:
+            self._schema = Schema(tables, rels)
+            self._sql = sql
+            self._generation = int(generation or 0)
+            self._checked_at = time.monotonic()
+
+    def _refresh_schema(self) -> None:
+        """Pick up schema changes made by other processes (checked at most once a second)."""
+        now = time.monotonic()
+        if now - self._checked_at < SCHEMA_CHECK_SECONDS:
+            return
+        self._checked_at = now
+        with self.engine.connect() as conn, conn.begin():
+            generation = conn.execute(
+                sa.select(fs_meta.c.value).where(fs_meta.c.key == "schema_generation")
+            ).scalar()
+            if int(generation or 0) != self._generation:
+                self._load_schema(conn)
+
+    def _bump_generation(self, conn: sa.Connection) -> None:
+        conn.execute(
+            fs_meta.update()
+            .where(fs_meta.c.key == "schema_generation")
+            .values(value=sa.cast(sa.cast(fs_meta.c.value, sa.Integer) + 1, sa.Text))
+        )
+
+    def create_table(self, table: Table) -> Table:
+        """Create a business table (real DDL) and persist its definition.
+
+        Each lookup that is not a system column also becomes a one-to-many relationship."""
+        with self.write() as conn:
+            self._create_table(conn, table)
+            self._bump_generation(conn)
+        self.reload_schema()
+        return self._schema.table(table.name)
+
+    def _create_table(
+        self, conn: sa.Connection, table: Table, *, also_known: frozenset[str] = frozenset()
+    ) -> None:
+        schema = self._schema
+        if table.name in schema:
+            raise SchemaError(f"table {table.name!r} already exists")
+        if any(t.entity_set_name == table.entity_set_name for t in schema.tables.values()):
+            raise SchemaError(f"entity set name {table.entity_set_name!r} is already taken")
+        for col in table.lookups():
+            for target in col.targets:
+                if target != table.name and target not in schema and target not in also_known:
+                    raise SchemaError(
+                        f"table {table.name!r}: lookup {col.name!r} targets unknown table "
+                        f"{target!r}"
+                    )
+        build_sql_table(table, sa.MetaData()).create(conn)
+        position = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.max(fs_table_t.c.position), 0))
+        ).scalar_one()
+        conn.execute(
+            fs_table_t.insert().values(
+                name=table.name, position=position + 1, definition=table.to_json()
+            )
+        )
+        for col in table.lookups():
+            if not col.system and not table.intersect:
+                self._insert_lookup_relationships(conn, table, col)
+
+    def _insert_lookup_relationships(self, conn: sa.Connection, table: Table, col: Column) -> None:
+        for target in col.targets:
+            referenced = table if target == table.name else self._schema.tables.get(target)
+            rel = Relationship(
+                name=f"{target}_{table.name}_{col.name}",
+                kind=RelationshipKind.ONE_TO_MANY,
+                referenced_table=target,
+                referencing_table=table.name,
+                referencing_column=col.name,
+                referenced_column=referenced.primary_id if referenced else f"{target}id",
+            )
+            conn.execute(fs_relationship.insert().values(name=rel.name, definition=rel.to_json()))
+
+    def add_column(self, table_name: str, column: Column) -> Column:
+        """Add a column to an existing table (``ALTER TABLE … ADD COLUMN``): safe on existing
+        rows, which read the new column as null."""
+        table = self._schema.table(table_name)
+        if table.intersect:
+            raise SchemaError(f"{table_name!r} is an intersect table; it takes no columns")
+        column = column.normalised()
+        check_name("column", column.name)
+        taken = set(table.columns) | {
+            c.type_column for c in table.columns.values() if c.polymorphic
+        }
+        if column.name in taken or (column.polymorphic and column.type_column in taken):
+            raise SchemaError(f"table {table_name!r} already has a column {column.name!r}")
+        if column.system:
+            raise SchemaError("system columns are added by the platform")
+        for target in column.targets:
+            if target not in self._schema and target != table_name:
+                raise SchemaError(f"lookup {column.name!r} targets unknown table {target!r}")
+        new = Table.from_json(table.to_json())
+        new.columns[column.name] = column
+        with self.write() as conn:
+            add_column_ddl(conn, new, column)
+            conn.execute(
+                fs_table_t.update()
+                .where(fs_table_t.c.name == table_name)
+                .values(definition=new.to_json())
+            )
+            if column.type.value == "lookup":
+                self._insert_lookup_relationships(conn, new, column)
+            self._bump_generation(conn)
+        self.reload_schema()
+        return column
+
+    def create_many_to_many(
+        self, name: str, first: str, second: str, *, intersect: str | None = None
+    ) -> Relationship:
+        """A many-to-many relationship between two tables, with its intersect table."""
+        check_name("relationship", name)
+        if name in self._schema.relationships:
+            raise SchemaError(f"relationship {name!r} already exists")
+        a, b = self._schema.table(first), self._schema.table(second)
+        cols = (
+            (f"{a.name}idone", f"{b.name}idtwo")
+            if a.name == b.name
+            else (a.primary_id, b.primary_id)
+        )
+        table = define_intersect(intersect or name, (cols[0], a.name), (cols[1], b.name))
+        rel = Relationship(
+            name=name,
+            kind=RelationshipKind.MANY_TO_MANY,
+            referenced_table=a.name,
+            referencing_table=b.name,
+            referenced_column=cols[0],
+            referencing_column=cols[1],
+            intersect_table=table.name,
+        )
+        with self.write() as conn:
+            self._create_table(conn, table)
+            conn.execute(fs_relationship.insert().values(name=rel.name, definition=rel.to_json()))
+            self._bump_generation(conn)
+        self.reload_schema()
+        return rel
+
+    def delete_table(self, name: str) -> None:
+        """Drop a custom table, its relationships and its change log."""
+        table = self._schema.table(name)
+        if not table.custom:
+            raise SchemaError(f"{name!r} is a built-in table and cannot be deleted")
+        users = [f"{t.name}.{c.name}" for t, c in self._schema.referencing(name) if t.name != name]
+        if users:
+            raise SchemaError(f"table {name!r} is still the target of lookups: {', '.join(users)}")
+        with self.write() as conn:
+            self._sql[name].drop(conn)
+            conn.execute(fs_table_t.delete().where(fs_table_t.c.name == name))
+            for rel in self._schema.relationships.values():
+                if name in (rel.referenced_table, rel.referencing_table, rel.intersect_table):
+                    conn.execute(fs_relationship.delete().where(fs_relationship.c.name == rel.name))
+            conn.execute(fs_change.delete().where(fs_change.c.tablename == name))
+            self._bump_generation(conn)
+        self.reload_schema()
+
+    # -- upgrade ------------------------------------------------------------------------
+
+    def upgrade(self) -> list[str]:
+        """Bring the database to this version of fieldsync; safe to run again and on data.
+
+        Creates missing system tables, adds built-in tables and columns that are missing
+        (never drops or rewrites anything), and applies the named migrations not yet applied.
+        Returns the names of the steps applied."""
+        applied: list[str] = []
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                if self.dialect == "postgresql":
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_LOCK})
+                catalog.metadata.create_all(conn, checkfirst=True)
+                applied += self._seed_meta(conn)
+                self._load_schema(conn)
+                applied += self._reconcile_builtin(conn)
+                done = set(conn.execute(sa.select(fs_migration.c.name)).scalars())
+                for name, step in MIGRATIONS:
+                    if name not in done:
+                        step(self, conn)
+                        conn.execute(fs_migration.insert().values(name=name, appliedon=utcnow()))
+                        applied.append(name)
+                if applied:
+                    self._bump_generation(conn)
+        self.reload_schema()
+        return applied
+
+    def _seed_meta(self, conn: sa.Connection) -> list[str]:
+        steps = []
+        if (
+            conn.execute(
+                sa.select(fs_sequence.c.value).where(fs_sequence.c.name == "version")
+            ).first()
+            is None
+        ):
+            conn.execute(fs_sequence.insert().values(name="version", value=0))
+            steps.append("version sequence")
+        if (
+            conn.execute(
+                sa.select(fs_meta.c.value).where(fs_meta.c.key == "schema_generation")
+            ).first()
+            is None
+        ):
+            conn.execute(fs_meta.insert().values(key="schema_generation", value="0"))
+        if (
+            conn.execute(sa.select(fs_meta.c.value).where(fs_meta.c.key == "token_secret")).first()
+            is None
+        ):
+            conn.execute(
+                fs_meta.insert().values(key="token_secret", value=secrets.token_urlsafe(48))
+            )
+            steps.append("token signing key")
+        return steps
+
+    def meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn, conn.begin():
+            value: str | None = conn.execute(
+                sa.select(fs_meta.c.value).where(fs_meta.c.key == key)
+            ).scalar()
+        return value
+
+    def _reconcile_builtin(self, conn: sa.Connection) -> list[str]:
+        steps = []
+        tables = builtin_tables()
+        names = frozenset(t.name for t in tables)
+        for table in tables:
+            existing = self._schema.tables.get(table.name)
+            if existing is None:
+                self._create_table(conn, table, also_known=names)
+                steps.append(f"create table {table.name}")
+            else:
+                merged = Table.from_json(existing.to_json())
+                for col in table.columns.values():
+                    if col.name not in existing.columns:
+                        add_column_ddl(conn, table, col)
+                        merged.columns[col.name] = col
+                        steps.append(f"add column {table.name}.{col.name}")
+                if merged.columns.keys() != existing.columns.keys():
+                    conn.execute(
+                        fs_table_t.update()
+                        .where(fs_table_t.c.name == table.name)
+                        .values(definition=merged.to_json())
+                    )
+        self._load_schema(conn)
+        for rel in builtin_relationships():
+            if rel.name not in self._schema.relationships:
+                conn.execute(
+                    fs_relationship.insert().values(name=rel.name, definition=rel.to_json())
+                )
+                steps.append(f"create relationship {rel.name}")
+        self._load_schema(conn)
+        return steps
+
+    def insert_rows(
+        self, conn: sa.Connection, table: str, rows: list[dict[str, Any]], *, userid: Any
+    ) -> None:
+        """Insert rows as the platform (bootstrap and migrations): versions and change log
+        included, no validation. The records service is the way in for everything else."""
+        if not rows:
+            return
+        first = self.allocate_versions(conn, len(rows))
+        now = utcnow()
+        pk = self._schema.table(table).primary_id
+        for i, row in enumerate(rows):
+            row["versionnumber"] = first + i
+        conn.execute(self.sql_table(table).insert(), rows)
+        conn.execute(
+            fs_change.insert(),
+            [
+                {
+                    "version": row["versionnumber"],
+                    "tablename": table,
+                    "recordid": row[pk],
+                    "operation": "create",
+                    "changed": None,
+                    "old": None,
+                    "userid": userid,
+                    "changedon": now,
+                }
+                for row in rows
+            ],
+        )
+
+
+def _bootstrap(store: Store, conn: sa.Connection) -> None:
+    """The root business unit and the SYSTEM user every other row can point at."""
+    now = utcnow()
+    common = {
+        "createdon": now,
+        "modifiedon": now,
+        "createdby": SYSTEM_USER_ID,
+        "modifiedby": SYSTEM_USER_ID,
+        "statecode": 0,
+        "statuscode": 1,
+    }
+    store.insert_rows(
+        conn,
+        "businessunit",
+        [
+            {
+                "businessunitid": ROOT_BUSINESS_UNIT_ID,
+                "name": "fieldsync",
+                "isdisabled": False,
+                **common,
+            }
+        ],
+        userid=SYSTEM_USER_ID,
+    )
+    store.insert_rows(
+        conn,
+        "systemuser",
+        [
+            {
+                "systemuserid": SYSTEM_USER_ID,
+                "fullname": "SYSTEM",
+                "domainname": "system",
+                "businessunitid": ROOT_BUSINESS_UNIT_ID,
+                "owningbusinessunit": ROOT_BUSINESS_UNIT_ID,
+                "isdisabled": False,
+                **common,
+            }
+        ],
+        userid=SYSTEM_USER_ID,
+    )
+    store.insert_rows(
+        conn,
+        "organization",
+        [
+            {
+                "organizationid": ORGANIZATION_ID,
+                "name": "fieldsync",
+                "hierarchysecurity": False,
+                "hierarchydepth": 3,
+                "hierarchymanagerwrite": True,
+                "languagecode": 1033,
+                **common,
+            }
+        ],
+        userid=SYSTEM_USER_ID,
+    )
+
+
+MIGRATIONS: list[tuple[str, Any]] = [
+    ("0001_bootstrap_organisation", _bootstrap),
+]
