@@ -1,0 +1,195 @@
+"""Loading a user's security context from the database: once per request, a handful of
+small queries (the user, their teams, the roles of both, the business unit tree, the manager
+hierarchy below them, the tables shared with them)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from fieldsync.errors import Unauthorized
+from fieldsync.schema.builtin import ORGANIZATION_ID, SYSTEM_USER_ID
+from fieldsync.security.model import (
+    SYSTEM_CONTEXT,
+    Depth,
+    Grant,
+    HierarchySettings,
+    Privilege,
+    SecurityContext,
+)
+from fieldsync.store.store import Store
+from fieldsync.types import RecordId
+
+OWNING_TEAM_TYPES = (0, 2, 3)  # owner, security group, office group: these own rows and hold roles
+
+
+def unit_tree(conn: sa.Connection, store: Store) -> dict[RecordId, frozenset[RecordId]]:
+    """Every business unit mapped to itself and all the units below it."""
+    bu = store.sql_table("businessunit")
+    children: dict[RecordId, list[RecordId]] = defaultdict(list)
+    units = []
+    for uid, parent in conn.execute(sa.select(bu.c.businessunitid, bu.c.parentbusinessunitid)):
+        units.append(uid)
+        if parent is not None:
+            children[parent].append(uid)
+    tree: dict[RecordId, frozenset[RecordId]] = {}
+
+    def below(unit: RecordId, seen: frozenset[RecordId]) -> frozenset[RecordId]:
+        if unit in tree:
+            return tree[unit]
+        out = {unit}
+        for child in children.get(unit, ()):
+            if child not in seen:  # a cycle cannot be stored, but never loop on one
+                out |= below(child, seen | {unit})
+        tree[unit] = frozenset(out)
+        return tree[unit]
+
+    for unit in units:
+        below(unit, frozenset())
+    return tree
+
+
+def reports_below(
+    conn: sa.Connection, store: Store, user_id: RecordId, depth: int
+) -> tuple[frozenset[RecordId], ...]:
+    """Users below ``user_id`` in the manager hierarchy, level by level, at most ``depth``."""
+    su = store.sql_table("systemuser")
+    levels: list[frozenset[RecordId]] = []
+    seen = {user_id}
+    frontier = [user_id]
+    for _ in range(depth):
+        if not frontier:
+            break
+        found = (
+            set(
+                conn.execute(
+                    sa.select(su.c.systemuserid).where(su.c.parentsystemuserid.in_(frontier))
+                ).scalars()
+            )
+            - seen
+        )
+        if not found:
+            break
+        levels.append(frozenset(found))
+        seen |= found
+        frontier = sorted(found)
+    return tuple(levels)
+
+
+def load_context(
+    store: Store, user_id: RecordId, conn: sa.Connection | None = None
+) -> SecurityContext:
+    """The security context of an enabled user; a disabled or unknown user is refused."""
+    if user_id == SYSTEM_USER_ID:
+        return SYSTEM_CONTEXT
+    if conn is None:
+        with store.read() as c:
+            return _load(store, c, user_id)
+    return _load(store, conn, user_id)
+
+
+def _load(store: Store, conn: sa.Connection, user_id: RecordId) -> SecurityContext:
+    su = store.sql_table("systemuser")
+    user = conn.execute(
+        sa.select(su.c.businessunitid, su.c.isdisabled, su.c.domainname, su.c.uilanguageid).where(
+            su.c.systemuserid == user_id
+        )
+    ).first()
+    if user is None or user.isdisabled:
+        raise Unauthorized("the user is disabled or does not exist")
+
+    team = store.sql_table("team")
+    tm = store.sql_table("teammembership")
+    teams = conn.execute(
+        sa.select(team.c.teamid, team.c.teamtype, team.c.businessunitid)
+        .join(tm, tm.c.teamid == team.c.teamid)
+        .where(
+            tm.c.systemuserid == user_id,
+            sa.or_(team.c.isdisabled.is_(None), team.c.isdisabled.is_(False)),
+        )
+    ).all()
+    owner_teams = {t.teamid: t.businessunitid for t in teams if t.teamtype in OWNING_TEAM_TYPES}
+
+    anchors: dict[RecordId, list[tuple[RecordId, RecordId]]] = defaultdict(list)
+    sur = store.sql_table("systemuserroles")
+    for role_id in conn.execute(
+        sa.select(sur.c.roleid).where(sur.c.systemuserid == user_id)
+    ).scalars():
+        anchors[role_id].append((user_id, user.businessunitid))
+    if owner_teams:
+        tr = store.sql_table("teamroles")
+        for team_id, role_id in conn.execute(
+            sa.select(tr.c.teamid, tr.c.roleid).where(tr.c.teamid.in_(sorted(owner_teams)))
+        ):
+            anchors[role_id].append((team_id, owner_teams[team_id]))
+
+    administrator = False
+    grants: dict[tuple[str, Privilege], list[Grant]] = defaultdict(list)
+    if anchors:
+        role = store.sql_table("role")
+        rp = store.sql_table("roleprivilege")
+        role_ids = sorted(anchors)
+        administrator = bool(
+            conn.execute(
+                sa.select(sa.func.count()).where(
+                    role.c.roleid.in_(role_ids),
+                    role.c.isadministrator.is_(True),
+                    role.c.statecode == 0,
+                )
+            ).scalar()
+        )
+        active = set(
+            conn.execute(
+                sa.select(role.c.roleid).where(role.c.roleid.in_(role_ids), role.c.statecode == 0)
+            ).scalars()
+        )
+        for role_id, table, privilege, depth in conn.execute(
+            sa.select(rp.c.roleid, rp.c.tablename, rp.c.privilege, rp.c.depth).where(
+                rp.c.roleid.in_(sorted(active)), rp.c.depth > 0
+            )
+        ):
+            for owner, unit in anchors[role_id]:
+                grants[(table, Privilege(privilege))].append(Grant(Depth(depth), owner, unit))
+
+    org = store.sql_table("organization")
+    settings = conn.execute(
+        sa.select(org.c.hierarchysecurity, org.c.hierarchydepth, org.c.hierarchymanagerwrite).where(
+            org.c.organizationid == ORGANIZATION_ID
+        )
+    ).first()
+    hierarchy = HierarchySettings(
+        enabled=bool(settings and settings.hierarchysecurity),
+        depth=int((settings and settings.hierarchydepth) or 3),
+        managers_write=bool(settings is None or settings.hierarchymanagerwrite is not False),
+    )
+    reports = reports_below(conn, store, user_id, hierarchy.depth) if hierarchy.enabled else ()
+
+    all_teams = frozenset(t.teamid for t in teams)
+    poa = store.sql_table("principalobjectaccess")
+    shared = frozenset(
+        conn.execute(
+            sa.select(poa.c.objecttypecode)
+            .distinct()
+            .where(poa.c.principalid.in_([user_id, *sorted(all_teams)]))
+        ).scalars()
+    )
+    return SecurityContext(
+        user_id=user_id,
+        business_unit_id=user.businessunitid,
+        teams=all_teams,
+        owner_teams=frozenset(owner_teams),
+        grants={k: _dedupe(v) for k, v in grants.items()},
+        unit_tree=unit_tree(conn, store),
+        reports=reports,
+        hierarchy=hierarchy,
+        shared_tables=shared,
+        language=int(user.uilanguageid or 1033),
+        administrator=administrator,
+        username=user.domainname,
+    )
+
+
+def _dedupe(grants: Iterable[Grant]) -> tuple[Grant, ...]:
+    return tuple(dict.fromkeys(sorted(grants, key=lambda g: (-g.depth, str(g.owner)))))
