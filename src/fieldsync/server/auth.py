@@ -1,0 +1,139 @@
+"""Authentication over HTTP: the sign-in endpoints, and the dependency that turns a bearer
+token into the caller's security context (endpoints never parse tokens themselves)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from fieldsync.errors import BadRequest, Unauthorized
+from fieldsync.platform import Platform
+from fieldsync.schema.builtin import ORGANIZATION_ID
+from fieldsync.security.context import load_context
+from fieldsync.security.model import SecurityContext
+from fieldsync.server.responses import JSON
+
+MAX_FORM_BYTES = 64 * 1024
+
+router = APIRouter(prefix="/auth", tags=["sign-in"])
+
+
+def platform(request: Request) -> Platform:
+    found: Platform = request.app.state.platform
+    return found
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+def authenticate(request: Request) -> SecurityContext:
+    """The security context of the request's bearer token (checked on every request: the
+    token, its session, and that the user is still enabled)."""
+    p = platform(request)
+    user_id = p.auth.authenticate(bearer_token(request))
+    ctx = load_context(p.store, user_id)
+    request.state.principal = ctx
+    return ctx
+
+
+Principal = Annotated[SecurityContext, Depends(authenticate)]
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise BadRequest("the request body is too large")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if kind == "application/json":
+            data = json.loads(body or b"{}")
+            if not isinstance(data, dict):
+                raise BadRequest("the request body must be a JSON object")
+            return {str(k): v for k, v in data.items() if isinstance(v, str)}
+        text = body.decode("utf-8")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadRequest("the request body is neither form data nor JSON") from None
+    return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
+
+
+@router.post("/token")
+async def token(request: Request) -> JSON:
+    """OAuth2 token endpoint: ``grant_type=password`` (username, password) or
+    ``grant_type=refresh_token`` (refresh_token), form-encoded or JSON."""
+    form = await _form(request)
+    p = platform(request)
+    grant = form.get("grant_type", "password")
+    address = request.client.host if request.client else ""
+    if grant == "password":
+        pair = await run_in_threadpool(
+            p.auth.sign_in, form.get("username", ""), form.get("password", ""), address
+        )
+    elif grant == "refresh_token":
+        pair = await run_in_threadpool(p.auth.refresh, form.get("refresh_token", ""))
+    else:
+        raise BadRequest(f"unsupported grant_type {grant!r}: use password or refresh_token")
+    return JSON(pair.to_json(), headers={"Cache-Control": "no-store"})
+
+
+@router.post("/revoke")
+async def revoke(request: Request) -> JSON:
+    """Revoke a refresh token (its whole session), an access token's session, or an API
+    token. Unknown tokens are accepted silently (RFC 7009)."""
+    form = await _form(request)
+    p = platform(request)
+    await run_in_threadpool(p.auth.revoke, form.get("token", ""))
+    return JSON({"revoked": True})
+
+
+@router.get("/whoami")
+def whoami(ctx: Principal) -> JSON:
+    return JSON(
+        {
+            "UserId": str(ctx.user_id),
+            "BusinessUnitId": str(ctx.business_unit_id),
+            "OrganizationId": str(ORGANIZATION_ID),
+            "username": ctx.username,
+        }
+    )
+
+
+@router.post("/api-tokens")
+async def create_api_token(request: Request, ctx: Principal) -> JSON:
+    form = await _form(request)
+    days_text = form.get("days")
+    try:
+        days = int(days_text) if days_text else None
+    except ValueError:
+        raise BadRequest("days must be a whole number") from None
+    p = platform(request)
+    token_id, secret = await run_in_threadpool(
+        p.auth.create_api_token, ctx.user_id, form.get("name", "api"), days=days
+    )
+    return JSON({"id": str(token_id), "token": secret}, status_code=201)
+
+
+@router.get("/api-tokens")
+def list_api_tokens(request: Request, ctx: Principal) -> JSON:
+    tokens: list[dict[str, Any]] = platform(request).auth.list_api_tokens(ctx.user_id)
+    return JSON({"value": tokens})
+
+
+@router.delete("/api-tokens/{token_id}")
+def delete_api_token(request: Request, token_id: str, ctx: Principal) -> JSON:
+    import uuid
+
+    try:
+        parsed = uuid.UUID(token_id)
+    except ValueError:
+        raise BadRequest(f"{token_id!r} is not a token id") from None
+    platform(request).auth.revoke_api_token(ctx.user_id, parsed)
+    return JSON({"revoked": True})
