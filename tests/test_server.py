@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from fieldsync.config import Settings
+from fieldsync.server.app import create_app
+from fieldsync.platform import build
+from fieldsync.store.store import Store
+
+
+@pytest.fixture
+async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(), platform=build(store))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+@pytest.mark.anyio
+async def test_health(client: httpx.AsyncClient, store: Store) -> None:
+    response = await client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["database"] == store.dialect
+
+
+@pytest.mark.anyio
+async def test_unknown_route_is_a_json_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/no/such/thing")
+    assert response.status_code == 404
+    assert set(response.json()["error"]) == {"code", "message"}
+
+
+@pytest.mark.anyio
+async def test_wrong_method_is_a_json_405(client: httpx.AsyncClient) -> None:
+    response = await client.post("/health", content=b"\xff\xfe garbage")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"]
