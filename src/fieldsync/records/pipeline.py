@@ -346,6 +346,7 @@ class Pipeline:
             self.store.sql_table(table.name),
             primary_key=table.primary_id,
             shares=self.store.sql_table(SHARE_TABLE),
+            dialect=self.store.dialect,
         )
 
     def _permitted(

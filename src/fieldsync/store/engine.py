@@ -54,9 +54,19 @@ def create_engine(url: str | URL, *, pool_size: int = 5) -> Engine:
         )
         _sqlite_discipline(engine)
         return engine
-    return sa.create_engine(
+    engine = sa.create_engine(
         parsed, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, json_serializer=_json
     )
+
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # fieldsync's queries are short; JIT compilation only ever costs them time, and a
+        # misestimated plan (an OR of index conditions) can pay hundreds of ms for it
+        with dbapi_connection.cursor() as cur:
+            cur.execute("SET jit = off")
+        dbapi_connection.commit()
+
+    return engine
 
 
 def _json(value: Any) -> str:
