@@ -206,7 +206,8 @@ async def test_api_tokens_create_list_revoke(client: httpx.AsyncClient) -> None:
     ] == "ann"
     listed = (await client.get("/auth/api-tokens", headers=bearer(tokens["access_token"]))).json()
     assert [t["name"] for t in listed["value"]] == ["nightly import"]
-    assert "token" not in listed["value"][0] and "tokenhash" not in listed["value"][0]
+    assert "token" not in listed["value"][0]
+    assert "tokenhash" not in listed["value"][0]
     bob = await sign_in(client, "bob")
     r = await client.delete(
         f"/auth/api-tokens/{created['id']}", headers=bearer(bob["access_token"])

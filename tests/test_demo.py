@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from fieldsync.cli import main
 from fieldsync.demo import USERS, demo_id, seed_demo
+from fieldsync.platform import Platform, build
 from fieldsync.records.service import Records
 from fieldsync.schema.builtin import ROOT_BUSINESS_UNIT_ID
-from fieldsync.platform import Platform, build
 from fieldsync.store.store import Store
 
 TODAY = dt.date(2025, 3, 14)

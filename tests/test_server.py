@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from fieldsync.config import Settings
-from fieldsync.server.app import create_app
 from fieldsync.platform import build
+from fieldsync.server.app import create_app
 from fieldsync.store.store import Store
 
 
