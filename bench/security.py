@@ -13,7 +13,7 @@ the bench creates and drops) it builds two stores of ``--rows`` accounts each, w
   Cases: the unfiltered query (the baseline), the same without ORDER BY (for scale), the
   SYSTEM statement of ``Records.select`` (predicate TRUE), the owner at user depth, a
   colleague at business-unit depth, and the owner again once 1% of the rows are shared with
-  their team (so ``EXISTS`` on ``principalobjectaccess`` is in the SQL).
+  their team (so the share lookup on ``principalobjectaccess`` is in the SQL).
 - ``mix``: six business units under the root (two regions of three), 50 users spread over
   them, an owner team per leaf unit; 92% of the rows belong to users, 8% to teams, at random.
   Cases: the unfiltered baseline, a user at user depth (own ~1.8% + their team's ~2%), a user
@@ -270,7 +270,7 @@ def setup_all(p: Platform, rows: int) -> Scenario:
     ids = load_accounts(p, [EntityRef("systemuser", owner)] * rows, SEED)
 
     store = p.store
-    plain = load_context(store, owner)  # before any share exists: no EXISTS in the predicate
+    plain = load_context(store, owner)  # before any share exists: no share lookup in the predicate
     rnd = random.Random(SEED + 1)
     picked = rnd.sample(range(rows), count(rows, ALL_SHARED))
     add_shares(p, ((ids[i], EntityRef("team", team), READ) for i in picked))
@@ -343,7 +343,7 @@ def setup_mix(p: Platform, rows: int) -> Scenario:
     ids = load_accounts(p, owners, SEED + 3)
 
     # Shares: some with the shares user (read, and a few without read), some with their
-    # team, the rest with users and teams not measured (so only the shares case has EXISTS
+    # team, the rest with users and teams not measured (so only the shares case has the share lookup
     # in its SQL); never two shares of one row with one principal.
     me, my_team = EntityRef("systemuser", sharer), EntityRef("team", teams["South East"])
     measured = {user_depth, unit_depth, deep, sharer, teams["North East"], teams["South East"]}

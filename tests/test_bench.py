@@ -91,7 +91,7 @@ def test_security_bench_runs_and_reports(
     assert all(r["verdict"] in ("PASS", "MISS") for r in gated)
     shares = [r for r in gated if "shares" in r["case"]]
     assert len(shares) == 2
-    assert all("EXISTS" in r["sql_where"] for r in shares)
+    assert all("principalobjectaccess" in r["sql_where"] for r in shares)
     assert all(r["sql_where"] == "" for r in results if r["kind"] != "case")
     contexts = report["contexts"]["sqlite"]
     assert {c["user"] for c in contexts} >= {"owner", "local", "sharer"}
