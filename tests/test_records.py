@@ -31,7 +31,6 @@ from fieldsync.errors import (
     WrongType,
 )
 from fieldsync.records.service import Records, acting_as
-from fieldsync.records.values import jsonable
 from fieldsync.schema.builtin import ROOT_BUSINESS_UNIT_ID, SYSTEM_USER_ID
 from fieldsync.schema.model import (
     BIGINT_RANGE,
@@ -43,6 +42,7 @@ from fieldsync.schema.model import (
     ColumnType,
     define_table,
 )
+from fieldsync.schema.values import jsonable
 from fieldsync.store.catalog import fs_change, fs_file
 from fieldsync.store.store import Store
 from fieldsync.types import EntityRef, Row

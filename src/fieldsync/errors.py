@@ -12,6 +12,7 @@
     │   │   ├── InvalidChoice           400  0x8004431A
     │   │   └── LookupNotFound          400  0x80040217
     │   ├── SchemaError                 400  0x80040203  (a bad table, column or relationship)
+    │   ├── QueryError                  400  0x80040203  (bad FetchXML or OData; says where)
     │   └── ConfigurationError          400  0x80040203
     ├── Unauthorized                    401  0x8004AD03
     ├── Forbidden                       403  0x80040220
@@ -98,6 +99,11 @@ class SchemaError(BadRequest):
 
 class ConfigurationError(BadRequest):
     pass
+
+
+class QueryError(BadRequest):
+    """A query that cannot be parsed or does not fit the schema; the message says where
+    (``line 3, column 12`` in FetchXML, ``at character 17`` in OData)."""
 
 
 class Unauthorized(FieldsyncError):

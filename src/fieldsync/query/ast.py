@@ -32,6 +32,68 @@ class Op(enum.StrEnum):
     NOT_BEGIN_WITH = "not-begin-with"
     ENDS_WITH = "ends-with"
     NOT_END_WITH = "not-end-with"
+    # multi-choice columns: the value is a tuple of option values
+    CONTAIN_VALUES = "contain-values"
+    NOT_CONTAIN_VALUES = "not-contain-values"
+    # bound from the caller's security context by ``bind`` before compiling (value: None)
+    EQ_USERID = "eq-userid"
+    NE_USERID = "ne-userid"
+    EQ_USERTEAMS = "eq-userteams"
+    EQ_USERORUSERTEAMS = "eq-useroruserteams"
+    EQ_USERORUSERHIERARCHY = "eq-useroruserhierarchy"
+    EQ_USERORUSERHIERARCHYANDTEAMS = "eq-useroruserhierarchyandteams"
+    EQ_BUSINESSID = "eq-businessid"
+    NE_BUSINESSID = "ne-businessid"
+    EQ_USERLANGUAGE = "eq-userlanguage"
+    # bound from the clock by ``bind`` (value: None, a count of days/hours, or a date)
+    TODAY = "today"
+    YESTERDAY = "yesterday"
+    TOMORROW = "tomorrow"
+    LAST_X_DAYS = "last-x-days"
+    NEXT_X_DAYS = "next-x-days"
+    LAST_X_HOURS = "last-x-hours"
+    NEXT_X_HOURS = "next-x-hours"
+    OLDER_X_DAYS = "older-x-days"
+    THIS_WEEK = "this-week"
+    THIS_MONTH = "this-month"
+    THIS_YEAR = "this-year"
+    ON = "on"
+    ON_OR_BEFORE = "on-or-before"
+    ON_OR_AFTER = "on-or-after"
+
+
+USER_OPS = frozenset(
+    {
+        Op.EQ_USERID,
+        Op.NE_USERID,
+        Op.EQ_USERTEAMS,
+        Op.EQ_USERORUSERTEAMS,
+        Op.EQ_USERORUSERHIERARCHY,
+        Op.EQ_USERORUSERHIERARCHYANDTEAMS,
+        Op.EQ_BUSINESSID,
+        Op.NE_BUSINESSID,
+        Op.EQ_USERLANGUAGE,
+    }
+)
+DATE_OPS = frozenset(
+    {
+        Op.TODAY,
+        Op.YESTERDAY,
+        Op.TOMORROW,
+        Op.LAST_X_DAYS,
+        Op.NEXT_X_DAYS,
+        Op.LAST_X_HOURS,
+        Op.NEXT_X_HOURS,
+        Op.OLDER_X_DAYS,
+        Op.THIS_WEEK,
+        Op.THIS_MONTH,
+        Op.THIS_YEAR,
+        Op.ON,
+        Op.ON_OR_BEFORE,
+        Op.ON_OR_AFTER,
+    }
+)
+COMPARISONS = frozenset({Op.EQ, Op.NE, Op.GT, Op.GE, Op.LT, Op.LE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +107,68 @@ FALSE = Const(False)
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """``column op value``; for ``in``/``not-in`` the value is a tuple, for ``null`` none."""
+    """``column op value``; for ``in``/``not-in`` the value is a tuple, for ``null`` none.
+
+    ``entity`` names a joined table by its alias (FetchXML's ``entityname``); ``None`` is the
+    table the filter belongs to."""
 
     column: str
     op: Op
     value: Any = None
+    entity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnCompare:
+    """``column op other`` between two columns of the same row (FetchXML's ``valueof``);
+    only the six comparisons."""
+
+    column: str
+    op: Op
+    other: str
+    entity: str | None = None
+
+
+class LinkType(enum.StrEnum):
+    INNER = "inner"
+    OUTER = "outer"
+    ANY = "any"
+    NOT_ANY = "not any"
+    ALL = "all"
+    NOT_ALL = "not all"
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A related table joined on ``table.from_column = parent.to_column``.
+
+    As part of a query (inner or outer) it adds columns and conditions on the related rows.
+    Inside a filter (``LinkFilter``) it is a semi-join and takes one of the four filter
+    types."""
+
+    table: str
+    from_column: str
+    to_column: str
+    alias: str | None = None
+    type: LinkType = LinkType.INNER
+    columns: tuple[str, ...] | None = ()
+    filter: Node | None = None
+    links: tuple[Link, ...] = ()
+    orders: tuple[Order, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LinkFilter:
+    """Rows with related rows through ``link`` (type any, not any, all, not all) that pass
+    ``link.filter``:
+
+    - any: at least one related row passes;
+    - not any: no related row passes;
+    - all: there are related rows, and every one of them passes;
+    - not all: at least one related row does not pass.
+    """
+
+    link: Link
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +196,34 @@ class Shared:
     mask: int
 
 
-Node: TypeAlias = Const | Condition | And | Or | Not | Shared
+Node: TypeAlias = Const | Condition | ColumnCompare | And | Or | Not | Shared | LinkFilter
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    column: str
+    descending: bool = False
+    entity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A whole query on one table: what FetchXML's ``<fetch>`` and an OData request say.
+
+    ``columns`` ``None`` means every column. ``top`` caps the rows; ``page`` (1-based) and
+    ``page_size`` page them; ``count`` asks for the total as well."""
+
+    table: str
+    columns: tuple[str, ...] | None = None
+    filter: Node | None = None
+    links: tuple[Link, ...] = ()
+    orders: tuple[Order, ...] = ()
+    top: int | None = None
+    page: int | None = None
+    page_size: int | None = None
+    paging_cookie: str | None = None
+    distinct: bool = False
+    count: bool = False
 
 
 def all_of(items: Iterable[Node]) -> Node:

@@ -1,20 +1,256 @@
-"""Filter nodes -> SQLAlchemy expressions (bound parameters only; SQLite and PostgreSQL)."""
+"""Filter trees and queries -> SQLAlchemy (bound parameters only; SQLite and PostgreSQL).
+
+Semantics, the same as the Python evaluator's:
+
+- strings compare case-insensitively (``lower()`` on both sides; SQLite's ``lower`` is
+  replaced by a Unicode-aware one when fieldsync connects);
+- LIKE patterns are Dataverse's (``%`` ``_`` ``[abc]`` ``[^abc]``): a plain SQL LIKE when
+  they have no character classes, a regular expression otherwise;
+- ``contain-values`` on a multi-choice column matches rows holding any of the values;
+- a link filter (any, not any, all, not all) is an EXISTS on the related table, and the
+  related rows it looks at pass the caller's read filter (``guard``) too, so a filter can
+  never reveal rows the caller may not read.
+
+Filters must be bound (``bind.py``) first: user and date operators are not compiled.
+"""
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import sqlalchemy as sa
 
-from fieldsync.query.ast import And, Condition, Const, Node, Not, Op, Or, Shared
+from fieldsync.errors import QueryError
+from fieldsync.query.ast import (
+    COMPARISONS,
+    And,
+    ColumnCompare,
+    Condition,
+    Const,
+    Link,
+    LinkFilter,
+    LinkType,
+    Node,
+    Not,
+    Op,
+    Or,
+    Query,
+    Shared,
+)
+from fieldsync.query.like import parse_like
+from fieldsync.schema.model import Table
 
 SHARE_TABLE = "principalobjectaccess"
 
+Resolve = Callable[[str], tuple[Table, sa.Table]]
+Guard = Callable[[Table], Node]
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+COMPARE: dict[Op, Callable[[Any, Any], Any]] = {
+    Op.EQ: operator.eq,
+    Op.NE: operator.ne,
+    Op.GT: operator.gt,
+    Op.GE: operator.ge,
+    Op.LT: operator.lt,
+    Op.LE: operator.le,
+}
+LIKE_OPS = {
+    Op.LIKE: ("{}", False),
+    Op.NOT_LIKE: ("{}", True),
+    Op.BEGINS_WITH: ("{}%", False),
+    Op.NOT_BEGIN_WITH: ("{}%", True),
+    Op.ENDS_WITH: ("%{}", False),
+    Op.NOT_END_WITH: ("%{}", True),
+}
+
+
+def is_text(col: sa.ColumnElement[Any]) -> bool:
+    return isinstance(col.type, sa.String)
+
+
+class FilterCompiler:
+    """Compiles filter nodes against one FROM (a table or an alias) and the aliases of the
+    tables joined to it."""
+
+    def __init__(
+        self,
+        *,
+        dialect: str,
+        shares: sa.Table | None = None,
+        resolve: Resolve | None = None,
+        guard: Guard | None = None,
+    ) -> None:
+        self.dialect = dialect
+        self.shares = shares
+        self.resolve = resolve
+        self.guard = guard
+
+    def compile(
+        self,
+        node: Node,
+        frm: sa.FromClause,
+        table: Table,
+        aliases: Mapping[str, sa.FromClause] | None = None,
+    ) -> sa.ColumnElement[bool]:
+        aliases = aliases or {}
+
+        def column(name: str, entity: str | None) -> sa.ColumnElement[Any]:
+            source = frm
+            if entity is not None:
+                if entity not in aliases:
+                    raise QueryError(f"unknown entity alias {entity!r}")
+                source = aliases[entity]
+            if name not in source.c:
+                raise QueryError(f"unknown column {name!r}")
+            return cast(sa.ColumnElement[Any], source.c[name])
+
+        def walk(n: Node) -> sa.ColumnElement[bool]:
+            if isinstance(n, Const):
+                return sa.true() if n.value else sa.false()
+            if isinstance(n, And):
+                return sa.and_(*(walk(i) for i in n.items))
+            if isinstance(n, Or):
+                return sa.or_(*(walk(i) for i in n.items))
+            if isinstance(n, Not):
+                return sa.not_(walk(n.item))
+            if isinstance(n, Shared):
+                return self._shared(n, frm, table)
+            if isinstance(n, ColumnCompare):
+                left, right = column(n.column, n.entity), column(n.other, n.entity)
+                if n.op not in COMPARISONS:
+                    raise QueryError(f"columns compare with eq, ne, gt, ge, lt, le; not {n.op}")
+                if is_text(left) and is_text(right):
+                    left, right = sa.func.lower(left), sa.func.lower(right)
+                return cast(sa.ColumnElement[bool], COMPARE[n.op](left, right))
+            if isinstance(n, LinkFilter):
+                return self._link_filter(n.link, frm)
+            return self.condition(n, column(n.column, n.entity))
+
+        return walk(node)
+
+    def condition(self, n: Condition, col: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+        op, v = n.op, n.value
+        text = is_text(col)
+        if op in COMPARE:
+            if text and isinstance(v, str):
+                return cast(sa.ColumnElement[bool], COMPARE[op](sa.func.lower(col), v.lower()))
+            return cast(sa.ColumnElement[bool], COMPARE[op](col, v))
+        if op in (Op.IN, Op.NOT_IN):
+            values = tuple(v)
+            if text:
+                lowered = sa.func.lower(col)
+                values = tuple(x.lower() if isinstance(x, str) else x for x in values)
+                return lowered.in_(values) if op is Op.IN else lowered.not_in(values)
+            return col.in_(values) if op is Op.IN else col.not_in(values)
+        if op is Op.NULL:
+            return col.is_(None)
+        if op is Op.NOT_NULL:
+            return col.is_not(None)
+        if op in LIKE_OPS:
+            if not text:
+                raise QueryError(f"{op.value} applies to text columns only")
+            shape, negated = LIKE_OPS[op]
+            match = self._like(sa.func.lower(col), shape.format(str(v).lower()))
+            return sa.not_(match) if negated else match
+        if op in (Op.CONTAIN_VALUES, Op.NOT_CONTAIN_VALUES):
+            raw = sa.type_coerce(col, sa.Text())
+            hit = sa.or_(*(raw.like(f"%,{int(x)},%") for x in v)) if v else sa.false()
+            return hit if op is Op.CONTAIN_VALUES else sa.not_(hit)
+        raise QueryError(f"the {op.value} operator must be bound to a user and a time first")
+
+    def _like(self, col: sa.ColumnElement[Any], pattern: str) -> sa.ColumnElement[bool]:
+        parsed = parse_like(pattern)
+        if parsed.like is not None:
+            return col.like(parsed.like, escape="\\")
+        if self.dialect == "postgresql":
+            return cast(sa.ColumnElement[bool], col.op("~")(parsed.regex))
+        return cast(sa.ColumnElement[bool], col.op("REGEXP")(parsed.regex))
+
+    def _shared(self, n: Shared, frm: sa.FromClause, table: Table) -> sa.ColumnElement[bool]:
+        """A set lookup, not a correlated EXISTS: ``pk IN (SELECT objectid …)`` on SQLite and
+        ``pk = ANY(ARRAY(SELECT objectid …))`` on PostgreSQL, which both planners cost and
+        index well inside an OR."""
+        if self.shares is None:
+            raise ValueError("this filter tests sharing: pass the share table")
+        s = self.shares
+        shared = sa.select(s.c.objectid).where(
+            s.c.objecttypecode == n.table,
+            s.c.principalid.in_(n.principals),
+            s.c.accessrightsmask.op("&")(n.mask) != 0,
+        )
+        key = frm.c[table.primary_id]
+        if self.dialect == "postgresql":
+            found: sa.ColumnElement[bool] = key == sa.any_(sa.func.array(shared.scalar_subquery()))
+            return found
+        return key.in_(shared)
+
+    def _link_filter(self, link: Link, parent: sa.FromClause) -> sa.ColumnElement[bool]:
+        if self.resolve is None:
+            raise QueryError("link filters need the schema to compile")
+        table, sql = self.resolve(link.table)
+        related = sql.alias()
+        if link.from_column not in related.c or link.to_column not in parent.c:
+            raise QueryError(
+                f"link to {link.table}: unknown column {link.from_column!r} or {link.to_column!r}"
+            )
+        joined = [related.c[link.from_column] == parent.c[link.to_column]]
+        if self.guard is not None:
+            joined.append(self.compile(self.guard(table), related, table))
+        inner_aliases: dict[str, sa.FromClause] = {}
+        frm: sa.FromClause = related
+        for nested in link.links:
+            frm, more = self._join(frm, related, nested, inner_aliases)
+            joined.extend(more)
+        passes = (
+            None
+            if link.filter is None
+            else self.compile(link.filter, related, table, inner_aliases)
+        )
+
+        def exists(*extra: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+            return sa.exists(sa.select(sa.literal(1)).select_from(frm).where(*joined, *extra))
+
+        fails = None if passes is None else sa.not_(sa.case((passes, sa.true()), else_=sa.false()))
+        kind = link.type
+        if kind in (LinkType.ANY, LinkType.INNER, LinkType.OUTER):
+            return exists() if passes is None else exists(passes)
+        if kind is LinkType.NOT_ANY:
+            return sa.not_(exists() if passes is None else exists(passes))
+        if kind is LinkType.ALL:
+            return exists() if fails is None else sa.and_(exists(), sa.not_(exists(fails)))
+        return sa.false() if fails is None else exists(fails)  # not all
+
+    def _join(
+        self,
+        frm: sa.FromClause,
+        parent: sa.FromClause,
+        link: Link,
+        aliases: dict[str, sa.FromClause],
+    ) -> tuple[sa.FromClause, list[sa.ColumnElement[bool]]]:
+        """Join ``link`` (and its own links) to ``frm``; returns the new FROM and conditions
+        that belong in a WHERE (none: everything goes into the ON clauses)."""
+        if self.resolve is None:
+            raise QueryError("links need the schema to compile")
+        table, sql = self.resolve(link.table)
+        name = link.alias or link.table
+        if name in aliases:
+            raise QueryError(f"the alias {name!r} is used twice")
+        related = sql.alias(name)
+        aliases[name] = related
+        if link.from_column not in related.c or link.to_column not in parent.c:
+            raise QueryError(
+                f"link to {link.table}: unknown column {link.from_column!r} or {link.to_column!r}"
+            )
+        on = [related.c[link.from_column] == parent.c[link.to_column]]
+        if self.guard is not None:
+            on.append(self.compile(self.guard(table), related, table))
+        if link.filter is not None:
+            on.append(self.compile(link.filter, related, table, aliases))
+        joined: sa.FromClause = frm.join(related, sa.and_(*on), isouter=link.type is LinkType.OUTER)
+        for nested in link.links:
+            joined, _ = self._join(joined, related, nested, aliases)
+        return joined, []
 
 
 def compile_filter(
@@ -24,73 +260,86 @@ def compile_filter(
     primary_key: str,
     shares: sa.Table | None = None,
     dialect: str = "sqlite",
+    definition: Table | None = None,
+    resolve: Resolve | None = None,
+    guard: Guard | None = None,
 ) -> sa.ColumnElement[bool]:
-    """Compile ``node`` against ``table``; ``shares`` is the share table, needed only when
-    the node tests sharing.
+    """Compile one filter against one table (the common case: security predicates and
+    offline filters)."""
+    if definition is None:
+        from fieldsync.schema.model import Ownership
 
-    Sharing compiles to a set lookup, not a correlated EXISTS: ``pk IN (SELECT objectid …)``
-    on SQLite and ``pk = ANY(ARRAY(SELECT objectid …))`` on PostgreSQL, which both planners
-    cost and index well inside an OR (a correlated EXISTS there scans the whole table)."""
-
-    def walk(n: Node) -> sa.ColumnElement[bool]:
-        if isinstance(n, Const):
-            return sa.true() if n.value else sa.false()
-        if isinstance(n, And):
-            return sa.and_(*(walk(i) for i in n.items))
-        if isinstance(n, Or):
-            return sa.or_(*(walk(i) for i in n.items))
-        if isinstance(n, Not):
-            return sa.not_(walk(n.item))
-        if isinstance(n, Shared):
-            if shares is None:
-                raise ValueError("this filter tests sharing: pass the share table")
-            shared = sa.select(shares.c.objectid).where(
-                shares.c.objecttypecode == n.table,
-                shares.c.principalid.in_(n.principals),
-                shares.c.accessrightsmask.op("&")(n.mask) != 0,
-            )
-            key = table.c[primary_key]
-            if dialect == "postgresql":
-                return key == sa.any_(sa.func.array(shared.scalar_subquery()))
-            return key.in_(shared)
-        return condition(n, table.c[n.column])
-
-    return walk(node)
+        definition = Table(
+            name=table.name,
+            entity_set_name=table.name,
+            display_name=table.name,
+            primary_id=primary_key,
+            primary_name="",
+            ownership=Ownership.NONE,
+        )
+    compiler = FilterCompiler(dialect=dialect, shares=shares, resolve=resolve, guard=guard)
+    return compiler.compile(node, table, definition)
 
 
-COMPARISONS: dict[Op, Callable[[Any, Any], Any]] = {
-    Op.EQ: operator.eq,
-    Op.NE: operator.ne,
-    Op.GT: operator.gt,
-    Op.GE: operator.ge,
-    Op.LT: operator.lt,
-    Op.LE: operator.le,
-}
+def compile_query(
+    query: Query,
+    *,
+    resolve: Resolve,
+    dialect: str,
+    shares: sa.Table | None = None,
+    guard: Guard | None = None,
+) -> sa.Select[Any]:
+    """A whole query as one SELECT: the root table's columns (and each link's as
+    ``alias.column``), joins, the filter, the order (the primary id last, so paging is
+    stable), top or paging, distinct. ``guard`` gives each table's read filter: it applies to
+    the root and inside every join and link filter."""
+    table, sql = resolve(query.table)
+    compiler = FilterCompiler(dialect=dialect, shares=shares, resolve=resolve, guard=guard)
+    aliases: dict[str, sa.FromClause] = {}
+    frm: sa.FromClause = sql
+    for link in query.links:
+        frm, _ = compiler._join(frm, sql, link, aliases)
+    names = list(query.columns) if query.columns is not None else [c.name for c in sql.c]
+    for name in names:
+        if name not in sql.c:
+            raise QueryError(f"{query.table} has no column {name!r}")
+    if table.primary_id not in names:
+        names.insert(0, table.primary_id)
+    selected: list[Any] = [sql.c[n] for n in names]
 
+    def link_columns(link: Link) -> None:
+        alias = aliases[link.alias or link.table]
+        wanted = [c.name for c in alias.c] if link.columns is None else list(link.columns)
+        for name in wanted:
+            if name not in alias.c:
+                raise QueryError(f"{link.table} has no column {name!r}")
+            selected.append(alias.c[name].label(f"{link.alias or link.table}.{name}"))
+        for nested in link.links:
+            link_columns(nested)
 
-def condition(n: Condition, col: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
-    op, v = n.op, n.value
-    compare = COMPARISONS.get(op)
-    if compare is not None:
-        return cast(sa.ColumnElement[bool], compare(col, v))
-    if op is Op.IN:
-        return col.in_(tuple(v))
-    if op is Op.NOT_IN:
-        return col.not_in(tuple(v))
-    if op is Op.NULL:
-        return col.is_(None)
-    if op is Op.NOT_NULL:
-        return col.is_not(None)
-    if op is Op.LIKE:
-        return col.like(v)
-    if op is Op.NOT_LIKE:
-        return col.not_like(v)
-    if op is Op.BEGINS_WITH:
-        return col.like(_escape_like(v) + "%", escape="\\")
-    if op is Op.NOT_BEGIN_WITH:
-        return col.not_like(_escape_like(v) + "%", escape="\\")
-    if op is Op.ENDS_WITH:
-        return col.like("%" + _escape_like(v), escape="\\")
-    if op is Op.NOT_END_WITH:
-        return col.not_like("%" + _escape_like(v), escape="\\")
-    raise AssertionError(f"no SQL for {op}")  # pragma: no cover
+    for link in query.links:
+        link_columns(link)
+    stmt = sa.select(*selected).select_from(frm)
+    conditions: list[sa.ColumnElement[bool]] = []
+    if guard is not None:
+        conditions.append(compiler.compile(guard(table), sql, table))
+    if query.filter is not None:
+        conditions.append(compiler.compile(query.filter, sql, table, aliases))
+    if conditions:
+        stmt = stmt.where(*conditions)
+    orders: list[Any] = []
+    for order in query.orders:
+        source = sql if order.entity is None else aliases.get(order.entity)
+        if source is None or order.column not in source.c:
+            raise QueryError(f"cannot order by {order.entity or query.table}.{order.column}")
+        col = source.c[order.column]
+        orders.append(col.desc() if order.descending else col.asc())
+    orders.append(sql.c[table.primary_id].asc())
+    stmt = stmt.order_by(*orders)
+    if query.distinct:
+        stmt = stmt.distinct()
+    if query.page_size is not None:
+        stmt = stmt.limit(query.page_size).offset(((query.page or 1) - 1) * query.page_size)
+    elif query.top is not None:
+        stmt = stmt.limit(query.top)
+    return stmt

@@ -1,63 +1,130 @@
-"""Filter nodes evaluated on one row in Python, with SQL's three-valued logic: a comparison
-with a null is unknown (``None``), ``NOT unknown`` is unknown, and a row matches only when
-the result is ``True``."""
+"""Filter trees evaluated on one row in Python, with the SQL compiler's semantics: SQL's
+three-valued logic (a comparison with a null is unknown, ``None``; ``NOT unknown`` is
+unknown; a row matches only when the result is ``True``), case-insensitive strings,
+Dataverse LIKE patterns, and link filters over the related rows a callback supplies."""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from fieldsync.query.ast import And, Condition, Const, Node, Not, Op, Or, Shared
+from fieldsync.errors import QueryError
+from fieldsync.query.ast import (
+    And,
+    ColumnCompare,
+    Condition,
+    Const,
+    Link,
+    LinkFilter,
+    LinkType,
+    Node,
+    Not,
+    Op,
+    Or,
+    Shared,
+)
+from fieldsync.query.like import compiled
 
 SharedCheck = Callable[[Shared, Mapping[str, Any]], bool]
+Related = Callable[[Link, Mapping[str, Any]], Iterable[Mapping[str, Any]]]
+Row = Mapping[str, Any]
 
 
-def matches(node: Node, row: Mapping[str, Any], *, shared: SharedCheck | None = None) -> bool:
-    return evaluate(node, row, shared=shared) is True
+def matches(
+    node: Node, row: Row, *, shared: SharedCheck | None = None, related: Related | None = None
+) -> bool:
+    return evaluate(node, row, shared=shared, related=related) is True
 
 
 def evaluate(
-    node: Node, row: Mapping[str, Any], *, shared: SharedCheck | None = None
+    node: Node, row: Row, *, shared: SharedCheck | None = None, related: Related | None = None
 ) -> bool | None:
-    if isinstance(node, Const):
-        return node.value
-    if isinstance(node, And):
-        result: bool | None = True
-        for item in node.items:
-            r = evaluate(item, row, shared=shared)
-            if r is False:
-                return False
-            if r is None:
-                result = None
-        return result
-    if isinstance(node, Or):
-        result = False
-        for item in node.items:
-            r = evaluate(item, row, shared=shared)
-            if r is True:
-                return True
-            if r is None:
-                result = None
-        return result
-    if isinstance(node, Not):
-        r = evaluate(node.item, row, shared=shared)
-        return None if r is None else not r
-    if isinstance(node, Shared):
-        if shared is None:
-            raise ValueError("this filter tests sharing: pass a share check")
-        return shared(node, row)
-    return _condition(node, row.get(node.column))
+    def walk(n: Node, r: Row) -> bool | None:
+        if isinstance(n, Const):
+            return n.value
+        if isinstance(n, And):
+            result: bool | None = True
+            for item in n.items:
+                got = walk(item, r)
+                if got is False:
+                    return False
+                if got is None:
+                    result = None
+            return result
+        if isinstance(n, Or):
+            result = False
+            for item in n.items:
+                got = walk(item, r)
+                if got is True:
+                    return True
+                if got is None:
+                    result = None
+            return result
+        if isinstance(n, Not):
+            got = walk(n.item, r)
+            return None if got is None else not got
+        if isinstance(n, Shared):
+            if shared is None:
+                raise ValueError("this filter tests sharing: pass a share check")
+            return shared(n, r)
+        if isinstance(n, ColumnCompare):
+            return _compare(n.op, r.get(n.column), r.get(n.other))
+        if isinstance(n, LinkFilter):
+            if related is None:
+                raise ValueError("this filter follows a link: pass the related rows")
+            return _link(n.link, related(n.link, r), walk)
+        return condition(n, r.get(n.column))
+
+    return walk(node, row)
 
 
-def _like(pattern: str) -> re.Pattern[str]:
-    out = []
-    for ch in pattern:
-        out.append(".*" if ch == "%" else "." if ch == "_" else re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
+def _link(link: Link, rows: Iterable[Row], walk: Callable[[Node, Row], bool | None]) -> bool:
+    found = list(rows)
+    passing = [True if link.filter is None else walk(link.filter, r) is True for r in found]
+    kind = link.type
+    if kind in (LinkType.ANY, LinkType.INNER, LinkType.OUTER):
+        return any(passing)
+    if kind is LinkType.NOT_ANY:
+        return not any(passing)
+    if kind is LinkType.ALL:
+        return bool(found) and all(passing)
+    return not all(passing)  # not all: some related row fails
 
 
-def _condition(n: Condition, value: Any) -> bool | None:
+def _fold(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _compare(op: Op, left: Any, right: Any) -> bool | None:
+    if left is None or right is None:
+        return None
+    left, right = _fold(left), _fold(right)
+    if op is Op.EQ:
+        return bool(left == right)
+    if op is Op.NE:
+        return bool(left != right)
+    if op is Op.GT:
+        return bool(left > right)
+    if op is Op.GE:
+        return bool(left >= right)
+    if op is Op.LT:
+        return bool(left < right)
+    if op is Op.LE:
+        return bool(left <= right)
+    raise QueryError(f"columns compare with eq, ne, gt, ge, lt, le; not {op}")
+
+
+LIKE_SHAPES = {
+    Op.LIKE: ("{}", False),
+    Op.NOT_LIKE: ("{}", True),
+    Op.BEGINS_WITH: ("{}%", False),
+    Op.NOT_BEGIN_WITH: ("{}%", True),
+    Op.ENDS_WITH: ("%{}", False),
+    Op.NOT_END_WITH: ("%{}", True),
+}
+
+
+def condition(n: Condition, value: Any) -> bool | None:
     op, v = n.op, n.value
     if op is Op.NULL:
         return value is None
@@ -65,29 +132,17 @@ def _condition(n: Condition, value: Any) -> bool | None:
         return value is not None
     if value is None:
         return None
-    if op is Op.EQ:
-        return bool(value == v)
-    if op is Op.NE:
-        return bool(value != v)
-    if op is Op.GT:
-        return bool(value > v)
-    if op is Op.GE:
-        return bool(value >= v)
-    if op is Op.LT:
-        return bool(value < v)
-    if op is Op.LE:
-        return bool(value <= v)
-    if op is Op.IN:
-        return value in v
-    if op is Op.NOT_IN:
-        return value not in v
-    if op in (Op.LIKE, Op.NOT_LIKE):
-        hit = _like(v).fullmatch(value) is not None
-        return hit if op is Op.LIKE else not hit
-    if op in (Op.BEGINS_WITH, Op.NOT_BEGIN_WITH):
-        hit = str(value).startswith(v)
-        return hit if op is Op.BEGINS_WITH else not hit
-    if op in (Op.ENDS_WITH, Op.NOT_END_WITH):
-        hit = str(value).endswith(v)
-        return hit if op is Op.ENDS_WITH else not hit
-    raise AssertionError(f"no evaluation for {op}")  # pragma: no cover
+    if op in (Op.EQ, Op.NE, Op.GT, Op.GE, Op.LT, Op.LE):
+        return _compare(op, value, v)
+    if op in (Op.IN, Op.NOT_IN):
+        hit = _fold(value) in {_fold(x) for x in v}
+        return hit if op is Op.IN else not hit
+    if op in LIKE_SHAPES:
+        shape, negated = LIKE_SHAPES[op]
+        hit = compiled(shape.format(str(v).lower())).fullmatch(str(value).lower()) is not None
+        return not hit if negated else hit
+    if op in (Op.CONTAIN_VALUES, Op.NOT_CONTAIN_VALUES):
+        held = set(value)
+        hit = any(int(x) in held for x in v)
+        return hit if op is Op.CONTAIN_VALUES else not hit
+    raise QueryError(f"the {op.value} operator must be bound to a user and a time first")

@@ -27,8 +27,8 @@ from fieldsync.errors import (
 from fieldsync.query.ast import TRUE, Node, Shared
 from fieldsync.query.compile import compile_filter
 from fieldsync.records.plugins import Message, PluginContext, PluginRegistry, Stage
-from fieldsync.records.values import Coercer, jsonable, make_coercer
 from fieldsync.schema.model import ColumnType, Ownership, Table
+from fieldsync.schema.values import Coercer, jsonable, make_coercer
 from fieldsync.security.model import SYSTEM_CONTEXT, Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege, privilege_filter
 from fieldsync.store.catalog import fs_file
@@ -340,13 +340,29 @@ class Pipeline:
             )
         return privilege_filter(caller, table, privilege)
 
-    def _sql_filter(self, table: Table, node: Node) -> sa.ColumnElement[bool]:
+    def _resolve(self, name: str) -> tuple[Table, sa.Table]:
+        return self.store.schema.table(name), self.store.sql_table(name)
+
+    def _sql_filter(
+        self, table: Table, node: Node, caller: SecurityContext | None = None
+    ) -> sa.ColumnElement[bool]:
+        """Compile a filter on ``table``; with a ``caller``, the related rows that link
+        filters look at are limited to the ones the caller may read."""
+        guard = None
+        if caller is not None and not caller.unrestricted:
+
+            def guard(t: Table) -> Node:
+                return privilege_filter(caller, t, Privilege.READ)
+
         return compile_filter(
             node,
             self.store.sql_table(table.name),
             primary_key=table.primary_id,
             shares=self.store.sql_table(SHARE_TABLE),
             dialect=self.store.dialect,
+            definition=table,
+            resolve=self._resolve,
+            guard=guard,
         )
 
     def _permitted(

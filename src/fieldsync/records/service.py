@@ -300,7 +300,7 @@ class Records(Links):
             stmt = stmt.where(sql.c[name].is_(None) if value is None else sql.c[name] == value)
         for node in (filter, read):
             if node is not None and node != TRUE:
-                stmt = stmt.where(self._sql_filter(table, node))
+                stmt = stmt.where(self._sql_filter(table, node, caller))
         order = order_by or table.primary_id
         if order not in sql.c:
             raise UnknownColumn(table.name, order, "no such column to order by")

@@ -8,6 +8,7 @@ lock) and a plain ``BEGIN`` for reads, which then run beside the writer.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +84,28 @@ def _sqlite_discipline(engine: Engine) -> None:
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
+        # the query language's case-insensitive comparisons and LIKE patterns with character
+        # classes: Unicode-aware lower() (SQLite's own folds ASCII only) and REGEXP
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
+        dbapi_connection.create_function("regexp", 2, _regexp, deterministic=True)
 
     @event.listens_for(engine, "begin")
     def on_begin(conn: sa.Connection) -> None:
         write = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+def _regexp(pattern: str | None, value: Any) -> bool | None:
+    if pattern is None or value is None:
+        return None
+    return (
+        re.fullmatch(pattern[1:-1] if pattern.startswith("^") else pattern, str(value), re.DOTALL)
+        is not None
+    )
 
 
 def default_database_url(data_dir: str | os.PathLike[str]) -> str:
