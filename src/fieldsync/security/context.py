@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 
 from fieldsync.errors import Unauthorized
+from fieldsync.query.bind import UserBinding
 from fieldsync.schema.builtin import ORGANIZATION_ID, SYSTEM_USER_ID
 from fieldsync.security.model import (
     SYSTEM_CONTEXT,
@@ -22,6 +23,7 @@ from fieldsync.security.model import (
 from fieldsync.store.store import Store
 from fieldsync.types import RecordId
 
+HIERARCHY_LIMIT = 100  # levels the hierarchy operators follow
 OWNING_TEAM_TYPES = (0, 2, 3)  # owner, security group, office group: these own rows and hold roles
 
 
@@ -193,3 +195,26 @@ def _load(store: Store, conn: sa.Connection, user_id: RecordId) -> SecurityConte
 
 def _dedupe(grants: Iterable[Grant]) -> tuple[Grant, ...]:
     return tuple(dict.fromkeys(sorted(grants, key=lambda g: (-g.depth, str(g.owner)))))
+
+
+def user_binding(store: Store, conn: sa.Connection, ctx: SecurityContext) -> UserBinding:
+    """What the query language's user operators need: the caller, their teams, everyone
+    below them in the manager hierarchy (every level, whatever hierarchy security says) and
+    those users' teams."""
+    below = frozenset().union(*reports_below(conn, store, ctx.user_id, HIERARCHY_LIMIT))
+    teams_below: frozenset[RecordId] = frozenset()
+    if below:
+        tm = store.sql_table("teammembership")
+        teams_below = frozenset(
+            conn.execute(
+                sa.select(tm.c.teamid).where(tm.c.systemuserid.in_(sorted(below)))
+            ).scalars()
+        )
+    return UserBinding(
+        user_id=ctx.user_id,
+        business_unit_id=ctx.business_unit_id,
+        teams=ctx.teams,
+        hierarchy=below,
+        hierarchy_teams=teams_below,
+        language=ctx.language,
+    )
