@@ -32,6 +32,7 @@ unit: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/records.py
 	$(PY) bench/security.py
+	$(PY) bench/query.py
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format src tests bench

@@ -104,3 +104,17 @@ def test_security_bench_runs_and_reports(
     assert "load_context ms" in printed
     assert "within 2x of unfiltered:" in printed
     assert "SCAN account" in printed  # --explain printed plans
+
+
+def test_query_bench_runs_and_meets_its_target() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_query", Path(__file__).parent.parent / "bench" / "query.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    report = module.main(["--repeat", "1"])
+    assert report["figures_ms"]["bind + compile to statement"] > 0

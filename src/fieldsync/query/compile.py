@@ -92,8 +92,12 @@ class FilterCompiler:
         frm: sa.FromClause,
         table: Table,
         aliases: Mapping[str, sa.FromClause] | None = None,
+        scope: frozenset[str] | None = None,
     ) -> sa.ColumnElement[bool]:
+        """``scope`` names the tables already in the enclosing FROMs: a link filter on one of
+        them needs an alias, any other table is used as it is (cheaper to build)."""
         aliases = aliases or {}
+        visible = (scope or frozenset()) | {str(getattr(frm, "name", table.name))}
 
         def column(name: str, entity: str | None) -> sa.ColumnElement[Any]:
             source = frm
@@ -124,7 +128,7 @@ class FilterCompiler:
                     left, right = sa.func.lower(left), sa.func.lower(right)
                 return cast(sa.ColumnElement[bool], COMPARE[n.op](left, right))
             if isinstance(n, LinkFilter):
-                return self._link_filter(n.link, frm)
+                return self._link_filter(n.link, frm, visible)
             return self.condition(n, column(n.column, n.entity))
 
         return walk(node)
@@ -185,18 +189,21 @@ class FilterCompiler:
             return found
         return key.in_(shared)
 
-    def _link_filter(self, link: Link, parent: sa.FromClause) -> sa.ColumnElement[bool]:
+    def _link_filter(
+        self, link: Link, parent: sa.FromClause, scope: frozenset[str]
+    ) -> sa.ColumnElement[bool]:
         if self.resolve is None:
             raise QueryError("link filters need the schema to compile")
         table, sql = self.resolve(link.table)
-        related = sql.alias()
+        related: sa.FromClause = sql.alias() if sql.name in scope or link.links else sql
+        inner_scope = scope | {sql.name}
         if link.from_column not in related.c or link.to_column not in parent.c:
             raise QueryError(
                 f"link to {link.table}: unknown column {link.from_column!r} or {link.to_column!r}"
             )
         joined = [related.c[link.from_column] == parent.c[link.to_column]]
         if self.guard is not None:
-            joined.append(self.compile(self.guard(table), related, table))
+            joined.append(self.compile(self.guard(table), related, table, scope=inner_scope))
         inner_aliases: dict[str, sa.FromClause] = {}
         frm: sa.FromClause = related
         for nested in link.links:
@@ -205,7 +212,7 @@ class FilterCompiler:
         passes = (
             None
             if link.filter is None
-            else self.compile(link.filter, related, table, inner_aliases)
+            else self.compile(link.filter, related, table, inner_aliases, inner_scope)
         )
 
         def exists(*extra: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
