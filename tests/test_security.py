@@ -290,3 +290,15 @@ def test_group_team_membership_follows_its_source(org: Org) -> None:
     assert o.members(group) == {org.bob, org.sue}
     with pytest.raises(FieldsyncError, match="group teams"):
         o.refresh_group(org.team, ["ann"])
+
+
+def test_rows_cannot_be_given_to_a_disabled_user(org: Org) -> None:
+    from fieldsync.errors import ValidationError
+
+    r = org.p.records
+    acc = r.create("account", {"name": "ann's"}, caller=org.ctx(org.ann))
+    org.p.org.set_user_enabled(org.sue, False)
+    with pytest.raises(ValidationError, match="disabled"):
+        r.assign("account", acc, EntityRef("systemuser", org.sue))
+    with pytest.raises(ValidationError, match="disabled"):
+        r.create("account", {"name": "x", "ownerid": EntityRef("systemuser", org.sue)})

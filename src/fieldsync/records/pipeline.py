@@ -424,7 +424,8 @@ class Pipeline:
     def _owner_units(
         self, op: _Op, table: Table, owners: Iterable[tuple[RecordId, str]]
     ) -> dict[tuple[RecordId, str], RecordId]:
-        """The business unit of each owner (user or team); an unknown owner is an error."""
+        """The business unit of each owner (user or team); an unknown or disabled owner is
+        an error (as in Dataverse, rows cannot be given to a disabled user or team)."""
         by_table: dict[str, set[RecordId]] = defaultdict(set)
         for rid, kind in owners:
             by_table[kind].add(rid)
@@ -433,8 +434,12 @@ class Pipeline:
             sql = self.store.sql_table(kind)
             pk = sql.c[f"{kind}id"]
             for where in self._id_filters(pk, ids):
-                stmt = sa.select(pk, sql.c.businessunitid).where(where)
-                for rid, unit in op.conn.execute(stmt):
+                stmt = sa.select(pk, sql.c.businessunitid, sql.c.isdisabled).where(where)
+                for rid, unit, disabled in op.conn.execute(stmt):
+                    if disabled:
+                        raise ValidationError(
+                            table.name, "ownerid", f"{kind} {rid} is disabled and cannot own rows"
+                        )
                     units[(rid, kind)] = unit
             for rid in ids:
                 if (rid, kind) not in units:
