@@ -35,3 +35,20 @@ def test_every_setting_is_in_the_readme() -> None:
 def test_readme_opens_with_the_two_commands() -> None:
     block = README.split("```sh\n", 1)[1].split("```", 1)[0].strip().splitlines()
     assert [line.split("#")[0].strip() for line in block] == ["make demo", "make test"]
+
+
+def test_the_readme_query_example_runs(tmp_path: Path) -> None:
+    from fieldsync.demo import seed_demo
+    from fieldsync.platform import open_platform
+    from fieldsync.security.context import load_context
+
+    platform = open_platform(f"sqlite:///{tmp_path / 'docs.db'}")
+    try:
+        seed_demo(platform)
+        context = load_context(platform.store, platform.org.user_id("lena"))
+        block = README.split("## Queries", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+        names: dict[str, object] = {"platform": platform, "context": context}
+        exec(block, names)
+        assert names["rows"]
+    finally:
+        platform.close()
