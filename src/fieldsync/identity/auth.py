@@ -163,7 +163,12 @@ class Authenticator:
         except (VerificationError, InvalidHashError):
             ok = False
         if not ok or row is None:
+            window = dt.timedelta(seconds=self.settings.failure_window_seconds)
             with self.store.write() as conn:
+                # failures older than the window no longer count: drop them as we go
+                conn.execute(
+                    fs_signin_failure.delete().where(fs_signin_failure.c.at < now - window)
+                )
                 conn.execute(
                     fs_signin_failure.insert().values(username=username, address=address, at=now)
                 )
@@ -202,6 +207,14 @@ class Authenticator:
                     )
 
     def _open_session(self, conn: sa.Connection, user_id: RecordId, now: dt.datetime) -> TokenPair:
+        # the user's sessions that expired or were revoked a while ago are of no more use
+        stale = now - dt.timedelta(days=1)
+        conn.execute(
+            fs_session.delete().where(
+                fs_session.c.userid == user_id,
+                sa.or_(fs_session.c.expireson < stale, fs_session.c.revokedon < stale),
+            )
+        )
         session_id = uuid.uuid4()
         refresh = f"fsr.{session_id.hex}.{secrets.token_urlsafe(32)}"
         conn.execute(
