@@ -18,6 +18,7 @@ from fieldsync.config import Settings
 from fieldsync.errors import FieldsyncError, TooManyRequests, Unauthorized
 from fieldsync.identity.auth import AuthSettings
 from fieldsync.platform import Platform, open_platform
+from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
 from fieldsync.server.responses import JSON
 
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.state.settings = settings
     app.state.platform = platform
     app.include_router(auth_routes.router)
+    app.include_router(admin_routes.router)
 
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:

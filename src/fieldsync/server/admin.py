@@ -1,0 +1,42 @@
+"""Administration over HTTP that the Web API does not cover: refreshing a group team's
+members from its external group (an identity provider's sync job calls this)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from fieldsync.errors import BadRequest
+from fieldsync.server.auth import Principal, platform
+from fieldsync.server.responses import JSON
+
+MAX_BODY = 1024 * 1024
+
+router = APIRouter(prefix="/admin", tags=["administration"])
+
+
+@router.put("/teams/{team_id}/group-members")
+async def refresh_group_members(request: Request, team_id: str, ctx: Principal) -> JSON:
+    """Make a group team's members exactly the user names in the body,
+    ``{"usernames": ["ann", "bob"]}``. Unknown names change nothing and answer 404; the
+    caller needs the right to change the team's memberships."""
+    try:
+        team = uuid.UUID(team_id)
+    except ValueError:
+        raise BadRequest(f"{team_id!r} is not a team id") from None
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise BadRequest("the request body is too large")
+    try:
+        data = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadRequest('the body must be JSON: {"usernames": [...]}') from None
+    names = data.get("usernames") if isinstance(data, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise BadRequest('the body must be JSON: {"usernames": [...]}')
+    org = platform(request).org
+    added, removed = await run_in_threadpool(org.refresh_group, team, names, caller=ctx)
+    return JSON({"added": added, "removed": removed})
