@@ -20,6 +20,8 @@
     │   ├── TableNotFound               404  0x80060888
     │   └── RecordNotFound              404  0x80040217
     ├── MethodNotAllowed                405  0x80060888
+    ├── ChangesExpired                  410  0x80060401  (a sync cursor older than the log;
+    │                                                    in fieldsync.store.changes)
     ├── PreconditionFailed              412  0x80040237  (duplicate key, version mismatch)
     ├── PayloadTooLarge                 413  0x80040203
     ├── PluginError                     400  0x80040265  (a plugin rejected the operation)
