@@ -28,9 +28,8 @@ import gc
 import json
 import platform
 import random
-import shutil
 import sqlite3
-import tempfile
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -38,14 +37,17 @@ from decimal import Decimal
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
 import sqlalchemy as sa
 
 from fieldsync.records.service import Records
 from fieldsync.schema.builtin import ROOT_BUSINESS_UNIT_ID, SYSTEM_USER_ID
-from fieldsync.store.engine import normalise_url
 from fieldsync.store.store import Store
+
+# Run as ``python bench/records.py`` or loaded from its path (tests): either way, next to scratch.
+if (_HERE := str(Path(__file__).resolve().parent)) not in sys.path:
+    sys.path.insert(0, _HERE)
+from scratch import ScratchDatabases, postgres_problem
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 TABLE = "account"
@@ -178,105 +180,6 @@ def sql_update_params(batch: Sequence[Change], first_version: int) -> list[dict[
     ]
 
 
-# -- backends -----------------------------------------------------------------------------
-
-
-class Backend:
-    """Hands out fresh, empty stores of one kind and cleans up after them."""
-
-    name: str
-
-    def open_store(self, label: str) -> Store:
-        raise NotImplementedError
-
-    def discard(self, store: Store) -> None:
-        store.close()
-
-    def close(self) -> None:
-        pass
-
-
-class SqliteBackend(Backend):
-    name = "sqlite"
-
-    def __init__(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="fieldsync-bench-"))
-        self._count = 0
-
-    def open_store(self, label: str) -> Store:
-        self._count += 1
-        return Store.open(f"sqlite:///{self._dir / f'{label}-{self._count}.db'}")
-
-    def close(self) -> None:
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
-class PostgresBackend(Backend):
-    """One scratch schema per store, dropped when the store is discarded (or at the end)."""
-
-    name = "postgresql"
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._admin = sa.create_engine(
-            normalise_url(url), connect_args={"connect_timeout": 5}, poolclass=sa.NullPool
-        )
-        self._prefix = f"fs_bench_{uuid.uuid4().hex[:8]}"
-        self._count = 0
-        self._schemas: dict[int, str] = {}
-
-    def server_version(self) -> str:
-        with self._admin.connect() as conn:
-            return str(conn.execute(sa.text("SHOW server_version")).scalar_one())
-
-    def open_store(self, label: str) -> Store:
-        self._count += 1
-        schema = f"{self._prefix}_{label}{self._count}"
-        with self._admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        sep = "&" if "?" in self._url else "?"
-        try:
-            store = Store.open(f"{self._url}{sep}options={quote(f'-csearch_path={schema}')}")
-        except BaseException:
-            self._drop(schema)
-            raise
-        self._schemas[id(store)] = schema
-        return store
-
-    def discard(self, store: Store) -> None:
-        store.close()
-        schema = self._schemas.pop(id(store), None)
-        if schema is not None:
-            self._drop(schema)
-
-    def _drop(self, schema: str) -> None:
-        with self._admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-
-    def close(self) -> None:
-        for schema in self._schemas.values():
-            self._drop(schema)
-        self._schemas.clear()
-        self._admin.dispose()
-
-
-def postgres_problem(url: str) -> str | None:
-    """Why PostgreSQL at ``url`` cannot be used, or None when it can."""
-    try:
-        engine = sa.create_engine(
-            normalise_url(url), connect_args={"connect_timeout": 5}, poolclass=sa.NullPool
-        )
-        try:
-            with engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        finally:
-            engine.dispose()
-    except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        return f"PostgreSQL at {url} is unreachable: {type(exc).__name__}: {first_line}"
-    return None
-
-
 # -- measurements -------------------------------------------------------------------------
 
 
@@ -393,33 +296,29 @@ class Workload(NamedTuple):
         return cls(creates, updates, sql_creates, sql_updates, len(accounts), size)
 
 
-def run_once(backend: Backend, work: Workload, check: bool) -> dict[str, tuple[float, float]]:
+def run_once(dbs: ScratchDatabases, work: Workload, check: bool) -> dict[str, tuple[float, float]]:
     """One run on fresh stores: {operation: (service seconds, baseline seconds)}."""
-    service = backend.open_store("svc")
-    try:
-        baseline = backend.open_store("base")
-        try:
-            creates = race(
-                service_creates(service, work.creates),
-                baseline_creates(baseline, work.sql_creates),
-            )
-            if check:
-                check_same(service, baseline, work.rows, "create")
-            updates = race(
-                service_updates(service, work.updates),
-                baseline_updates(baseline, work.sql_updates),
-            )
-            if check:
-                check_same(service, baseline, work.rows, "update")
-        finally:
-            backend.discard(baseline)
-    finally:
-        backend.discard(service)
+    with (
+        dbs.opened("svc", Store.open) as service,
+        dbs.opened("base", Store.open) as baseline,
+    ):
+        creates = race(
+            service_creates(service, work.creates),
+            baseline_creates(baseline, work.sql_creates),
+        )
+        if check:
+            check_same(service, baseline, work.rows, "create")
+        updates = race(
+            service_updates(service, work.updates),
+            baseline_updates(baseline, work.sql_updates),
+        )
+        if check:
+            check_same(service, baseline, work.rows, "update")
     return {"create": creates, "update": updates}
 
 
 def bench_backend(
-    backend: Backend, work: Workload, repeat: int, log: Callable[[str], None]
+    dbs: ScratchDatabases, work: Workload, repeat: int, log: Callable[[str], None]
 ) -> list[Result]:
     best = {"create": (float("inf"), float("inf")), "update": (float("inf"), float("inf"))}
     # The bench's own data (every batch, in both forms) would otherwise be walked by each full
@@ -428,9 +327,9 @@ def bench_backend(
     gc.freeze()
     try:
         for run in range(1, repeat + 1):
-            times = run_once(backend, work, check=run == 1)
+            times = run_once(dbs, work, check=run == 1)
             log(
-                f"  {backend.name} run {run}/{repeat}: "
+                f"  {dbs.name} run {run}/{repeat}: "
                 + ", ".join(f"{op} {s:.2f}s vs {b:.2f}s" for op, (s, b) in times.items())
                 + " (service vs baseline)"
             )
@@ -439,7 +338,7 @@ def bench_backend(
                 best[op] = (min(best[op][0], s), min(best[op][1], b))
     finally:
         gc.unfreeze()
-    return [Result(backend.name, op, work.rows, work.batch, s, b) for op, (s, b) in best.items()]
+    return [Result(dbs.name, op, work.rows, work.batch, s, b) for op, (s, b) in best.items()]
 
 
 # -- report -------------------------------------------------------------------------------
@@ -505,16 +404,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     pg_version: str | None = None
     results: list[Result] = []
     with contextlib.ExitStack() as cleanup:
-        backends: list[Backend] = [SqliteBackend()]
-        cleanup.callback(backends[0].close)
+        backends = [cleanup.enter_context(ScratchDatabases.sqlite())]
         if args.no_pg:
             skipped["postgresql"] = "--no-pg"
         elif problem := postgres_problem(args.pg):
             skipped["postgresql"] = problem
             log(f"skipping PostgreSQL: {problem}")
         else:
-            pg = PostgresBackend(args.pg)
-            cleanup.callback(pg.close)
+            pg = cleanup.enter_context(ScratchDatabases.postgres(args.pg))
             backends.append(pg)
             pg_version = pg.server_version()
 

@@ -49,9 +49,8 @@ import gc
 import json
 import platform
 import random
-import shutil
 import sqlite3
-import tempfile
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -60,7 +59,6 @@ from decimal import Decimal
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import sqlalchemy as sa
 
@@ -72,9 +70,13 @@ from fieldsync.security.context import load_context
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import readable
 from fieldsync.security.roles import BASIC_USER, SYSTEM_ADMINISTRATOR
-from fieldsync.store.engine import normalise_url
 from fieldsync.store.store import Store, utcnow
 from fieldsync.types import EntityRef, RecordId
+
+# Run as ``python bench/security.py`` or loaded from its path (tests): either way, next to scratch.
+if (_HERE := str(Path(__file__).resolve().parent)) not in sys.path:
+    sys.path.insert(0, _HERE)
+from scratch import ScratchDatabases, postgres_problem
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 TABLE = "account"
@@ -429,131 +431,40 @@ def setup_mix(p: Platform, rows: int) -> Scenario:
 # -- backends -----------------------------------------------------------------------------
 
 
-class Backend:
-    """Hands out fresh, empty platforms of one kind and cleans up after them."""
+def open_platform(url: str) -> Platform:
+    return build(Store.open(url))
 
-    name: str
 
-    def open(self, label: str) -> Platform:
-        raise NotImplementedError
+def describe_pg(dbs: ScratchDatabases) -> str:
+    """The version, and the settings these plans depend on."""
+    shown = dbs.show("server_version", "jit", "work_mem")
+    version = shown.pop("server_version").split()[0]
+    return f"{version} ({', '.join(f'{k}={v}' for k, v in shown.items())})"
 
-    def settle(self, p: Platform) -> None:
-        """After loading: bring the statistics to a steady state, if the backend has any."""
 
-    def explain(self, p: Platform, stmt: sa.Select[Any]) -> list[str]:
-        raise NotImplementedError
-
-    def discard(self, p: Platform) -> None:
-        p.close()
-
-    def close(self) -> None:
-        pass
+def settle(p: Platform) -> None:
+    """After loading: bring the statistics to a steady state, if the backend has any."""
+    if p.store.engine.dialect.name == "postgresql":
+        with p.store.write() as conn:
+            conn.exec_driver_sql(f"ANALYZE {TABLE}, {SHARE_TABLE}")
 
 
 def literal_sql(conn: sa.Connection, stmt: sa.Select[Any]) -> str:
     return str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
 
 
-class SqliteBackend(Backend):
-    name = "sqlite"
-
-    def __init__(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="fieldsync-bench-"))
-
-    def open(self, label: str) -> Platform:
-        return build(Store.open(f"sqlite:///{self._dir / f'{label}.db'}"))
-
-    def explain(self, p: Platform, stmt: sa.Select[Any]) -> list[str]:
-        with p.store.read() as conn:
-            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {literal_sql(conn, stmt)}").all()
-        depth: dict[int, int] = {0: -1}
-        lines = []
-        for node, parent, _, detail in plan:
-            depth[node] = depth.get(parent, -1) + 1
-            lines.append("  " * depth[node] + str(detail))
-        return lines
-
-    def close(self) -> None:
-        shutil.rmtree(self._dir, ignore_errors=True)
-
-
-class PostgresBackend(Backend):
-    """One scratch schema per store, dropped when the store is discarded (or at the end)."""
-
-    name = "postgresql"
-
-    def __init__(self, url: str) -> None:
-        self._url = url
-        self._admin = sa.create_engine(
-            normalise_url(url), connect_args={"connect_timeout": 5}, poolclass=sa.NullPool
-        )
-        self._prefix = f"fs_bench_{uuid.uuid4().hex[:8]}"
-        self._schemas: dict[int, str] = {}
-
-    def server_version(self) -> str:
-        """The version, and the settings these plans depend on."""
-        with self._admin.connect() as conn:
-            shown = {
-                name: str(conn.execute(sa.text(f"SHOW {name}")).scalar_one())
-                for name in ("server_version", "jit", "work_mem")
-            }
-        version = shown.pop("server_version").split()[0]
-        return f"{version} ({', '.join(f'{k}={v}' for k, v in shown.items())})"
-
-    def open(self, label: str) -> Platform:
-        schema = f"{self._prefix}_{label}"
-        with self._admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        sep = "&" if "?" in self._url else "?"
-        try:
-            p = build(Store.open(f"{self._url}{sep}options={quote(f'-csearch_path={schema}')}"))
-        except BaseException:
-            self._drop(schema)
-            raise
-        self._schemas[id(p)] = schema
-        return p
-
-    def settle(self, p: Platform) -> None:
-        with p.store.write() as conn:
-            conn.exec_driver_sql(f"ANALYZE {TABLE}, {SHARE_TABLE}")
-
-    def explain(self, p: Platform, stmt: sa.Select[Any]) -> list[str]:
-        with p.store.read() as conn:
-            sql = literal_sql(conn, stmt)
+def query_plan(p: Platform, stmt: sa.Select[Any]) -> list[str]:
+    with p.store.read() as conn:
+        sql = literal_sql(conn, stmt)
+        if conn.dialect.name == "postgresql":
             return [str(r[0]) for r in conn.exec_driver_sql(f"EXPLAIN (ANALYZE, BUFFERS) {sql}")]
-
-    def discard(self, p: Platform) -> None:
-        p.close()
-        schema = self._schemas.pop(id(p), None)
-        if schema is not None:
-            self._drop(schema)
-
-    def _drop(self, schema: str) -> None:
-        with self._admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-
-    def close(self) -> None:
-        for schema in self._schemas.values():
-            self._drop(schema)
-        self._schemas.clear()
-        self._admin.dispose()
-
-
-def postgres_problem(url: str) -> str | None:
-    """Why PostgreSQL at ``url`` cannot be used, or None when it can."""
-    try:
-        engine = sa.create_engine(
-            normalise_url(url), connect_args={"connect_timeout": 5}, poolclass=sa.NullPool
-        )
-        try:
-            with engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        finally:
-            engine.dispose()
-    except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        return f"PostgreSQL at {url} is unreachable: {type(exc).__name__}: {first_line}"
-    return None
+        plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").all()
+    depth: dict[int, int] = {0: -1}
+    lines = []
+    for node, parent, _, detail in plan:
+        depth[node] = depth.get(parent, -1) + 1
+        lines.append("  " * depth[node] + str(detail))
+    return lines
 
 
 # -- measurements -------------------------------------------------------------------------
@@ -671,19 +582,18 @@ def where_sql(p: Platform, stmt: sa.Select[Any]) -> str:
 
 
 def bench_backend(
-    backend: Backend, rows: int, repeat: int, explain: bool, log: Callable[[str], None]
+    dbs: ScratchDatabases, rows: int, repeat: int, explain: bool, log: Callable[[str], None]
 ) -> tuple[list[Result], list[ContextTiming], dict[str, float]]:
     scenarios: list[Scenario] = []
     setup: dict[str, float] = {}
-    try:
+    with contextlib.ExitStack() as opened:  # closed and discarded even if setup fails
         for label, setup_fn in (("all", setup_all), ("mix", setup_mix)):
             started = time.perf_counter()
-            p = backend.open(label)
-            scenarios.append(Scenario(label, p))  # discarded in finally even if setup fails
-            scenarios[-1] = setup_fn(p, rows)
-            backend.settle(p)
+            p = opened.enter_context(dbs.opened(label, open_platform))
+            scenarios.append(setup_fn(p, rows))
+            settle(p)
             setup[label] = time.perf_counter() - started
-            log(f"  {backend.name} {label}: {rows} accounts set up in {setup[label]:.1f}s")
+            log(f"  {dbs.name} {label}: {rows} accounts set up in {setup[label]:.1f}s")
 
         # What is left of the setup (and the platform itself) would otherwise be walked by
         # every full collection the fetched rows trigger.
@@ -701,7 +611,7 @@ def bench_backend(
             for c in s.cases:
                 results.append(
                     Result(
-                        backend.name,
+                        dbs.name,
                         s.label,
                         c.name,
                         c.kind,
@@ -715,12 +625,9 @@ def bench_backend(
                     )
                 )
                 if explain:
-                    log(f"\n  plan {backend.name}/{s.label}/{c.name}:")
-                    for line in backend.explain(s.platform, c.stmt):
+                    log(f"\n  plan {dbs.name}/{s.label}/{c.name}:")
+                    for line in query_plan(s.platform, c.stmt):
                         log(f"    {line}")
-    finally:
-        for s in scenarios:
-            backend.discard(s.platform)
     return results, contexts, setup
 
 
@@ -797,18 +704,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     contexts: dict[str, list[ContextTiming]] = {}
     setup: dict[str, dict[str, float]] = {}
     with contextlib.ExitStack() as cleanup:
-        backends: list[Backend] = [SqliteBackend()]
-        cleanup.callback(backends[0].close)
+        backends = [cleanup.enter_context(ScratchDatabases.sqlite())]
         if args.no_pg:
             skipped["postgresql"] = "--no-pg"
         elif problem := postgres_problem(args.pg):
             skipped["postgresql"] = problem
             log(f"skipping PostgreSQL: {problem}")
         else:
-            pg = PostgresBackend(args.pg)
-            cleanup.callback(pg.close)
+            pg = cleanup.enter_context(ScratchDatabases.postgres(args.pg))
             backends.append(pg)
-            pg_version = pg.server_version()
+            pg_version = describe_pg(pg)
 
         log(f"fieldsync security bench: {args.rows} {TABLE} rows per store, best of {args.repeat}")
         started = time.perf_counter()
