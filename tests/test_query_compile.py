@@ -170,3 +170,37 @@ def test_bad_queries_are_query_errors(platform: Platform) -> None:
         r.query(Query("account", orders=(Order("nope"),)))
     with pytest.raises(QueryError, match="alias"):
         r.query(Query("account", filter=Condition("name", Op.EQ, "x", entity="ghost")))
+
+
+def test_nulls_sort_lowest_on_both_backends(platform: Platform, data: dict[str, object]) -> None:
+    r = platform.records
+    r.create("account", {"name": "A0"})  # numberofemployees is null
+    up = r.query(Query("account", columns=("name",), orders=(Order("numberofemployees"),)))
+    assert names(up)[0] == "A0"
+    down = r.query(Query("account", columns=("name",), orders=(Order("numberofemployees", True),)))
+    assert names(down)[-1] == "A0"
+
+
+def test_distinct_orders_by_unselected_columns(platform: Platform, data: dict[str, object]) -> None:
+    r = platform.records
+    r.create("account", {"name": "A1", "numberofemployees": 7})  # a second A1
+    q = Query("account", columns=("name",), orders=(Order("name"),), distinct=True)
+    assert names(r.query(q)) == ["A1", "A2", "A3"]
+    by_size = Query(
+        "account", columns=("name",), orders=(Order("numberofemployees"),), distinct=True
+    )
+    assert [x["name"] for x in r.query(by_size)] == ["A1", "A1", "A2", "A3"]
+
+
+def test_link_orders_apply(platform: Platform, data: dict[str, object]) -> None:
+    r = platform.records
+    link = Link(
+        "account",
+        "accountid",
+        "serviceaccountid",
+        alias="site",
+        columns=("name",),
+        orders=(Order("numberofemployees", True),),
+    )
+    rows = r.query(Query("workorder", columns=("name",), links=(link,)))
+    assert [x["site.name"] for x in rows] == ["A2", "A1", "A1"]

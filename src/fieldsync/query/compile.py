@@ -36,6 +36,7 @@ from fieldsync.query.ast import (
     Not,
     Op,
     Or,
+    Order,
     Query,
     Shared,
 )
@@ -310,9 +311,22 @@ def compile_query(
     for name in names:
         if name not in sql.c:
             raise QueryError(f"{query.table} has no column {name!r}")
-    if table.primary_id not in names:
+    # every row carries its id, and the id ends the order so paging is stable; a distinct
+    # query returns distinct values instead, so it gets neither
+    if table.primary_id not in names and not query.distinct:
         names.insert(0, table.primary_id)
     selected: list[Any] = [sql.c[n] for n in names]
+    orders: list[Any] = []
+
+    def order_by(order: Order, default: sa.FromClause, label: str) -> None:
+        source = default if order.entity is None else aliases.get(order.entity)
+        if source is None or order.column not in source.c:
+            raise QueryError(f"cannot order by {order.entity or label}.{order.column}")
+        col = source.c[order.column]
+        # nulls sort lowest, as in Dataverse (SQL Server), on both backends
+        orders.append(col.desc().nulls_last() if order.descending else col.asc().nulls_first())
+        if query.distinct and not any(col is c for c in selected):
+            selected.append(col)  # DISTINCT can only order by what it selects
 
     def link_columns(link: Link) -> None:
         alias = aliases[link.alias or link.table]
@@ -326,6 +340,20 @@ def compile_query(
 
     for link in query.links:
         link_columns(link)
+    for order in query.orders:
+        order_by(order, sql, query.table)
+
+    def link_orders(link: Link) -> None:
+        alias = aliases[link.alias or link.table]
+        for order in link.orders:
+            order_by(order, alias, link.alias or link.table)
+        for nested in link.links:
+            link_orders(nested)
+
+    for link in query.links:
+        link_orders(link)
+    if not query.distinct:
+        orders.append(sql.c[table.primary_id].asc())
     stmt = sa.select(*selected).select_from(frm)
     conditions: list[sa.ColumnElement[bool]] = []
     if guard is not None:
@@ -334,15 +362,8 @@ def compile_query(
         conditions.append(compiler.compile(query.filter, sql, table, aliases))
     if conditions:
         stmt = stmt.where(*conditions)
-    orders: list[Any] = []
-    for order in query.orders:
-        source = sql if order.entity is None else aliases.get(order.entity)
-        if source is None or order.column not in source.c:
-            raise QueryError(f"cannot order by {order.entity or query.table}.{order.column}")
-        col = source.c[order.column]
-        orders.append(col.desc() if order.descending else col.asc())
-    orders.append(sql.c[table.primary_id].asc())
-    stmt = stmt.order_by(*orders)
+    if orders:
+        stmt = stmt.order_by(*orders)
     if query.distinct:
         stmt = stmt.distinct()
     if query.page_size is not None:
