@@ -5,6 +5,8 @@ The corpus is transcribed from the FetchXML pages of the Power Apps documentatio
 rows", "Join tables", "link-entity element", "Order rows", "Page results", "Count rows",
 "condition operator values", "Use a left outer join ... not in"); tables the built-in schema
 lacks are swapped for account, contact, workorder, systemuser, team and teammembership.
+The queries are in ``CORPUS`` (and ``REFUSED``, the ones fieldsync refuses), which
+``test_query_corpus.py`` also runs on a seeded database.
 """
 
 from __future__ import annotations
@@ -54,9 +56,9 @@ def where(condition: str, table: str = "account") -> Query:
 # ------------------------------------------------------------------------------------------
 # (a) The documentation's queries
 
-
-def test_doc_condition_eq() -> None:
-    q = parse("""
+# name -> FetchXML, as the documentation writes it; tests/test_query_corpus.py runs them all.
+CORPUS: dict[str, str] = {
+    "condition_eq": """
 <fetch>
   <entity name='account'>
     <attribute name='name' />
@@ -66,16 +68,8 @@ def test_doc_condition_eq() -> None:
         value='Redmond' />
     </filter>
   </entity>
-</fetch>""")
-    assert q == Query(
-        table="account",
-        columns=("name",),
-        filter=Condition("address1_city", Op.EQ, "Redmond"),
-    )
-
-
-def test_doc_filter_or_three_conditions() -> None:
-    q = parse("""
+</fetch>""",
+    "filter_or_three_conditions": """
 <fetch>
   <entity name='account'>
     <attribute name='name' />
@@ -86,15 +80,8 @@ def test_doc_filter_or_three_conditions() -> None:
       <condition attribute='address1_city' operator='eq' value='Bellevue' />
     </filter>
   </entity>
-</fetch>""")
-    assert q.columns == ("name", "address1_city")
-    assert q.filter == Or(
-        tuple(Condition("address1_city", Op.EQ, c) for c in ("Redmond", "Seattle", "Bellevue"))
-    )
-
-
-def test_doc_in_with_value_elements() -> None:
-    q = parse("""
+</fetch>""",
+    "in_with_value_elements": """
 <fetch>
   <entity name='account'>
     <attribute name='name' />
@@ -108,50 +95,23 @@ def test_doc_in_with_value_elements() -> None:
       </condition>
     </filter>
   </entity>
-</fetch>""")
-    assert q.filter == Condition("address1_city", Op.IN, ("Redmond", "Seattle", "Bellevue"))
-
-
-def test_doc_no_parameter_eq_userid() -> None:
-    assert where("<condition attribute='ownerid' operator='eq-userid' />").filter == Condition(
-        "ownerid", Op.EQ_USERID
-    )
-
-
-def test_doc_single_parameter_statecode() -> None:
-    q = where("<condition attribute='statecode' operator='eq' value='0' />")
-    assert q.filter == Condition("statecode", Op.EQ, 0)
-
-
-def test_doc_between_numberofemployees() -> None:
-    q = where("""
+</fetch>""",
+    "no_parameter_eq_userid": entity(
+        "<filter><condition attribute='ownerid' operator='eq-userid' /></filter>"
+    ),
+    "single_parameter_statecode": entity(
+        "<filter><condition attribute='statecode' operator='eq' value='0' /></filter>"
+    ),
+    "between_numberofemployees": entity("""<filter>
 <condition attribute="numberofemployees" operator="between">
   <value>6</value>
   <value>20</value>
-</condition>""")
-    assert q.filter == And(
-        (
-            Condition("numberofemployees", Op.GE, 6),
-            Condition("numberofemployees", Op.LE, 20),
-        )
-    )
-
-
-def test_doc_not_between() -> None:
-    q = where(
-        "<condition attribute='numberofemployees' operator='not-between'>"
-        "<value>6</value><value>20</value></condition>"
-    )
-    assert q.filter == Or(
-        (
-            Condition("numberofemployees", Op.LT, 6),
-            Condition("numberofemployees", Op.GT, 20),
-        )
-    )
-
-
-def test_doc_valueof_same_row() -> None:
-    q = parse("""
+</condition></filter>"""),
+    "not_between": entity(
+        "<filter><condition attribute='numberofemployees' operator='not-between'>"
+        "<value>6</value><value>20</value></condition></filter>"
+    ),
+    "valueof_same_row": """
 <fetch>
   <entity name='contact' >
     <attribute name='firstname' />
@@ -159,32 +119,8 @@ def test_doc_valueof_same_row() -> None:
       <condition attribute='firstname' operator='eq' valueof='lastname'/>
     </filter>
   </entity>
-</fetch>""")
-    assert q.table == "contact"
-    assert q.filter == ColumnCompare("firstname", Op.EQ, "lastname")
-
-
-def test_doc_cross_table_valueof_is_not_supported() -> None:
-    with pytest.raises(FetchXmlError, match="another table is not supported") as info:
-        parse("""<fetch>
-  <entity name='contact'>
-    <attribute name='contactid' />
-    <attribute name='fullname' />
-    <filter type='and'>
-      <condition attribute='fullname' operator='eq' valueof='acct.name' />
-    </filter>
-    <link-entity name='account' from='accountid' to='parentcustomerid' link-type='outer'
-        alias='acct'>
-      <attribute name='name' />
-    </link-entity>
-  </entity>
-</fetch>""")
-    assert (info.value.line, info.value.column) == (6, 7)
-
-
-def test_doc_union_hint_with_entityname_conditions() -> None:
-    # The doc's incident / account / contact query, on workorder.
-    q = parse("""
+</fetch>""",
+    "union_hint_entityname_conditions": """
 <fetch >
       <entity name="workorder">
             <attribute name="workorderid" />
@@ -204,7 +140,313 @@ def test_doc_union_hint_with_entityname_conditions() -> None:
             <link-entity name="contact" from="contactid" to="primarycontactid"
                   link-type="outer" alias="co" />
       </entity>
-</fetch>""")
+</fetch>""",
+    "many_to_one_join": """
+<fetch top='5'>
+  <entity name='account'>
+    <attribute name='name' />
+    <link-entity name='contact'
+      from='contactid'
+      to='primarycontactid'
+      link-type='inner'
+      alias='contact'>
+      <attribute name='fullname' />
+    </link-entity>
+  </entity>
+</fetch>""",
+    "one_to_many_join": """
+<fetch>
+  <entity name='contact'>
+    <attribute name='fullname' />
+    <link-entity name='account'
+     from='primarycontactid'
+     to='contactid'
+     alias='account'>
+      <attribute name='name' />
+    </link-entity>
+  </entity>
+</fetch>""",
+    "many_to_many_through_intersect": """
+<fetch>
+  <entity name='systemuser'>
+    <attribute name='fullname' />
+    <link-entity name='teammembership'
+      from='systemuserid'
+      to='systemuserid'
+      intersect='true' >
+      <link-entity name='team'
+        from='teamid'
+        to='teamid'
+        link-type='inner'
+        alias='team'>
+        <attribute name='name' />
+      </link-entity>
+    </link-entity>
+  </entity>
+</fetch>""",
+    "link_type_any": """
+<fetch>
+  <entity name='contact'>
+    <attribute name='fullname' />
+    <filter type='and'>
+      <link-entity name='account'
+       from='primarycontactid'
+       to='contactid'
+       link-type='any'>
+      </link-entity>
+    </filter>
+  </entity>
+</fetch>""",
+    "link_type_any_in_or_filter": """
+<fetch>
+  <entity name='contact'>
+    <attribute name='fullname' />
+    <filter type='or'>
+      <link-entity name='account'
+       from='primarycontactid'
+       to='contactid'
+       link-type='any'>
+      </link-entity>
+      <condition attribute='statecode' operator='eq' value='1' />
+    </filter>
+  </entity>
+</fetch>""",
+    "link_type_not_all": """
+<fetch>
+  <entity name='contact'>
+    <attribute name='fullname' />
+    <filter type='and'>
+      <link-entity name='account'
+       from='primarycontactid'
+       to='contactid'
+       link-type='not all'>
+        <filter type='and'>
+          <condition attribute='name' operator='eq' value='Contoso' />
+        </filter>
+      </link-entity>
+    </filter>
+  </entity>
+</fetch>""",
+    **{
+        f"filter_link_type_{kind.replace(' ', '_')}": entity(
+            "<filter>"
+            f"<link-entity name='workorder' from='serviceaccountid' to='accountid' "
+            f"link-type='{kind}'>"
+            "<filter><condition attribute='priority' operator='eq' value='4'/></filter>"
+            "</link-entity></filter>"
+        )
+        for kind in ("any", "not any", "all", "not all")
+    },
+    **{
+        f"link_type_{kind}": entity(
+            "<filter><condition attribute='name' operator='like' value='A%'/></filter>"
+            f"<link-entity name='workorder' from='serviceaccountid' to='accountid' "
+            f"link-type='{kind}'>"
+            "<filter><condition attribute='signedoff' operator='eq' value='0'/></filter>"
+            "</link-entity>"
+        )
+        for kind in ("exists", "in")
+    },
+    "order_rows": """
+<fetch>
+  <entity name='account'>
+    <attribute name='name' />
+    <attribute name='accountnumber' />
+    <attribute name='createdon' />
+    <order attribute='createdon' />
+    <order attribute='name' />
+    <order attribute='accountnumber' />
+  </entity>
+</fetch>""",
+    "order_descending": """
+<fetch>
+  <entity name='account'>
+    <attribute name='name' />
+    <attribute name='createdon' />
+    <order attribute='createdon' descending='true' />
+  </entity>
+</fetch>""",
+    "link_entity_orders": """
+<fetch>
+  <entity name='account'>
+    <attribute name='name' />
+    <attribute name='accountnumber' />
+    <attribute name='createdon' />
+    <link-entity name='account'
+      from='accountid'
+      to='parentaccountid'
+      link-type='inner'
+      alias='parentaccount'>
+      <attribute name='name'
+        alias='parentaccount' />
+        <!-- The link-entity parentaccount name -->
+      <order attribute='name' />
+    </link-entity>
+    <!-- The entity account name -->
+    <order attribute='name' />
+  </entity>
+</fetch>""",
+    "link_entity_orders_entityname": """
+<fetch>
+  <entity name='account'>
+    <attribute name='name' />
+    <attribute name='accountnumber' />
+    <attribute name='createdon' />
+    <link-entity name='account'
+      from='accountid'
+      to='parentaccountid'
+      link-type='inner'
+      alias='parentaccount'>
+      <attribute name='name'
+        alias='parentaccount' />
+    </link-entity>
+    <order entityname='parentaccount'
+      attribute='name' />
+    <order attribute='name' />
+  </entity>
+</fetch>""",
+    "simple_paging": """
+<fetch count='3' page='2'>
+  <entity name='account'>
+    <attribute name='name' />
+    <order attribute='name' />
+    <order attribute='accountid' />
+  </entity>
+</fetch>""",
+    "paging_cookie": """
+<fetch count='3' page='2' paging-cookie='&lt;cookie page="1"&gt;&lt;fullname last="Susanna Stubberod (sample)" first="Yvonne McKay (sample)" /&gt;&lt;contactid last="{70BF4D48-34CB-ED11-B596-0022481D68CD}" first="{49B0BE2E-D01C-ED11-B83E-000D3A572421}" /&gt;&lt;/cookie&gt;'>
+  <entity name='contact'>
+    <attribute name='fullname' />
+    <attribute name='jobtitle' />
+    <order descending='true' attribute='fullname' />
+  </entity>
+</fetch>""",  # noqa: E501 - the cookie is one attribute
+    "legacy_paging_cookie_all_attributes": f"""
+<fetch mapping='logical' paging-cookie='&lt;cookie page="1"&gt;&lt;accountid last="{{{GUID}}}" first="{{60B934EF-798D-DC11-9048-0003FF27AC3B}}"/&gt;&lt;/cookie&gt;' page='2' count='2'>
+ <entity name='account'>
+  <all-attributes/>
+ </entity>
+</fetch>""",  # noqa: E501
+    "count_rows": entity("<attribute name='name'/>", fetch=" returntotalrecordcount='true'"),
+    "fetch_element_without_attributes": "<fetch>\n  <entity name='account' />\n</fetch>",
+    "left_outer_join_not_in": """
+<fetch mapping='logical'>
+ <entity name='account'>
+  <attribute name='name'/>
+  <link-entity name='contact'
+               from='parentcustomerid'
+               to='accountid'
+               link-type='outer'/>
+  <filter type='and'>
+   <condition entityname='contact'
+              attribute='contactid'
+              operator='null'/>
+  </filter>
+ </entity>
+</fetch>""",
+    "left_outer_join_with_alias": """
+<fetch version="1.0" output-format="xml-platform" mapping="logical" distinct="true">
+  <entity name="account">
+    <attribute name="name" />
+    <link-entity name="workorder" from="serviceaccountid" to="accountid" alias="ab"
+        link-type="outer">
+      <attribute name="serviceaccountid" />
+    </link-entity>
+    <filter type="and">
+      <condition entityname="ab" attribute="serviceaccountid" operator="null" />
+    </filter>
+  </entity>
+</fetch>""",
+}
+
+# Documented queries that fieldsync refuses (with a QueryError saying why).
+REFUSED: dict[str, str] = {
+    "cross_table_valueof": """<fetch>
+  <entity name='contact'>
+    <attribute name='contactid' />
+    <attribute name='fullname' />
+    <filter type='and'>
+      <condition attribute='fullname' operator='eq' valueof='acct.name' />
+    </filter>
+    <link-entity name='account' from='accountid' to='parentcustomerid' link-type='outer'
+        alias='acct'>
+      <attribute name='name' />
+    </link-entity>
+  </entity>
+</fetch>""",
+    "aggregate": (
+        "<fetch aggregate='true'><entity name='account'>"
+        "<attribute name='revenue' alias='total' aggregate='sum'/></entity></fetch>"
+    ),
+}
+
+
+def test_doc_condition_eq() -> None:
+    q = parse(CORPUS["condition_eq"])
+    assert q == Query(
+        table="account",
+        columns=("name",),
+        filter=Condition("address1_city", Op.EQ, "Redmond"),
+    )
+
+
+def test_doc_filter_or_three_conditions() -> None:
+    q = parse(CORPUS["filter_or_three_conditions"])
+    assert q.columns == ("name", "address1_city")
+    assert q.filter == Or(
+        tuple(Condition("address1_city", Op.EQ, c) for c in ("Redmond", "Seattle", "Bellevue"))
+    )
+
+
+def test_doc_in_with_value_elements() -> None:
+    q = parse(CORPUS["in_with_value_elements"])
+    assert q.filter == Condition("address1_city", Op.IN, ("Redmond", "Seattle", "Bellevue"))
+
+
+def test_doc_no_parameter_eq_userid() -> None:
+    assert parse(CORPUS["no_parameter_eq_userid"]).filter == Condition("ownerid", Op.EQ_USERID)
+
+
+def test_doc_single_parameter_statecode() -> None:
+    q = parse(CORPUS["single_parameter_statecode"])
+    assert q.filter == Condition("statecode", Op.EQ, 0)
+
+
+def test_doc_between_numberofemployees() -> None:
+    q = parse(CORPUS["between_numberofemployees"])
+    assert q.filter == And(
+        (
+            Condition("numberofemployees", Op.GE, 6),
+            Condition("numberofemployees", Op.LE, 20),
+        )
+    )
+
+
+def test_doc_not_between() -> None:
+    q = parse(CORPUS["not_between"])
+    assert q.filter == Or(
+        (
+            Condition("numberofemployees", Op.LT, 6),
+            Condition("numberofemployees", Op.GT, 20),
+        )
+    )
+
+
+def test_doc_valueof_same_row() -> None:
+    q = parse(CORPUS["valueof_same_row"])
+    assert q.table == "contact"
+    assert q.filter == ColumnCompare("firstname", Op.EQ, "lastname")
+
+
+def test_doc_cross_table_valueof_is_not_supported() -> None:
+    with pytest.raises(FetchXmlError, match="another table is not supported") as info:
+        parse(REFUSED["cross_table_valueof"])
+    assert (info.value.line, info.value.column) == (6, 7)
+
+
+def test_doc_union_hint_with_entityname_conditions() -> None:
+    # The doc's incident / account / contact query, on workorder.
+    q = parse(CORPUS["union_hint_entityname_conditions"])
     assert q.filter == And(
         (
             Condition("name", Op.LIKE, "Case%"),
@@ -224,19 +466,7 @@ def test_doc_union_hint_with_entityname_conditions() -> None:
 
 
 def test_doc_many_to_one_join() -> None:
-    q = parse("""
-<fetch top='5'>
-  <entity name='account'>
-    <attribute name='name' />
-    <link-entity name='contact'
-      from='contactid'
-      to='primarycontactid'
-      link-type='inner'
-      alias='contact'>
-      <attribute name='fullname' />
-    </link-entity>
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["many_to_one_join"])
     assert q == Query(
         table="account",
         columns=("name",),
@@ -246,42 +476,14 @@ def test_doc_many_to_one_join() -> None:
 
 
 def test_doc_one_to_many_join_defaults_to_inner() -> None:
-    q = parse("""
-<fetch>
-  <entity name='contact'>
-    <attribute name='fullname' />
-    <link-entity name='account'
-     from='primarycontactid'
-     to='contactid'
-     alias='account'>
-      <attribute name='name' />
-    </link-entity>
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["one_to_many_join"])
     (link,) = q.links
     assert link == Link("account", "primarycontactid", "contactid", "account", columns=("name",))
     assert link.type is LinkType.INNER
 
 
 def test_doc_many_to_many_through_intersect() -> None:
-    q = parse("""
-<fetch>
-  <entity name='systemuser'>
-    <attribute name='fullname' />
-    <link-entity name='teammembership'
-      from='systemuserid'
-      to='systemuserid'
-      intersect='true' >
-      <link-entity name='team'
-        from='teamid'
-        to='teamid'
-        link-type='inner'
-        alias='team'>
-        <attribute name='name' />
-      </link-entity>
-    </link-entity>
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["many_to_many_through_intersect"])
     (membership,) = q.links
     assert membership.table == "teammembership"
     assert membership.alias == "teammembership"  # no alias: the table name
@@ -290,19 +492,7 @@ def test_doc_many_to_many_through_intersect() -> None:
 
 
 def test_doc_link_type_any() -> None:
-    q = parse("""
-<fetch>
-  <entity name='contact'>
-    <attribute name='fullname' />
-    <filter type='and'>
-      <link-entity name='account'
-       from='primarycontactid'
-       to='contactid'
-       link-type='any'>
-      </link-entity>
-    </filter>
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["link_type_any"])
     assert q.links == ()
     assert q.filter == LinkFilter(
         Link("account", "primarycontactid", "contactid", "account", LinkType.ANY)
@@ -310,20 +500,7 @@ def test_doc_link_type_any() -> None:
 
 
 def test_doc_link_type_any_in_or_filter() -> None:
-    q = parse("""
-<fetch>
-  <entity name='contact'>
-    <attribute name='fullname' />
-    <filter type='or'>
-      <link-entity name='account'
-       from='primarycontactid'
-       to='contactid'
-       link-type='any'>
-      </link-entity>
-      <condition attribute='statecode' operator='eq' value='1' />
-    </filter>
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["link_type_any_in_or_filter"])
     assert q.filter == Or(
         (
             LinkFilter(Link("account", "primarycontactid", "contactid", "account", LinkType.ANY)),
@@ -333,22 +510,7 @@ def test_doc_link_type_any_in_or_filter() -> None:
 
 
 def test_doc_link_type_not_all() -> None:
-    q = parse("""
-<fetch>
-  <entity name='contact'>
-    <attribute name='fullname' />
-    <filter type='and'>
-      <link-entity name='account'
-       from='primarycontactid'
-       to='contactid'
-       link-type='not all'>
-        <filter type='and'>
-          <condition attribute='name' operator='eq' value='Contoso' />
-        </filter>
-      </link-entity>
-    </filter>
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["link_type_not_all"])
     assert q.filter == LinkFilter(
         Link(
             "account",
@@ -363,11 +525,7 @@ def test_doc_link_type_not_all() -> None:
 
 @pytest.mark.parametrize("kind", ["any", "not any", "all", "not all"])
 def test_filter_link_types(kind: str) -> None:
-    q = where(
-        f"<link-entity name='workorder' from='serviceaccountid' to='accountid' link-type='{kind}'>"
-        "<filter><condition attribute='priority' operator='eq' value='4'/></filter>"
-        "</link-entity>"
-    )
+    q = parse(CORPUS[f"filter_link_type_{kind.replace(' ', '_')}"])
     assert isinstance(q.filter, LinkFilter)
     assert q.filter.link.type == LinkType(kind)
     assert q.filter.link.filter == Condition("priority", Op.EQ, 4)
@@ -375,15 +533,7 @@ def test_filter_link_types(kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["exists", "in"])
 def test_exists_and_in_become_any_filters(kind: str) -> None:
-    q = parse(
-        entity(
-            "<filter><condition attribute='name' operator='like' value='A%'/></filter>"
-            f"<link-entity name='workorder' from='serviceaccountid' to='accountid' "
-            f"link-type='{kind}'>"
-            "<filter><condition attribute='signedoff' operator='eq' value='0'/></filter>"
-            "</link-entity>"
-        )
-    )
+    q = parse(CORPUS[f"link_type_{kind}"])
     assert q.links == ()
     assert q.filter == And(
         (
@@ -403,53 +553,17 @@ def test_exists_and_in_become_any_filters(kind: str) -> None:
 
 
 def test_doc_order_rows() -> None:
-    q = parse("""
-<fetch>
-  <entity name='account'>
-    <attribute name='name' />
-    <attribute name='accountnumber' />
-    <attribute name='createdon' />
-    <order attribute='createdon' />
-    <order attribute='name' />
-    <order attribute='accountnumber' />
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["order_rows"])
     assert q.orders == (Order("createdon"), Order("name"), Order("accountnumber"))
 
 
 def test_doc_order_descending() -> None:
-    q = parse("""
-<fetch>
-  <entity name='account'>
-    <attribute name='name' />
-    <attribute name='createdon' />
-    <order attribute='createdon' descending='true' />
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["order_descending"])
     assert q.orders == (Order("createdon", descending=True),)
 
 
 def test_doc_link_entity_orders() -> None:
-    q = parse("""
-<fetch>
-  <entity name='account'>
-    <attribute name='name' />
-    <attribute name='accountnumber' />
-    <attribute name='createdon' />
-    <link-entity name='account'
-      from='accountid'
-      to='parentaccountid'
-      link-type='inner'
-      alias='parentaccount'>
-      <attribute name='name'
-        alias='parentaccount' />
-        <!-- The link-entity parentaccount name -->
-      <order attribute='name' />
-    </link-entity>
-    <!-- The entity account name -->
-    <order attribute='name' />
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["link_entity_orders"])
     (link,) = q.links
     assert link.alias == "parentaccount"
     assert link.columns == ("name",)
@@ -458,51 +572,19 @@ def test_doc_link_entity_orders() -> None:
 
 
 def test_doc_link_entity_orders_first_with_entityname() -> None:
-    q = parse("""
-<fetch>
-  <entity name='account'>
-    <attribute name='name' />
-    <attribute name='accountnumber' />
-    <attribute name='createdon' />
-    <link-entity name='account'
-      from='accountid'
-      to='parentaccountid'
-      link-type='inner'
-      alias='parentaccount'>
-      <attribute name='name'
-        alias='parentaccount' />
-    </link-entity>
-    <order entityname='parentaccount'
-      attribute='name' />
-    <order attribute='name' />
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["link_entity_orders_entityname"])
     assert q.orders == (Order("name", entity="parentaccount"), Order("name"))
     assert q.links[0].orders == ()
 
 
 def test_doc_simple_paging() -> None:
-    q = parse("""
-<fetch count='3' page='2'>
-  <entity name='account'>
-    <attribute name='name' />
-    <order attribute='name' />
-    <order attribute='accountid' />
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["simple_paging"])
     assert (q.page, q.page_size, q.top, q.paging_cookie) == (2, 3, None, None)
     assert q.orders == (Order("name"), Order("accountid"))
 
 
 def test_doc_paging_cookie_is_kept_decoded() -> None:
-    q = parse("""
-<fetch count='3' page='2' paging-cookie='&lt;cookie page="1"&gt;&lt;fullname last="Susanna Stubberod (sample)" first="Yvonne McKay (sample)" /&gt;&lt;contactid last="{70BF4D48-34CB-ED11-B596-0022481D68CD}" first="{49B0BE2E-D01C-ED11-B83E-000D3A572421}" /&gt;&lt;/cookie&gt;'>
-  <entity name='contact'>
-    <attribute name='fullname' />
-    <attribute name='jobtitle' />
-    <order descending='true' attribute='fullname' />
-  </entity>
-</fetch>""")  # noqa: E501 - the cookie is one attribute
+    q = parse(CORPUS["paging_cookie"])
     assert q.paging_cookie is not None
     assert q.paging_cookie.startswith('<cookie page="1"><fullname last="Susanna Stubberod')
     assert q.paging_cookie.endswith("</cookie>")
@@ -510,12 +592,7 @@ def test_doc_paging_cookie_is_kept_decoded() -> None:
 
 
 def test_doc_legacy_paging_cookie_with_all_attributes() -> None:
-    q = parse(f"""
-<fetch mapping='logical' paging-cookie='&lt;cookie page="1"&gt;&lt;accountid last="{{{GUID}}}" first="{{60B934EF-798D-DC11-9048-0003FF27AC3B}}"/&gt;&lt;/cookie&gt;' page='2' count='2'>
- <entity name='account'>
-  <all-attributes/>
- </entity>
-</fetch>""")  # noqa: E501
+    q = parse(CORPUS["legacy_paging_cookie_all_attributes"])
     assert q.columns is None
     assert (q.page, q.page_size) == (2, 2)
     assert q.paging_cookie is not None
@@ -523,51 +600,25 @@ def test_doc_legacy_paging_cookie_with_all_attributes() -> None:
 
 
 def test_doc_count_rows() -> None:
-    q = parse(entity("<attribute name='name'/>", fetch=" returntotalrecordcount='true'"))
+    q = parse(CORPUS["count_rows"])
     assert q.count is True
 
 
 def test_doc_fetch_element_without_attributes() -> None:
-    q = parse("<fetch>\n  <entity name='account' />\n</fetch>")
+    q = parse(CORPUS["fetch_element_without_attributes"])
     assert q == Query(table="account")
 
 
 def test_doc_left_outer_join_not_in() -> None:
     # "Find all accounts that have no leads", on contacts whose company is the account.
-    q = parse("""
-<fetch mapping='logical'>
- <entity name='account'>
-  <attribute name='name'/>
-  <link-entity name='contact'
-               from='parentcustomerid'
-               to='accountid'
-               link-type='outer'/>
-  <filter type='and'>
-   <condition entityname='contact'
-              attribute='contactid'
-              operator='null'/>
-  </filter>
- </entity>
-</fetch>""")
+    q = parse(CORPUS["left_outer_join_not_in"])
     assert q.links == (Link("contact", "parentcustomerid", "accountid", "contact", LinkType.OUTER),)
     assert q.filter == Condition("contactid", Op.NULL, entity="contact")
 
 
 def test_doc_left_outer_join_with_alias() -> None:
     # "Find all leads that have no tasks, using an alias", on accounts without work orders.
-    q = parse("""
-<fetch version="1.0" output-format="xml-platform" mapping="logical" distinct="true">
-  <entity name="account">
-    <attribute name="name" />
-    <link-entity name="workorder" from="serviceaccountid" to="accountid" alias="ab"
-        link-type="outer">
-      <attribute name="serviceaccountid" />
-    </link-entity>
-    <filter type="and">
-      <condition entityname="ab" attribute="serviceaccountid" operator="null" />
-    </filter>
-  </entity>
-</fetch>""")
+    q = parse(CORPUS["left_outer_join_with_alias"])
     assert q.distinct is True
     assert q.links[0].columns == ("serviceaccountid",)
     assert q.filter == Condition("serviceaccountid", Op.NULL, entity="ab")
@@ -575,10 +626,7 @@ def test_doc_left_outer_join_with_alias() -> None:
 
 def test_doc_aggregate_is_refused() -> None:
     with pytest.raises(QueryError, match=r"aggregation .* is not supported"):
-        parse(
-            "<fetch aggregate='true'><entity name='account'>"
-            "<attribute name='revenue' alias='total' aggregate='sum'/></entity></fetch>"
-        )
+        parse(REFUSED["aggregate"])
     with pytest.raises(QueryError, match="aggregation"):
         parse(entity("<attribute name='revenue' alias='total' aggregate='sum'/>"))
     assert parse(entity("", fetch=" aggregate='false'")).table == "account"
@@ -1412,7 +1460,7 @@ def test_nesting_and_element_limits() -> None:
 # ------------------------------------------------------------------------------------------
 # (d) Fuzzing: only QueryError (or a Query) comes out
 
-CORPUS = [
+FUZZ_SEEDS = [
     entity(
         "<attribute name='name'/><filter>"
         "<condition attribute='name' operator='eq' value='x'/></filter>"
@@ -1548,8 +1596,11 @@ def only_query_errors(text: str) -> None:
 
 
 def test_corpus_parses() -> None:
-    for text in CORPUS:
+    for text in [*CORPUS.values(), *FUZZ_SEEDS]:
         assert isinstance(parse(text), Query)
+    for text in REFUSED.values():
+        with pytest.raises(QueryError):
+            parse(text)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1561,7 +1612,7 @@ def test_fuzz_random_text(text: str) -> None:
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(CORPUS), st.lists(mutation, min_size=1, max_size=6))
+@given(st.sampled_from(FUZZ_SEEDS), st.lists(mutation, min_size=1, max_size=6))
 def test_fuzz_mutations_of_valid_fetchxml(
     text: str, edits: list[tuple[str, int, int, str]]
 ) -> None:
@@ -1591,7 +1642,8 @@ VALUE_ATTRS = st.sampled_from(
 
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.sampled_from(CORPUS), st.lists(st.tuples(VALUE_ATTRS, st.sampled_from(TOKENS)), max_size=4)
+    st.sampled_from(FUZZ_SEEDS),
+    st.lists(st.tuples(VALUE_ATTRS, st.sampled_from(TOKENS)), max_size=4),
 )
 def test_fuzz_attribute_values(text: str, swaps: list[tuple[str, str]]) -> None:
     """Swap whole attribute values, which reaches the schema checks rather than expat."""

@@ -1,7 +1,9 @@
 """OData query options -> query AST (``fieldsync.query.odata``), without a database.
 
 The ``$filter`` strings marked SDK are the ones Microsoft's Python SDK sends
-(``/work/shared/reference/sdk-wire-transcript.txt`` and the SDK's ``filters.py``)."""
+(``/work/shared/reference/sdk-wire-transcript.txt`` and the SDK's ``filters.py``). ``CORPUS``
+holds whole requests (the transcript's and realistic field-service ones), which
+``test_query_corpus.py`` also runs on a seeded database."""
 
 from __future__ import annotations
 
@@ -79,17 +81,187 @@ def link(table: str, frm: str, to: str, node: Node | None, kind: LinkType = Link
 # ---------------------------------------------------------------------------------------------
 # What the SDK sends
 
+FN = "Microsoft.Dynamics.CRM."
+# name -> (table, query options) of realistic collection requests: the transcript's own (sdk_*)
+# and the kind a field-service app sends, in the SDK's forms (its In/NotIn with double-quoted
+# values, startswith with a space after the comma, several where() calls joined with " and ").
+# tests/test_query_corpus.py runs them all on the demo organisation.
+CORPUS: dict[str, tuple[str, dict[str, str]]] = {
+    "sdk_querybuilder": (
+        "account",
+        {
+            "$select": "name",
+            "$filter": "(statecode eq 0 and startswith(name, 'Con')) and "
+            'Microsoft.Dynamics.CRM.In(PropertyName=\'statecode\',PropertyValues=["0","1"])',
+            "$orderby": "name desc",
+            "$top": "10",
+            "$count": "true",
+        },
+    ),
+    "sdk_skiptoken": ("account", {"$select": "name", "$skiptoken": '<cookie pagenumber="2" />'}),
+    "sdk_filter": ("account", {"$filter": "name eq 'A'"}),
+    "sdk_top": ("account", {"$top": "1", "$select": "name"}),
+    "sdk_retrieve_expand": (
+        "account",
+        {"$select": "name", "$expand": "primarycontactid($select=fullname)"},
+    ),
+    "sdk_batch_get": ("account", {"$select": "name", "$filter": "name eq 'a b'"}),
+    "accounts_in_city_by_revenue": (
+        "account",
+        {
+            "$select": "name,address1_city,revenue",
+            "$filter": "address1_city eq 'Manchester' and revenue gt 1000000",
+            "$orderby": "revenue desc",
+        },
+    ),
+    "accounts_in_cities": (
+        "account",
+        {
+            "$select": "name,address1_city,telephone1",
+            "$filter": f'{FN}In(PropertyName=\'address1_city\',PropertyValues=["London","Bristol"])'
+            " and creditonhold eq false",
+            "$orderby": "address1_city,name",
+        },
+    ),
+    "accounts_mid_sized_not_between": (
+        "account",
+        {
+            "$select": "name,numberofemployees,industrycode",
+            "$filter": "not ((numberofemployees ge 10 and numberofemployees le 20)) and "
+            f'{FN}NotIn(PropertyName=\'industrycode\',PropertyValues=["1","2"])',
+            "$top": "25",
+        },
+    ),
+    "accounts_by_name_parameter_alias": (
+        "account",
+        {
+            "$select": "name,accountnumber",
+            "$filter": "contains(name, @word) or address1_city eq @city",
+            "@word": "'Logistics'",
+            "@city": "'Leeds'",
+            "$orderby": "accountnumber",
+        },
+    ),
+    "my_accounts_and_teams": (
+        "account",
+        {
+            "$select": "name,address1_city",
+            "$filter": f"{FN}EqualUserOrUserTeams(PropertyName='ownerid')",
+            "$expand": "primarycontactid($select=fullname,telephone1)",
+        },
+    ),
+    "accounts_with_urgent_work": (
+        "account",
+        {
+            "$select": "name",
+            "$filter": "workorder_serviceaccountid/any(w: w/priority eq 4)",
+            "$count": "true",
+        },
+    ),
+    "accounts_all_work_signed_off": (
+        "account",
+        {"$select": "name", "$filter": "workorder_serviceaccountid/all(w: w/signedoff)"},
+    ),
+    "contacts_named": (
+        "contact",
+        {
+            "$select": "fullname,jobtitle,emailaddress1",
+            "$filter": "startswith(lastname, 'Smith') or contains(jobtitle, 'Manager')",
+            "$orderby": "lastname,firstname",
+            "$top": "50",
+        },
+    ),
+    "contacts_phoneable_born_before": (
+        "contact",
+        {
+            "$select": "fullname,birthdate,telephone1",
+            "$filter": "birthdate ne null and birthdate lt 1970-01-01 and donotphone eq false",
+            "$orderby": "birthdate desc",
+        },
+    ),
+    "contacts_of_accounts_in_city": (
+        "contact",
+        {
+            "$select": "fullname,_parentcustomerid_value",
+            "$filter": "parentcustomerid_account/address1_city eq 'Leeds'",
+            "$expand": "parentcustomerid_account($select=name,address1_city)",
+        },
+    ),
+    "my_open_work_orders": (
+        "workorder",
+        {
+            "$select": "name,scheduledstart,priority,systemstatus",
+            "$filter": f"{FN}EqualUserId(PropertyName='ownerid') and "
+            f'{FN}NotIn(PropertyName=\'systemstatus\',PropertyValues=["690970003","690970004",'
+            '"690970005"])',
+            "$orderby": "scheduledstart",
+        },
+    ),
+    "urgent_work_next_7_days": (
+        "workorder",
+        {
+            "$select": "name,scheduledstart,_serviceaccountid_value",
+            "$filter": f"priority eq 4 and {FN}Next7Days(PropertyName='scheduledstart')",
+            "$orderby": "scheduledstart",
+            "$expand": "serviceaccountid($select=name,telephone1)",
+        },
+    ),
+    "overdue_unsigned_work": (
+        "workorder",
+        {
+            "$select": "name,duedate,laborhours",
+            "$filter": f"{FN}LastXDays(PropertyName='duedate',PropertyValue=14) and "
+            "signedoff eq false",
+            "$orderby": "duedate desc",
+        },
+    ),
+    "team_work_with_incident_types": (
+        "workorder",
+        {
+            "$select": "name,incidenttypes,totalamount",
+            "$filter": f'{FN}ContainValues(PropertyName=\'incidenttypes\',PropertyValues=["3","5"])'
+            f" and {FN}EqualUserOrUserHierarchyAndTeams(PropertyName='ownerid')",
+            "$top": "100",
+        },
+    ),
+    "work_in_london_by_value": (
+        "workorder",
+        {
+            "$select": "name,totalamount,laborhours",
+            "$filter": "serviceaccountid/address1_city eq 'London' and totalamount ge 500 and "
+            "laborhours ne null",
+            "$orderby": "totalamount desc",
+            "$top": "20",
+        },
+    ),
+    "colleagues_in_my_unit": (
+        "systemuser",
+        {
+            "$select": "fullname,title",
+            "$filter": f"{FN}EqualBusinessId(PropertyName='businessunitid') and "
+            "isdisabled eq false",
+            "$orderby": "fullname",
+        },
+    ),
+    "my_teams": (
+        "team",
+        {"$select": "name", "$filter": f"{FN}EqualUserTeams(PropertyName='teamid')"},
+    ),
+}
+
+
+def corpus(name: str) -> ODataQuery:
+    table, params = CORPUS[name]
+    return q(params, table)
+
+
+def test_corpus_parses() -> None:
+    for name in CORPUS:
+        assert isinstance(corpus(name).query, Query), name
+
 
 def test_sdk_querybuilder_request_from_the_transcript() -> None:
-    params = {
-        "$select": "name",
-        "$filter": "(statecode eq 0 and startswith(name, 'Con')) and "
-        'Microsoft.Dynamics.CRM.In(PropertyName=\'statecode\',PropertyValues=["0","1"])',
-        "$orderby": "name desc",
-        "$top": "10",
-        "$count": "true",
-    }
-    assert q(params) == ODataQuery(
+    assert corpus("sdk_querybuilder") == ODataQuery(
         Query(
             table="account",
             columns=("name",),
@@ -108,16 +280,16 @@ def test_sdk_querybuilder_request_from_the_transcript() -> None:
 
 
 def test_sdk_transcript_simple_requests() -> None:
-    assert q({"$filter": "name eq 'A'"}).query.filter == C("name", Op.EQ, "A")
-    assert q({"$select": "name", "$skiptoken": '<cookie pagenumber="2" />'}) == ODataQuery(
+    assert corpus("sdk_filter").query.filter == C("name", Op.EQ, "A")
+    assert corpus("sdk_skiptoken") == ODataQuery(
         Query("account", columns=("name",)), skiptoken='<cookie pagenumber="2" />'
     )
-    assert q({"$top": "1", "$select": "name"}).query == Query("account", ("name",), top=1)
-    retrieve = q({"$select": "name", "$expand": "primarycontactid($select=fullname)"})
+    assert corpus("sdk_top").query == Query("account", ("name",), top=1)
+    retrieve = corpus("sdk_retrieve_expand")
     assert retrieve.expand == (
         Expand("primarycontactid", "primarycontactid", "contact", columns=("fullname",)),
     )
-    batch = q({"$select": "name", "$filter": "name eq 'a b'"})
+    batch = corpus("sdk_batch_get")
     assert batch.query.filter == C("name", Op.EQ, "a b")
 
 
@@ -524,8 +696,6 @@ def test_navigation_names() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Dataverse query functions
-
-FN = "Microsoft.Dynamics.CRM."
 
 
 @pytest.mark.parametrize(
