@@ -2,13 +2,14 @@
 
 Every write runs the same pipeline, in one transaction:
 
-    coerce and check types -> pre-validation plugins -> pre-operation plugins -> required
-    columns -> system columns -> lookups exist -> take versions -> write rows and change log
-    -> post-operation plugins -> commit
+    coerce and check types -> pre-validation plugins -> pre-operation plugins -> authorize
+    -> required columns -> system columns -> lookups exist (and may be linked to) -> take
+    versions -> write rows and change log -> post-operation plugins -> commit
 
 Batches (``create_many``, ``update_many``) run the pipeline over all their rows at once: one
-version range, one multi-row insert, one query per lookup target. Any error rolls the whole
-batch back.
+version range, one bulk insert (COPY on PostgreSQL), one query per lookup target. Any error
+rolls the whole batch back. Reads (``retrieve``, ``retrieve_multiple``, ``query``) carry the
+caller's read filter in their SQL.
 """
 
 from __future__ import annotations
