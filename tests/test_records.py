@@ -1129,3 +1129,17 @@ def test_missing_and_duplicate_rows(store: Store, records: Records) -> None:
     chosen = uuid.uuid4()
     assert records.create("account", {"name": "Chosen id", "accountid": str(chosen)}) == chosen
     assert records.retrieve("account", chosen)["accountid"] == chosen
+
+
+def test_deleting_a_row_that_points_at_itself(store: Store, records: Records) -> None:
+    """No pointless update of a row about to go: one delete change, and the tombstone keeps
+    the self link as it was."""
+    c = records.create("contact", {"lastname": "Loop"})
+    records.update("contact", c, {"parentcustomerid": EntityRef("contact", c)})
+    with store.read() as conn:
+        before = store.current_version(conn)
+    version = records.delete("contact", c)
+    with store.read() as conn:
+        rows = conn.execute(sa.select(fs_change).where(fs_change.c.version > before)).all()
+    assert [(r.version, r.operation) for r in rows] == [(version, "delete")]
+    assert rows[0].old["parentcustomerid"] == str(c)

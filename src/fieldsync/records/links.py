@@ -28,13 +28,17 @@ class Links(Pipeline):
 
     def _remove_links(self, op: _Op, table: Table, rid: RecordId, now: dt.datetime) -> None:
         """Clear lookups that point at a deleted row, and drop its many-to-many links,
-        each as a change of its own (so devices see the link go)."""
+        each as a change of its own (so devices see the link go). The deleted row itself is
+        left alone (a row may point at itself): its tombstone keeps it as it was."""
         for other, col in self.store.schema.referencing(table.name):
             if col.system:
                 continue
             sql = self.store.sql_table(other.name)
             if col.required and not other.intersect:
-                where_required = sql.c[col.name] == rid
+                where_required = sa.and_(
+                    sql.c[col.name] == rid,
+                    sql.c[other.primary_id] != rid if other.name == table.name else sa.true(),
+                )
                 if op.conn.execute(sa.select(sa.literal(1)).where(where_required).limit(1)).first():
                     raise BadRequest(
                         f"{table.name} {rid} is still referenced by {other.name}.{col.name}, "
@@ -44,6 +48,8 @@ class Links(Pipeline):
             if col.polymorphic:
                 where = sa.and_(where, sql.c[col.type_column] == table.name)
             pk = sql.c[other.primary_id]
+            if other.name == table.name:
+                where = sa.and_(where, pk != rid)
             ids = list(op.conn.execute(sa.select(pk).where(where)).scalars())
             if not ids:
                 continue
