@@ -109,11 +109,46 @@ class Registration:
     name: str
 
 
+@dataclass(frozen=True)
+class Conflict:
+    """An offline update to columns the server changed since the device last saw the row.
+
+    ``server`` is the row as it is now, ``device`` the values the device sent, ``columns``
+    the columns both changed. A resolver returns the values to write (``{}`` writes nothing)
+    or raises :class:`~fieldsync.errors.PluginError` to reject the change."""
+
+    table: str
+    record_id: RecordId
+    server: Row
+    device: Row
+    columns: list[str]
+
+
+ConflictResolver = Callable[[Conflict], Row]
+
+
 class PluginRegistry:
-    """Plugins by (table, message, stage); ``"*"`` as the table matches every table."""
+    """Plugins by (table, message, stage); ``"*"`` as the table matches every table.
+
+    Conflict resolvers for offline updates register per table with :meth:`resolve_conflicts`.
+    """
 
     def __init__(self) -> None:
         self._by_key: dict[tuple[str, Message, Stage], list[Registration]] = defaultdict(list)
+        self._resolvers: dict[str, ConflictResolver] = {}
+
+    def resolve_conflicts(self, table: str) -> Callable[[ConflictResolver], ConflictResolver]:
+        """Decorator: ``resolver(conflict) -> values`` decides what an offline update to
+        ``table`` writes when the server changed the same columns since the device saw them."""
+
+        def decorate(resolver: ConflictResolver) -> ConflictResolver:
+            self._resolvers[table] = resolver
+            return resolver
+
+        return decorate
+
+    def conflict_resolver(self, table: str) -> ConflictResolver | None:
+        return self._resolvers.get(table)
 
     def register(
         self,

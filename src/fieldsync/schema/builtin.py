@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from fieldsync.schema.builtin_sync import sync_tables
 from fieldsync.schema.model import (
     Column,
     ColumnType,
@@ -416,6 +417,7 @@ def builtin_tables() -> list[Table]:
         contact,
         account,
         workorder,
+        *sync_tables(),
     ]
 
 

@@ -20,6 +20,7 @@ RECORD = (P.CREATE, P.READ, P.WRITE, P.DELETE, P.APPEND, P.APPEND_TO, P.ASSIGN, 
 MAKER = (P.CREATE, P.READ, P.WRITE, P.DELETE, P.SHARE, P.APPEND, P.APPEND_TO)
 BUSINESS_TABLES = ("account", "contact", "workorder")
 ORGANISATION_TABLES = ("businessunit", "systemuser", "team", "organization")
+SYNC_ERRORS = ("syncerror",)
 PROFILE_TABLES = (
     "mobileofflineprofile",
     "mobileofflineprofileitem",
@@ -86,6 +87,7 @@ PREDEFINED_ROLES: tuple[RoleSpec, ...] = (
             _grant(BUSINESS_TABLES, RECORD, D.USER),
             _grant(ORGANISATION_TABLES, (P.READ,), D.ORGANIZATION),
             _grant(PROFILE_TABLES, (P.READ,), D.ORGANIZATION),
+            _grant(SYNC_ERRORS, (P.READ, P.WRITE, P.DELETE), D.USER),
         ),
     ),
 )

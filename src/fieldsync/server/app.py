@@ -20,7 +20,9 @@ from fieldsync.identity.auth import AuthSettings
 from fieldsync.platform import Platform, open_platform
 from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
+from fieldsync.server import sync as sync_routes
 from fieldsync.server.responses import JSON
+from fieldsync.sync.service import SyncService
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.state.platform = platform
     app.include_router(auth_routes.router)
     app.include_router(admin_routes.router)
+    app.state.sync = SyncService(platform.records)
+    app.include_router(sync_routes.router)
 
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:

@@ -131,3 +131,29 @@ fs_signin_failure = sa.Table(
     sa.Column("address", sa.String(64), nullable=False, index=True),
     sa.Column("at", UTCDateTime, nullable=False),
 )
+
+
+# -- sync: devices and the client changes already applied ---------------------------------
+
+fs_device = sa.Table(
+    "fs_device",
+    metadata,
+    sa.Column("deviceid", sa.String(64), primary_key=True),
+    sa.Column("userid", sa.Uuid, nullable=False, index=True),
+    sa.Column("app", sa.String(128), nullable=False),
+    sa.Column("profileid", sa.Uuid),
+    sa.Column("profileversion", sa.Integer),
+    sa.Column("sdkversion", sa.String(32)),
+    sa.Column("registeredon", UTCDateTime, nullable=False),
+    sa.Column("lastsyncon", UTCDateTime),
+    sa.Column("pendingchanges", sa.Integer),
+)
+fs_sync_applied = sa.Table(
+    "fs_sync_applied",
+    metadata,
+    sa.Column("deviceid", sa.String(64), primary_key=True),
+    sa.Column("changeid", sa.Uuid, primary_key=True),
+    sa.Column("userid", sa.Uuid, nullable=False),
+    sa.Column("result", JSONType, nullable=False),
+    sa.Column("appliedon", UTCDateTime, nullable=False, index=True),
+)

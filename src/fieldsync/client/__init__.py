@@ -1,0 +1,23 @@
+"""The device SDK: a local SQLite replica of an offline profile, an outbox, and sync."""
+
+from fieldsync.client.device import Device, NetworkProvider, Progress, Status, SyncReport
+from fieldsync.client.transport import (
+    AccessRemoved,
+    DeviceError,
+    Offline,
+    ServerError,
+    SignInRequired,
+)
+
+__all__ = [
+    "AccessRemoved",
+    "Device",
+    "DeviceError",
+    "NetworkProvider",
+    "Offline",
+    "Progress",
+    "ServerError",
+    "SignInRequired",
+    "Status",
+    "SyncReport",
+]

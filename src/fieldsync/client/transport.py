@@ -1,0 +1,140 @@
+"""HTTP to a fieldsync server: sign-in, token refresh, JSON calls, and errors a device can act
+on (offline, signed out, access removed, refused)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+class DeviceError(Exception):
+    """Base of the errors the device SDK raises."""
+
+
+class Offline(DeviceError):
+    """The server could not be reached (no network, server down, connection cut)."""
+
+
+class ServerError(DeviceError):
+    """The server answered with an error (``{"error": {"code", "message"}}``)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} ({status} {code})")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class SignInRequired(ServerError):
+    """The tokens are no longer valid: sign in again."""
+
+
+class AccessRemoved(ServerError):
+    """The user may no longer take this app offline (disabled, removed from the profile, app
+    no longer offline): the device purges the profile's data."""
+
+
+class Transport:
+    """One server, with the device's tokens; refreshes the access token once on a 401."""
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        tokens: dict[str, str] | None = None,
+        on_tokens: Callable[[dict[str, str]], None] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.tokens = dict(tokens or {})
+        self.on_tokens = on_tokens
+        self.client = httpx.Client(base_url=self.server, timeout=TIMEOUT, transport=transport)
+        self.last_size = 0  # bytes of the last response body
+
+    def close(self) -> None:
+        self.client.close()
+
+    def sign_in(self, username: str, password: str) -> dict[str, str]:
+        data = self._send(
+            "POST",
+            "/auth/token",
+            {"grant_type": "password", "username": username, "password": password},
+            auth=False,
+        )
+        self._store(data)
+        return self.tokens
+
+    def _store(self, data: dict[str, Any]) -> None:
+        self.tokens = {
+            "access_token": str(data["access_token"]),
+            "refresh_token": str(data.get("refresh_token", "")),
+        }
+        if self.on_tokens is not None:
+            self.on_tokens(self.tokens)
+
+    def _refresh(self) -> None:
+        refresh = self.tokens.get("refresh_token")
+        if not refresh:
+            raise SignInRequired(401, "0x8004AD03", "sign in again")
+        try:
+            data = self._send(
+                "POST",
+                "/auth/token",
+                {"grant_type": "refresh_token", "refresh_token": refresh},
+                auth=False,
+            )
+        except ServerError as exc:
+            if exc.status == 401:
+                raise _unauthorised(exc) from None
+            raise
+        self._store(data)
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            return self._send(method, path, body)
+        except ServerError as exc:
+            if exc.status != 401:
+                raise
+            if "disabled" in exc.message:
+                raise _unauthorised(exc) from None
+        self._refresh()
+        try:
+            return self._send(method, path, body)
+        except ServerError as exc:
+            if exc.status == 401:
+                raise _unauthorised(exc) from None
+            raise
+
+    def _send(
+        self, method: str, path: str, body: dict[str, Any] | None, *, auth: bool = True
+    ) -> Any:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.tokens.get('access_token', '')}"
+        content = None if body is None else orjson.dumps(body)
+        try:
+            response = self.client.request(method, path, content=content, headers=headers)
+        except httpx.TransportError as exc:
+            raise Offline(f"cannot reach {self.server}: {exc}") from exc
+        self.last_size = len(response.content)
+        if response.status_code >= 400:
+            try:
+                err = orjson.loads(response.content)["error"]
+                code, message = str(err["code"]), str(err["message"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                code, message = str(response.status_code), response.text[:200]
+            if response.status_code >= 500:
+                raise Offline(f"the server failed ({response.status_code}): {message}")
+            raise ServerError(response.status_code, code, message)
+        return orjson.loads(response.content) if response.content else None
+
+
+def _unauthorised(exc: ServerError) -> ServerError:
+    if "disabled" in exc.message:
+        return AccessRemoved(exc.status, exc.code, exc.message)
+    return SignInRequired(exc.status, exc.code, exc.message)

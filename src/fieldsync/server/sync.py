@@ -1,0 +1,107 @@
+"""The sync protocol over HTTP, under ``/sync/v1``: handshake, download, upload, errors.
+
+Every endpoint authenticates the bearer token and works as its user; bodies are JSON objects
+of bounded size (see :mod:`fieldsync.sync.service` for what each one answers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from fieldsync.errors import BadRequest, PayloadTooLarge
+from fieldsync.server.auth import Principal
+from fieldsync.server.responses import JSON
+from fieldsync.sync.service import SyncService
+
+MAX_BODY = 16 * 1024 * 1024
+
+router = APIRouter(prefix="/sync/v1", tags=["sync"])
+
+
+def service(request: Request) -> SyncService:
+    found: SyncService = request.app.state.sync
+    return found
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY:
+        raise PayloadTooLarge(f"a sync request carries at most {MAX_BODY // 2**20} MB")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise PayloadTooLarge(f"a sync request carries at most {MAX_BODY // 2**20} MB")
+        chunks.append(chunk)
+    try:
+        data = orjson.loads(b"".join(chunks) or b"{}")
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object")
+    return data
+
+
+@router.post("/handshake")
+async def handshake(request: Request, ctx: Principal) -> JSON:
+    """Register the device for an app: answers the app's offline settings, the published
+    profile with its tables and columns, and who the user is."""
+    body = await _body(request)
+    answer = await run_in_threadpool(
+        service(request).handshake,
+        ctx,
+        device=body.get("device"),
+        app=body.get("app"),
+        sdk=body.get("sdk"),
+    )
+    return JSON(answer)
+
+
+@router.post("/download")
+async def download(request: Request, ctx: Principal) -> JSON:
+    """One page per table named in ``cursors`` (``null`` starts the table from scratch)."""
+    body = await _body(request)
+    answer = await run_in_threadpool(
+        service(request).download,
+        ctx,
+        device=body.get("device"),
+        app=body.get("app"),
+        cursors=body.get("cursors"),
+        limit=body.get("limit", 1000),
+    )
+    return JSON(answer)
+
+
+@router.post("/upload")
+async def upload(request: Request, ctx: Principal) -> JSON:
+    """Apply a batch of the device's outbox, in order, at most once per client change id."""
+    body = await _body(request)
+    answer = await run_in_threadpool(
+        service(request).upload,
+        ctx,
+        device=body.get("device"),
+        app=body.get("app"),
+        changes=body.get("changes"),
+    )
+    return JSON(answer)
+
+
+@router.get("/errors")
+async def errors(request: Request, ctx: Principal, since: str | None = None) -> JSON:
+    """The user's sync errors, newest first; ``since`` (ISO 8601) keeps the newer ones."""
+    moment = None
+    if since is not None:
+        try:
+            moment = dt.datetime.fromisoformat(since)
+        except ValueError:
+            raise BadRequest(f"'since' must be an ISO 8601 time, not {since!r}") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+    rows = await run_in_threadpool(service(request).errors, ctx, since=moment)
+    return JSON({"value": rows})

@@ -1,0 +1,1 @@
+"""Sync, server side: scope plans, download pages, upload of outboxes, the sync service."""

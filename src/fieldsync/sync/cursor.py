@@ -1,0 +1,72 @@
+"""Download cursors: opaque, signed tokens the server issues and the device stores per table.
+
+A cursor says where a table's download stands and what it was computed against:
+
+- ``phase`` ``"snapshot"``: streaming the whole scope in primary-key order, after ``key``;
+  ``head`` is the version the stream started at (every change after it is sent afterwards);
+- ``phase`` ``"delta"``: every change up to ``version`` has been sent;
+- ``fingerprint``: the user's security context, ``item``: the profile item (and what it
+  depends on). When either no longer matches, the table is re-scoped.
+
+The server keeps no per-device state: everything it needs is in the cursor, signed with the
+store's secret so a device cannot forge one (a forged cursor could only make the server send
+rows the user may read, but a clear error beats a confusing sync).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import orjson
+
+from fieldsync.errors import BadRequest
+
+Phase = Literal["snapshot", "delta"]
+
+
+class BadCursor(BadRequest):
+    """A cursor the server did not issue, or issued for another user, device or table."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    table: str
+    user: str
+    device: str
+    phase: Phase
+    fingerprint: str
+    item: str
+    version: int = 0  # delta: changes up to here are sent
+    head: int = 0  # snapshot: the version the stream started at
+    key: str | None = None  # snapshot: the last primary key sent
+
+    def encode(self, secret: bytes) -> str:
+        body = base64.urlsafe_b64encode(orjson.dumps(asdict(self))).rstrip(b"=")
+        mac = hmac.new(secret, body, hashlib.sha256).digest()[:16]
+        return (body + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+
+    @classmethod
+    def decode(cls, token: object, secret: bytes) -> Cursor:
+        if not isinstance(token, str) or len(token) > 4096 or token.count(".") != 1:
+            raise BadCursor("the download cursor is not one this server issued")
+        body, _, mac = token.encode().partition(b".")
+        expected = hmac.new(secret, body, hashlib.sha256).digest()[:16]
+        try:
+            given = base64.urlsafe_b64decode(mac + b"=" * (-len(mac) % 4))
+            data = orjson.loads(base64.urlsafe_b64decode(body + b"=" * (-len(body) % 4)))
+        except (ValueError, orjson.JSONDecodeError):
+            raise BadCursor("the download cursor is not one this server issued") from None
+        if not hmac.compare_digest(given, expected) or not isinstance(data, dict):
+            raise BadCursor("the download cursor is not one this server issued")
+        try:
+            cursor = cls(**data)
+        except TypeError:
+            raise BadCursor("the download cursor is not one this server issued") from None
+        if cursor.key is not None:
+            uuid.UUID(cursor.key)
+        return cursor

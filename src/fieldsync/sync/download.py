@@ -1,0 +1,322 @@
+"""The download side of sync: one page of one table's changes for one device.
+
+Two phases per table, both driven by the cursor (:mod:`fieldsync.sync.cursor`):
+
+- **snapshot**: the whole scope, streamed in primary-key order (keyset paging, so no page
+  needs the scope in memory and a broken stream resumes after the last key it committed).
+  The first page of a snapshot says ``rescope``: the device marks every row it receives and,
+  when the page that says ``complete`` arrives, drops the rows of that table it did not
+  receive. Initial sync is a snapshot onto an empty table.
+- **delta**: the changes after the cursor's version, read from the change log for the
+  tables that can move this table's rows in or out (the table itself, record shares, and the
+  tables its relationships reach). The changed rows, and the rows related to them through the
+  profile's relationships, are the *candidates*; one query decides which candidates are in
+  scope now. Those travel as upserts, the others as removes (a device drops a remove for a
+  row it does not hold). Cost: O(changes + their related rows), nothing in the scope's size.
+
+A change to the user's security context (roles, teams, business unit, manager hierarchy) or
+to the profile item changes the cursor's fingerprint and re-scopes the table; so does a cursor
+older than the pruned change log, and, on every sync, a filter that reads the clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from fieldsync.query.ast import And, ColumnCompare, Condition, Node, Op, Query, is_in
+from fieldsync.records.service import Records
+from fieldsync.security.model import SecurityContext
+from fieldsync.store.changes import Change, read_changes, watermark
+from fieldsync.sync.cursor import BadCursor, Cursor
+from fieldsync.sync.scope import SCOPE_COLUMNS, SHARE_TABLE, Edge, ScopePlan, TablePlan, walk
+
+CHUNK = 500  # ids per IN list
+PROPAGATING = frozenset({"create", "delete", "assign", "share", "associate", "disassociate"})
+
+
+@dataclass
+class TablePage:
+    table: str
+    columns: tuple[str, ...]
+    upserts: list[list[Any]] = field(default_factory=list)
+    removes: list[str] = field(default_factory=list)
+    cursor: str = ""
+    rescope: bool = False  # a re-scope starts with this page: mark what arrives from here
+    complete: bool = False  # the re-scope ends with this page: drop every unmarked row
+    more: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "columns": list(self.columns),
+            "upserts": self.upserts,
+            "removes": self.removes,
+            "cursor": self.cursor,
+            "rescope": self.rescope,
+            "complete": self.complete,
+            "more": self.more,
+        }
+
+
+def wire(value: Any) -> Any:
+    """A stored value as it travels (orjson writes ids and dates itself)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+class Downloader:
+    """Pages of one device's download, for one user on one published profile."""
+
+    def __init__(
+        self,
+        records: Records,
+        plan: ScopePlan,
+        ctx: SecurityContext,
+        *,
+        device: str,
+        fingerprint: str,
+        secret: bytes,
+        now: dt.datetime | None = None,
+    ) -> None:
+        self.records = records
+        self.store = records.store
+        self.plan = plan
+        self.ctx = ctx
+        self.device = device
+        self.fingerprint = fingerprint
+        self.secret = secret
+        self.now = now
+
+    # -- public ---------------------------------------------------------------------------
+
+    def page(self, conn: sa.Connection, table: str, token: str | None, limit: int) -> TablePage:
+        tp = self.plan.plan(table)
+        cursor = None if token is None else Cursor.decode(token, self.secret)
+        if cursor is not None and (
+            cursor.table != table
+            or cursor.user != str(self.ctx.user_id)
+            or cursor.device != self.device
+        ):
+            raise BadCursor(f"the download cursor for {table!r} belongs to another sync")
+        if cursor is None or self._stale(conn, tp, cursor):
+            cursor = Cursor(
+                table=table,
+                user=str(self.ctx.user_id),
+                device=self.device,
+                phase="snapshot",
+                fingerprint=self.fingerprint,
+                item=tp.item_hash,
+                head=self.store.current_version(conn),
+            )
+            page = self._snapshot(conn, tp, cursor, limit)
+            page.rescope = True
+            return page
+        if cursor.phase == "snapshot":
+            return self._snapshot(conn, tp, cursor, limit)
+        return self._delta(conn, tp, cursor, limit)
+
+    # -- phases ---------------------------------------------------------------------------
+
+    def _stale(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor) -> bool:
+        if cursor.fingerprint != self.fingerprint or cursor.item != tp.item_hash:
+            return True
+        if cursor.phase == "delta":
+            return tp.timed or cursor.version < watermark(conn)
+        return False
+
+    def _select(self, conn: sa.Connection, tp: TablePlan, extra: Node, top: int | None) -> Any:
+        node = And((self.plan.node(tp.table.name), extra))
+        query = Query(table=tp.table.name, columns=tp.columns, filter=node, top=top)
+        stmt = self.records.query_statement(query, caller=self.ctx, now=self.now, conn=conn)
+        return conn.execute(stmt)
+
+    def _snapshot(
+        self, conn: sa.Connection, tp: TablePlan, cursor: Cursor, limit: int
+    ) -> TablePage:
+        pk = tp.table.primary_id
+        after: Node = (
+            Condition(pk, Op.NOT_NULL)
+            if cursor.key is None
+            else Condition(pk, Op.GT, uuid.UUID(cursor.key))
+        )
+        result = self._select(conn, tp, after, limit + 1)
+        rows = [[wire(v) for v in r] for r in result.fetchmany(limit + 1)]
+        page = TablePage(tp.table.name, tp.columns)
+        index = tp.columns.index(pk)
+        if len(rows) > limit:
+            rows = rows[:limit]
+            nxt = replace(cursor, key=str(rows[-1][index]))
+        else:
+            nxt = replace(cursor, phase="delta", version=cursor.head, key=None, head=0)
+            page.complete = True
+        page.upserts = rows
+        page.cursor = nxt.encode(self.secret)
+        page.more = True  # after a snapshot's last page, the changes made while it streamed
+        return page
+
+    def _delta(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor, limit: int) -> TablePage:
+        changes = read_changes(conn, cursor.version, tables=tp.watched, limit=limit)
+        linked = set(tp.linked)
+        for dep in tp.depends_on:
+            linked |= self.plan.tables[dep].linked
+        if any(c.table in linked for c in changes.changes):
+            # a custom filter reads this table through a link: re-scope rather than trace
+            restart = replace(
+                cursor,
+                phase="snapshot",
+                head=self.store.current_version(conn),
+                key=None,
+                version=0,
+            )
+            page = self._snapshot(conn, tp, restart, limit)
+            page.rescope = True
+            return page
+        page = TablePage(tp.table.name, tp.columns)
+        candidates = _Candidates(self, conn, changes.changes).affected(tp.table.name)
+        pk = tp.table.primary_id
+        index = tp.columns.index(pk)
+        found: set[uuid.UUID] = set()
+        ordered = sorted(candidates)
+        for start in range(0, len(ordered), CHUNK):
+            chunk = ordered[start : start + CHUNK]
+            for r in self._select(conn, tp, is_in(pk, chunk), None):
+                row = [wire(v) for v in r]
+                found.add(row[index])
+                page.upserts.append(row)
+        page.removes = [str(i) for i in ordered if i not in found]
+        page.cursor = replace(cursor, version=changes.cursor).encode(self.secret)
+        page.more = changes.more
+        return page
+
+
+class _Candidates:
+    """Rows of a table whose scope membership may have changed with a batch of changes."""
+
+    def __init__(self, dl: Downloader, conn: sa.Connection, changes: Sequence[Change]):
+        self.dl = dl
+        self.conn = conn
+        self.by_table: dict[str, list[Change]] = defaultdict(list)
+        for change in changes:
+            self.by_table[change.table].append(change)
+        for share in self.by_table.pop(SHARE_TABLE, []):
+            target = self._share_target(share)
+            if target is not None:
+                self.by_table[target[0]].append(
+                    replace(share, table=target[0], record_id=target[1], operation="share")
+                )
+        self.memo: dict[str, set[uuid.UUID]] = {}
+
+    def _share_target(self, change: Change) -> tuple[str, uuid.UUID] | None:
+        if change.old and "objectid" in change.old:
+            return str(change.old["objecttypecode"]), uuid.UUID(str(change.old["objectid"]))
+        sql = self.dl.store.sql_table(SHARE_TABLE)
+        row = self.conn.execute(
+            sa.select(sql.c.objecttypecode, sql.c.objectid).where(
+                sql.c.principalobjectaccessid == change.record_id
+            )
+        ).first()
+        return None if row is None else (row[0], row[1])
+
+    def affected(self, table: str) -> set[uuid.UUID]:
+        """The table's own changed rows, and rows related to changes upstream."""
+        if table in self.memo:
+            return self.memo[table]
+        tp = self.dl.plan.tables[table]
+        ids = {c.record_id for c in self.by_table.get(table, ())}
+        for edge in tp.edges:
+            ids |= self._through(edge)
+        self.memo[table] = ids
+        return ids
+
+    def _moved(self, table: str) -> tuple[set[uuid.UUID], list[Change]]:
+        """Rows of an upstream table whose own membership may have changed."""
+        tp = self.dl.plan.tables[table]
+        relevant = _relevant_columns(tp)
+        direct = [
+            c
+            for c in self.by_table.get(table, ())
+            if c.operation in PROPAGATING or c.changed is None or relevant & set(c.changed)
+        ]
+        ids = {c.record_id for c in direct}
+        for edge in tp.edges:
+            ids |= self._through(edge)
+        return ids, direct
+
+    def _through(self, edge: Edge) -> set[uuid.UUID]:
+        moved, direct = self._moved(edge.other)
+        out: set[uuid.UUID] = set()
+        store = self.dl.store
+        if edge.kind == "lookup":
+            sql = store.sql_table(edge.table)
+            pk = sql.c[self.dl.plan.tables[edge.table].table.primary_id]
+            for chunk in _chunks(moved):
+                out.update(
+                    self.conn.execute(sa.select(pk).where(sql.c[edge.column].in_(chunk))).scalars()
+                )
+        elif edge.kind == "reverse":
+            sql = store.sql_table(edge.other)
+            pk = sql.c[self.dl.plan.tables[edge.other].table.primary_id]
+            for chunk in _chunks(moved):
+                out.update(
+                    v
+                    for v in self.conn.execute(
+                        sa.select(sql.c[edge.column]).where(pk.in_(chunk))
+                    ).scalars()
+                    if v is not None
+                )
+            out.update(_old_values(direct, edge.column))
+        else:
+            sql = store.sql_table(edge.intersect)
+            for chunk in _chunks(moved):
+                out.update(
+                    self.conn.execute(
+                        sa.select(sql.c[edge.column]).where(sql.c[edge.other_column].in_(chunk))
+                    ).scalars()
+                )
+            links = self.by_table.get(edge.intersect, ())
+            pk = sql.c[store.schema.table(edge.intersect).primary_id]
+            for chunk in _chunks({c.record_id for c in links}):
+                out.update(
+                    self.conn.execute(sa.select(sql.c[edge.column]).where(pk.in_(chunk))).scalars()
+                )
+            out.update(_old_values(links, edge.column))
+        return out
+
+
+def _relevant_columns(tp: TablePlan) -> set[str]:
+    cols = set(SCOPE_COLUMNS)
+    cols.update(c.name for c in tp.table.lookups())
+    for n in walk(tp.filter):
+        if isinstance(n, (Condition, ColumnCompare)) and n.entity is None:
+            cols.add(n.column)
+            if isinstance(n, ColumnCompare):
+                cols.add(n.other)
+    return cols
+
+
+def _old_values(changes: Iterable[Change], column: str) -> set[uuid.UUID]:
+    out: set[uuid.UUID] = set()
+    for c in changes:
+        value = (c.old or {}).get(column)
+        if isinstance(value, Mapping):
+            value = value.get("id")
+        if value:
+            out.add(uuid.UUID(str(value)))
+    return out
+
+
+def _chunks(ids: Iterable[uuid.UUID]) -> Iterable[list[uuid.UUID]]:
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), CHUNK):
+        yield ordered[start : start + CHUNK]

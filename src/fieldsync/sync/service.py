@@ -1,0 +1,313 @@
+"""The sync service: handshake, download, upload and sync errors for one signed-in user.
+
+Every call starts from the caller's security context and the app they name; the app's
+published offline profile (``fieldsync.offline``) decides the tables, and the scope plan of that
+profile version decides the rows. Nothing about a device is kept in memory between calls:
+download state travels in signed cursors, upload state is the applied-changes record, and the
+device registry (``fs_device``) is bookkeeping for admins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from fieldsync import __version__
+from fieldsync.errors import BadRequest, Forbidden
+from fieldsync.offline.snapshot import OfflineAccess, PublishedProfile
+from fieldsync.records.service import Records
+from fieldsync.security.model import SecurityContext
+from fieldsync.store.catalog import fs_device, fs_meta
+from fieldsync.store.store import utcnow
+from fieldsync.sync.download import Downloader, TablePage
+from fieldsync.sync.scope import ScopePlan, build_plan
+from fieldsync.sync.upload import MAX_BATCH, SERVER_WINS_KEY, ClientChange, Uploader
+from fieldsync.types import EntityRef
+
+PROTOCOL = 1
+MAX_PAGE = 5000
+DEFAULT_PAGE = 1000
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+
+AccessResolver = Callable[[sa.Connection, SecurityContext, str], OfflineAccess]
+
+
+def fingerprint(ctx: SecurityContext) -> str:
+    """A short hash of everything the user's access depends on."""
+    parts = {
+        "user": str(ctx.user_id),
+        "unit": str(ctx.business_unit_id),
+        "teams": sorted(map(str, ctx.teams)),
+        "owner_teams": sorted(map(str, ctx.owner_teams)),
+        "grants": sorted(
+            (t, int(p), sorted(repr(g) for g in grants)) for (t, p), grants in ctx.grants.items()
+        ),
+        "tree": sorted((str(k), sorted(map(str, v))) for k, v in ctx.unit_tree.items()),
+        "reports": [sorted(map(str, level)) for level in ctx.reports],
+        "hierarchy": repr(ctx.hierarchy),
+        "shared": sorted(ctx.shared_tables),
+        "language": ctx.language,
+        "admin": ctx.administrator,
+    }
+    return hashlib.sha256(orjson.dumps(parts)).hexdigest()[:24]
+
+
+def _default_access(store: Any) -> AccessResolver:
+    def resolve(conn: sa.Connection, ctx: SecurityContext, app: str) -> OfflineAccess:
+        from fieldsync.offline import access  # type: ignore[attr-defined,unused-ignore]
+
+        found: OfflineAccess = access.offline_access(store, conn, ctx, app)
+        return found
+
+    return resolve
+
+
+class SyncService:
+    def __init__(self, records: Records, *, access: AccessResolver | None = None) -> None:
+        self.records = records
+        self.store = records.store
+        self.access = access or _default_access(self.store)
+        self._plans: OrderedDict[tuple[Any, ...], ScopePlan] = OrderedDict()
+        self._lock = threading.Lock()
+        self._secret: bytes | None = None
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @property
+    def secret(self) -> bytes:
+        if self._secret is None:
+            value = self.store.meta("token_secret") or ""
+            self._secret = hashlib.sha256(b"sync-cursor:" + value.encode()).digest()
+        return self._secret
+
+    def plan(self, profile: PublishedProfile) -> ScopePlan:
+        schema = self.store.schema
+        key = (profile.profile_id, profile.version, id(schema))
+        with self._lock:
+            found = self._plans.get(key)
+            if found is not None:
+                self._plans.move_to_end(key)
+                return found
+        built = build_plan(profile, schema)
+        with self._lock:
+            self._plans[key] = built
+            while len(self._plans) > 64:
+                self._plans.popitem(last=False)
+        return built
+
+    @staticmethod
+    def _device(device: object) -> str:
+        if not isinstance(device, str) or not _DEVICE_ID.match(device):
+            raise BadRequest("'device' must be 8 to 64 letters, digits, '-' or '_'")
+        return device
+
+    @staticmethod
+    def _app(app: object) -> str:
+        if not isinstance(app, str) or not app or len(app) > 128:
+            raise BadRequest("'app' must name an app (its id or unique name)")
+        return app
+
+    def _server_wins(self, conn: sa.Connection) -> frozenset[str]:
+        raw = conn.execute(
+            sa.select(fs_meta.c.value).where(fs_meta.c.key == SERVER_WINS_KEY)
+        ).scalar()
+        return frozenset(orjson.loads(raw)) if raw else frozenset()
+
+    def set_server_wins(self, tables: Sequence[str]) -> None:
+        """Tables where an offline change to a column the server changed since is rejected
+        (a conflict sync error) instead of overwriting it."""
+        for name in tables:
+            self.store.schema.table(name)
+        value = orjson.dumps(sorted(set(tables))).decode()
+        with self.store.write() as conn:
+            done = conn.execute(
+                fs_meta.update().where(fs_meta.c.key == SERVER_WINS_KEY).values(value=value)
+            )
+            if done.rowcount == 0:
+                conn.execute(fs_meta.insert().values(key=SERVER_WINS_KEY, value=value))
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    def handshake(
+        self, ctx: SecurityContext, *, device: object, app: object, sdk: object = None
+    ) -> dict[str, Any]:
+        device_id, app_name = self._device(device), self._app(app)
+        with self.store.write() as conn:
+            access = self.access(conn, ctx, app_name)
+            plan = self.plan(access.profile)
+            self._register(conn, ctx, device_id, app_name, access, sdk)
+            fullname = conn.execute(
+                sa.select(self.store.sql_table("systemuser").c.fullname).where(
+                    self.store.sql_table("systemuser").c.systemuserid == ctx.user_id
+                )
+            ).scalar()
+        schema = self.store.schema
+        tables = [schema.table(name).to_json() for name in plan.order]
+        return {
+            "protocol": PROTOCOL,
+            "server": __version__,
+            "user": {
+                "id": str(ctx.user_id),
+                "name": ctx.username,
+                "fullname": fullname,
+                "business_unit": str(ctx.business_unit_id),
+                "teams": sorted(map(str, ctx.teams)),
+                "language": ctx.language,
+            },
+            "app": access.app.to_json(),
+            "profile": access.profile.to_json(),
+            "tables": tables,
+            "columns": {name: list(plan.tables[name].columns) for name in plan.order},
+            "order": list(plan.order),
+            "server_time": utcnow().isoformat(),
+        }
+
+    def _register(
+        self,
+        conn: sa.Connection,
+        ctx: SecurityContext,
+        device: str,
+        app: str,
+        access: OfflineAccess,
+        sdk: object,
+    ) -> None:
+        now = utcnow()
+        values = {
+            "userid": ctx.user_id,
+            "app": app,
+            "profileid": access.profile.profile_id,
+            "profileversion": access.profile.version,
+            "sdkversion": str(sdk)[:32] if sdk is not None else None,
+            "lastsyncon": now,
+        }
+        owner = conn.execute(
+            sa.select(fs_device.c.userid).where(fs_device.c.deviceid == device)
+        ).first()
+        if owner is None:
+            conn.execute(fs_device.insert().values(deviceid=device, registeredon=now, **values))
+        else:
+            conn.execute(fs_device.update().where(fs_device.c.deviceid == device).values(**values))
+
+    def _owned_device(self, conn: sa.Connection, ctx: SecurityContext, device: str) -> None:
+        owner = conn.execute(
+            sa.select(fs_device.c.userid).where(fs_device.c.deviceid == device)
+        ).scalar()
+        if owner != ctx.user_id:
+            raise Forbidden("this device is not registered for you: run the handshake first")
+
+    def download(
+        self,
+        ctx: SecurityContext,
+        *,
+        device: object,
+        app: object,
+        cursors: object,
+        limit: object = DEFAULT_PAGE,
+        now: dt.datetime | None = None,
+    ) -> dict[str, Any]:
+        device_id, app_name = self._device(device), self._app(app)
+        if not isinstance(cursors, Mapping):
+            raise BadRequest("'cursors' maps each table to download to its cursor (or null)")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"'limit' is a page size from 1 to {MAX_PAGE}")
+        with self.store.read() as conn:
+            self._owned_device(conn, ctx, device_id)
+            access = self.access(conn, ctx, app_name)
+            plan = self.plan(access.profile)
+            for table, token in cursors.items():
+                plan.plan(str(table))
+                if token is not None and not isinstance(token, str):
+                    raise BadRequest(f"the cursor of {table!r} must be a string or null")
+            dl = Downloader(
+                self.records,
+                plan,
+                ctx,
+                device=device_id,
+                fingerprint=fingerprint(ctx),
+                secret=self.secret,
+                now=now,
+            )
+            pages: list[TablePage] = []
+            budget = limit
+            skipped = False
+            for table in plan.order:
+                if table not in cursors:
+                    continue
+                if budget <= 0:
+                    skipped = True
+                    continue
+                page = dl.page(conn, table, cursors[table], budget)
+                budget -= len(page.upserts) + len(page.removes)
+                pages.append(page)
+        return {
+            "profile": {"id": str(access.profile.profile_id), "version": access.profile.version},
+            "pages": [p.to_json() for p in pages],
+            "more": skipped or any(p.more for p in pages),
+        }
+
+    def upload(
+        self, ctx: SecurityContext, *, device: object, app: object, changes: object
+    ) -> dict[str, Any]:
+        device_id, app_name = self._device(device), self._app(app)
+        if not isinstance(changes, list):
+            raise BadRequest("'changes' is a list of changes")
+        if len(changes) > MAX_BATCH:
+            raise BadRequest(f"send at most {MAX_BATCH} changes per batch")
+        parsed = [ClientChange.parse(c, i) for i, c in enumerate(changes)]
+        ids = [c.change_id for c in parsed]
+        if len(set(ids)) != len(ids):
+            raise BadRequest("two changes in the batch share a client change id")
+        with self.store.write() as conn:
+            self._owned_device(conn, ctx, device_id)
+            access = self.access(conn, ctx, app_name)
+            plan = self.plan(access.profile)
+            uploader = Uploader(
+                self.records,
+                plan,
+                ctx,
+                device=device_id,
+                server_wins=self._server_wins(conn),
+            )
+            results = uploader.apply(conn, parsed)
+            conn.execute(
+                fs_device.update()
+                .where(fs_device.c.deviceid == device_id)
+                .values(lastsyncon=utcnow())
+            )
+        return {"results": results}
+
+    def errors(
+        self, ctx: SecurityContext, *, since: dt.datetime | None = None, limit: int = 500
+    ) -> list[dict[str, Any]]:
+        """The user's sync errors, newest first (active ones and resolved ones)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"'limit' is from 1 to {MAX_PAGE}")
+        rows = self.records.retrieve_multiple(
+            "syncerror", where={"ownerid": EntityRef("systemuser", ctx.user_id)}, caller=ctx
+        )
+        out = [
+            {k: _jsonable(v) for k, v in r.items()}
+            for r in rows
+            if since is None or r["errortime"] >= since
+        ]
+        out.sort(key=lambda r: r["errortime"], reverse=True)
+        return out[:limit]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if hasattr(value, "table") and hasattr(value, "id"):
+        return str(value.id)
+    return value

@@ -1,0 +1,309 @@
+"""The upload side of sync: a device's outbox, applied in order, at most once.
+
+Each change carries a client change id (a UUID the device made), the table, the operation
+(create, update, delete), the row id (the device makes the ids of the rows it creates), the
+changed columns only, and the version the device last saw. Every change is applied through the
+records service as the user (so authorization, validation and plugins apply), in its own
+savepoint: a rejected change rolls back alone, is written to the Sync Errors table, and the
+answer carries the server's row so the device can revert. The outcome of every change is kept
+under (device, client change id), in the same transaction, so a retried batch is answered from
+that record instead of being applied twice.
+
+Merge: an update writes only the columns the device changed, so a concurrent change to
+another column survives; for one column the last write to reach the server wins (the
+Dataverse rule). Tables listed as *server wins* reject a change to a column the server changed
+since the version the device saw; a conflict resolver registered for the table
+(``PluginRegistry.resolve_conflicts``) may instead decide what to write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from fieldsync.errors import (
+    BadRequest,
+    FieldsyncError,
+    NotFound,
+    PluginError,
+    PreconditionFailed,
+    RecordNotFound,
+)
+from fieldsync.query.ast import Query, is_in
+from fieldsync.records.plugins import Conflict
+from fieldsync.records.service import Records
+from fieldsync.schema.model import ColumnType, Table
+from fieldsync.security.model import SYSTEM_CONTEXT, SecurityContext
+from fieldsync.store.catalog import fs_change, fs_sync_applied
+from fieldsync.store.store import utcnow
+from fieldsync.sync.download import wire
+from fieldsync.sync.scope import ScopePlan
+from fieldsync.types import EntityRef
+
+OPERATIONS = ("create", "update", "delete")
+MAX_BATCH = 500
+SERVER_WINS_KEY = "sync.server_wins"
+
+
+@dataclass(frozen=True)
+class ClientChange:
+    change_id: uuid.UUID
+    table: str
+    operation: str
+    record_id: uuid.UUID
+    values: Mapping[str, Any]
+    base_version: int | None
+
+    @classmethod
+    def parse(cls, data: object, position: int) -> ClientChange:
+        where = f"change {position + 1}"
+        if not isinstance(data, Mapping):
+            raise BadRequest(f"{where}: a change is a JSON object")
+        try:
+            change_id = uuid.UUID(str(data["id"]))
+            record_id = uuid.UUID(str(data["record"]))
+        except (KeyError, ValueError):
+            raise BadRequest(f"{where}: 'id' and 'record' must be GUIDs") from None
+        table, operation = data.get("table"), data.get("operation")
+        if not isinstance(table, str) or not table:
+            raise BadRequest(f"{where}: 'table' must name a table")
+        if operation not in OPERATIONS:
+            raise BadRequest(f"{where}: 'operation' must be one of {', '.join(OPERATIONS)}")
+        values = data.get("values") or {}
+        if not isinstance(values, Mapping) or not all(isinstance(k, str) for k in values):
+            raise BadRequest(f"{where}: 'values' must be an object of column values")
+        base = data.get("base_version")
+        if base is not None and (isinstance(base, bool) or not isinstance(base, int) or base < 0):
+            raise BadRequest(f"{where}: 'base_version' must be a version number or null")
+        return cls(change_id, table, str(operation), record_id, dict(values), base)
+
+
+ERROR_TYPE_CONFLICT, ERROR_TYPE_NOT_FOUND, ERROR_TYPE_EXISTS, ERROR_TYPE_OTHER = 0, 1, 2, 3
+
+
+class Uploader:
+    def __init__(
+        self,
+        records: Records,
+        plan: ScopePlan,
+        ctx: SecurityContext,
+        *,
+        device: str,
+        server_wins: frozenset[str] = frozenset(),
+    ) -> None:
+        self.records = records
+        self.store = records.store
+        self.plan = plan
+        self.ctx = ctx
+        self.device = device
+        self.server_wins = server_wins
+
+    def apply(self, conn: sa.Connection, changes: list[ClientChange]) -> list[dict[str, Any]]:
+        seen = self._already(conn, [c.change_id for c in changes])
+        results: list[dict[str, Any]] = []
+        for change in changes:
+            if change.change_id in seen:
+                results.append(seen[change.change_id])
+                continue
+            result = self._apply_one(conn, change)
+            conn.execute(
+                fs_sync_applied.insert().values(
+                    deviceid=self.device,
+                    changeid=change.change_id,
+                    userid=self.ctx.user_id,
+                    result=result,
+                    appliedon=utcnow(),
+                )
+            )
+            seen[change.change_id] = result
+            results.append(result)
+        return results
+
+    def _already(self, conn: sa.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
+        if not ids:
+            return {}
+        rows = conn.execute(
+            sa.select(fs_sync_applied.c.changeid, fs_sync_applied.c.result).where(
+                fs_sync_applied.c.deviceid == self.device,
+                fs_sync_applied.c.changeid.in_(ids),
+            )
+        )
+        return {r[0]: r[1] for r in rows}
+
+    def _apply_one(self, conn: sa.Connection, change: ClientChange) -> dict[str, Any]:
+        base = {"id": str(change.change_id), "record": str(change.record_id)}
+        savepoint = conn.begin_nested()
+        try:
+            version = self._write(conn, change)
+        except FieldsyncError as exc:
+            savepoint.rollback()
+            error_type = _error_type(exc)
+            row = self._server_row(conn, change)
+            self._sync_error(conn, change, exc, error_type)
+            return {
+                **base,
+                "status": "rejected",
+                "error": {"code": exc.code, "message": str(exc), "type": error_type},
+                "row": row,
+            }
+        savepoint.commit()
+        return {**base, "status": "applied", "version": version}
+
+    def _write(self, conn: sa.Connection, change: ClientChange) -> int | None:
+        if change.table not in self.plan.tables:
+            raise BadRequest(f"table {change.table!r} is not in this device's offline profile")
+        table = self.plan.tables[change.table].table
+        values = self._values(table, change.values)
+        r = self.records
+        if change.operation == "create":
+            values[table.primary_id] = change.record_id
+            r.create(change.table, values, caller=self.ctx, conn=conn)
+            return self._version(conn, table, change.record_id)
+        if change.operation == "delete":
+            return r.delete(change.table, change.record_id, caller=self.ctx, conn=conn)
+        values.pop(table.primary_id, None)
+        values = self._merge(conn, table, change, values)
+        version: int | None = None
+        owner = values.pop("ownerid", None)
+        if owner is not None:
+            version = r.assign(change.table, change.record_id, owner, caller=self.ctx, conn=conn)
+        if values or version is None:
+            version = r.update(change.table, change.record_id, values, caller=self.ctx, conn=conn)
+        return version
+
+    def _values(self, table: Table, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Wire values as the records service takes them (a polymorphic lookup travels as
+        two columns: the id and its table)."""
+        out: dict[str, Any] = {}
+        for name, value in raw.items():
+            col = table.column(name)
+            if col is None and name.endswith("type"):
+                owner = table.column(name[: -len("type")])
+                if owner is not None and owner.polymorphic:
+                    continue
+            if col is not None and col.polymorphic and value is not None:
+                target = raw.get(col.type_column)
+                if not isinstance(target, str):
+                    raise BadRequest(f"{table.name}.{name}: send its table in {col.type_column!r}")
+                if not isinstance(value, str):
+                    raise BadRequest(f"{table.name}.{name}: a reference is a GUID string")
+                try:
+                    value = EntityRef(target, uuid.UUID(value))
+                except ValueError:
+                    raise BadRequest(f"{table.name}.{name}: {value!r} is not a GUID") from None
+            if col is not None and col.type is ColumnType.MULTICHOICE and isinstance(value, list):
+                value = tuple(value)
+            out[name] = value
+        return out
+
+    def _merge(
+        self, conn: sa.Connection, table: Table, change: ClientChange, values: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Decide what an update writes when the server changed the row since the device saw
+        it: by default the device's columns (last write wins per column)."""
+        if change.base_version is None or not values:
+            return values
+        resolver = self.records.plugins.conflict_resolver(table.name)
+        if table.name not in self.server_wins and resolver is None:
+            return values
+        rows = conn.execute(
+            sa.select(fs_change.c.changed).where(
+                fs_change.c.recordid == change.record_id,
+                fs_change.c.version > change.base_version,
+                fs_change.c.tablename == table.name,
+            )
+        )
+        theirs: set[str] = set()
+        for (changed,) in rows:
+            theirs.update(changed or ())
+        clash = sorted(theirs & set(values))
+        if not clash:
+            return values
+        if resolver is not None:
+            current = self.records.retrieve(table.name, change.record_id, conn=conn)
+            decided = resolver(Conflict(table.name, change.record_id, current, values, clash))
+            return dict(decided)
+        raise ConflictRejected(
+            f"{table.name} {change.record_id}: {', '.join(clash)} changed on the server since "
+            f"version {change.base_version}, and this table keeps the server's value"
+        )
+
+    def _version(self, conn: sa.Connection, table: Table, rid: uuid.UUID) -> int:
+        sql = self.store.sql_table(table.name)
+        value: int = conn.execute(
+            sa.select(sql.c.versionnumber).where(sql.c[table.primary_id] == rid)
+        ).scalar_one()
+        return value
+
+    def _server_row(self, conn: sa.Connection, change: ClientChange) -> dict[str, Any] | None:
+        """The row as the user may read it now (in the columns that travel), or None."""
+        tp = self.plan.tables.get(change.table)
+        if tp is None:
+            return None
+        query = Query(
+            table=change.table,
+            columns=tp.columns,
+            filter=is_in(tp.table.primary_id, [change.record_id]),
+        )
+        try:
+            stmt = self.records.query_statement(query, caller=self.ctx, conn=conn)
+        except FieldsyncError:
+            return None
+        row = conn.execute(stmt).first()
+        return None if row is None else {c: wire(v) for c, v in zip(tp.columns, row, strict=True)}
+
+    def _sync_error(
+        self, conn: sa.Connection, change: ClientChange, exc: FieldsyncError, error_type: int
+    ) -> None:
+        action = {"create": "Create", "update": "Update", "delete": "Delete"}[change.operation]
+        sent = {
+            "id": str(change.change_id),
+            "table": change.table,
+            "operation": change.operation,
+            "record": str(change.record_id),
+            "values": change.values,
+            "base_version": change.base_version,
+        }
+        self.records.create(
+            "syncerror",
+            {
+                "name": change.table[:160],
+                "errorcode": exc.code,
+                "errormessage": str(exc)[:4000],
+                "errordetail": type(exc).__name__,
+                "errortype": error_type,
+                "errortime": dt.datetime.now(dt.UTC),
+                "action": action,
+                "actiondata": orjson.dumps(change.values, default=str).decode(),
+                "requestdata": orjson.dumps(sent, default=str).decode(),
+                "regardingobjectid": change.record_id,
+                "regardingobjecttypecode": change.table[:64],
+                "deviceid": self.device,
+                "clientchangeid": change.change_id,
+                "ownerid": EntityRef("systemuser", self.ctx.user_id),
+            },
+            caller=SYSTEM_CONTEXT,
+            conn=conn,
+        )
+
+
+class ConflictRejected(PreconditionFailed):
+    """A change to a column the server changed since, on a table where the server wins."""
+
+
+def _error_type(exc: FieldsyncError) -> int:
+    if isinstance(exc, ConflictRejected):
+        return ERROR_TYPE_CONFLICT
+    if isinstance(exc, (RecordNotFound, NotFound)):
+        return ERROR_TYPE_NOT_FOUND
+    if isinstance(exc, PreconditionFailed) and "exist" in str(exc):
+        return ERROR_TYPE_EXISTS
+    if isinstance(exc, PluginError):
+        return ERROR_TYPE_OTHER
+    return ERROR_TYPE_OTHER

@@ -1,0 +1,190 @@
+"""Sync end to end: a server (SQLite and PostgreSQL) and devices over the protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fieldsync.client import Offline
+from fieldsync.errors import PluginError
+from fieldsync.platform import Platform
+from fieldsync.records.plugins import PluginContext
+from fieldsync.types import EntityRef
+from sync_world import World, replica
+
+
+@pytest.fixture
+def world(platform: Platform, tmp_path: Path) -> World:
+    return World(platform, tmp_path)
+
+
+def seed(world: World) -> dict[str, Any]:
+    r = world.platform.records
+    tech1, tech2 = world.users["tech1"], world.users["tech2"]
+    acc1 = r.create("account", {"name": "Contoso", "ownerid": EntityRef("systemuser", tech2)})
+    acc2 = r.create("account", {"name": "Fabrikam", "ownerid": EntityRef("systemuser", tech2)})
+    con1 = r.create(
+        "contact",
+        {
+            "lastname": "Ada",
+            "parentcustomerid": EntityRef("account", acc1),
+            "ownerid": EntityRef("systemuser", tech2),
+        },
+    )
+    wo1 = r.create(
+        "workorder",
+        {"name": "Pump", "serviceaccountid": acc1, "ownerid": EntityRef("systemuser", tech1)},
+    )
+    wo2 = r.create(
+        "workorder",
+        {"name": "Valve", "serviceaccountid": acc2, "ownerid": EntityRef("systemuser", tech2)},
+    )
+    return {"acc1": acc1, "acc2": acc2, "con1": con1, "wo1": wo1, "wo2": wo2}
+
+
+def converged(world: World, device: Any, user: str) -> None:
+    assert replica(device) == world.scope(user)
+
+
+def test_initial_sync_downloads_exactly_the_scope(world: World) -> None:
+    ids = seed(world)
+    world.platform.org.set_hierarchy(enabled=False) if hasattr(
+        world.platform.org, "set_hierarchy"
+    ) else None
+    device = world.device("tech1")
+    report = device.sync()
+    assert report.downloaded["workorder"] == 1
+    got = replica(device)
+    assert set(got["workorder"]) == {str(ids["wo1"])}
+    assert set(got["account"]) == {str(ids["acc1"])}
+    assert set(got["contact"]) == {str(ids["con1"])}
+    converged(world, device, "tech1")
+    assert device.status.sync_state == "Connected"
+
+
+def test_move_out_and_move_in_follow_reassignment_and_relationships(world: World) -> None:
+    ids = seed(world)
+    r = world.platform.records
+    device = world.device("tech1")
+    device.sync()
+    # the work order goes to tech2: it, its account and the account's contact leave
+    r.assign("workorder", ids["wo1"], EntityRef("systemuser", world.users["tech2"]))
+    # the other work order comes to tech1: it and its account arrive
+    r.assign("workorder", ids["wo2"], EntityRef("systemuser", world.users["tech1"]))
+    report = device.sync()
+    assert not report.rescoped
+    got = replica(device)
+    assert set(got["workorder"]) == {str(ids["wo2"])}
+    assert set(got["account"]) == {str(ids["acc2"])}
+    assert got["contact"] == {}
+    converged(world, device, "tech1")
+    # a contact moves to the account in scope, then a deleted row leaves
+    r.update("contact", ids["con1"], {"parentcustomerid": EntityRef("account", ids["acc2"])})
+    device.sync()
+    assert set(replica(device)["contact"]) == {str(ids["con1"])}
+    r.delete("contact", ids["con1"])
+    device.sync()
+    converged(world, device, "tech1")
+
+
+def test_local_edits_upload_and_merge_per_column(world: World) -> None:
+    ids = seed(world)
+    r = world.platform.records
+    device = world.device("tech1")
+    device.sync()
+    world.down = True
+    device.update("workorder", ids["wo1"], {"priority": 1})
+    new = device.create("workorder", {"name": "New job", "serviceaccountid": str(ids["acc1"])})
+    with pytest.raises(Offline):
+        device.sync()
+    assert device.status.sync_state == "NotConnectedPendingUpsync"
+    assert device.pending_changes() == 2
+    # meanwhile another column changes on the server
+    r.update("workorder", ids["wo1"], {"estimatedduration": 90})
+    world.down = False
+    report = device.sync()
+    assert report.uploaded == 2
+    assert report.rejected == 0
+    row = r.retrieve("workorder", ids["wo1"])
+    assert row["priority"] == 1
+    assert row["estimatedduration"] == 90
+    assert r.retrieve("workorder", new)["name"] == "New job"
+    assert device.pending_changes() == 0
+    converged(world, device, "tech1")
+
+
+def test_a_rejected_change_is_reverted_and_becomes_a_sync_error(world: World) -> None:
+    ids = seed(world)
+
+    @world.platform.plugins.on("workorder", "update", "pre-validation")
+    def no_urgent(ctx: PluginContext) -> None:
+        if ctx.target.get("priority") == 1:
+            raise PluginError("urgent work orders need a supervisor", code="URGENT")
+
+    device = world.device("tech1")
+    device.sync()
+    before = device.get("workorder", ids["wo1"])
+    device.update("workorder", ids["wo1"], {"priority": 1, "name": "Renamed"})
+    report = device.sync()
+    assert report.rejected == 1
+    assert device.get("workorder", ids["wo1"]) == before
+    [error] = device.errors()
+    assert error["code"] == "URGENT"
+    assert error["sent"]["priority"] == 1
+    assert device.status.sync_state == "ConnectedWithWarning"
+    server = world.sync.errors(world.ctx("tech1"))
+    assert [e["errorcode"] for e in server] == ["URGENT"]
+    assert server[0]["regardingobjectid"] == str(ids["wo1"])
+    converged(world, device, "tech1")
+
+
+def test_a_retried_upload_is_applied_once(world: World) -> None:
+    seed(world)
+    device = world.device("tech1")
+    device.sync()
+    rid = device.create("account", {"name": "Once"})
+    changes = device.outbox()
+    body = {
+        "device": device.device_id,
+        "app": "fieldservice",
+        "changes": [
+            {
+                "id": c["changeid"],
+                "table": c["tablename"],
+                "operation": c["operation"],
+                "record": c["recordid"],
+                "values": c["changes"],
+                "base_version": c["baseversion"],
+            }
+            for c in changes
+        ],
+    }
+    ctx = world.ctx("tech1")
+    first = world.sync.upload(
+        ctx, device=device.device_id, app="fieldservice", changes=body["changes"]
+    )
+    again = world.sync.upload(
+        ctx, device=device.device_id, app="fieldservice", changes=body["changes"]
+    )
+    assert first == again
+    assert first["results"][0]["status"] == "applied"
+    device.sync()  # the device's own retry of the same change
+    rows = world.platform.records.retrieve_multiple("account", where={"name": "Once"})
+    assert len(rows) == 1
+    assert rows[0]["accountid"] == rid
+    assert device.pending_changes() == 0
+
+
+def test_access_removed_purges_the_device(world: World) -> None:
+    seed(world)
+    device = world.device("tech1")
+    device.sync()
+    device.update("workorder", device.query("workorder")[0]["workorderid"], {"priority": 2})
+    world.allowed = lambda ctx: False
+    with pytest.raises(Exception, match="may not take this app offline"):
+        device.sync()
+    assert device.replica.sql == {}
+    assert device.pending_changes() == 0
+    assert len(device.errors()) == 1
