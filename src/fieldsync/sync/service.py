@@ -91,7 +91,8 @@ class SyncService:
 
     def plan(self, profile: PublishedProfile) -> ScopePlan:
         schema = self.store.schema
-        key = (profile.profile_id, profile.version, id(schema))
+        content = hashlib.sha256(orjson.dumps(profile.to_json())).hexdigest()
+        key = (profile.profile_id, profile.version, content, id(schema))
         with self._lock:
             found = self._plans.get(key)
             if found is not None:
