@@ -21,6 +21,7 @@ from fieldsync.platform import Platform, open_platform
 from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
 from fieldsync.server.responses import JSON
+from fieldsync.webapi.router import router as webapi_router
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.state.platform = platform
     app.include_router(auth_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(webapi_router)
 
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:
