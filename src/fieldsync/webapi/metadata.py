@@ -237,7 +237,8 @@ def _select(req: ODataRequest, item: dict[str, Any]) -> dict[str, Any]:
     if not raw:
         return item
     wanted = {s.strip().lower() for s in raw.split(",") if s.strip()}
-    keep = {"metadataid", "@odata.type"} | wanted
+    expanded = {e.split("(")[0].strip().lower() for e in req.params.get("$expand", "").split(",")}
+    keep = {"metadataid", "@odata.type"} | wanted | expanded
     return {k: v for k, v in item.items() if k.lower() in keep or k.split("@")[0].lower() in keep}
 
 

@@ -238,7 +238,7 @@ def list_entities(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
             count = int(total.scalar_one())
             body["@odata.count"] = min(count, query.top) if query.top is not None else count
         rows = [dict(r) for r in conn.execute(stmt.limit(limit + 1).offset(offset)).mappings()]
-        more = len(rows) > limit
+        more = len(rows) > limit and (query.top is None or offset + limit < query.top)
         rows = rows[:limit]
         value = [render.render_row(table, r, annotations=want, columns=selected) for r in rows]
         expand_rows(call, conn, table, rows, odq.expand, value, want)
