@@ -45,7 +45,8 @@ async def test_etags_make_writes_conditional(api: httpx.AsyncClient) -> None:
     rid = await create(api, {"name": "Contoso"})
     r = await api.get(API + f"accounts({rid})?$select=name")
     tag = r.json()["@odata.etag"]
-    assert r.headers["ETag"] == tag and tag.startswith('W/"')
+    assert r.headers["ETag"] == tag
+    assert tag.startswith('W/"')
     assert r.json()["@odata.context"].startswith("https://test/api/data/v9.2/$metadata#accounts")
 
     r = await api.get(API + f"accounts({rid})", headers={"If-None-Match": tag})
@@ -66,7 +67,8 @@ async def test_etags_make_writes_conditional(api: httpx.AsyncClient) -> None:
         json={"name": "C"},
         headers={"If-Match": "*", "Prefer": "return=representation"},
     )
-    assert r.status_code == 200 and r.json()["name"] == "C"
+    assert r.status_code == 200
+    assert r.json()["name"] == "C"
     assert r.headers["Preference-Applied"] == "return=representation"
 
 
@@ -80,7 +82,8 @@ async def test_patch_upserts_and_the_preconditions_choose(api: httpx.AsyncClient
     r = await api.patch(
         API + f"accounts({new})", json={"name": "X"}, headers={"Prefer": "return=representation"}
     )
-    assert r.status_code == 201 and r.json()["accountid"] == new
+    assert r.status_code == 201
+    assert r.json()["accountid"] == new
     r = await api.patch(
         API + f"accounts({new})", json={"name": "Y"}, headers={"If-None-Match": "*"}
     )
@@ -138,7 +141,8 @@ async def test_errors_are_shaped_like_dataverse(api: httpx.AsyncClient) -> None:
     r = await api.post(API + "accounts", content=b"{broken")
     assert r.status_code == 400
     r = await api.post(API + "accounts", json={"name": 5})
-    assert r.status_code == 400 and "account.name" in r.json()["error"]["message"]
+    assert r.status_code == 400
+    assert "account.name" in r.json()["error"]["message"]
     r = await api.get(API + "accounts", headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401
     r = await api.get(API + "WhoAmI()")
@@ -151,9 +155,9 @@ async def test_lookups_bind_and_read_back(api: httpx.AsyncClient) -> None:
     rid = await create(
         api, {"name": "Bound", "primarycontactid@odata.bind": f"/contacts({contact})"}
     )
+    expand = "$expand=primarycontactid($select=lastname)"
     r = await api.get(
-        API
-        + f"accounts({rid})?$select=name,primarycontactid&$expand=primarycontactid($select=lastname)",
+        API + f"accounts({rid})?$select=name,primarycontactid&{expand}",
         headers={"Prefer": 'odata.include-annotations="*"'},
     )
     body = r.json()
@@ -194,15 +198,18 @@ async def test_a_failing_change_set_changes_nothing(api: httpx.AsyncClient) -> N
         f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
         f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
         "Content-ID: 1\r\n\r\n"
-        "POST https://test/api/data/v9.2/accounts HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"
+        "POST https://test/api/data/v9.2/accounts HTTP/1.1\r\n"
+        "Content-Type: application/json\r\n\r\n"
         '{"name": "kept?"}\r\n'
         f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n"
         "Content-ID: 2\r\n\r\n"
         "PATCH $1 HTTP/1.1\r\nContent-Type: application/json\r\n\r\n"
         '{"name": 42}\r\n'
         f"--{changeset}--\r\n"
-        f"--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
-        "GET https://test/api/data/v9.2/accounts?$select=name&$filter=name eq 'kept?' HTTP/1.1\r\n\r\n"
+        f"--{boundary}\r\nContent-Type: application/http\r\n"
+        "Content-Transfer-Encoding: binary\r\n\r\n"
+        "GET https://test/api/data/v9.2/accounts?$select=name&$filter=name eq 'kept?' "
+        "HTTP/1.1\r\n\r\n"
         f"--{boundary}--\r\n"
     )
     r = await api.post(
@@ -221,7 +228,8 @@ async def test_a_failing_change_set_changes_nothing(api: httpx.AsyncClient) -> N
 
 
 async def test_too_many_requests_get_429_with_retry_after(api: httpx.AsyncClient) -> None:
-    api.app.state.webapi_rate_limit = RateLimit(requests=2, seconds=60)  # type: ignore[attr-defined]
+    state = api.app.state  # type: ignore[attr-defined]
+    state.webapi_rate_limit = RateLimit(requests=2, seconds=60)
     assert (await api.get(API + "WhoAmI()")).status_code == 200
     assert (await api.get(API + "WhoAmI()")).status_code == 200
     r = await api.get(API + "WhoAmI()")
