@@ -295,8 +295,8 @@ class Store:
             raise SchemaError(f"table {table_name!r} has no column {column_name!r}")
         if column.system or column.name == table.primary_name:
             raise SchemaError(f"{table_name}.{column_name} is a system or primary name column")
-        if column.type.value == "lookup":
-            raise SchemaError(f"{table_name}.{column_name} is a lookup; delete its relationship")
+        if column.type.value in ("lookup", "uniqueidentifier"):
+            raise SchemaError(f"{table_name}.{column_name} is indexed (a lookup or an id column)")
         if not table.custom:
             raise SchemaError(f"{table_name!r} is a built-in table; its columns stay")
         new = Table.from_json(table.to_json())
