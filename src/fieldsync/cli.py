@@ -93,6 +93,8 @@ def main() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="Log level.",
 )
+@click.option("--ssl-certfile", default=None, help="Serve HTTPS with this certificate (PEM).")
+@click.option("--ssl-keyfile", default=None, help="The private key of --ssl-certfile (PEM).")
 def serve(
     data_dir: str | None,
     database_url: str | None,
@@ -100,6 +102,8 @@ def serve(
     port: int | None,
     plugins: tuple[str, ...],
     log_level: str | None,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
 ) -> None:
     """Run the server (upgrades the database schema first)."""
     import uvicorn
@@ -113,10 +117,21 @@ def serve(
         settings = Settings(**{**settings.__dict__, "plugins": settings.plugins + plugins})
     logging.basicConfig(level=settings.log_level.upper())
     app = create_app(settings)
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
+    scheme = "https" if ssl_certfile else "http"
     click.echo(
-        f"fieldsync {__version__} on {settings.database} at http://{settings.host}:{settings.port}"
+        f"fieldsync {__version__} on {settings.database} at "
+        f"{scheme}://{settings.host}:{settings.port}"
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+    )
 
 
 @main.command()

@@ -23,6 +23,7 @@ from fieldsync.server import auth as auth_routes
 from fieldsync.server import sync as sync_routes
 from fieldsync.server.responses import JSON
 from fieldsync.sync.service import SyncService
+from fieldsync.webapi.router import router as webapi_router
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(admin_routes.router)
     app.state.sync = SyncService(platform.records)
     app.include_router(sync_routes.router)
+    app.include_router(webapi_router)
 
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:

@@ -287,6 +287,33 @@ class Store:
         self.reload_schema()
         return column
 
+    def drop_column(self, table_name: str, column_name: str) -> None:
+        """Drop a custom column that no relationship uses (``ALTER TABLE … DROP COLUMN``)."""
+        table = self._schema.table(table_name)
+        column = table.columns.get(column_name)
+        if column is None:
+            raise SchemaError(f"table {table_name!r} has no column {column_name!r}")
+        if column.system or column.name == table.primary_name:
+            raise SchemaError(f"{table_name}.{column_name} is a system or primary name column")
+        if column.type.value in ("lookup", "uniqueidentifier"):
+            raise SchemaError(f"{table_name}.{column_name} is indexed (a lookup or an id column)")
+        if not table.custom:
+            raise SchemaError(f"{table_name!r} is a built-in table; its columns stay")
+        new = Table.from_json(table.to_json())
+        del new.columns[column_name]
+        quoted = self.engine.dialect.identifier_preparer.quote
+        with self.write() as conn:
+            conn.exec_driver_sql(
+                f"ALTER TABLE {quoted(table_name)} DROP COLUMN {quoted(column_name)}"
+            )
+            conn.execute(
+                fs_table_t.update()
+                .where(fs_table_t.c.name == table_name)
+                .values(definition=new.to_json())
+            )
+            self._bump_generation(conn)
+        self.reload_schema()
+
     def create_many_to_many(
         self, name: str, first: str, second: str, *, intersect: str | None = None
     ) -> Relationship:

@@ -1,0 +1,109 @@
+"""One Web API request and its response, independent of the HTTP server, so that a
+``$batch`` part runs through exactly the same code as a plain request; and the call context:
+who is calling, on which platform, in which transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode
+
+import sqlalchemy as sa
+
+from fieldsync.errors import BadRequest, PayloadTooLarge
+from fieldsync.platform import Platform
+from fieldsync.security.model import SecurityContext
+from fieldsync.webapi.protocol import parse_prefer
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+@dataclass
+class ODataRequest:
+    """``path`` is below the service root (``accounts(…)``); ``root`` is the absolute service
+    root (``https://host/api/data/v9.2``) that links are built on."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]  # lowercase names
+    body: bytes
+    root: str
+    params: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.method = self.method.upper()
+        try:
+            parsed = parse_qs(self.query, keep_blank_values=True, strict_parsing=False)
+        except ValueError:
+            raise BadRequest("the query string cannot be decoded") from None
+        self.params = {}
+        for key, values in parsed.items():
+            if len(values) > 1 and key.startswith("$"):
+                raise BadRequest(f"the query option {key} is given twice")
+            self.params[key] = values[0]
+
+    @property
+    def prefer(self) -> dict[str, str]:
+        return parse_prefer(self.headers.get("prefer", ""))
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def json(self) -> Any:
+        if len(self.body) > MAX_BODY:
+            raise PayloadTooLarge(f"the request body is larger than {MAX_BODY} bytes")
+        if not self.body.strip():
+            raise BadRequest("the request needs a JSON body")
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+
+    def json_object(self) -> dict[str, Any]:
+        data = self.json()
+        if not isinstance(data, dict):
+            raise BadRequest("the request body must be a JSON object")
+        return data
+
+    def link(self, path: str, params: Mapping[str, str] | None = None) -> str:
+        url = f"{self.root}/{path}"
+        if params:
+            url += "?" + urlencode(params, quote_via=quote, safe="$,'()=")
+        return url
+
+
+@dataclass
+class ODataResponse:
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Call:
+    """The caller and the transaction a request runs in (a change set shares one)."""
+
+    platform: Platform
+    caller: SecurityContext
+    conn: sa.Connection | None = None
+    content_ids: dict[str, str] = field(default_factory=dict)  # $batch: Content-ID -> URL
+
+    @contextmanager
+    def writing(self) -> Iterator[sa.Connection]:
+        if self.conn is not None:
+            yield self.conn
+            return
+        with self.platform.store.write() as conn:
+            yield conn
+
+    @contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        if self.conn is not None:
+            yield self.conn
+            return
+        with self.platform.store.read() as conn:
+            yield conn

@@ -1,0 +1,210 @@
+"""The Web API's HTTP shell: authenticate, limit the rate, turn the HTTP request into an
+:class:`ODataRequest`, route it by its resource path, render the :class:`ODataResponse`.
+
+Routing (``handle``) is shared with ``$batch`` parts, so a part runs exactly the code a
+plain request runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import deque
+from typing import ClassVar
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from fieldsync.errors import (
+    BadRequest,
+    FieldsyncError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    TooManyRequests,
+)
+from fieldsync.schema.builtin import ORGANIZATION_ID
+from fieldsync.schema.model import Table
+from fieldsync.server.auth import authenticate
+from fieldsync.server.responses import JSON
+from fieldsync.webapi import batch, metadata, reading, writing
+from fieldsync.webapi.message import MAX_BODY, Call, ODataRequest, ODataResponse
+from fieldsync.webapi.protocol import API_PREFIX, Segment, parse_path
+
+router = APIRouter(tags=["web api"])
+ACTIONS = "Microsoft.Dynamics.CRM."
+
+
+class NotImplementedHere(FieldsyncError):
+    """A part of the Dataverse Web API that fieldsync does not serve (yet)."""
+
+    status: ClassVar[int] = 501
+    code: ClassVar[str] = "0x8004800d"
+
+
+class RateLimit:
+    """At most ``requests`` per ``seconds`` for each user, in this process (Dataverse's
+    service protection limit is 6000 requests in 5 minutes); past it, 429 with
+    ``Retry-After``."""
+
+    def __init__(self, requests: int = 6000, seconds: float = 300.0) -> None:
+        self.requests = requests
+        self.seconds = seconds
+        self._seen: dict[uuid.UUID, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, user: uuid.UUID) -> None:
+        now = time.monotonic()
+        with self._lock:
+            times = self._seen.setdefault(user, deque())
+            while times and times[0] <= now - self.seconds:
+                times.popleft()
+            if len(times) >= self.requests:
+                wait = max(1, int(times[0] + self.seconds - now + 0.999))
+                raise TooManyRequests(
+                    f"more than {self.requests} requests in {int(self.seconds)} seconds; "
+                    f"retry after {wait} s",
+                    retry_after=wait,
+                )
+            times.append(now)
+
+
+def _table(call: Call, segment: Segment) -> Table:
+    try:
+        return call.platform.store.schema.by_entity_set(segment.name)
+    except NotFound:
+        raise NotFound(
+            f"Resource not found for the segment '{segment.name}'", code="0x80060888"
+        ) from None
+
+
+def handle(call: Call, req: ODataRequest) -> ODataResponse:
+    segments = parse_path(req.path)
+    method = req.method
+    if not segments:
+        if method != "GET":
+            raise MethodNotAllowed(f"{method} is not allowed on the service root")
+        sets = sorted(t.entity_set_name for t in call.platform.store.schema.tables.values())
+        body = {"value": [{"name": s, "kind": "EntitySet", "url": s} for s in sets]}
+        return ODataResponse(200, {"@odata.context": f"{req.root}/$metadata", **body})
+    head = segments[0]
+    name = head.name
+    if name in ("WhoAmI", f"{ACTIONS}WhoAmI") and len(segments) == 1:
+        if method != "GET":
+            raise MethodNotAllowed("WhoAmI is a function: use GET")
+        return ODataResponse(
+            200,
+            {
+                "@odata.context": f"{req.root}/$metadata#{ACTIONS}WhoAmIResponse",
+                "BusinessUnitId": str(call.caller.business_unit_id),
+                "UserId": str(call.caller.user_id),
+                "OrganizationId": str(ORGANIZATION_ID),
+            },
+        )
+    if name == "$metadata":
+        raise NotImplementedHere("$metadata (CSDL) is not served; use EntityDefinitions")
+    if name == "$batch":
+        raise BadRequest("$batch cannot be nested")
+    if name == "EntityDefinitions":
+        if call.conn is not None and method != "GET":
+            raise BadRequest("table and column changes cannot be part of a change set")
+        if method == "GET":
+            return metadata.get(call, req, segments)
+        if method == "POST" and len(segments) == 1 and head.key is None:
+            return metadata.create_entity(call, req)
+        if method == "POST" and len(segments) == 2 and segments[1].name == "Attributes":
+            return metadata.add_attribute(call, req, segments)
+        if method == "DELETE":
+            return metadata.delete(call, req, segments)
+        raise NotImplementedHere(f"{method} on EntityDefinitions is not supported")
+    if name in ("CreateEntities", f"{ACTIONS}CreateEntities") and len(segments) == 1:
+        if call.conn is not None:
+            raise BadRequest("table and column changes cannot be part of a change set")
+        _post_only(method, name)
+        return metadata.create_entities(call, req)
+    if name in ("BulkDelete", f"{ACTIONS}BulkDelete") and len(segments) == 1:
+        _post_only(method, name)
+        return writing.bulk_delete(call, req)
+    if name in ("RelationshipDefinitions", "RetrieveMetadataChanges", "GlobalOptionSetDefinitions"):
+        raise NotImplementedHere(f"{name} is not supported yet")
+    table = _table(call, head)
+    if len(segments) == 1 and head.key is None:
+        if method == "GET":
+            if "sql" in req.params:
+                raise BadRequest(
+                    "the sql= query is not supported: use $filter, QueryBuilder or FetchXML"
+                )
+            return reading.list_entities(call, req, table)
+        if method == "POST":
+            return writing.create(call, req, table)
+        raise MethodNotAllowed(f"{method} is not allowed on an entity set")
+    if len(segments) == 2 and head.key is None and segments[1].name.startswith(ACTIONS):
+        action = segments[1].name.removeprefix(ACTIONS)
+        _post_only(method, action)
+        if action == "CreateMultiple":
+            return writing.create_multiple(call, req, table)
+        if action == "UpdateMultiple":
+            return writing.update_multiple(call, req, table)
+        if action == "UpsertMultiple":
+            return writing.upsert_multiple(call, req, table)
+        raise NotImplementedHere(f"the action {action} is not supported")
+    if head.key is None or (head.key.pairs is None and head.key.value is None):
+        raise BadRequest(f"{req.path[:80]!r}: name one row, {table.entity_set_name}(<id>)")
+    if len(segments) > 1:
+        raise NotImplementedHere(
+            f"{segments[1].name!r}: properties, navigation and file columns of a row are not "
+            "served; read the row with $select and $expand"
+        )
+    if method == "GET":
+        return reading.get_entity(call, req, table, head.key)
+    if method == "PATCH":
+        return writing.patch(call, req, table, head.key)
+    if method == "DELETE":
+        return writing.delete(call, req, table, head.key)
+    raise MethodNotAllowed(f"{method} is not allowed on a row; use GET, PATCH or DELETE")
+
+
+def _post_only(method: str, name: str) -> None:
+    if method != "POST":
+        raise MethodNotAllowed(f"{name} is an action: use POST")
+
+
+def _root(request: Request) -> str:
+    return f"{request.url.scheme}://{request.url.netloc}{API_PREFIX}"
+
+
+def _render(response: ODataResponse) -> Response:
+    headers = {"OData-Version": "4.0", **response.headers}
+    if response.body is None:
+        return Response(status_code=response.status, headers=headers)
+    return JSON(response.body, status_code=response.status, headers=headers)
+
+
+DEFAULT_LIMIT = RateLimit()
+
+
+@router.api_route(API_PREFIX + "/{path:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
+async def web_api(request: Request, path: str) -> Response:
+    ctx = await run_in_threadpool(authenticate, request)
+    limit: RateLimit = getattr(request.app.state, "webapi_rate_limit", DEFAULT_LIMIT)
+    limit.check(ctx.user_id)
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise PayloadTooLarge(f"the request body is larger than {MAX_BODY} bytes")
+    req = ODataRequest(
+        method=request.method,
+        path=request.scope["path"].removeprefix(API_PREFIX),
+        query=request.url.query,
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+        root=_root(request),
+    )
+    call = Call(request.app.state.platform, ctx)
+    if req.path.strip("/") == "$batch":
+        if req.method != "POST":
+            raise MethodNotAllowed("$batch takes POST")
+        payload, content_type = await run_in_threadpool(batch.run, call, req, handle)
+        return Response(payload, status_code=200, media_type=content_type)
+    response = await run_in_threadpool(handle, call, req)
+    return _render(response)

@@ -1,0 +1,296 @@
+"""Microsoft's Python SDK (PowerPlatform-Dataverse-Client 1.1.0), unchanged, against a live
+fieldsync over HTTPS on loopback: a self-signed certificate trusted through
+REQUESTS_CA_BUNDLE, and a fieldsync API token handed over by a static credential."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from azure.core.credentials import AccessToken
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from PowerPlatform.Dataverse.client import DataverseClient
+from PowerPlatform.Dataverse.core.errors import HttpError
+from PowerPlatform.Dataverse.models.filters import col
+from PowerPlatform.Dataverse.models.upsert import UpsertItem
+
+from fieldsync.config import Settings
+from fieldsync.platform import Platform
+from fieldsync.security.roles import BASIC_USER, SYSTEM_ADMINISTRATOR
+from fieldsync.server.app import create_app
+
+
+class StaticTokenCredential:
+    """What the README shows: any object with get_token(*scopes) works as a credential."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and localhost, and its key."""
+    folder = tmp_path_factory.mktemp("tls")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fieldsync test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+class _Server(uvicorn.Server):
+    """Remembers its event loop, so that the fixture can drop idle TLS connections at the
+    end (a client's pooled connection would otherwise hold the shutdown open)."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def drop_connections(self) -> None:
+        for connection in list(self.server_state.connections):
+            if connection.transport is not None:
+                connection.transport.abort()
+
+
+@pytest.fixture
+def server(
+    platform: Platform, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """fieldsync served over HTTPS by uvicorn in a thread; yields the base URL."""
+    cert_file, key_file = certificate
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_file))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(Settings(), platform=platform),
+        ssl_certfile=str(cert_file),
+        ssl_keyfile=str(key_file),
+        log_level="warning",
+        lifespan="off",
+    )
+    srv = _Server(config)
+    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not srv.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        if srv.loop is not None:
+            srv.loop.call_soon_threadsafe(srv.drop_connections)
+        thread.join(10)
+        sock.close()
+
+
+def client_for(platform: Platform, base_url: str, username: str) -> DataverseClient:
+    _, secret = platform.auth.create_api_token(platform.org.user_id(username), "sdk")
+    return DataverseClient(base_url, StaticTokenCredential(secret))
+
+
+@pytest.fixture
+def admin(platform: Platform, server: str) -> Iterator[DataverseClient]:
+    org = platform.org
+    org.user("admin", roles=[org.role_id(SYSTEM_ADMINISTRATOR)])
+    with client_for(platform, server, "admin") as client:
+        yield client
+
+
+def test_records_crud_bulk_and_paged_queries(admin: DataverseClient, platform: Platform) -> None:
+    client = admin
+    first = client.records.create("account", {"name": "Contoso", "revenue": 5})
+    record = client.records.retrieve("account", first, select=["name", "revenue"])
+    assert record["name"] == "Contoso"
+    assert record["revenue"] == 5
+
+    client.records.update("account", first, {"name": "Contoso Ltd"})
+    assert client.records.retrieve("account", first, select=["name"])["name"] == "Contoso Ltd"
+
+    ids = client.records.create("account", [{"name": f"Bulk {i:02}"} for i in range(12)])
+    assert len(ids) == 12
+    assert [client.records.retrieve("account", i, select=["name"])["name"] for i in ids[:2]] == [
+        "Bulk 00",
+        "Bulk 01",
+    ]
+    client.records.update("account", ids[:3], {"telephone1": "555-0100"})
+    client.records.update("account", ids[3:5], [{"telephone1": "1"}, {"telephone1": "2"}])
+    phones = [
+        client.records.retrieve("account", i, select=["telephone1"])["telephone1"] for i in ids
+    ]
+    assert phones[:5] == ["555-0100", "555-0100", "555-0100", "1", "2"]
+
+    # paging: pages of 5, $top 11 enforced by the server across pages
+    pages = list(
+        client.records.list_pages(
+            "account",
+            select=["name"],
+            filter="startswith(name, 'Bulk')",
+            orderby=["name desc"],
+            top=11,
+            page_size=5,
+        )
+    )
+    assert [len(p.records) for p in pages] == [5, 5, 1]
+    names = [r["name"] for p in pages for r in p.records]
+    assert names == [f"Bulk {i:02}" for i in range(11, 0, -1)]
+
+    # QueryBuilder
+    found = list(
+        client.query.builder("account")
+        .select("name", "telephone1")
+        .where((col("telephone1") == "555-0100") | col("name").in_(["Bulk 03", "Bulk 04"]))
+        .order_by("name")
+        .page_size(2)
+        .execute()
+    )
+    assert [r["name"] for r in found] == ["Bulk 00", "Bulk 01", "Bulk 02", "Bulk 03", "Bulk 04"]
+
+    # upsert by an alternate key: one (PATCH) creates then updates, several (UpsertMultiple)
+    client.records.upsert(
+        "account", [UpsertItem(alternate_key={"accountnumber": "A-1"}, record={"name": "One"})]
+    )
+    client.records.upsert(
+        "account",
+        [
+            UpsertItem(alternate_key={"accountnumber": "A-1"}, record={"name": "One again"}),
+            UpsertItem(alternate_key={"accountnumber": "A-2"}, record={"name": "Two"}),
+        ],
+    )
+    keyed = platform.records.retrieve_multiple(
+        "account", columns=["name", "accountnumber"], filter=None, order_by="accountnumber"
+    )
+    assert [(r["accountnumber"], r["name"]) for r in keyed if r["accountnumber"]] == [
+        ("A-1", "One again"),
+        ("A-2", "Two"),
+    ]
+
+    # delete one, then the rest with BulkDelete
+    client.records.delete("account", first)
+    assert client.records.retrieve("account", first) is None
+    assert not client.records.list("account", select=["name"], filter=f"accountid eq {first}")
+    client.records.delete("account", ids)
+    left = [r["name"] for r in client.records.list("account", select=["name"])]
+    assert sorted(left) == ["One again", "Two"]
+
+
+def test_fetchxml_paging_and_the_sql_error(admin: DataverseClient) -> None:
+    client = admin
+    client.records.create("account", [{"name": f"F{i}"} for i in range(7)])
+    xml = (
+        '<fetch count="3"><entity name="account"><attribute name="name"/>'
+        '<order attribute="name"/></entity></fetch>'
+    )
+    pages = list(client.query.fetchxml(xml).execute_pages())
+    assert [len(p.records) for p in pages] == [3, 3, 1]
+    assert [r["name"] for p in pages for r in p.records] == [f"F{i}" for i in range(7)]
+
+    with pytest.raises(HttpError) as refused:
+        client.query.sql("SELECT TOP 5 name FROM account WHERE name = 'F1'")
+    assert refused.value.status_code == 400
+    assert "sql" in str(refused.value)
+
+
+def test_tables_and_columns(admin: DataverseClient) -> None:
+    client = admin
+    info = client.tables.create("new_Product", {"new_Price": "decimal", "new_Qty": "int"})
+    assert info["entity_set_name"] == "new_products"
+    assert client.tables.get("new_product")["primary_id_attribute"] == "new_productid"
+    client.tables.add_columns("new_product", {"new_Flag": "bool", "new_Notes": "string"})
+    rid = client.records.create(
+        "new_product", {"new_name": "Widget", "new_price": 9.5, "new_qty": 3, "new_flag": True}
+    )
+    row = client.records.retrieve("new_product", rid, select=["new_name", "new_price", "new_flag"])
+    assert (row["new_name"], row["new_price"], row["new_flag"]) == ("Widget", 9.5, True)
+    names = {c["LogicalName"] for c in client.tables.list_columns("new_product")}
+    assert {"new_price", "new_qty", "new_flag", "new_notes"} <= names
+    client.tables.remove_columns("new_product", ["new_notes"])
+    names = {c["LogicalName"] for c in client.tables.list_columns("new_product")}
+    assert "new_notes" not in names
+    assert "new_product" in {t["LogicalName"] for t in client.tables.list()}
+    client.tables.delete("new_product")
+    assert client.tables.get("new_product") is None
+
+
+def test_batch_with_an_atomic_change_set(admin: DataverseClient, platform: Platform) -> None:
+    client = admin
+    batch = client.batch.new()
+    batch.records.create("account", {"name": "B1"})
+    with batch.changeset() as cs:
+        ref = cs.records.create("contact", {"lastname": "Alice"})
+        cs.records.create("account", {"name": "C1", "primarycontactid@odata.bind": ref})
+    result = batch.execute()
+    assert not result.failed
+    rows = platform.records.retrieve_multiple("account", columns=["name", "primarycontactid"])
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == {"B1", "C1"}
+    assert by_name["C1"]["primarycontactid"] is not None
+
+    batch = client.batch.new()
+    with batch.changeset() as cs:
+        cs.records.create("account", {"name": "D1"})
+        cs.records.create("account", {"name": "x" * 500})  # too long: the set rolls back
+    result = batch.execute()
+    assert len(result.failed) == 1
+    names = {r["name"] for r in platform.records.retrieve_multiple("account", columns=["name"])}
+    assert names == {"B1", "C1"}
+
+
+def test_a_user_sees_only_what_the_security_model_allows(platform: Platform, server: str) -> None:
+    org = platform.org
+    org.user("clerk", roles=[org.role_id(BASIC_USER)])
+    org.user("boss", roles=[org.role_id(SYSTEM_ADMINISTRATOR)])
+    with client_for(platform, server, "boss") as boss:
+        hidden = boss.records.create("account", {"name": "Not for clerks"})
+    with client_for(platform, server, "clerk") as client:
+        assert client.records.retrieve("account", hidden) is None
+        with pytest.raises(HttpError) as also_missing:
+            client.records.update("account", hidden, {"name": "mine now"})
+        assert also_missing.value.status_code == 404
+        with pytest.raises(HttpError) as refused:
+            client.tables.create("new_Gadget", {"new_Size": "int"})
+        assert refused.value.status_code == 403
