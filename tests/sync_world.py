@@ -4,10 +4,11 @@ HTTP transport, an organisation with technicians, and a field-service offline pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +273,29 @@ def _flatten(row: dict[str, Any]) -> dict[str, Any]:
             out[key] = value.id
             out[f"{key}type"] = value.table
     return out
+
+
+@contextlib.contextmanager
+def serving(world: World) -> Iterator[str]:
+    """The world's server over real HTTP on a loopback port, in a thread; yields its URL."""
+    import socket
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(world.app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()

@@ -184,5 +184,9 @@ from fieldsync.cli_org import register as _register_org  # noqa: E402
 
 _register_org(main, _platform, database_options)
 
+from fieldsync.cli_device import register as _register_device  # noqa: E402
+
+_register_device(main)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -149,9 +149,10 @@ class Device:
         self._http_transport = transport
         self._lock = threading.RLock()
         self._observers: list[Callable[[Status], None]] = []
-        self._connected = False
+        link = self.replica.get_state("link") or {}
+        self._connected = bool(link.get("connected", False))
         self._syncing = False
-        self._last_error: str | None = None
+        self._last_error: str | None = link.get("error")
         self._transport: Transport | None = None
 
     # -- set-up -------------------------------------------------------------------------------
@@ -222,12 +223,19 @@ class Device:
         try:
             result = self._http().call(method, path, body)
         except Offline as exc:
-            self._connected = False
-            self._last_error = str(exc)
+            self._link(False, str(exc))
             self._notify()
             raise
-        self._connected = True
+        self._link(True, self._last_error)
         return result
+
+    def _link(self, connected: bool, error: str | None) -> None:
+        """Remember whether the server answered, and the last sync failure, across runs."""
+        if (connected, error) == (self._connected, self._last_error):
+            return
+        self._connected, self._last_error = connected, error
+        with self.replica.write() as conn:
+            self.replica.set_state(conn, "link", {"connected": connected, "error": error})
 
     def handshake(self) -> dict[str, Any]:
         """Register with the server; adopt the published profile (a new version re-scopes
@@ -312,7 +320,7 @@ class Device:
         """Create a row offline; the id is made here and kept by the server."""
         t, sql = self.replica.table(table)
         wire = self._coerce(t, values)
-        rid = uuid.UUID(str(values[t.primary_id])) if t.primary_id in values else uuid.uuid4()
+        rid = _rid(values[t.primary_id]) if t.primary_id in values else uuid.uuid4()
         wire[t.primary_id] = str(rid)
         user = self._user()
         now = dt.datetime.now(dt.UTC)
@@ -338,7 +346,7 @@ class Device:
 
     def update(self, table: str, record_id: uuid.UUID | str, values: Mapping[str, Any]) -> None:
         t, sql = self.replica.table(table)
-        rid = uuid.UUID(str(record_id))
+        rid = _rid(record_id)
         wire = self._coerce(t, values)
         wire.pop(t.primary_id, None)
         if not wire:
@@ -357,7 +365,7 @@ class Device:
 
     def delete(self, table: str, record_id: uuid.UUID | str) -> None:
         t, sql = self.replica.table(table)
-        rid = uuid.UUID(str(record_id))
+        rid = _rid(record_id)
         pk = sql.c[t.primary_id]
         with self._lock, self.replica.write() as conn:
             row = conn.execute(sa.select(sql.c.versionnumber).where(pk == rid)).first()
@@ -438,11 +446,11 @@ class Device:
         t, sql = self.replica.table(table)
         with self.replica.read() as conn:
             row = (
-                conn.execute(sa.select(sql).where(sql.c[t.primary_id] == uuid.UUID(str(record_id))))
+                conn.execute(sa.select(sql).where(sql.c[t.primary_id] == _rid(record_id)))
                 .mappings()
                 .first()
             )
-        return None if row is None else {k: encode(v) for k, v in row.items()}
+        return None if row is None else {str(k): encode(v) for k, v in row.items()}
 
     def query(
         self,
@@ -492,7 +500,9 @@ class Device:
             )
         stmt = compile_query(q, resolve=self.replica.table, dialect="sqlite")
         with self.replica.read() as conn:
-            return [{k: encode(v) for k, v in r.items()} for r in conn.execute(stmt).mappings()]
+            return [
+                {str(k): encode(v) for k, v in r.items()} for r in conn.execute(stmt).mappings()
+            ]
 
     # -- status -------------------------------------------------------------------------------
 
@@ -611,9 +621,11 @@ class Device:
                 self._upload(report)
                 wanted = list(answer["order"]) if tables is None else list(tables)
                 self._download(wanted, report, progress, page_size)
-                self._last_error = None
+                self._link(True, None)
+            except Offline:
+                raise
             except (DeviceError, BadRequest) as exc:
-                self._last_error = str(exc)
+                self._link(self._connected, str(exc))
                 raise
             finally:
                 self._syncing = False
@@ -840,3 +852,12 @@ class Device:
                 except (Offline, ServerError, SignInRequired) as exc:
                     log.info("scheduled sync failed: %s", exc)
             stop.wait(tick)
+
+
+def _rid(value: object) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise BadRequest(f"{value!r} is not a record id (a GUID)") from None
