@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+from fieldsync.schema import builtin_offline
 from fieldsync.schema.model import (
     Column,
     ColumnType,
@@ -416,6 +417,7 @@ def builtin_tables() -> list[Table]:
         contact,
         account,
         workorder,
+        *builtin_offline.offline_tables(),
     ]
 
 
@@ -449,4 +451,5 @@ def builtin_relationships() -> list[Relationship]:
             referencing_column="roleid",
             intersect_table="teamroles",
         ),
+        *builtin_offline.offline_relationships(),
     ]

@@ -131,3 +131,15 @@ fs_signin_failure = sa.Table(
     sa.Column("address", sa.String(64), nullable=False, index=True),
     sa.Column("at", UTCDateTime, nullable=False),
 )
+
+# -- mobile offline: published profiles, immutable once written ---------------------------
+
+fs_published_profile = sa.Table(
+    "fs_published_profile",
+    metadata,
+    sa.Column("profileid", sa.Uuid, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("publishedon", UTCDateTime, nullable=False),
+    sa.Column("publishedby", sa.Uuid),
+    sa.Column("snapshot", JSONType, nullable=False),
+)
