@@ -93,7 +93,7 @@ def profile_deleting(ctx: PluginContext) -> None:
             .scalars()
             .all()
         ):
-            ctx.records.delete(table, rid)
+            ctx.records.trusted().delete(table, rid)
 
 
 def profile_deleted(ctx: PluginContext) -> None:
@@ -142,7 +142,7 @@ def item_deleting(ctx: PluginContext) -> None:
         .scalars()
         .all()
     ):
-        ctx.records.delete(ASSOCIATION, rid)
+        ctx.records.trusted().delete(ASSOCIATION, rid)
 
 
 def association_defaults(ctx: PluginContext) -> None:
@@ -244,7 +244,7 @@ def team_deleting(ctx: PluginContext) -> None:
         .scalars()
         .all()
     ):
-        ctx.records.delete(TEAM_MEMBERSHIP, rid)
+        ctx.records.trusted().delete(TEAM_MEMBERSHIP, rid)
 
 
 # -- apps and views ---------------------------------------------------------------------------
