@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from fieldsync.errors import BadRequest, ProfileInvalid, RecordNotFound
+from fieldsync.errors import BadRequest, NotFound, ProfileInvalid, RecordNotFound
 from fieldsync.offline.snapshot import Distribution, PublishedProfile
 from fieldsync.offline.validation import ItemDraft, ProfileDraft, problems, snapshot
 from fieldsync.records.service import SYSTEM, Records
@@ -161,7 +161,7 @@ def profile_id_by_name(conn: sa.Connection, store: Tables, name: str) -> RecordI
         ).scalars()
     )
     if not ids:
-        raise RecordNotFound(PROFILE, name)
+        raise NotFound(f"no offline profile named {name!r}")
     if len(ids) > 1:
         raise BadRequest(f"{len(ids)} profiles are named {name!r}; use an id")
     found: RecordId = ids[0]

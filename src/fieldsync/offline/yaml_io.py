@@ -336,7 +336,7 @@ def import_profile(records: Records, text: str, *, caller: SecurityContext = SYS
         if profile_id is None:
             try:
                 profile_id = profile_id_by_name(conn, store, parsed.draft.name)
-            except RecordNotFound:
+            except NotFound:
                 profile_id = None
         profile_id = write_draft(records, conn, parsed.draft, profile_id=profile_id, caller=caller)
         for app in parsed.apps:
