@@ -84,7 +84,8 @@ def test_a_maker_builds_and_publishes_a_profile(platform: Platform, make_user: M
     assert first.version == 1
     assert [i.table for i in first.items] == ["account", "workorder"]
     account = first.item("account")
-    assert account is not None and account.distribution is Distribution.RELATED
+    assert account is not None
+    assert account.distribution is Distribution.RELATED
     assert account.relationships[0].related_table == "workorder"
     row = platform.records.retrieve(PROFILE, pid, caller=maker)
     assert (row["componentstate"], row["isvalidated"], row["publishedversion"]) == (0, True, 1)
@@ -251,7 +252,8 @@ def test_offline_access(platform: Platform, make_user: MakeUser) -> None:
     published = publish(records, pid, caller=maker)
     got = platform.offline.access(lena, str(app))
     assert got.profile == published
-    assert got.app.app_id == app and got.app.can_be_used_offline
+    assert got.app.app_id == app
+    assert got.app.can_be_used_offline
 
     # no read on profiles: a role that reads apps only
     role = platform.org.role("App reader", privileges={"appmodule": {"read": "organization"}})
@@ -279,7 +281,8 @@ def test_offline_access(platform: Platform, make_user: MakeUser) -> None:
     platform.offline.add_members(pid, users=[lena.user_id])
     assert access(lena)
     members = platform.offline.members(pid)
-    assert members.users == (lena.user_id,) and members.teams == (team,)
+    assert members.users == (lena.user_id,)
+    assert members.teams == (team,)
     # a team holding a profile can still be deleted: its membership goes with it
     platform.records.delete("team", team)
     assert platform.offline.members(pid).teams == ()
@@ -358,5 +361,6 @@ def test_upgrade_creates_the_offline_tables_on_an_existing_database(tmp_path: ob
     steps = store.upgrade()
     assert f"create table {PROFILE}" in steps
     assert "create relationship appmodule_savedquery" in steps
-    assert PROFILE in store.schema and store.upgrade() == []
+    assert PROFILE in store.schema
+    assert store.upgrade() == []
     store.close()

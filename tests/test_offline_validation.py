@@ -12,7 +12,6 @@ from fieldsync.schema.builtin import builtin_relationships, builtin_tables
 from fieldsync.schema.model import (
     Column,
     ColumnType,
-    Ownership,
     Relationship,
     RelationshipKind,
     Schema,
@@ -94,7 +93,8 @@ def test_filters_offered_by_ownership(table: str, allowed: set[Distribution]) ->
         if d in allowed:
             assert found == [], (table, d)
         else:
-            assert found and "is not offered for a table with" in found[0], (table, d)
+            assert found, (table, d)
+            assert "is not offered for a table with" in found[0]
             assert f"table {table!r}" in found[0]
 
 
@@ -201,9 +201,10 @@ def test_custom_filters() -> None:
     )
     assert check(ok) == []
     deeper = fetch(
-        "<filter><link-entity name='account' from='accountid' to='serviceaccountid' link-type='any'>"
-        "<filter><link-entity name='contact' from='contactid' to='primarycontactid' link-type='any'>"
-        "<filter><link-entity name='account' from='accountid' to='parentcustomerid' link-type='any'>"
+        "<filter><link-entity name='account' from='accountid' to='serviceaccountid' "
+        "link-type='any'><filter><link-entity name='contact' from='contactid' "
+        "to='primarycontactid' link-type='any'><filter><link-entity name='account' "
+        "from='accountid' to='parentcustomerid' link-type='any'>"
         "<filter><condition attribute='name' operator='eq' value='x' /></filter>"
         "</link-entity></filter></link-entity></filter></link-entity></filter>"
     )
@@ -248,4 +249,6 @@ def test_more_than_15_related_tables_in_a_custom_filter() -> None:
     )
     assert check(fetch("<filter type='or'>" + link * 15 + "</filter>")) == []
     found = check(fetch("<filter type='or'>" + link * 16 + "</filter>"))
-    assert found and "15" in found[0] and "table 'workorder'" in found[0]
+    assert found
+    assert "15" in found[0]
+    assert "table 'workorder'" in found[0]

@@ -144,7 +144,8 @@ def test_the_cli(tmp_path: Path) -> None:
     assert "error: line 9" in run("profile", "import", str(broken), code=2)
     assert "unpublished" not in run("profile", "list")
     pid = run("profile", "import", "-", stdin=PROFILE).strip()
-    assert "Technicians" in run("profile", "list") and "unpublished" in run("profile", "list")
+    assert "Technicians" in run("profile", "list")
+    assert "unpublished" in run("profile", "list")
     out = tmp_path / "out.yaml"
     run("profile", "export", "Technicians", "--output", str(out))
     assert out.read_text(encoding="utf-8") == run("profile", "export", pid)

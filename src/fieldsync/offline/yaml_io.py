@@ -45,7 +45,7 @@ from typing import Any
 
 import yaml
 
-from fieldsync.errors import ProfileInvalid, RecordNotFound
+from fieldsync.errors import NotFound, ProfileInvalid
 from fieldsync.offline.access import APP, find_app
 from fieldsync.offline.profiles import (
     PROFILE,
