@@ -162,3 +162,13 @@ def test_the_cli(tmp_path: Path) -> None:
     run("demo")
     generated = run("profile", "generate", "fieldservice").strip()
     assert "filter: other" in run("profile", "export", generated)
+
+
+def test_the_readme_profile_example_is_valid(platform: Platform) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Offline profiles and apps", 1)[1].split("```yaml\n", 1)[1]
+    text = block.split("```", 1)[0]
+    parsed = platform.offline.validate_yaml(text)
+    assert parsed is None
+    pid = platform.offline.import_yaml(text)
+    assert platform.offline.publish(pid).version == 1
