@@ -159,8 +159,15 @@ def test_the_cli(tmp_path: Path) -> None:
         "profile", "add-member", "Technicians", "--user", "lena", "--team", "North"
     )
     assert "removed 1" in run("profile", "remove-member", "Technicians", "--team", "North")
-    run("demo")
-    generated = run("profile", "generate", "fieldservice").strip()
+    from fieldsync.offline.apps import create_app
+    from fieldsync.platform import open_platform
+
+    p = open_platform(url)
+    try:
+        create_app(p.records, "Field", "field", tables=["workorder", "account"])
+    finally:
+        p.close()
+    generated = run("profile", "generate", "field").strip()
     assert "filter: other" in run("profile", "export", generated)
 
 
