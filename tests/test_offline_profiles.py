@@ -213,6 +213,21 @@ def test_privileges(platform: Platform, make_user: MakeUser) -> None:
     assert platform.offline.members(pid, caller=maker).users == (basic.user_id,)
     with pytest.raises(Forbidden):
         platform.offline.remove_members(pid, users=[basic.user_id], caller=maker)
+    # removing a table removes the relationships that lead to it
+    workorder = platform.records.retrieve_multiple(
+        ITEM, where={"selectedentitytypecode": "workorder"}, caller=maker
+    )[0]
+    platform.records.delete(ITEM, workorder[f"{ITEM}id"], caller=maker)
+    assert count(platform, ASSOCIATION) == 0
+    platform.records.create(
+        ITEM,
+        {
+            "regardingobjectid": pid,
+            "selectedentitytypecode": "workorder",
+            "recorddistributioncriteria": 1,
+        },
+        caller=maker,
+    )
     # deleting a profile takes its items, relationships, members and published versions
     publish(platform.records, pid, caller=maker)
     platform.records.delete(PROFILE, pid, caller=maker)

@@ -11,7 +11,8 @@ API, the CLI, the Web API, the portal):
   profile (a table no longer offline, a column removed) do not block unrelated saves; publish
   reports them;
 - deleting a profile deletes its items, relationships, memberships and published versions;
-  deleting an item deletes its relationships; deleting a team removes its memberships;
+  deleting an item deletes its relationships and the relationships that lead to its table;
+  deleting a team removes its memberships;
 - a user or team holds a profile once; app unique names are unique; an app's tables exist;
   a view's FetchXML parses and queries the view's table.
 """
@@ -132,6 +133,27 @@ def item_saved(ctx: PluginContext) -> None:
 
 
 def item_deleting(ctx: PluginContext) -> None:
+    """An item takes its own relationships along, and the other items' relationships that
+    lead to its table (removing a table from a profile removes the links to it)."""
+    assert ctx.pre_image is not None
+    gone = ctx.pre_image["selectedentitytypecode"]
+    items, links = ctx.records.store_table(ITEM), ctx.records.store_table(ASSOCIATION)
+    others = ctx.records.conn.execute(
+        sa.select(
+            links.c[f"{ASSOCIATION}id"],
+            links.c.selectedrelationshipsschema,
+            items.c.selectedentitytypecode,
+        )
+        .join(items, items.c[f"{ITEM}id"] == links.c.mobileofflineprofileitemid)
+        .where(
+            items.c.regardingobjectid == ctx.pre_image["regardingobjectid"],
+            items.c[f"{ITEM}id"] != ctx.record_id,
+        )
+    ).all()
+    for link_id, name, table in others:
+        rel = ctx.records.schema.relationships.get(name)
+        if rel is not None and related_table(rel, table) == gone:
+            ctx.records.trusted().delete(ASSOCIATION, link_id)
     sql = ctx.records.store_table(ASSOCIATION)
     for rid in (
         ctx.records.conn.execute(
