@@ -14,6 +14,7 @@ from fieldsync.demo import USERS, demo_id, seed_demo
 from fieldsync.platform import Platform, build
 from fieldsync.records.service import Records
 from fieldsync.schema.builtin import ROOT_BUSINESS_UNIT_ID
+from fieldsync.security.context import load_context
 from fieldsync.store.store import Store
 
 TODAY = dt.date(2025, 3, 14)
@@ -64,6 +65,12 @@ def test_seed_counts_and_report(store: Store, platform: Platform) -> None:
     for user in USERS:
         assert user.username in report
     assert "workorder" in report
+    # the Field Service app goes offline with its published profile, for technicians too
+    lena = load_context(store, demo_id("systemuser", "lena"))
+    access = platform.offline.access(lena, "fieldservice")
+    assert access.profile.version == 1
+    assert [i.table for i in access.profile.items] == ["account", "contact", "workorder"]
+    assert access.app.allow_wifi_only
 
 
 def test_business_units_and_manager_hierarchy(store: Store, platform: Platform) -> None:

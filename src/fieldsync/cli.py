@@ -183,6 +183,9 @@ def tables(data_dir: str | None, database_url: str | None) -> None:
 from fieldsync.cli_org import register as _register_org  # noqa: E402
 
 _register_org(main, _platform, database_options)
+from fieldsync.cli_profile import register as _register_profile  # noqa: E402
+
+_register_profile(main, _platform, database_options)
 
 from fieldsync.cli_device import register as _register_device  # noqa: E402
 

@@ -237,9 +237,16 @@ def seed_demo(platform: Platform, *, today: dt.date | None = None) -> str:
     and how to sign in.
 
     ``today`` anchors work order dates (default: the current UTC date)."""
+    from fieldsync.demo_offline import APP_NAME, seed_offline
+
     data = _seed_data(platform, today)
-    granted = _seed_security(platform)
-    return data + "\n\n" + _sign_in_report(granted)
+    granted, roles = _seed_security(platform)
+    offline = seed_offline(platform, roles)
+    made = f"created {', '.join(offline)}" if offline else "already present"
+    return (
+        f"{data}\n\nOffline: app {APP_NAME!r} with a published profile ({made}).\n\n"
+        + _sign_in_report(granted)
+    )
 
 
 def _seed_data(platform: Platform, today: dt.date | None) -> str:
@@ -784,9 +791,9 @@ USER_ROLES: dict[str, tuple[str, ...]] = {
 TEAM_ROLES = {region.team: (FIELD_TECHNICIAN,) for region in REGIONS}
 
 
-def _seed_security(platform: Platform) -> list[tuple[str, str]]:
+def _seed_security(platform: Platform) -> tuple[list[tuple[str, str]], dict[str, RecordId]]:
     """Roles, who holds them, hierarchy security and passwords; idempotent. Returns the
-    (user name, roles) pairs for the sign-in report."""
+    (user name, roles) pairs for the sign-in report and the demo roles by name."""
     store, org, records = platform.store, platform.org, platform.records
     role_sql = store.sql_table("role")
     with store.read() as conn:
@@ -824,7 +831,7 @@ def _seed_security(platform: Platform) -> list[tuple[str, str]]:
                 org.assign_role(EntityRef("team", team), roles[name])
     if not org_row["hierarchysecurity"]:
         org.set_hierarchy(enabled=True, depth=3, managers_write=True)
-    return granted
+    return granted, {name: roles[name] for name in DEMO_ROLES}
 
 
 def _sign_in_report(granted: list[tuple[str, str]]) -> str:

@@ -13,9 +13,13 @@
     │   │   └── LookupNotFound          400  0x80040217
     │   ├── SchemaError                 400  0x80040203  (a bad table, column or relationship)
     │   ├── QueryError                  400  0x80040203  (bad FetchXML or OData; says where)
+    │   ├── ProfileInvalid              400  0x80040203  (an offline profile breaks a rule;
+    │   │                                                 names the profile and table)
     │   └── ConfigurationError          400  0x80040203
     ├── Unauthorized                    401  0x8004AD03
     ├── Forbidden                       403  0x80040220
+    │   └── OfflineNotAvailable         403  0x80040220  (the app cannot be taken offline by
+    │                                                     this user; says why)
     ├── NotFound                        404  0x80040217
     │   ├── TableNotFound               404  0x80060888
     │   └── RecordNotFound              404  0x80040217
@@ -108,6 +112,16 @@ class QueryError(BadRequest):
     (``line 3, column 12`` in FetchXML, ``at character 17`` in OData)."""
 
 
+class ProfileInvalid(BadRequest):
+    """A mobile offline profile breaks one or more rules; ``problems`` lists each one, and
+    ``line`` is set when the profile came from a file (1-based)."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = (), line: int | None = None):
+        super().__init__(message if line is None else f"line {line}: {message}")
+        self.problems = problems or (message,)
+        self.line = line
+
+
 class Unauthorized(FieldsyncError):
     status = 401
     code = "0x8004AD03"
@@ -116,6 +130,11 @@ class Unauthorized(FieldsyncError):
 class Forbidden(FieldsyncError):
     status = 403
     code = "0x80040220"
+
+
+class OfflineNotAvailable(Forbidden):
+    """The user cannot take this app offline: it is not offline-enabled, has no published
+    profile, is restricted to others, or the user may not read offline profiles."""
 
 
 class NotFound(FieldsyncError):

@@ -1,5 +1,5 @@
-"""The assembled platform: store, plugins (the organisation rules first), records service,
-authenticator and organisation API, opened from settings in one call."""
+"""The assembled platform: store, plugins (the organisation and offline rules first), records
+service, authenticator, organisation API and offline API, opened from settings in one call."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from fieldsync.identity import rules
 from fieldsync.identity.auth import Authenticator, AuthSettings
 from fieldsync.identity.organisation import Organisation
+from fieldsync.offline import rules as offline_rules
+from fieldsync.offline.service import Offline
 from fieldsync.records.plugins import PluginRegistry
 from fieldsync.records.service import Records
 from fieldsync.store.store import Store
@@ -21,6 +23,7 @@ class Platform:
     records: Records
     auth: Authenticator
     org: Organisation
+    offline: Offline
 
     def close(self) -> None:
         self.store.close()
@@ -36,12 +39,13 @@ def build(
     """Assemble the platform on an open store; creates the predefined roles if missing."""
     plugins = plugins or PluginRegistry()
     rules.register(plugins)
+    offline_rules.register(plugins)
     plugins.load(plugin_modules)
     records = Records(store, plugins)
     auth = Authenticator(store, auth_settings)
     org = Organisation(records, auth)
     org.ensure_predefined_roles()
-    return Platform(store, plugins, records, auth, org)
+    return Platform(store, plugins, records, auth, org, Offline(records))
 
 
 def open_platform(url: str, **kwargs: object) -> Platform:

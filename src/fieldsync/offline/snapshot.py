@@ -55,6 +55,7 @@ class ItemSnapshot:
     file_columns: tuple[str, ...] = ()  # all of the table's file columns, or none
     image_columns: tuple[str, ...] = ()  # chosen one by one
     sync_interval_minutes: int = 15
+    columns: tuple[str, ...] = ()  # the columns taken offline; empty: every column
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -68,6 +69,7 @@ class ItemSnapshot:
             "file_columns": list(self.file_columns),
             "image_columns": list(self.image_columns),
             "sync_interval_minutes": self.sync_interval_minutes,
+            "columns": list(self.columns),
         }
 
     @classmethod
@@ -83,6 +85,7 @@ class ItemSnapshot:
             file_columns=tuple(data.get("file_columns", ())),
             image_columns=tuple(data.get("image_columns", ())),
             sync_interval_minutes=int(data.get("sync_interval_minutes", 15)),
+            columns=tuple(data.get("columns", ())),
         )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 from fieldsync.schema.builtin_sync import sync_tables
+from fieldsync.schema import builtin_offline
 from fieldsync.schema.model import (
     Column,
     ColumnType,
@@ -418,6 +419,7 @@ def builtin_tables() -> list[Table]:
         account,
         workorder,
         *sync_tables(),
+        *builtin_offline.offline_tables(),
     ]
 
 
@@ -451,4 +453,5 @@ def builtin_relationships() -> list[Relationship]:
             referencing_column="roleid",
             intersect_table="teamroles",
         ),
+        *builtin_offline.offline_relationships(),
     ]

@@ -3,7 +3,8 @@
 System Administrator reaches everything, on every table, including tables created later.
 The others list their privileges per table; a table named here that does not exist yet is
 picked up by the upgrade that creates it. Makers, customizers and administrators create,
-read, write, delete and share mobile offline profiles; basic users read them.
+read, write, delete and share mobile offline profiles, apps and views, and read who holds a
+profile (only administrators change that); basic users read profiles, apps and views.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ PROFILE_TABLES = (
     "mobileofflineprofileitem",
     "mobileofflineprofileitemassociation",
 )
+APP_TABLES = ("appmodule", "savedquery")
+MEMBERSHIP_TABLES = ("usermobileofflineprofilemembership", "teammobileofflineprofilemembership")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,8 @@ PREDEFINED_ROLES: tuple[RoleSpec, ...] = (
         SYSTEM_CUSTOMIZER,
         "Customises the environment; sees the data they own.",
         privileges=_merge(
-            _grant(PROFILE_TABLES, MAKER, D.ORGANIZATION),
+            _grant(PROFILE_TABLES + APP_TABLES, MAKER, D.ORGANIZATION),
+            _grant(MEMBERSHIP_TABLES, (P.READ,), D.ORGANIZATION),
             _grant(ORGANISATION_TABLES, (P.READ,), D.ORGANIZATION),
             _grant(BUSINESS_TABLES, RECORD, D.USER),
         ),
@@ -76,7 +80,8 @@ PREDEFINED_ROLES: tuple[RoleSpec, ...] = (
         ENVIRONMENT_MAKER,
         "Builds apps and offline profiles.",
         privileges=_merge(
-            _grant(PROFILE_TABLES, MAKER, D.ORGANIZATION),
+            _grant(PROFILE_TABLES + APP_TABLES, MAKER, D.ORGANIZATION),
+            _grant(MEMBERSHIP_TABLES, (P.READ,), D.ORGANIZATION),
             _grant(ORGANISATION_TABLES, (P.READ,), D.ORGANIZATION),
         ),
     ),
@@ -86,7 +91,7 @@ PREDEFINED_ROLES: tuple[RoleSpec, ...] = (
         privileges=_merge(
             _grant(BUSINESS_TABLES, RECORD, D.USER),
             _grant(ORGANISATION_TABLES, (P.READ,), D.ORGANIZATION),
-            _grant(PROFILE_TABLES, (P.READ,), D.ORGANIZATION),
+            _grant(PROFILE_TABLES + APP_TABLES, (P.READ,), D.ORGANIZATION),
             _grant(SYNC_ERRORS, (P.READ, P.WRITE, P.DELETE), D.USER),
         ),
     ),

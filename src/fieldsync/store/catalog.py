@@ -157,3 +157,15 @@ fs_sync_applied = sa.Table(
     sa.Column("result", JSONType, nullable=False),
     sa.Column("appliedon", UTCDateTime, nullable=False, index=True),
 )
+
+# -- mobile offline: published profiles, immutable once written ---------------------------
+
+fs_published_profile = sa.Table(
+    "fs_published_profile",
+    metadata,
+    sa.Column("profileid", sa.Uuid, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("publishedon", UTCDateTime, nullable=False),
+    sa.Column("publishedby", sa.Uuid),
+    sa.Column("snapshot", JSONType, nullable=False),
+)

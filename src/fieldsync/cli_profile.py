@@ -1,0 +1,163 @@
+"""``fieldsync profile …``: mobile offline profiles as code, from the shell.
+
+These commands act with full rights, like the other administration commands."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+import sqlalchemy as sa
+
+from fieldsync.errors import BadRequest
+
+if TYPE_CHECKING:
+    from fieldsync.platform import Platform
+
+Opener = Callable[[str | None, str | None], AbstractContextManager["Platform"]]
+
+
+def _read(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"cannot read {path}: {exc}") from None
+
+
+def register(main: click.Group, opener: Opener, database_options: Callable[[Any], Any]) -> None:
+    """Add the profile commands to ``main``."""
+
+    @main.group()
+    def profile() -> None:
+        """Mobile offline profiles: export, import, validate, publish, members."""
+
+    @profile.command("list")
+    @database_options
+    def profile_list(data_dir: str | None, database_url: str | None) -> None:
+        """List profiles: name, tables, published version, the apps using them."""
+        with opener(data_dir, database_url) as p:
+            store = p.store
+            prof, item, app = (
+                store.sql_table("mobileofflineprofile"),
+                store.sql_table("mobileofflineprofileitem"),
+                store.sql_table("appmodule"),
+            )
+            with store.read() as conn:
+                rows = conn.execute(sa.select(prof).order_by(prof.c.name)).all()
+                for r in rows:
+                    tables = conn.execute(
+                        sa.select(item.c.selectedentitytypecode)
+                        .where(item.c.regardingobjectid == r.mobileofflineprofileid)
+                        .order_by(item.c.selectedentitytypecode)
+                    ).scalars()
+                    apps = conn.execute(
+                        sa.select(app.c.uniquename).where(
+                            app.c.mobileofflineprofileid == r.mobileofflineprofileid
+                        )
+                    ).scalars()
+                    version = r.publishedversion or 0
+                    click.echo(
+                        f"{r.name:30} {'v' + str(version) if version else 'unpublished':12} "
+                        f"tables: {', '.join(tables) or '-'}  apps: {', '.join(apps) or '-'}  "
+                        f"id: {r.mobileofflineprofileid}"
+                    )
+
+    @profile.command("export")
+    @click.argument("profile_ref", metavar="PROFILE")
+    @click.option("--output", "-o", default="-", help="File to write (default: stdout).")
+    @database_options
+    def profile_export(
+        profile_ref: str, output: str, data_dir: str | None, database_url: str | None
+    ) -> None:
+        """Write a profile (by name or id) and its apps' offline settings as YAML."""
+        with opener(data_dir, database_url) as p:
+            text = p.offline.export_yaml(profile_ref)
+        if output == "-":
+            click.echo(text, nl=False)
+        else:
+            Path(output).write_text(text, encoding="utf-8")
+
+    @profile.command("import")
+    @click.argument("path", metavar="FILE")
+    @database_options
+    def profile_import(path: str, data_dir: str | None, database_url: str | None) -> None:
+        """Create or update a profile from a YAML file (- reads stdin); all or nothing."""
+        text = _read(path)
+        with opener(data_dir, database_url) as p:
+            profile_id = p.offline.import_yaml(text)
+        click.echo(str(profile_id))
+
+    @profile.command("validate")
+    @click.argument("path", metavar="FILE")
+    @database_options
+    def profile_validate(path: str, data_dir: str | None, database_url: str | None) -> None:
+        """Check a YAML profile file against the database's tables; change nothing."""
+        text = _read(path)
+        with opener(data_dir, database_url) as p:
+            p.offline.validate_yaml(text)
+        click.echo(f"{path}: valid")
+
+    @profile.command("publish")
+    @click.argument("profile_ref", metavar="PROFILE")
+    @database_options
+    def profile_publish(profile_ref: str, data_dir: str | None, database_url: str | None) -> None:
+        """Validate a profile's draft and publish it as the next version."""
+        with opener(data_dir, database_url) as p:
+            published = p.offline.publish(profile_ref)
+        click.echo(f"published {published.name!r} version {published.version}")
+
+    @profile.command("generate")
+    @click.argument("app")
+    @database_options
+    def profile_generate(app: str, data_dir: str | None, database_url: str | None) -> None:
+        """Make a draft profile from an app's tables and views, and give it to the app."""
+        with opener(data_dir, database_url) as p:
+            profile_id = p.offline.generate_profile(app)
+        click.echo(str(profile_id))
+
+    def _members(
+        p: Platform, users: tuple[str, ...], teams: tuple[str, ...]
+    ) -> tuple[list[Any], list[Any]]:
+        return [p.org.user_id(u) for u in users], [p.org.team_id(t) for t in teams]
+
+    @profile.command("add-member")
+    @click.argument("profile_ref", metavar="PROFILE")
+    @click.option("--user", "users", multiple=True, help="A user name (repeatable).")
+    @click.option("--team", "teams", multiple=True, help="A team name (repeatable).")
+    @database_options
+    def profile_add_member(
+        profile_ref: str,
+        users: tuple[str, ...],
+        teams: tuple[str, ...],
+        data_dir: str | None,
+        database_url: str | None,
+    ) -> None:
+        """Give a profile to users and teams (for apps restricted to selected users)."""
+        with opener(data_dir, database_url) as p:
+            u, t = _members(p, users, teams)
+            added = p.offline.add_members(profile_ref, users=u, teams=t)
+        click.echo(f"added {added}")
+
+    @profile.command("remove-member")
+    @click.argument("profile_ref", metavar="PROFILE")
+    @click.option("--user", "users", multiple=True, help="A user name (repeatable).")
+    @click.option("--team", "teams", multiple=True, help="A team name (repeatable).")
+    @database_options
+    def profile_remove_member(
+        profile_ref: str,
+        users: tuple[str, ...],
+        teams: tuple[str, ...],
+        data_dir: str | None,
+        database_url: str | None,
+    ) -> None:
+        """Take a profile from users and teams."""
+        with opener(data_dir, database_url) as p:
+            u, t = _members(p, users, teams)
+            removed = p.offline.remove_members(profile_ref, users=u, teams=t)
+        click.echo(f"removed {removed}")
