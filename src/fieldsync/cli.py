@@ -189,7 +189,7 @@ _register_profile(main, _platform, database_options)
 
 from fieldsync.cli_device import register as _register_device  # noqa: E402
 
-_register_device(main)
+_register_device(main, _platform, database_options)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

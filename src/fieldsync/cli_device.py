@@ -8,8 +8,8 @@ status, errors) work without a network; ``sync`` needs the server.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,34 @@ def _values(text: str) -> dict[str, Any]:
     return data
 
 
-def register(main: click.Group) -> None:
+def register(
+    main: click.Group,
+    platform: Callable[[str | None, str | None], AbstractContextManager[Any]],
+    database_options: Callable[[Callable[..., Any]], Callable[..., Any]],
+) -> None:
     from fieldsync.client import DeviceError
+
+    @main.command("sync-policy")
+    @database_options
+    @click.option("--server-wins", "server_wins", multiple=True, help="A table (repeatable).")
+    @click.option("--last-write-wins", is_flag=True, help="No table keeps the server's value.")
+    def sync_policy(
+        data_dir: str | None,
+        database_url: str | None,
+        server_wins: tuple[str, ...],
+        last_write_wins: bool,
+    ) -> None:
+        """Tables where an offline change to a column the server changed since is rejected
+        (a conflict) instead of winning."""
+        from fieldsync.sync.service import SyncService
+
+        with platform(data_dir, database_url) as p:
+            sync = SyncService(p.records)
+            if server_wins or last_write_wins:
+                sync.set_server_wins([] if last_write_wins else list(server_wins))
+            with p.store.read() as conn:
+                tables = sorted(sync.server_wins(conn))
+        click.echo("server wins: " + (", ".join(tables) if tables else "no table"))
 
     class DeviceGroup(click.Group):
         def invoke(self, ctx: click.Context) -> Any:

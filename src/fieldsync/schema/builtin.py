@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import uuid
 
-from fieldsync.schema.builtin_sync import sync_tables
 from fieldsync.schema import builtin_offline
+from fieldsync.schema.builtin_sync import sync_tables
 from fieldsync.schema.model import (
     Column,
     ColumnType,

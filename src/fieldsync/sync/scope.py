@@ -308,12 +308,16 @@ def _topological(plan: ScopePlan) -> Iterable[str]:
 
 
 def travelling_columns(table: Table, item: ItemSnapshot) -> tuple[str, ...]:
-    """Every column but file and image columns, plus the file and image columns the item
-    selects."""
+    """The item's columns (every column when it names none), always with the system columns
+    sync and the device need; file and image columns only where the item selects them."""
     keep: list[str] = []
     chosen = set(item.file_columns) | set(item.image_columns)
+    named = set(item.columns)
     for col in table.columns.values():
-        if col.type in (ColumnType.FILE, ColumnType.IMAGE) and col.name not in chosen:
+        if col.type in (ColumnType.FILE, ColumnType.IMAGE):
+            if col.name not in chosen:
+                continue
+        elif named and not col.system and col.name not in named and col.name != table.primary_name:
             continue
         keep.append(col.name)
         if col.polymorphic:

@@ -22,7 +22,9 @@ import orjson
 import sqlalchemy as sa
 
 from fieldsync import __version__
-from fieldsync.errors import BadRequest, Forbidden
+from fieldsync.errors import BadRequest, Forbidden, NotFound
+from fieldsync.offline.access import offline_access
+from fieldsync.offline.apps import app_views
 from fieldsync.offline.snapshot import OfflineAccess, PublishedProfile
 from fieldsync.records.service import Records
 from fieldsync.security.model import SecurityContext
@@ -63,10 +65,7 @@ def fingerprint(ctx: SecurityContext) -> str:
 
 def _default_access(store: Any) -> AccessResolver:
     def resolve(conn: sa.Connection, ctx: SecurityContext, app: str) -> OfflineAccess:
-        from fieldsync.offline import access  # type: ignore[attr-defined,unused-ignore]
-
-        found: OfflineAccess = access.offline_access(store, conn, ctx, app)
-        return found
+        return offline_access(store, conn, ctx, app)
 
     return resolve
 
@@ -117,7 +116,7 @@ class SyncService:
             raise BadRequest("'app' must name an app (its id or unique name)")
         return app
 
-    def _server_wins(self, conn: sa.Connection) -> frozenset[str]:
+    def server_wins(self, conn: sa.Connection) -> frozenset[str]:
         raw = conn.execute(
             sa.select(fs_meta.c.value).where(fs_meta.c.key == SERVER_WINS_KEY)
         ).scalar()
@@ -151,6 +150,7 @@ class SyncService:
                     self.store.sql_table("systemuser").c.systemuserid == ctx.user_id
                 )
             ).scalar()
+            views = self._views(conn, ctx, access, plan)
         schema = self.store.schema
         tables = [schema.table(name).to_json() for name in plan.order]
         return {
@@ -169,8 +169,23 @@ class SyncService:
             "tables": tables,
             "columns": {name: list(plan.tables[name].columns) for name in plan.order},
             "order": list(plan.order),
+            "views": views,
             "server_time": utcnow().isoformat(),
         }
+
+    def _views(
+        self, conn: sa.Connection, ctx: SecurityContext, access: OfflineAccess, plan: ScopePlan
+    ) -> list[dict[str, Any]]:
+        """The app's views of the profile's tables, which the device runs on its replica."""
+        try:
+            rows = app_views(self.records, access.app.app_id, caller=ctx, conn=conn)
+        except NotFound:
+            return []
+        return [
+            {"name": v["name"], "table": v["returnedtypecode"], "fetchxml": v["fetchxml"]}
+            for v in rows
+            if v.get("returnedtypecode") in plan.tables and v.get("fetchxml")
+        ]
 
     def _register(
         self,
@@ -276,7 +291,7 @@ class SyncService:
                 plan,
                 ctx,
                 device=device_id,
-                server_wins=self._server_wins(conn),
+                server_wins=self.server_wins(conn),
             )
             results = uploader.apply(conn, parsed)
             conn.execute(
