@@ -261,6 +261,14 @@ class Authenticator:
                 .where(fs_session.c.sessionid == session_id)
                 .with_for_update(of=fs_session)
             ).first()
+            if (
+                row is not None
+                and row.isdisabled
+                and hmac.compare_digest(row.refreshhash, _digest(refresh_token))
+            ):
+                # said before "revoked": disabling a user revokes their sessions, and a device
+                # told "disabled" knows to remove the user's data
+                raise Unauthorized("this user is disabled")
             if row is None or row.revokedon is not None or row.expireson <= now:
                 raise Unauthorized("the refresh token is expired or revoked")
             if not hmac.compare_digest(row.refreshhash, _digest(refresh_token)):
@@ -440,5 +448,14 @@ class Authenticator:
         if revoked is None or revoked.userid != user:
             raise Unauthorized("invalid access token")
         if revoked.revokedon is not None:
+            if self._disabled(user):
+                raise Unauthorized("this user is disabled")
             raise Unauthorized("the session has been revoked")
         return user
+
+    def _disabled(self, user: RecordId) -> bool:
+        su = self.store.sql_table("systemuser")
+        with self.store.read() as conn:
+            return bool(
+                conn.execute(sa.select(su.c.isdisabled).where(su.c.systemuserid == user)).scalar()
+            )
