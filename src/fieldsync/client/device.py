@@ -21,6 +21,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -734,43 +735,63 @@ class Device:
         progress: Callable[[Progress], None] | None,
         page_size: int,
     ) -> None:
+        """Download pages until every table is current. The next request goes out while the
+        current pages are written (the server's next page is computed meanwhile); each page
+        is committed with its cursor, so stopping anywhere resumes from the last page."""
         cursors = self.replica.cursors(tables)
         counts = dict.fromkeys(tables, 0)
         sizes = dict.fromkeys(tables, 0)
-        active = list(tables)
-        while active:
+
+        def fetch(active: list[str], positions: dict[str, str | None]) -> tuple[Any, int]:
             answer = self._call(
                 "POST",
                 "/sync/v1/download",
                 {
                     "device": self.device_id,
                     "app": self.app,
-                    "cursors": {t: cursors[t] for t in active},
+                    "cursors": {t: positions[t] for t in active},
                     "limit": page_size,
                 },
             )
-            size = self._http().last_size
-            report.bytes += size
-            now = dt.datetime.now(dt.UTC).isoformat()
-            still: list[str] = []
-            for page in answer["pages"]:
-                name = page["table"]
-                written = self.replica.apply_page(page, now)
-                cursors[name] = page["cursor"]
-                counts[name] += len(page["upserts"])
-                sizes[name] += size // max(1, len(answer["pages"]))
-                if page["rescope"] and name not in report.rescoped:
-                    report.rescoped.append(name)
-                if page["more"]:
-                    still.append(name)
-                if progress is not None:
-                    progress(Progress(name, counts[name], sizes[name], not page["more"]))
-                del written
-            returned = {p["table"] for p in answer["pages"]}
-            still.extend(t for t in active if t not in returned)
-            active = still if answer["more"] or still else []
-            if not answer["pages"]:
-                break
+            return answer, self._http().last_size
+
+        active = list(tables)
+        pending: Future[tuple[Any, int]] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fieldsync-fetch") as pool:
+            answer, size = fetch(active, cursors)
+            while True:
+                following = dict(cursors)
+                still: list[str] = []
+                for page in answer["pages"]:
+                    following[page["table"]] = page["cursor"]
+                    if page["more"]:
+                        still.append(page["table"])
+                returned = {p["table"] for p in answer["pages"]}
+                still.extend(t for t in active if t not in returned)
+                active = still if (answer["more"] or still) and answer["pages"] else []
+                if active:
+                    pending = pool.submit(fetch, list(active), following)
+                report.bytes += size
+                now = dt.datetime.now(dt.UTC).isoformat()
+                try:
+                    for page in answer["pages"]:
+                        name = page["table"]
+                        self.replica.apply_page(page, now)
+                        cursors[name] = page["cursor"]
+                        counts[name] += len(page["upserts"])
+                        sizes[name] += size // max(1, len(answer["pages"]))
+                        if page["rescope"] and name not in report.rescoped:
+                            report.rescoped.append(name)
+                        if progress is not None:
+                            progress(Progress(name, counts[name], sizes[name], not page["more"]))
+                except BaseException:
+                    if pending is not None:
+                        pending.cancel()
+                    raise
+                if pending is None:
+                    break
+                answer, size = pending.result()
+                pending = None
         report.downloaded = counts
 
     def _purge(self, exc: ServerError) -> None:

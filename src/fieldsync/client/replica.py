@@ -25,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from fieldsync.schema.model import ColumnType, Schema, Table
 from fieldsync.store.ddl import build_sql_table
 from fieldsync.store.engine import WRITE_OPTION, create_engine
+from fieldsync.store.sqltypes import UTCDateTime
 
 T = ColumnType
 
@@ -103,6 +104,49 @@ def decoders(table: Table, columns: Sequence[str]) -> list[Decoder | None]:
         col = table.column(name)
         out.append(_decoder(col.type if col is not None else None))
     return out
+
+
+def _storers(sql: sa.Table, table: Table, columns: Sequence[str], dialect: Any) -> list[Any]:
+    """Per column, a function from a wire value to what SQLite stores (the column type's own
+    bind processing, with a fast path for ids), or None where the wire value is stored as is."""
+    out: list[Any] = []
+    for name in columns:
+        col = sql.c[name]
+        if isinstance(col.type, sa.Uuid):
+            out.append(_hex)
+            continue
+        if isinstance(col.type, UTCDateTime) and dialect.name == "sqlite":
+            out.append(_sqlite_moment)
+            continue
+        logical = table.column(name)
+        decode = _decoder(logical.type if logical is not None else None)
+        bind = col.type._cached_bind_processor(dialect)
+        if decode is None and bind is None:
+            out.append(None)
+        elif bind is None:
+            out.append(decode)
+        elif decode is None:
+            out.append(bind)
+        else:
+            out.append(lambda v, d=decode, b=bind: b(d(v)))
+    return out
+
+
+def _sqlite_moment(value: Any) -> Any:
+    """An ISO 8601 UTC time as SQLite stores it ("YYYY-MM-DD HH:MM:SS.ffffff")."""
+    if isinstance(value, str) and len(value) >= 25 and value.endswith("+00:00"):
+        frac = value[20:-6] if value[19] == "." else ""
+        return f"{value[:10]} {value[11:19]}.{frac.ljust(6, '0')}"
+    moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _hex(value: Any) -> Any:
+    if isinstance(value, str) and len(value) == 36:
+        return value.replace("-", "")
+    return None if value is None else uuid.UUID(str(value)).hex
 
 
 def encode(value: Any) -> Any:
@@ -259,14 +303,15 @@ class Replica:
         table, sql = self.table(name)
         pk = table.primary_id
         columns = list(page["columns"])
-        decode = decoders(table, columns)
         index = columns.index(pk)
-        rows = []
-        for raw in page["upserts"]:
-            row = {}
-            for c, d, v in zip(columns, decode, raw, strict=True):
-                row[c] = d(v) if d is not None and v is not None else v
-            rows.append(row)
+        storers = _storers(sql, table, columns, self.engine.dialect)
+        rows: list[list[Any]] = page["upserts"]
+        for i, store in enumerate(storers):
+            if store is not None:
+                for row in rows:
+                    value = row[i]
+                    if value is not None:
+                        row[i] = store(value)
         removes = [uuid.UUID(r) for r in page["removes"]]
         with self.write() as conn:
             state = conn.execute(
@@ -279,9 +324,13 @@ class Replica:
                 marking = conn.execute(sa.select(sql.c[pk]).limit(1)).first() is not None
             pending = self._pending(conn, name)
             if rows:
-                stmt = sqlite_insert(sql)
-                update = {c: stmt.excluded[c] for c in columns if c != pk}
-                conn.execute(stmt.on_conflict_do_update(index_elements=[pk], set_=update), rows)
+                # every travelling column arrives, so replacing the whole row is the upsert
+                names = ", ".join(f'"{c}"' for c in columns)
+                marks = ", ".join("?" for _ in columns)
+                conn.exec_driver_sql(
+                    f'INSERT OR REPLACE INTO "{name}" ({names}) VALUES ({marks})',
+                    [tuple(r) for r in rows],
+                )
                 if marking:
                     conn.execute(
                         sqlite_insert(seen_table).on_conflict_do_nothing(),
@@ -300,7 +349,7 @@ class Replica:
                 conn.execute(seen_table.delete().where(seen_table.c.tablename == name))
                 marking = False
             if pending:
-                self._overlay(conn, name, pending, {str(r[pk]) for r in rows})
+                self._overlay(conn, name, pending, {str(uuid.UUID(r[index])) for r in rows})
             values = {"cursor": page["cursor"], "marking": int(marking), "lastsync": now}
             stmt2 = sqlite_insert(cursor_table).values(tablename=name, **values)
             conn.execute(stmt2.on_conflict_do_update(index_elements=["tablename"], set_=values))

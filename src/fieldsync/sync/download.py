@@ -33,6 +33,7 @@ import sqlalchemy as sa
 
 from fieldsync.query.ast import And, ColumnCompare, Condition, Node, Op, Query, is_in
 from fieldsync.records.service import Records
+from fieldsync.schema.model import ColumnType
 from fieldsync.security.model import SecurityContext
 from fieldsync.store.changes import Change, read_changes, watermark
 from fieldsync.sync.cursor import BadCursor, Cursor
@@ -73,6 +74,23 @@ def wire(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     return value
+
+
+def _wire_rows(tp: TablePlan, rows: Iterable[Any]) -> list[list[Any]]:
+    """Rows as they travel: orjson writes ids, dates and numbers itself; decimals go as
+    strings and multi-choice values as lists."""
+    special = [
+        i
+        for i, name in enumerate(tp.columns)
+        if (col := tp.table.column(name)) is not None
+        and col.type in (ColumnType.DECIMAL, ColumnType.MONEY, ColumnType.MULTICHOICE)
+    ]
+    out = [list(r) for r in rows]
+    if special:
+        for row in out:
+            for i in special:
+                row[i] = wire(row[i])
+    return out
 
 
 class Downloader:
@@ -151,7 +169,7 @@ class Downloader:
             else Condition(pk, Op.GT, uuid.UUID(cursor.key))
         )
         result = self._select(conn, tp, after, limit + 1)
-        rows = [[wire(v) for v in r] for r in result.fetchmany(limit + 1)]
+        rows = _wire_rows(tp, result.fetchmany(limit + 1))
         page = TablePage(tp.table.name, tp.columns)
         index = tp.columns.index(pk)
         if len(rows) > limit:
@@ -190,8 +208,7 @@ class Downloader:
         ordered = sorted(candidates)
         for start in range(0, len(ordered), CHUNK):
             chunk = ordered[start : start + CHUNK]
-            for r in self._select(conn, tp, is_in(pk, chunk), None):
-                row = [wire(v) for v in r]
+            for row in _wire_rows(tp, self._select(conn, tp, is_in(pk, chunk), None)):
                 found.add(row[index])
                 page.upserts.append(row)
         page.removes = [str(i) for i in ordered if i not in found]

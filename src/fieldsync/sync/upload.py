@@ -105,25 +105,98 @@ class Uploader:
         self.server_wins = server_wins
 
     def apply(self, conn: sa.Connection, changes: list[ClientChange]) -> list[dict[str, Any]]:
+        """Apply the changes in order; each outcome is recorded with it."""
         seen = self._already(conn, [c.change_id for c in changes])
-        results: list[dict[str, Any]] = []
-        for change in changes:
-            if change.change_id in seen:
-                results.append(seen[change.change_id])
-                continue
-            result = self._apply_one(conn, change)
+        todo = [c for c in changes if c.change_id not in seen]
+        outcome: dict[uuid.UUID, dict[str, Any]] = {}
+        for run in self._runs(todo):
+            done = self._apply_run(conn, run) if len(run) > 1 else None
+            if done is None:  # a run of one, or one change of the run was refused
+                done = [self._apply_one(conn, c) for c in run]
+            for change, result in zip(run, done, strict=True):
+                outcome[change.change_id] = result
+        if outcome:
+            now = utcnow()
             conn.execute(
-                fs_sync_applied.insert().values(
-                    deviceid=self.device,
-                    changeid=change.change_id,
-                    userid=self.ctx.user_id,
-                    result=result,
-                    appliedon=utcnow(),
-                )
+                fs_sync_applied.insert(),
+                [
+                    {
+                        "deviceid": self.device,
+                        "changeid": c.change_id,
+                        "userid": self.ctx.user_id,
+                        "result": outcome[c.change_id],
+                        "appliedon": now,
+                    }
+                    for c in todo
+                ],
             )
-            seen[change.change_id] = result
-            results.append(result)
-        return results
+        return [seen.get(c.change_id) or outcome[c.change_id] for c in changes]
+
+    def _runs(self, changes: list[ClientChange]) -> list[list[ClientChange]]:
+        """Consecutive creates, or updates without a conflict policy, of one table and of
+        distinct rows: each run is tried as one batched write."""
+        runs: list[list[ClientChange]] = []
+        for change in changes:
+            last = runs[-1] if runs else None
+            batchable = change.operation == "create" or (
+                change.operation == "update"
+                and change.table not in self.server_wins
+                and self.records.plugins.conflict_resolver(change.table) is None
+                and "ownerid" not in change.values
+            )
+            if (
+                last is not None
+                and batchable
+                and last[0].table == change.table
+                and last[0].operation == change.operation
+                and all(c.record_id != change.record_id for c in last)
+            ):
+                last.append(change)
+            else:
+                runs.append([change])
+        return runs
+
+    def _apply_run(
+        self, conn: sa.Connection, run: list[ClientChange]
+    ) -> list[dict[str, Any]] | None:
+        """A run as one batched write in a savepoint; None when any change of it is refused
+        (the savepoint rolls back, and the changes are applied one by one)."""
+        table = run[0].table
+        if table not in self.plan.tables:
+            return None
+        t = self.plan.tables[table].table
+        savepoint = conn.begin_nested()
+        try:
+            if run[0].operation == "create":
+                rows = []
+                for c in run:
+                    values = self._values(t, c.values)
+                    values[t.primary_id] = c.record_id
+                    rows.append(values)
+                self.records.create_many(table, rows, caller=self.ctx, conn=conn)
+                sql = self.store.sql_table(table)
+                pk = sql.c[t.primary_id]
+                versions = dict(
+                    conn.execute(
+                        sa.select(pk, sql.c.versionnumber).where(pk.in_([c.record_id for c in run]))
+                    ).all()
+                )
+                found = [versions[c.record_id] for c in run]
+            else:
+                pairs = []
+                for c in run:
+                    values = self._values(t, c.values)
+                    values.pop(t.primary_id, None)
+                    pairs.append((c.record_id, values))
+                found = self.records.update_many(table, pairs, caller=self.ctx, conn=conn)
+        except FieldsyncError:
+            savepoint.rollback()
+            return None
+        savepoint.commit()
+        return [
+            {"id": str(c.change_id), "record": str(c.record_id), "status": "applied", "version": v}
+            for c, v in zip(run, found, strict=True)
+        ]
 
     def _already(self, conn: sa.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
         if not ids:
