@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scratch import ScratchDatabases  # noqa: E402
+from scratch import ScratchDatabases
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = ROOT.parent / "shared" / "bench" / "limits.py"
@@ -129,9 +129,7 @@ def child_initial_sync(server: str, app: str, directory: str) -> None:
     """Run in a child process: log in, sync once, print rows, seconds and peak RSS."""
     from fieldsync.client import Device
 
-    device = Device.login(
-        directory, server=server, username="tech", password=PASSWORD, app=app
-    )
+    device = Device.login(directory, server=server, username="tech", password=PASSWORD, app=app)
     start = time.perf_counter()
     report = device.sync(page_size=5000)
     seconds = time.perf_counter() - start
