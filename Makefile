@@ -33,6 +33,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/records.py
 	$(PY) bench/security.py
 	$(PY) bench/query.py
+	$(PY) bench/sync.py
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format src tests bench
