@@ -167,6 +167,28 @@ class World:
 
     # -- the oracle ------------------------------------------------------------------------
 
+    def _custom(self, ctx: SecurityContext, item: Any, row: dict[str, Any]) -> bool:
+        """A custom filter evaluated in Python on one row (the SQL compiler is not involved)."""
+        from fieldsync.query.bind import bind
+        from fieldsync.query.evaluate import matches
+        from fieldsync.query.fetchxml import parse_fetchxml
+        from fieldsync.security.context import user_binding
+
+        store = self.platform.store
+        query = parse_fetchxml(item.custom_filter, store.schema)
+        if query.filter is None:
+            return True
+        with store.read() as conn:
+            user = user_binding(store, conn, ctx)
+        node = bind(
+            query.filter,
+            store.schema.table(item.table),
+            user=user,
+            now=dt.datetime.now(dt.UTC),
+            tables=store.schema.table,
+        )
+        return matches(node, row)
+
     def scope(self, user: str) -> dict[str, dict[str, dict[str, Any]]]:
         """Each profile table's rows in scope for ``user``, computed from scratch with plain
         queries: the user's readable rows, the download filter, and the relationships as a
@@ -195,6 +217,10 @@ class World:
                         item.owned_by_my_business_unit
                         and r.get("owningbusinessunit") == ctx.business_unit_id
                     )
+                }
+            elif item.distribution is Distribution.CUSTOM and item.custom_filter:
+                scope[item.table] = {
+                    k for k, r in rows.items() if self._custom(ctx, item, _flatten(r))
                 }
             else:
                 scope[item.table] = set()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from fieldsync.client import Offline
-from fieldsync.errors import PluginError
+from fieldsync.errors import FieldsyncError, PluginError
 from fieldsync.platform import Platform
 from fieldsync.records.plugins import PluginContext
 from fieldsync.types import EntityRef
@@ -188,3 +190,89 @@ def test_access_removed_purges_the_device(world: World) -> None:
     assert device.replica.sql == {}
     assert device.pending_changes() == 0
     assert len(device.errors()) == 1
+
+
+def test_a_poison_change_becomes_a_sync_error_and_the_rest_go_through(world: World) -> None:
+    ids = seed(world)
+    device = world.device("tech1")
+    device.sync()
+    # a create with the id of a row that exists (tech2's, out of this device's scope)
+    account = str(ids["acc1"])
+    device.create(
+        "workorder", {"workorderid": str(ids["wo2"]), "name": "Clash", "serviceaccountid": account}
+    )
+    device.update("workorder", ids["wo1"], {"name": "Still applied"})
+    ok = device.create("workorder", {"name": "Also applied", "serviceaccountid": account})
+    with pytest.raises(FieldsyncError, match="serviceaccountid: is required"):
+        device.create("workorder", {"name": "No account"})
+    report = device.sync()
+    assert report.rejected == 1
+    assert report.uploaded == 2
+    [error] = device.errors()
+    assert error["recordid"] == str(ids["wo2"])
+    assert device.get("workorder", ids["wo2"]) is None  # the rejected create is gone
+    records = world.platform.records
+    assert records.retrieve("workorder", ids["wo2"])["name"] == "Valve"
+    assert records.retrieve("workorder", ids["wo1"])["name"] == "Still applied"
+    assert records.retrieve("workorder", ok)["name"] == "Also applied"
+    assert replica(device) == world.scope("tech1")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"device": "short", "app": "fieldservice", "changes": []}, "'device'"),
+        ({"device": "d" * 10, "app": "", "changes": []}, "'app'"),
+        ({"device": "d" * 10, "app": "fieldservice", "changes": {}}, "list of changes"),
+        ({"device": "d" * 10, "app": "fieldservice", "changes": [1]}, "JSON object"),
+        (
+            {"device": "d" * 10, "app": "fieldservice", "changes": [{"id": "x", "record": "y"}]},
+            "GUIDs",
+        ),
+        (
+            {
+                "device": "d" * 10,
+                "app": "fieldservice",
+                "changes": [
+                    {
+                        "id": str(uuid.uuid4()),
+                        "record": str(uuid.uuid4()),
+                        "table": "account",
+                        "operation": "merge",
+                    }
+                ],
+            },
+            "'operation'",
+        ),
+    ],
+)
+def test_bad_uploads_are_refused_clearly(world: World, body: dict[str, Any], message: str) -> None:
+    device = world.device("tech1")
+    headers = {"Authorization": f"Bearer {device._http().tokens['access_token']}"}
+    client = httpx.Client(transport=world.transport(), base_url="http://testserver")
+    before = world.platform.store.current_version
+    with world.platform.store.read() as conn:
+        version = before(conn)
+    response = client.post("/sync/v1/upload", json=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["error"]["message"]
+    with world.platform.store.read() as conn:
+        assert before(conn) == version
+
+
+def test_cursors_cannot_be_forged_or_borrowed(world: World) -> None:
+    seed(world)
+    one, two = world.device("tech1"), world.device("tech2")
+    one.sync()
+    token = one.replica.cursors(["workorder"])["workorder"]
+    assert token is not None
+    ctx = world.ctx("tech2")
+    with pytest.raises(FieldsyncError, match="belongs to another sync"):
+        world.sync.download(ctx, device=two.device_id, app="x", cursors={"workorder": token})
+    forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
+    with pytest.raises(FieldsyncError, match="not one this server issued"):
+        world.sync.download(
+            world.ctx("tech1"), device=one.device_id, app="x", cursors={"workorder": forged}
+        )
+    with pytest.raises(FieldsyncError, match="not registered for you"):
+        world.sync.download(ctx, device=one.device_id, app="x", cursors={"workorder": None})

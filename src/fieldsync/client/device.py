@@ -45,7 +45,7 @@ from fieldsync.client.transport import (
     SignInRequired,
     Transport,
 )
-from fieldsync.errors import BadRequest, RecordNotFound
+from fieldsync.errors import BadRequest, MissingRequired, RecordNotFound
 from fieldsync.query.ast import Query
 from fieldsync.query.bind import UserBinding, bind
 from fieldsync.query.compile import compile_query
@@ -320,8 +320,12 @@ class Device:
     def create(self, table: str, values: Mapping[str, Any]) -> uuid.UUID:
         """Create a row offline; the id is made here and kept by the server."""
         t, sql = self.replica.table(table)
-        wire = self._coerce(t, values)
-        rid = _rid(values[t.primary_id]) if t.primary_id in values else uuid.uuid4()
+        given = dict(values)
+        rid = _rid(given.pop(t.primary_id)) if t.primary_id in given else uuid.uuid4()
+        wire = self._coerce(t, given)
+        for col in t.columns.values():
+            if col.required and not col.system and wire.get(col.name) is None:
+                raise MissingRequired(table, col.name, "is required")
         wire[t.primary_id] = str(rid)
         user = self._user()
         now = dt.datetime.now(dt.UTC)
@@ -638,7 +642,8 @@ class Device:
             with self.replica.write() as conn:
                 stmt = sa.select(outbox_table).order_by(outbox_table.c.seq).limit(UPLOAD_BATCH)
                 rows: list[Mapping[str, Any]] = [dict(r) for r in conn.execute(stmt).mappings()]
-                if not rows:
+                acked: list[str] = self.replica.get_state("acked", conn) or []
+                if not rows and not acked:
                     return
                 conn.execute(
                     outbox_table.update()
@@ -659,20 +664,31 @@ class Device:
             answer = self._call(
                 "POST",
                 "/sync/v1/upload",
-                {"device": self.device_id, "app": self.app, "changes": changes},
+                {
+                    "device": self.device_id,
+                    "app": self.app,
+                    "changes": changes,
+                    "acknowledged": acked,
+                },
             )
-            self._settle(rows, answer["results"], report)
+            self._settle(rows, answer["results"], report, acked)
 
     def _settle(
         self,
         rows: Sequence[Mapping[str, Any]],
         results: Sequence[Mapping[str, Any]],
         report: SyncReport,
+        acked: Sequence[str] = (),
     ) -> None:
-        """Apply the server's answers: drop applied changes, revert rejected ones."""
+        """Apply the server's answers: drop applied changes, revert rejected ones; the
+        server may forget the answers this device stored (sent with the next upload)."""
         by_id = {r["id"]: r for r in results}
         now = dt.datetime.now(dt.UTC).isoformat()
         with self.replica.write() as conn:
+            self.replica.set_state(
+                conn, "acked", [e["changeid"] for e in rows if e["changeid"] in by_id]
+            )
+            del acked
             for entry in rows:
                 result = by_id.get(entry["changeid"])
                 if result is None:

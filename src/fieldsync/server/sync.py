@@ -88,6 +88,7 @@ async def upload(request: Request, ctx: Principal) -> JSON:
         device=body.get("device"),
         app=body.get("app"),
         changes=body.get("changes"),
+        acknowledged=body.get("acknowledged"),
     )
     return JSON(answer)
 

@@ -28,7 +28,7 @@ from fieldsync.offline.apps import app_views
 from fieldsync.offline.snapshot import OfflineAccess, PublishedProfile
 from fieldsync.records.service import Records
 from fieldsync.security.model import SecurityContext
-from fieldsync.store.catalog import fs_device, fs_meta
+from fieldsync.store.catalog import fs_device, fs_meta, fs_sync_applied
 from fieldsync.store.store import utcnow
 from fieldsync.sync.download import Downloader, TablePage
 from fieldsync.sync.scope import ScopePlan, build_plan
@@ -271,11 +271,20 @@ class SyncService:
         }
 
     def upload(
-        self, ctx: SecurityContext, *, device: object, app: object, changes: object
+        self,
+        ctx: SecurityContext,
+        *,
+        device: object,
+        app: object,
+        changes: object,
+        acknowledged: object = None,
     ) -> dict[str, Any]:
+        """Apply a batch of changes. ``acknowledged`` lists client change ids whose answers
+        the device has stored: their records are no longer needed for retries."""
         device_id, app_name = self._device(device), self._app(app)
         if not isinstance(changes, list):
             raise BadRequest("'changes' is a list of changes")
+        acks = _change_ids(acknowledged)
         if len(changes) > MAX_BATCH:
             raise BadRequest(f"send at most {MAX_BATCH} changes per batch")
         parsed = [ClientChange.parse(c, i) for i, c in enumerate(changes)]
@@ -294,6 +303,13 @@ class SyncService:
                 server_wins=self.server_wins(conn),
             )
             results = uploader.apply(conn, parsed)
+            for start in range(0, len(acks), 500):
+                conn.execute(
+                    fs_sync_applied.delete().where(
+                        fs_sync_applied.c.deviceid == device_id,
+                        fs_sync_applied.c.changeid.in_(acks[start : start + 500]),
+                    )
+                )
             conn.execute(
                 fs_device.update()
                 .where(fs_device.c.deviceid == device_id)
@@ -317,6 +333,17 @@ class SyncService:
         ]
         out.sort(key=lambda r: r["errortime"], reverse=True)
         return out[:limit]
+
+
+def _change_ids(value: object) -> list[uuid.UUID]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > 10_000:
+        raise BadRequest("'acknowledged' is a list of at most 10000 client change ids")
+    try:
+        return [uuid.UUID(str(v)) for v in value]
+    except ValueError:
+        raise BadRequest("'acknowledged' holds client change ids (GUIDs)") from None
 
 
 def _jsonable(value: Any) -> Any:

@@ -19,6 +19,7 @@ since the version the device saw; a conflict resolver registered for the table
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from fieldsync.errors import (
     PreconditionFailed,
     RecordNotFound,
 )
-from fieldsync.query.ast import Query, is_in
+from fieldsync.query.ast import And, Query, is_in
 from fieldsync.records.plugins import Conflict
 from fieldsync.records.service import Records
 from fieldsync.schema.model import ColumnType, Table
@@ -45,6 +46,8 @@ from fieldsync.store.store import utcnow
 from fieldsync.sync.download import wire
 from fieldsync.sync.scope import ScopePlan
 from fieldsync.types import EntityRef
+
+log = logging.getLogger(__name__)
 
 OPERATIONS = ("create", "update", "delete")
 MAX_BATCH = 500
@@ -189,7 +192,7 @@ class Uploader:
                     values.pop(t.primary_id, None)
                     pairs.append((c.record_id, values))
                 found = self.records.update_many(table, pairs, caller=self.ctx, conn=conn)
-        except FieldsyncError:
+        except (FieldsyncError, sa.exc.IntegrityError):
             savepoint.rollback()
             return None
         savepoint.commit()
@@ -213,7 +216,16 @@ class Uploader:
         base = {"id": str(change.change_id), "record": str(change.record_id)}
         savepoint = conn.begin_nested()
         try:
-            version = self._write(conn, change)
+            try:
+                version = self._write(conn, change)
+            except sa.exc.IntegrityError as exc:
+                # a constraint the checks did not foresee: a poison change must not block the
+                # ones behind it, so it becomes a sync error like any other refusal
+                log.warning("change %s refused by the database: %s", change.change_id, exc.orig)
+                raise StoreRefused(
+                    f"{change.table} {change.record_id}: the database refused the change "
+                    "(a duplicate or a broken reference)"
+                ) from exc
         except FieldsyncError as exc:
             savepoint.rollback()
             error_type = _error_type(exc)
@@ -315,14 +327,17 @@ class Uploader:
         return value
 
     def _server_row(self, conn: sa.Connection, change: ClientChange) -> dict[str, Any] | None:
-        """The row as the user may read it now (in the columns that travel), or None."""
+        """The row as the device should hold it now (in the columns that travel), or None
+        when it is not in the device's scope (the device then drops it)."""
         tp = self.plan.tables.get(change.table)
         if tp is None:
             return None
         query = Query(
             table=change.table,
             columns=tp.columns,
-            filter=is_in(tp.table.primary_id, [change.record_id]),
+            filter=And(
+                (self.plan.node(change.table), is_in(tp.table.primary_id, [change.record_id]))
+            ),
         )
         try:
             stmt = self.records.query_statement(query, caller=self.ctx, conn=conn)
@@ -364,6 +379,10 @@ class Uploader:
             caller=SYSTEM_CONTEXT,
             conn=conn,
         )
+
+
+class StoreRefused(PreconditionFailed):
+    """The database refused a change that passed every check (a constraint)."""
 
 
 class ConflictRejected(PreconditionFailed):
