@@ -9,6 +9,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from fieldsync.client import Device
 from fieldsync.platform import Platform
@@ -88,3 +91,54 @@ def test_a_killed_upload_applies_each_change_once(platform: Platform, tmp_path: 
         assert device.pending_changes() == 0
         assert replica(device) == world.scope("tech1")
         device.close()
+
+
+def test_a_full_disk_stops_sync_cleanly_and_it_resumes(platform: Platform, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from fieldsync.client import StorageFull
+
+    world = World(platform, tmp_path)
+    tech1 = EntityRef("systemuser", world.users["tech1"])
+    account = platform.records.create("account", {"name": "Customer", "ownerid": tech1})
+    platform.records.create_many(
+        "workorder",
+        [
+            {
+                "name": f"job {i}",
+                "serviceaccountid": account,
+                "ownerid": tech1,
+                "instructions": "x" * 2000,
+            }
+            for i in range(300)
+        ],
+    )
+    device = world.device("tech1")
+
+    cap: dict[str, int | None] = {"pages": None}
+
+    @sa.event.listens_for(device.replica.engine, "connect")
+    def limit(dbapi: Any, _: object) -> None:
+        if cap["pages"] is not None:
+            dbapi.execute(f"PRAGMA max_page_count={cap['pages']}")
+
+    with device.replica.read() as conn:
+        used = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+    cap["pages"] = used + 60  # room for a little, not for 300 long work orders
+    device.replica.engine.dispose()  # new connections get the cap
+    with pytest.raises(StorageFull, match="storage is full"):
+        device.sync()
+    assert len(device.query("workorder")) < 300
+    made = 0
+    with pytest.raises(StorageFull):  # local writes fill what is left, then are refused
+        for _ in range(2000):
+            device.create(
+                "workorder",
+                {"name": "offline", "serviceaccountid": str(account), "instructions": "y" * 1900},
+            )
+            made += 1
+    assert device.pending_changes() == made  # the refused write left nothing behind
+    cap["pages"] = None
+    device.replica.engine.dispose()
+    device.sync()
+    assert replica(device) == world.scope("tech1")

@@ -7,6 +7,7 @@ from fieldsync.client.transport import (
     Offline,
     ServerError,
     SignInRequired,
+    StorageFull,
 )
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "ServerError",
     "SignInRequired",
     "Status",
+    "StorageFull",
     "SyncReport",
 ]

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from fieldsync.client.transport import StorageFull
 from fieldsync.schema.model import ColumnType, Schema, Table
 from fieldsync.store.ddl import build_sql_table
 from fieldsync.store.engine import WRITE_OPTION, create_engine
@@ -195,10 +196,19 @@ class Replica:
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
+        """A write transaction; a full disk rolls it back and raises :class:`StorageFull`."""
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+        except sa.exc.OperationalError as exc:
+            if "full" in str(exc.orig).lower():
+                raise StorageFull(
+                    f"the device's storage is full ({self.path}); nothing was written: free "
+                    "some space and try again"
+                ) from exc
+            raise
 
     # -- state ------------------------------------------------------------------------------
 

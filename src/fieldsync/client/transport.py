@@ -20,6 +20,10 @@ class Offline(DeviceError):
     """The server could not be reached (no network, server down, connection cut)."""
 
 
+class StorageFull(DeviceError):
+    """The device's disk is full: the local write or download page was rolled back whole."""
+
+
 class ServerError(DeviceError):
     """The server answered with an error (``{"error": {"code", "message"}}``)."""
 
