@@ -131,8 +131,10 @@ class World:
         self.team = org.team("Crew", self.unit, members=[self.users["tech1"]])
 
     def _access(self, conn: sa.Connection, ctx: SecurityContext, app: str) -> OfflineAccess:
-        from fieldsync.errors import Forbidden
+        from fieldsync.errors import Forbidden, NotFound
 
+        if app != "fieldservice":
+            raise NotFound(f"no app {app!r} that you can use")
         if not self.allowed(ctx):
             raise Forbidden("you may not take this app offline")
         settings = AppOfflineSettings(APP_ID, "Field Service", True, allow_sync_frequency=True)
