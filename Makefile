@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint typecheck unit bench format clean
+.PHONY: demo test lint typecheck unit reliability soak bench format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,17 +17,23 @@ demo: $(VENV)/.installed
 	$(BIN)/fieldsync demo
 	$(BIN)/fieldsync serve
 
-test: lint typecheck unit
+test: lint typecheck unit reliability
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench reliability
+	$(BIN)/ruff format --check src tests bench reliability
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
 unit: $(VENV)/.installed
 	$(BIN)/pytest -n auto
+
+reliability: $(VENV)/.installed
+	$(PY) reliability/run.py
+
+soak: $(VENV)/.installed
+	$(PY) reliability/run.py --soak
 
 bench: $(VENV)/.installed
 	$(PY) bench/records.py
@@ -36,8 +42,8 @@ bench: $(VENV)/.installed
 	$(PY) bench/sync.py
 
 format: $(VENV)/.installed
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench reliability
+	$(BIN)/ruff check --fix src tests bench reliability
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -466,10 +466,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     rounds, scenarios = (60, 4) if args.soak else (12, 1)
+    pg: str | None = None if args.no_pg else args.pg
+    if pg is not None:
+        from scratch import postgres_problem
+
+        problem = postgres_problem(pg)
+        if problem is not None:
+            if os.environ.get("FIELDSYNC_REQUIRE_POSTGRES") == "1":
+                sys.exit(f"PostgreSQL is required and unreachable: {problem}")
+            print(f"skipping PostgreSQL: {problem}")
+            pg = None
     start = time.perf_counter()
-    figures = run(
-        rounds=rounds, scenarios=scenarios, pg=None if args.no_pg else args.pg, seed=args.seed
-    )
+    figures = run(rounds=rounds, scenarios=scenarios, pg=pg, seed=args.seed)
     print("\n".join(figures.lines()))
     print(f"time                 {time.perf_counter() - start:.0f} s")
     for problem in figures.problems[:20]:
