@@ -249,7 +249,7 @@ class Device:
                     "device": self.device_id,
                     "app": self.app,
                     "sdk": __version__,
-                    "pending": self.pending_changes,
+                    "pending": self.pending_changes(),
                 },
             )
         except ServerError as exc:

@@ -634,6 +634,8 @@ def sync_errors_page(
         "syncerror", where=where, filter=all_of(conditions), order_by="errortime", caller=ctx
     )
     rows.reverse()
+    for r in rows:
+        r["ownerid"] = ref_id(r.get("ownerid"))
     users = {
         r["systemuserid"]: r["domainname"]
         for r in p.records.retrieve_multiple(
@@ -656,12 +658,12 @@ def sync_errors_page(
 def sync_error_page(request: Request, error_id: str, ctx: User) -> HTMLResponse:
     p = platform_of(request)
     row = p.records.retrieve("syncerror", as_uuid(error_id, "sync error"), caller=ctx)
-    owner = row.get("ownerid")
+    owner = ref_id(row.get("ownerid"))
     owner_name = None
     if owner is not None:
         try:
             owner_name = p.records.retrieve(
-                "systemuser", owner.id, columns=["domainname"], caller=ctx
+                "systemuser", owner, columns=["domainname"], caller=ctx
             )["domainname"]
         except NotFound:
             owner_name = None
@@ -680,6 +682,11 @@ def sync_error_page(request: Request, error_id: str, ctx: User) -> HTMLResponse:
         sent=pretty(row.get("requestdata")),
         current=current,
     )
+
+
+def ref_id(value: Any) -> Any:
+    """A lookup's id, whether the row holds the id or a reference."""
+    return getattr(value, "id", value)
 
 
 def pretty(text: str | None) -> str:
