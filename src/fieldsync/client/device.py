@@ -245,7 +245,12 @@ class Device:
             answer = self._call(
                 "POST",
                 "/sync/v1/handshake",
-                {"device": self.device_id, "app": self.app, "sdk": __version__},
+                {
+                    "device": self.device_id,
+                    "app": self.app,
+                    "sdk": __version__,
+                    "pending": self.pending_changes(),
+                },
             )
         except ServerError as exc:
             if isinstance(exc, AccessRemoved) or exc.status in (403, 404):

@@ -7,10 +7,11 @@ import uuid
 
 import sqlalchemy as sa
 
-from fieldsync.offline import access, apps, profiles, yaml_io
+from fieldsync.offline import access, apps, profiles, tables, yaml_io
 from fieldsync.offline.access import ProfileMembers
 from fieldsync.offline.snapshot import OfflineAccess, PublishedProfile
 from fieldsync.records.service import SYSTEM, Records
+from fieldsync.schema.model import Table
 from fieldsync.security.model import SecurityContext
 from fieldsync.types import RecordId
 
@@ -87,3 +88,8 @@ class Offline:
 
     def validate_yaml(self, text: str) -> None:
         yaml_io.validate_profile(self.store.schema, text)
+
+    def set_table_offline(
+        self, table: str, offline: bool, *, caller: SecurityContext = SYSTEM
+    ) -> Table:
+        return tables.set_table_offline(self.store, table, offline, caller=caller)

@@ -18,6 +18,7 @@ from fieldsync.config import Settings
 from fieldsync.errors import FieldsyncError, TooManyRequests, Unauthorized
 from fieldsync.identity.auth import AuthSettings
 from fieldsync.platform import Platform, open_platform
+from fieldsync.portal.router import router as portal_router
 from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
 from fieldsync.server import sync as sync_routes
@@ -74,6 +75,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.state.sync = SyncService(platform.records)
     app.include_router(sync_routes.router)
     app.include_router(webapi_router)
+    app.include_router(portal_router)
 
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:

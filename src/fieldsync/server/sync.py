@@ -59,6 +59,7 @@ async def handshake(request: Request, ctx: Principal) -> JSON:
         device=body.get("device"),
         app=body.get("app"),
         sdk=body.get("sdk"),
+        pending=body.get("pending"),
     )
     return JSON(answer)
 

@@ -287,6 +287,26 @@ class Store:
         self.reload_schema()
         return column
 
+    def set_table_offline(self, table_name: str, offline: bool) -> Table:
+        """Turn a table's "can be taken offline" setting on or off (persisted; other
+        processes pick it up with the next schema check)."""
+        table = self._schema.table(table_name)
+        if table.intersect:
+            raise SchemaError(f"{table_name!r} is an intersect table; it cannot be taken offline")
+        if table.offline == offline:
+            return table
+        new = Table.from_json(table.to_json())
+        new.offline = offline
+        with self.write() as conn:
+            conn.execute(
+                fs_table_t.update()
+                .where(fs_table_t.c.name == table_name)
+                .values(definition=new.to_json())
+            )
+            self._bump_generation(conn)
+        self.reload_schema()
+        return self._schema.table(table_name)
+
     def drop_column(self, table_name: str, column_name: str) -> None:
         """Drop a custom column that no relationship uses (``ALTER TABLE … DROP COLUMN``)."""
         table = self._schema.table(table_name)

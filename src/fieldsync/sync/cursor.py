@@ -6,7 +6,8 @@ A cursor says where a table's download stands and what it was computed against:
   ``head`` is the version the stream started at (every change after it is sent afterwards);
 - ``phase`` ``"delta"``: every change up to ``version`` has been sent;
 - ``fingerprint``: the user's security context, ``item``: the profile item (and what it
-  depends on). When either no longer matches, the table is re-scoped.
+  depends on), ``registration``: when the device was registered. When any of them no longer
+  matches, the table is re-scoped (a purged device registers anew, so it starts over).
 
 The server keeps no per-device state: everything it needs is in the cursor, signed with the
 store's secret so a device cannot forge one (a forged cursor could only make the server send
@@ -44,6 +45,7 @@ class Cursor:
     version: int = 0  # delta: changes up to here are sent
     head: int = 0  # snapshot: the version the stream started at
     key: str | None = None  # snapshot: the last primary key sent
+    registration: str = ""  # the device registration the cursor was issued to
 
     def encode(self, secret: bytes) -> str:
         body = base64.urlsafe_b64encode(orjson.dumps(asdict(self))).rstrip(b"=")

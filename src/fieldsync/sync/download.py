@@ -106,6 +106,7 @@ class Downloader:
         fingerprint: str,
         secret: bytes,
         now: dt.datetime | None = None,
+        registration: str = "",
     ) -> None:
         self.records = records
         self.store = records.store
@@ -115,6 +116,7 @@ class Downloader:
         self.fingerprint = fingerprint
         self.secret = secret
         self.now = now
+        self.registration = registration
 
     # -- public ---------------------------------------------------------------------------
 
@@ -136,6 +138,7 @@ class Downloader:
                 fingerprint=self.fingerprint,
                 item=tp.item_hash,
                 head=self.store.current_version(conn),
+                registration=self.registration,
             )
             page = self._snapshot(conn, tp, cursor, limit)
             page.rescope = True
@@ -147,7 +150,11 @@ class Downloader:
     # -- phases ---------------------------------------------------------------------------
 
     def _stale(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor) -> bool:
-        if cursor.fingerprint != self.fingerprint or cursor.item != tp.item_hash:
+        if (
+            cursor.fingerprint != self.fingerprint
+            or cursor.item != tp.item_hash
+            or cursor.registration != self.registration
+        ):
             return True
         if cursor.phase == "delta":
             return tp.timed or cursor.version < watermark(conn)

@@ -138,13 +138,23 @@ class SyncService:
     # -- the protocol ---------------------------------------------------------------------
 
     def handshake(
-        self, ctx: SecurityContext, *, device: object, app: object, sdk: object = None
+        self,
+        ctx: SecurityContext,
+        *,
+        device: object,
+        app: object,
+        sdk: object = None,
+        pending: object = None,
     ) -> dict[str, Any]:
         device_id, app_name = self._device(device), self._app(app)
+        if pending is not None and (
+            isinstance(pending, bool) or not isinstance(pending, int) or pending < 0
+        ):
+            raise BadRequest("'pending' is the number of changes in the device's outbox")
         with self.store.write() as conn:
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
-            self._register(conn, ctx, device_id, app_name, access, sdk)
+            self._register(conn, ctx, device_id, app_name, access, sdk, pending)
             fullname = conn.execute(
                 sa.select(self.store.sql_table("systemuser").c.fullname).where(
                     self.store.sql_table("systemuser").c.systemuserid == ctx.user_id
@@ -195,9 +205,10 @@ class SyncService:
         app: str,
         access: OfflineAccess,
         sdk: object,
+        pending: int | None = None,
     ) -> None:
         now = utcnow()
-        values = {
+        values: dict[str, Any] = {
             "userid": ctx.user_id,
             "app": app,
             "profileid": access.profile.profile_id,
@@ -205,6 +216,8 @@ class SyncService:
             "sdkversion": str(sdk)[:32] if sdk is not None else None,
             "lastsyncon": now,
         }
+        if pending is not None:
+            values["pendingchanges"] = pending
         owner = conn.execute(
             sa.select(fs_device.c.userid).where(fs_device.c.deviceid == device)
         ).first()
@@ -213,12 +226,16 @@ class SyncService:
         else:
             conn.execute(fs_device.update().where(fs_device.c.deviceid == device).values(**values))
 
-    def _owned_device(self, conn: sa.Connection, ctx: SecurityContext, device: str) -> None:
-        owner = conn.execute(
-            sa.select(fs_device.c.userid).where(fs_device.c.deviceid == device)
-        ).scalar()
-        if owner != ctx.user_id:
+    def _owned_device(self, conn: sa.Connection, ctx: SecurityContext, device: str) -> str:
+        """Check the device is registered to the caller; returns its registration stamp."""
+        row = conn.execute(
+            sa.select(fs_device.c.userid, fs_device.c.registeredon).where(
+                fs_device.c.deviceid == device
+            )
+        ).first()
+        if row is None or row.userid != ctx.user_id:
             raise Forbidden("this device is not registered for you: run the handshake first")
+        return str(row.registeredon.isoformat())
 
     def download(
         self,
@@ -236,7 +253,7 @@ class SyncService:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise BadRequest(f"'limit' is a page size from 1 to {MAX_PAGE}")
         with self.store.read() as conn:
-            self._owned_device(conn, ctx, device_id)
+            registration = self._owned_device(conn, ctx, device_id)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
             for table, token in cursors.items():
@@ -251,6 +268,7 @@ class SyncService:
                 fingerprint=fingerprint(ctx),
                 secret=self.secret,
                 now=now,
+                registration=registration,
             )
             pages: list[TablePage] = []
             budget = limit
@@ -313,7 +331,16 @@ class SyncService:
             conn.execute(
                 fs_device.update()
                 .where(fs_device.c.deviceid == device_id)
-                .values(lastsyncon=utcnow())
+                .values(
+                    lastsyncon=utcnow(),
+                    pendingchanges=sa.case(
+                        (
+                            fs_device.c.pendingchanges > len(parsed),
+                            fs_device.c.pendingchanges - len(parsed),
+                        ),
+                        else_=0,
+                    ),
+                )
             )
         return {"results": results}
 
