@@ -268,11 +268,18 @@ def test_cursors_cannot_be_forged_or_borrowed(world: World) -> None:
     assert token is not None
     ctx = world.ctx("tech2")
     with pytest.raises(FieldsyncError, match="belongs to another sync"):
-        world.sync.download(ctx, device=two.device_id, app="fieldservice", cursors={"workorder": token})
+        world.sync.download(
+            ctx, device=two.device_id, app="fieldservice", cursors={"workorder": token}
+        )
     forged = token[:-3] + ("AAA" if not token.endswith("AAA") else "BBB")
     with pytest.raises(FieldsyncError, match="not one this server issued"):
         world.sync.download(
-            world.ctx("tech1"), device=one.device_id, app="fieldservice", cursors={"workorder": forged}
+            world.ctx("tech1"),
+            device=one.device_id,
+            app="fieldservice",
+            cursors={"workorder": forged},
         )
     with pytest.raises(FieldsyncError, match="not registered for you"):
-        world.sync.download(ctx, device=one.device_id, app="fieldservice", cursors={"workorder": None})
+        world.sync.download(
+            ctx, device=one.device_id, app="fieldservice", cursors={"workorder": None}
+        )
