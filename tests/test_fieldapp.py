@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import DataTable, Input, OptionList, ProgressBar, Select, Static
+from textual.widgets import Button, DataTable, Input, OptionList, ProgressBar, Select, Static
 
 from fieldsync.client import Device
 from fieldsync.demo_offline import VIEWS
@@ -18,6 +18,7 @@ from fieldsync.errors import PluginError
 from fieldsync.fieldapp.app import FieldApp, HomeScreen, StatusBar
 from fieldsync.fieldapp.screens import (
     FirstSyncScreen,
+    LookupPicker,
     RecordForm,
     SettingsScreen,
     SyncErrorsScreen,
@@ -117,11 +118,35 @@ def test_offline_edit_waits_then_syncs(world: World) -> None:
         assert isinstance(app.screen, HomeScreen)
         assert rows(home) == [["↑", "Pump (checked)", "", "Contoso", ""]]
         assert "1 pending" in status_line(app)
-        # sync now while offline: the change waits, the indicator says so
+        # a new work order, offline, its account picked from the rows on the device
+        await pilot.press("n")
+        form = app.screen
+        assert isinstance(form, RecordForm)
+        form.query_one("#f-name", Input).value = "Leak"
+        form.query_one("#f-serviceaccountid", Button).press()
+        await pilot.pause()
+        picker = app.screen
+        assert isinstance(picker, LookupPicker)
+        await pilot.press(*"conto")
+        options = picker.query_one("#lookup-options", OptionList)
+        assert [
+            str(options.get_option_at_index(i).prompt) for i in range(options.option_count)
+        ] == ["Contoso"]
+        await pilot.press("enter")
+        await pilot.pause()
+        assert str(form.query_one("#f-serviceaccountid", Button).label) == "Contoso"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert sorted(rows(home)) == [
+            ["↑", "Leak", "", "Contoso", ""],
+            ["↑", "Pump (checked)", "", "Contoso", ""],
+        ]
+        # sync now while offline: the changes wait, the indicator says so
         await pilot.press("s")
         await settle(app, pilot)
         assert "Offline · changes waiting" in status_line(app)
-        assert device.pending_changes() == 1
+        assert device.pending_changes() == 2
+        assert "2 pending" in status_line(app)
         assert r.retrieve("workorder", ids["wo1"])["name"] == "Pump"
         # the server is back: sync now applies it
         world.down = False
@@ -129,7 +154,12 @@ def test_offline_edit_waits_then_syncs(world: World) -> None:
         await settle(app, pilot)
         assert r.retrieve("workorder", ids["wo1"])["name"] == "Pump (checked)"
         assert "Online · synced" in status_line(app)
-        assert rows(home) == [["", "Pump (checked)", "", "Contoso", ""]]
+        assert sorted(rows(home)) == [
+            ["", "Leak", "", "Contoso", ""],
+            ["", "Pump (checked)", "", "Contoso", ""],
+        ]
+        [new] = r.retrieve_multiple("workorder", where={"name": "Leak"})
+        assert new["serviceaccountid"] == ids["acc1"]
         assert device.pending_changes() == 0
 
     drive(device, scenario)
@@ -197,5 +227,15 @@ def test_a_rejected_change_shows_as_a_sync_error_with_the_value_reverted(world: 
         await pilot.pause()
         assert device.settings()["frequency"] == 0
         assert device.due_tables() == []
+        # delete offline: asked first, then gone from the list and waiting to upload
+        assert isinstance(app.screen, HomeScreen)
+        home.query_one("#rows", DataTable).focus()
+        await pilot.press("enter")
+        await pilot.press("ctrl+d")
+        await pilot.press("y")
+        await pilot.pause()
+        assert isinstance(app.screen, HomeScreen)
+        assert rows(home) == []
+        assert [c["operation"] for c in device.outbox()] == ["delete"]
 
     drive(device, scenario)

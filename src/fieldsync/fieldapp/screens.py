@@ -176,13 +176,23 @@ class LookupPicker(ModalScreen[Pick | None]):
         for label, rid, table in self.choices:
             if needle in label.casefold():
                 options.add_option(Option(label, id=f"{table}:{rid}"))
+        if options.option_count:  # typing highlights the first match, not "(none)"
+            first = 0 if self.field.column.required else 1
+            options.highlighted = first if text and options.option_count > first else 0
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        options = self.query_one("#lookup-options", OptionList)
+        if options.highlighted is not None and options.option_count:
+            self.choose(options.get_option_at_index(options.highlighted).id)
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.fill(event.value)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
-        key = event.option.id or "-"
-        if key == "-":
+        self.choose(event.option.id)
+
+    def choose(self, key: str | None) -> None:
+        if key is None or key == "-":
             self.dismiss(Pick(None))
         else:
             table, rid = key.split(":", 1)
