@@ -198,3 +198,23 @@ def test_the_command_refuses_a_directory_that_is_not_a_device(tmp_path: Path) ->
     result = CliRunner().invoke(main, ["app", "--dir", str(tmp_path)])
     assert result.exit_code == 2
     assert "is not a device directory: run 'device login'" in result.output
+
+
+def test_the_field_app_stands_on_the_device_sdk_only() -> None:
+    """Like any app on the SDK, it imports neither the server, the store nor records."""
+    import ast
+
+    import fieldsync.fieldapp
+
+    folder = Path(fieldsync.fieldapp.__file__).parent
+    imported: set[str] = set()
+    for source in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(a.name for a in node.names)
+    ours = {m for m in imported if m.startswith("fieldsync")}
+    assert "fieldsync.client" in ours
+    forbidden = ("fieldsync.server", "fieldsync.store", "fieldsync.records", "fieldsync.sync")
+    assert [m for m in ours if m.startswith(forbidden)] == []
