@@ -22,7 +22,7 @@ from fieldsync.schema.builtin import builtin_tables
 
 TABLES = {t.name: t for t in builtin_tables()}
 ORDER = ["workorder", "account", "contact"]
-ACC = str(uuid.uuid4())
+ACC = "6f1c2a5e-3b7d-4e8f-9a0b-1c2d3e4f5a6b"
 
 
 def handshake(views: list[dict[str, Any]] | None = None) -> dict[str, Any]:
