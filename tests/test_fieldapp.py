@@ -15,7 +15,7 @@ from textual.widgets import Button, DataTable, Input, OptionList, ProgressBar, S
 from fieldsync.client import Device
 from fieldsync.demo_offline import VIEWS
 from fieldsync.errors import PluginError
-from fieldsync.fieldapp.app import FieldApp, HomeScreen, StatusBar
+from fieldsync.fieldapp.app import ACCESS_REMOVED, FieldApp, HomeScreen, StatusBar
 from fieldsync.fieldapp.screens import (
     FirstSyncScreen,
     LookupPicker,
@@ -239,3 +239,32 @@ def test_a_rejected_change_shows_as_a_sync_error_with_the_value_reverted(world: 
         assert [c["operation"] for c in device.outbox()] == ["delete"]
 
     drive(device, scenario)
+
+
+def test_without_views_a_list_per_table_and_leaving_when_access_is_removed(
+    platform: Platform, tmp_path: Path
+) -> None:
+    world = World(platform, tmp_path)  # an app without views
+    ids = seed(world)
+    device = world.device("tech1")
+    device.sync()
+
+    async def scenario(app: FieldApp, pilot: Pilot[None]) -> None:
+        home = app.screen
+        assert isinstance(home, HomeScreen)  # synced before: no first sync
+        lists = home.query_one("#lists", OptionList)
+        names = [str(lists.get_option_at_index(i).prompt) for i in range(lists.option_count)]
+        assert names == ["Work Order", "Account", "Contact"]
+        assert [r[1] for r in rows(home)] == ["Pump"]
+        lists.highlighted = 1
+        await pilot.pause()
+        assert [r[1] for r in rows(home)] == ["Contoso"]
+        device.update("workorder", ids["wo1"], {"priority": 3})
+        world.allowed = lambda ctx: False
+        await pilot.press("s")
+        await settle(app, pilot)
+        assert app.return_code == ACCESS_REMOVED
+
+    drive(device, scenario)
+    assert device.replica.sql == {}
+    assert [e["operation"] for e in device.errors()] == ["update"]

@@ -43,6 +43,7 @@ from fieldsync.fieldapp.indicator import describe
 log = logging.getLogger(__name__)
 LIST_LIMIT = 1000
 AUTO_SYNC_TICK = 30.0  # seconds between checks of what is due
+ACCESS_REMOVED = 3  # the app's return code when the server took the app away
 
 
 class StatusBar(Static):
@@ -177,10 +178,26 @@ class FieldApp(App[None]):
         finally:
             self.syncing = False
             self.show_status()
-            for screen in self.screen_stack:
-                if isinstance(screen, HomeScreen):
-                    screen.reload()
+            self.after_sync()
         return result
+
+    def after_sync(self) -> None:
+        """Show what the sync brought, or leave when the device no longer holds the app."""
+        try:
+            tables = self.device.handshake_data["order"]
+        except DeviceError:
+            tables = None
+        if tables is None:
+            self.exit(
+                return_code=ACCESS_REMOVED,
+                message="You may no longer take this app offline: its data was removed from "
+                "this device, and changes that had not been uploaded are kept as sync errors "
+                "('fieldsync device errors').",
+            )
+            return
+        for screen in self.screen_stack:
+            if isinstance(screen, HomeScreen):
+                screen.reload()
 
     def action_sync(self) -> None:
         self.run_worker(self.sync_now(), group="sync")
@@ -252,12 +269,20 @@ class HomeScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.fill_lists()
+        self.reload()
+
+    def fill_lists(self) -> None:
+        """The app's views (or tables); keeps the chosen one when it is still there."""
         self.specs = forms.lists(self.field_app.device.handshake_data)
         lists = self.query_one("#lists", OptionList)
+        lists.clear_options()
         lists.add_options(Option(s.name, id=str(i)) for i, s in enumerate(self.specs))
-        if self.specs:
-            lists.highlighted = 0
-            self.show_list(self.specs[0])
+        if self.current not in self.specs:
+            self.current = self.specs[0] if self.specs else None
+        if self.current is not None:
+            with self.prevent(OptionList.OptionHighlighted):
+                lists.highlighted = self.specs.index(self.current)
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
         if event.option_list.id == "lists" and event.option.id is not None:
@@ -268,12 +293,15 @@ class HomeScreen(Screen[None]):
         self.reload()
 
     def reload(self) -> None:
+        app = self.field_app
+        device = app.device
+        handshake = device.handshake_data
+        if forms.lists(handshake) != self.specs:  # a new profile version or other views
+            self.fill_lists()
         spec = self.current
         if spec is None:
             return
-        app = self.field_app
-        device = app.device
-        table = forms.tables(device.handshake_data)[spec.table]
+        table = forms.tables(handshake)[spec.table]
         if spec.fetchxml is not None:
             rows = device.query(fetchxml=spec.fetchxml, top=LIST_LIMIT)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -33,7 +34,10 @@ def command(directory: Path, no_auto_sync: bool) -> None:
             name = device.handshake_data["app"]["name"]
         except DeviceError as exc:
             raise click.UsageError(f"{exc} ('fieldsync device login --dir {directory}')") from None
-        FieldApp(device, auto_sync=not no_auto_sync).run()
+        app = FieldApp(device, auto_sync=not no_auto_sync)
+        app.run()
+        if app.return_code:
+            sys.exit(app.return_code)
         status = device.status
         click.echo(
             f"{name}: {status.sync_state}, {status.pending_changes} change(s) waiting to "
