@@ -217,6 +217,7 @@ def test_a_rejected_change_shows_as_a_sync_error_with_the_value_reverted(world: 
         assert row[6] == "Priority: Normal"
         await pilot.press("escape")
         # the sync settings the app allows: frequency (here none), not Wi-Fi only
+        assert app.allows_automatic_sync()
         await pilot.press("t")
         await pilot.pause()
         settings = app.screen
@@ -227,6 +228,7 @@ def test_a_rejected_change_shows_as_a_sync_error_with_the_value_reverted(world: 
         await pilot.pause()
         assert device.settings()["frequency"] == 0
         assert device.due_tables() == []
+        assert not app.allows_automatic_sync()
         # delete offline: asked first, then gone from the list and waiting to upload
         assert isinstance(app.screen, HomeScreen)
         home.query_one("#rows", DataTable).focus()

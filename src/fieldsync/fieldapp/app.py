@@ -205,11 +205,24 @@ class FieldApp(App[None]):
     async def tick(self) -> None:
         """Automatic sync: the tables that are due (the profile's intervals or the user's
         frequency, Wi-Fi only where chosen), and the outbox as soon as there is one."""
-        if self.syncing:
+        if self.syncing or not self.allows_automatic_sync():
             return
         due = self.device.due_tables()
-        if due or (self.device.pending_changes() and self.device.settings()["frequency"] != 0):
+        if due or self.device.pending_changes():
             await self.sync_now(due)
+
+    def allows_automatic_sync(self) -> bool:
+        """No automatic sync without a network, with the frequency set to none, or on a
+        metered network when the user chose Wi-Fi only (where the app allows each)."""
+        device = self.device
+        allows = device.handshake_data["app"]
+        settings = device.settings()
+        if not device.network.connected():
+            return False
+        if allows.get("allow_sync_frequency") and settings["frequency"] == 0:
+            return False
+        wifi_only = allows.get("allow_wifi_only") and settings["wifi_only"]
+        return not (wifi_only and not device.network.wifi())
 
     # -- screens ----------------------------------------------------------------------------------
 
