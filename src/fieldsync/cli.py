@@ -190,6 +190,9 @@ _register_profile(main, _platform, database_options)
 from fieldsync.cli_device import register as _register_device  # noqa: E402
 
 _register_device(main, _platform, database_options)
+from fieldsync.fieldapp.command import command as _field_app  # noqa: E402
+
+main.add_command(_field_app)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
