@@ -20,6 +20,7 @@ from fieldsync.identity.auth import AuthSettings
 from fieldsync.platform import Platform, open_platform
 from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
+from fieldsync.server import live as live_routes
 from fieldsync.server import sync as sync_routes
 from fieldsync.server.responses import JSON
 from fieldsync.sync.service import SyncService
@@ -73,6 +74,8 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(admin_routes.router)
     app.state.sync = SyncService(platform.records)
     app.include_router(sync_routes.router)
+    app.state.live = live_routes.hub(store, settings)
+    app.include_router(live_routes.router)
     app.include_router(webapi_router)
 
     @app.exception_handler(FieldsyncError)
