@@ -38,18 +38,18 @@ log = logging.getLogger(__name__)
 
 def backoff(attempt: int, *, base: float, cap: float, rand: Callable[[], float]) -> float:
     """Seconds to wait before reconnect attempt ``attempt`` (0 is the first retry)."""
-    ceiling = min(cap, base * 2 ** min(attempt, 32))
-    return ceiling * (0.5 + 0.5 * rand())
+    ceiling: float = min(cap, base * 2.0 ** min(attempt, 32))
+    return float(ceiling * (0.5 + 0.5 * rand()))
 
 
 def events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
     """Server-sent events as (event, data); a comment (a keep-alive) comes as ("", "")."""
-    name, data = "", []
+    name, data = "", list[str]()
     for line in lines:
         if not line:
             if name or data:
                 yield name or "message", "\n".join(data)
-            name, data = "", []
+            name, data = "", list[str]()
         elif line.startswith(":"):
             yield "", ""
         else:

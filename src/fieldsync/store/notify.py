@@ -174,7 +174,7 @@ def _image(values: Mapping[str, Any]) -> dict[str, Any]:
         value = values.get(name)
         if isinstance(value, Mapping):
             value = value.get("id")
-        elif hasattr(value, "id") and not isinstance(value, uuid.UUID):
+        elif value is not None and not isinstance(value, uuid.UUID) and hasattr(value, "id"):
             value = value.id
         if value is None:
             continue
