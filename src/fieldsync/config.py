@@ -52,6 +52,12 @@ class Settings:
     signin_window_seconds: int = setting(
         900, "the window failed sign-ins are counted in, and how long sign-in stays refused"
     )
+    live_keepalive_seconds: int = setting(
+        15, "seconds between keep-alives on a live sync stream (proxies drop idle streams)"
+    )
+    live_max_seconds: int = setting(
+        600, "a live sync stream ends after this many seconds; the device reconnects at once"
+    )
 
     @property
     def database(self) -> str:

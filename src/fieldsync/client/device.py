@@ -265,10 +265,18 @@ class Device:
         """The user's sync settings: ``frequency`` minutes (``None``: the profile's intervals,
         ``0``: no automatic sync) and ``wifi_only``, where the app allows them."""
         found = self.replica.get_state("settings") or {}
-        return {"frequency": found.get("frequency"), "wifi_only": found.get("wifi_only", False)}
+        return {
+            "frequency": found.get("frequency"),
+            "wifi_only": found.get("wifi_only", False),
+            "live": found.get("live", False),
+        }
 
     def set_settings(
-        self, *, frequency: int | str | None = "keep", wifi_only: bool | None = None
+        self,
+        *,
+        frequency: int | str | None = "keep",
+        wifi_only: bool | None = None,
+        live: bool | None = None,
     ) -> dict[str, Any]:
         app = self.handshake_data["app"]
         current = self.settings()
@@ -282,6 +290,8 @@ class Device:
             if not app.get("allow_wifi_only"):
                 raise BadRequest("this app does not let users sync on Wi-Fi only")
             current["wifi_only"] = bool(wifi_only)
+        if live is not None:
+            current["live"] = bool(live)  # run_scheduler holds a live stream (live.py)
         with self.replica.write() as conn:
             self.replica.set_state(conn, "settings", current)
         return current
@@ -885,7 +895,11 @@ class Device:
         return [t for t in handshake["order"] if t in due]
 
     def run_scheduler(self, stop: threading.Event, *, tick: float = 30.0) -> None:
-        """Sync due tables until ``stop`` is set; failures wait for the next tick."""
+        """Sync due tables until ``stop`` is set; failures wait for the next tick. With the
+        ``live`` setting on, hold the server's change stream instead (:meth:`live`)."""
+        if self.settings()["live"]:
+            self.live(stop)
+            return
         while not stop.is_set():
             due = self.due_tables()
             if due or self.pending_changes():
@@ -894,6 +908,14 @@ class Device:
                 except (Offline, ServerError, SignInRequired) as exc:
                     log.info("scheduled sync failed: %s", exc)
             stop.wait(tick)
+
+    def live(self, stop: threading.Event, **options: Any) -> None:
+        """Sync as soon as the server announces changes, until ``stop`` is set; reconnects
+        with backoff and jitter, and keeps the profile's intervals as the floor. Options go
+        to :class:`fieldsync.client.live.LiveSync`."""
+        from fieldsync.client.live import LiveSync
+
+        LiveSync(self, **options).run(stop)
 
 
 def _rid(value: object) -> uuid.UUID:

@@ -21,6 +21,7 @@ from fieldsync.platform import Platform, open_platform
 from fieldsync.portal.router import router as portal_router
 from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
+from fieldsync.server import live as live_routes
 from fieldsync.server import sync as sync_routes
 from fieldsync.server.responses import JSON
 from fieldsync.sync.service import SyncService
@@ -74,6 +75,8 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(admin_routes.router)
     app.state.sync = SyncService(platform.records)
     app.include_router(sync_routes.router)
+    app.state.live = live_routes.hub(store, settings)
+    app.include_router(live_routes.router)
     app.include_router(webapi_router)
     app.include_router(portal_router)
 

@@ -14,7 +14,7 @@ import datetime as dt
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,6 +43,7 @@ from fieldsync.store.catalog import fs_change, fs_meta, fs_migration, fs_relatio
 from fieldsync.store.catalog import fs_table as fs_table_t
 from fieldsync.store.ddl import add_column_ddl, build_sql_table
 from fieldsync.store.engine import WRITE_OPTION, create_engine
+from fieldsync.store.notify import install_trigger
 
 SCHEMA_CHECK_SECONDS = 1.0
 COPY_THRESHOLD = 50  # rows from which COPY beats executemany on PostgreSQL
@@ -69,6 +70,7 @@ class Store:
         self._sql: dict[str, sa.Table] = {}
         self._generation = -1
         self._checked_at = 0.0
+        self.committed: list[Callable[[], None]] = []  # called after each write commits
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, pool_size: int = 5) -> Store:
@@ -99,6 +101,8 @@ class Store:
             conn = conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn
+        for hook in tuple(self.committed):
+            hook()
 
     def allocate_versions(self, conn: sa.Connection, count: int) -> int:
         """Take ``count`` consecutive versions; return the first. Locks the sequence until
@@ -568,4 +572,5 @@ def _bootstrap(store: Store, conn: sa.Connection) -> None:
 
 MIGRATIONS: list[tuple[str, Any]] = [
     ("0001_bootstrap_organisation", _bootstrap),
+    ("0002_change_notifications", install_trigger),
 ]
