@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 MiB = 1024 * 1024
 FILES_LOCK = 0x66696C6573  # PostgreSQL advisory lock: completing an upload vs. collecting
 FILE_TYPES = (ColumnType.FILE, ColumnType.IMAGE)
+UNKNOWN = -1  # the size of an upload that has not said it yet
 
 
 @dataclass(frozen=True)
@@ -168,14 +169,11 @@ class Files:
         """Start (or, for a file id already begun by the same user, resume) an upload."""
         t, col = self.column(table, column)
         fname, mime = clean_name(name), clean_mimetype(mimetype)
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        if size is None and record_id is not None:
+            size = UNKNOWN  # a Web API chunked upload: the first chunk's Content-Range tells
+        elif isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise BadRequest("'size' is the file's size in bytes")
-        limit = self.limit(col)
-        if size > limit:
-            raise PayloadTooLarge(
-                f"{t.name}.{col.name} takes files of at most {_human(limit)}; "
-                f"this one has {_human(size)}"
-            )
+        self._check_size(t, col, size)
         digest = None
         if sha256 is not None:
             try:
@@ -225,6 +223,14 @@ class Files:
             return self.append(ctx, row.uploadid, start=0, data=b"")
         return self._state(row)
 
+    def _check_size(self, t: Table, col: Column, size: int) -> None:
+        limit = self.limit(col)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"{t.name}.{col.name} takes files of at most {_human(limit)}; "
+                f"this one has {_human(size)}"
+            )
+
     def _state(self, row: Any) -> dict[str, Any]:
         return {
             "complete": False,
@@ -264,6 +270,20 @@ class Files:
         with self.store.read() as conn:
             row = self._upload(conn, ctx, upload)
         size, received = int(row.size), int(row.received)
+        if size == UNKNOWN:
+            if total is None:
+                raise BadRequest("the first chunk says the file's size (Content-Range)")
+            t, col = self.column(row.tablename, row.columnname)
+            self._check_size(t, col, total)
+            with self.store.write() as conn:
+                conn.execute(
+                    fs_upload.update()
+                    .where(fs_upload.c.uploadid == row.uploadid, fs_upload.c.size == UNKNOWN)
+                    .values(size=total)
+                )
+            with self.store.read() as conn:
+                row = self._upload(conn, ctx, upload)
+            size = int(row.size)
         if total is not None and total != size:
             raise BadRequest(f"the upload has {size} bytes, not {total}")
         if digest is not None and hashlib.sha256(data).digest() != digest:
