@@ -34,6 +34,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/security.py
 	$(PY) bench/query.py
 	$(PY) bench/sync.py
+	$(PY) bench/files.py
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format src tests bench
