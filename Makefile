@@ -41,6 +41,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/query.py
 	$(PY) bench/sync.py
 	$(PY) bench/load.py
+	$(PY) bench/files.py
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format src tests bench reliability

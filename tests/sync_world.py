@@ -95,7 +95,7 @@ class World:
         self.tmp = tmp
         self.profile = field_profile()
         self.allowed: Callable[[SecurityContext], bool] = lambda ctx: True
-        self.app = create_app(Settings(), platform=platform)
+        self.app = create_app(Settings(data_dir=str(tmp / "server")), platform=platform)
         self.sync = SyncService(platform.records, access=self._access)
         self.app.state.sync = self.sync
         self.bridge = AsgiBridge(self.app)

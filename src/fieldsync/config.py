@@ -58,6 +58,20 @@ class Settings:
     live_max_seconds: int = setting(
         600, "a live sync stream ends after this many seconds; the device reconnects at once"
     )
+    files_url: str = setting(
+        "",
+        "where file and image bytes live: a directory, or s3://bucket/prefix "
+        "(default: files/ in the data directory)",
+    )
+    files_s3_endpoint: str = setting(
+        "", "the S3 endpoint for s3:// files (MinIO: http://host:9000; default: AWS)"
+    )
+    max_file_mb: int = setting(
+        128, "the largest file or image accepted, in MB (a column's own maximum applies too)"
+    )
+    files_orphan_hours: int = setting(
+        24, "hours before an unreferenced file or an abandoned upload is removed"
+    )
 
     @property
     def database(self) -> str:

@@ -28,6 +28,8 @@
     │                                                    in fieldsync.store.changes)
     ├── PreconditionFailed              412  0x80040237  (duplicate key, version mismatch)
     ├── PayloadTooLarge                 413  0x80040203
+    ├── RangeNotSatisfiable             416  0x80040203  (a byte range or chunk offset that
+    │                                                    does not fit the file; says where)
     ├── PluginError                     400  0x80040265  (a plugin rejected the operation)
     └── TooManyRequests                 429  0x80072322
 
@@ -169,6 +171,11 @@ class PreconditionFailed(FieldsyncError):
 
 class PayloadTooLarge(FieldsyncError):
     status = 413
+
+
+class RangeNotSatisfiable(FieldsyncError):
+    status = 416
+    code = "0x80040203"
 
 
 class PluginError(FieldsyncError):

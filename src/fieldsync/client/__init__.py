@@ -1,6 +1,7 @@
 """The device SDK: a local SQLite replica of an offline profile, an outbox, and sync."""
 
 from fieldsync.client.device import Device, NetworkProvider, Progress, Status, SyncReport
+from fieldsync.client.files import FileReport
 from fieldsync.client.transport import (
     AccessRemoved,
     DeviceError,
@@ -14,6 +15,7 @@ __all__ = [
     "AccessRemoved",
     "Device",
     "DeviceError",
+    "FileReport",
     "NetworkProvider",
     "Offline",
     "Progress",

@@ -31,6 +31,7 @@ import orjson
 import sqlalchemy as sa
 
 from fieldsync import __version__
+from fieldsync.client.files import DeviceFiles, FileReport
 from fieldsync.client.replica import (
     Replica,
     encode,
@@ -39,11 +40,11 @@ from fieldsync.client.replica import (
 )
 from fieldsync.client.transport import (
     AccessRemoved,
+    BytesTransport,
     DeviceError,
     Offline,
     ServerError,
     SignInRequired,
-    Transport,
 )
 from fieldsync.errors import BadRequest, MissingRequired, RecordNotFound
 from fieldsync.query.ast import Query
@@ -106,6 +107,7 @@ class SyncReport:
     bytes: int = 0
     rescoped: list[str] = field(default_factory=list)
     purged: bool = False
+    files: FileReport | None = None  # blobs fetched after the rows (``sync(files=True)``)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,8 @@ class Device:
         self._connected = bool(link.get("connected", False))
         self._syncing = False
         self._last_error: str | None = link.get("error")
-        self._transport: Transport | None = None
+        self._transport: BytesTransport | None = None
+        self.files = DeviceFiles(self)
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -202,7 +205,7 @@ class Device:
         found: dict[str, Any] = data
         return found
 
-    def _http(self) -> Transport:
+    def _http(self) -> BytesTransport:
         if self._transport is None:
             server = self.replica.get_state("server")
             if not server:
@@ -212,7 +215,7 @@ class Device:
                 with self.replica.write() as conn:
                     self.replica.set_state(conn, "tokens", tokens)
 
-            self._transport = Transport(
+            self._transport = BytesTransport(
                 server,
                 tokens=self.replica.get_state("tokens"),
                 on_tokens=keep,
@@ -229,6 +232,53 @@ class Device:
             raise
         self._link(True, self._last_error)
         return result
+
+    def _online(self, action: Callable[[BytesTransport], Any]) -> Any:
+        """Run a file transfer, remembering whether the server answered (as ``_call``)."""
+        try:
+            result = action(self._http())
+        except Offline as exc:
+            self._link(False, str(exc))
+            self._notify()
+            raise
+        self._link(True, self._last_error)
+        return result
+
+    # -- files and images ---------------------------------------------------------------
+
+    def attach(
+        self,
+        table: str,
+        record_id: uuid.UUID | str,
+        column: str,
+        data: bytes | str | Path,
+        name: str | None = None,
+        mimetype: str | None = None,
+    ) -> uuid.UUID:
+        """Put a file (bytes or a path) into a row's file or image column, offline; it
+        uploads with the next sync, before the change that references it. Returns its id."""
+        with self._lock:
+            fid = self.files.attach(table, record_id, column, data, name, mimetype)
+        return fid
+
+    def file_path(
+        self, table: str, record_id: uuid.UUID | str, column: str, *, thumbnail: bool = False
+    ) -> Path | None:
+        """The local copy of a row's file (or an image's thumbnail); None while it has not
+        been fetched, or when the column is empty."""
+        return self.files.path(table, record_id, column, thumbnail=thumbnail)
+
+    def file_info(
+        self, table: str, record_id: uuid.UUID | str, column: str
+    ) -> dict[str, Any] | None:
+        return self.files.info(table, record_id, column)
+
+    def fetch_files(self, progress: Callable[[int, int], None] | None = None) -> FileReport:
+        """Download the blobs of the rows' selected file and image columns that are not here
+        yet (resuming partial ones), and remove the ones no row references any more."""
+        with self._lock:
+            report: FileReport = self._online(lambda http: self.files.fetch(http, progress))
+        return report
 
     def _link(self, connected: bool, error: str | None) -> None:
         """Remember whether the server answered, and the last sync failure, across runs."""
@@ -622,8 +672,10 @@ class Device:
         *,
         progress: Callable[[Progress], None] | None = None,
         page_size: int = PAGE_SIZE,
+        files: bool = True,
     ) -> SyncReport:
-        """Handshake, upload the outbox, then download every table (or ``tables``)."""
+        """Handshake, upload files then the outbox, download every table (or ``tables``),
+        then fetch the files the rows reference (unless ``files=False``)."""
         report = SyncReport()
         with self._lock:
             self._syncing = True
@@ -638,9 +690,13 @@ class Device:
                     raise
                 if before != answer["profile"]:
                     report.rescoped = list(answer["order"])
+                self._online(self.files.upload_pending)
                 self._upload(report)
+                self.files.sweep()
                 wanted = list(answer["order"]) if tables is None else list(tables)
                 self._download(wanted, report, progress, page_size)
+                if files:
+                    report.files = self._online(self.files.fetch)
                 self._link(True, None)
             except Offline:
                 raise
@@ -846,6 +902,7 @@ class Device:
                 )
             conn.execute(outbox_table.delete())
         self.replica.purge()
+        self.files.sweep()
         self._notify()
 
     def sign_out(self) -> None:
@@ -862,6 +919,7 @@ class Device:
         with self.replica.write() as conn:
             conn.execute(outbox_table.delete())
             self.replica.delete_state(conn, "tokens")
+        self.files.sweep()
         self._notify()
 
     # -- scheduler ------------------------------------------------------------------------------

@@ -138,6 +138,87 @@ class Transport:
         return orjson.loads(response.content) if response.content else None
 
 
+class BytesTransport(Transport):
+    """Transport with the raw-bytes calls that files need: chunks up, ranges down."""
+
+    def send_bytes(self, method: str, path: str, content: bytes, headers: dict[str, str]) -> Any:
+        """Send raw bytes; answers the JSON reply (refreshing the token once on a 401)."""
+
+        def send() -> Any:
+            response = self._raw(method, path, content=content, headers=headers)
+            return orjson.loads(response.content) if response.content else None
+
+        return self._refreshing(send)
+
+    def fetch(
+        self,
+        path: str,
+        *,
+        params: dict[str, str],
+        headers: dict[str, str],
+        sink: Callable[[bytes], None],
+    ) -> httpx.Headers:
+        """Stream a GET's body into ``sink`` as it arrives: bytes received before the
+        connection breaks stay written (the caller resumes with a Range from there)."""
+
+        def send() -> httpx.Headers:
+            auth = {"Authorization": f"Bearer {self.tokens.get('access_token', '')}"}
+            try:
+                with self.client.stream(
+                    "GET", path, params=params, headers={**headers, **auth}
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        self._check(response)
+                    for piece in response.iter_bytes():
+                        sink(piece)
+                    return response.headers
+            except httpx.TransportError as exc:
+                raise Offline(f"cannot reach {self.server}: {exc}") from exc
+
+        result: httpx.Headers = self._refreshing(send)
+        return result
+
+    def _raw(
+        self, method: str, path: str, *, content: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        headers = {**headers, "Authorization": f"Bearer {self.tokens.get('access_token', '')}"}
+        try:
+            response = self.client.request(method, path, content=content, headers=headers)
+        except httpx.TransportError as exc:
+            raise Offline(f"cannot reach {self.server}: {exc}") from exc
+        self._check(response)
+        return response
+
+    def _check(self, response: httpx.Response) -> None:
+        if response.status_code < 400:
+            return
+        try:
+            err = orjson.loads(response.content)["error"]
+            code, message = str(err["code"]), str(err["message"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            code, message = str(response.status_code), response.text[:200]
+        if response.status_code >= 500:
+            raise Offline(f"the server failed ({response.status_code}): {message}")
+        raise ServerError(response.status_code, code, message)
+
+    def _refreshing(self, send: Callable[[], Any]) -> Any:
+        try:
+            return send()
+        except ServerError as exc:
+            if exc.status != 401:
+                raise
+            if "disabled" in exc.message:
+                raise _unauthorised(exc) from None
+        self._refresh()
+        try:
+            return send()
+        except ServerError as exc:
+            if exc.status == 401:
+                raise _unauthorised(exc) from None
+            raise
+
+
 def _unauthorised(exc: ServerError) -> ServerError:
     if "disabled" in exc.message:
         return AccessRemoved(exc.status, exc.code, exc.message)

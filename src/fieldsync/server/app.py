@@ -16,12 +16,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fieldsync import __version__
 from fieldsync.config import Settings
 from fieldsync.errors import FieldsyncError, TooManyRequests, Unauthorized
+from fieldsync.files.blobs import open_blobs
+from fieldsync.files.service import FileLimits, Files
 from fieldsync.identity.auth import AuthSettings
 from fieldsync.platform import Platform, open_platform
 from fieldsync.portal.router import router as portal_router
 from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
 from fieldsync.server import live as live_routes
+from fieldsync.server import files as files_routes
 from fieldsync.server import sync as sync_routes
 from fieldsync.server.responses import JSON
 from fieldsync.sync.service import SyncService
@@ -77,6 +80,17 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(sync_routes.router)
     app.state.live = live_routes.hub(store, settings)
     app.include_router(live_routes.router)
+    app.state.files = Files(
+        platform.records,
+        open_blobs(
+            settings.files_url, data_dir=settings.data_dir, endpoint=settings.files_s3_endpoint
+        ),
+        FileLimits(
+            max_bytes=settings.max_file_mb * 2**20,
+            orphan_seconds=settings.files_orphan_hours * 3600,
+        ),
+    )
+    app.include_router(files_routes.router)
     app.include_router(webapi_router)
     app.include_router(portal_router)
 

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from fieldsync.errors import BadRequest, PayloadTooLarge
 from fieldsync.server.auth import Principal
 from fieldsync.server.responses import JSON
+from fieldsync.sync.files import rejected_files
 from fieldsync.sync.service import SyncService
 
 MAX_BODY = 16 * 1024 * 1024
@@ -91,6 +92,12 @@ async def upload(request: Request, ctx: Principal) -> JSON:
         changes=body.get("changes"),
         acknowledged=body.get("acknowledged"),
     )
+    # a rejected change's new file is referenced by nothing: it goes now (fieldsync.files)
+    orphans = rejected_files(
+        request.app.state.platform.store.schema, body.get("changes"), answer["results"]
+    )
+    if orphans:
+        await run_in_threadpool(request.app.state.files.discard, orphans, owner=ctx.user_id)
     return JSON(answer)
 
 

@@ -82,6 +82,29 @@ fs_file = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("createdon", UTCDateTime, nullable=False),
+    # added by migration 0003_files (fieldsync.files): who uploaded it; an image's thumbnail
+    sa.Column("createdby", sa.Uuid),
+    sa.Column("thumbnail", sa.String(64)),
+    sa.Column("thumbnailsize", sa.BigInteger),
+)
+
+# -- files: uploads in progress (the bytes are staged in the blob store) ------------------
+
+fs_upload = sa.Table(
+    "fs_upload",
+    metadata,
+    sa.Column("uploadid", sa.Uuid, primary_key=True),
+    sa.Column("fileid", sa.Uuid, nullable=False, unique=True),
+    sa.Column("userid", sa.Uuid, nullable=False),
+    sa.Column("tablename", sa.String(64), nullable=False),
+    sa.Column("columnname", sa.String(64), nullable=False),
+    sa.Column("recordid", sa.Uuid),  # a Web API upload: the row it is written to at the end
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("mimetype", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64)),  # declared by a device; null: computed at the end
+    sa.Column("received", sa.BigInteger, nullable=False),
+    sa.Column("createdon", UTCDateTime, nullable=False, index=True),
 )
 
 # -- sign-in: passwords, sessions (refresh tokens), API tokens, failed attempts -------------

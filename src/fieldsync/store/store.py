@@ -570,7 +570,17 @@ def _bootstrap(store: Store, conn: sa.Connection) -> None:
     )
 
 
+def _file_columns(store: Store, conn: sa.Connection) -> None:
+    """fs_file gains who uploaded a file and an image's thumbnail (databases made before)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("fs_file")}
+    for column in ("createdby", "thumbnail", "thumbnailsize"):
+        if column not in have:
+            kind = catalog.fs_file.c[column].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE fs_file ADD COLUMN {column} {kind}")
+
+
 MIGRATIONS: list[tuple[str, Any]] = [
     ("0001_bootstrap_organisation", _bootstrap),
     ("0002_change_notifications", install_trigger),
+    ("0003_files", _file_columns),
 ]

@@ -28,7 +28,7 @@ from fieldsync.schema.builtin import ORGANIZATION_ID
 from fieldsync.schema.model import Table
 from fieldsync.server.auth import authenticate
 from fieldsync.server.responses import JSON
-from fieldsync.webapi import batch, metadata, reading, writing
+from fieldsync.webapi import batch, files, metadata, reading, writing
 from fieldsync.webapi.message import MAX_BODY, Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX, Segment, parse_path
 
@@ -189,6 +189,10 @@ async def web_api(request: Request, path: str) -> Response:
     ctx = await run_in_threadpool(authenticate, request)
     limit: RateLimit = getattr(request.app.state, "webapi_rate_limit", DEFAULT_LIMIT)
     limit.check(ctx.user_id)
+    path = request.scope["path"].removeprefix(API_PREFIX)
+    target = files.claims(request.app.state.platform.store.schema, request.method, path)
+    if target is not None:  # file and image columns stream; they never load into memory
+        return await files.serve(request, ctx, target, _root(request))
     body = await request.body()
     if len(body) > MAX_BODY:
         raise PayloadTooLarge(f"the request body is larger than {MAX_BODY} bytes")

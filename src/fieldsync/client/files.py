@@ -1,0 +1,465 @@
+"""Files and images on the device: blobs named by their sha256 in ``files/blobs``, the facts
+of each file id in ``_fs_file``, and the uploads still to do in ``_fs_file_upload``.
+
+- **Attach** (offline): the bytes are copied into the blob directory, the file id goes into
+  the row through an ordinary update (so it travels in the outbox), and an upload is queued.
+- **Upload** (before the outbox): each queued file is sent in chunks with their digest; a
+  chunk the server did not get is sent again from the offset it reports; the server checks
+  the whole file against its sha256. The row change that references the file goes after.
+- **Fetch** (after the rows): the file ids that the rows hold in the profile's file and image
+  columns are granted by the server (facts and a ticket each); every blob not yet here is
+  downloaded once per digest, in ranges, into ``files/partial`` (a broken download resumes
+  from the bytes already there), verified, then moved into place.
+- **Sweep**: a file id that no row and no pending change references any more goes, and so do
+  blobs no remaining file uses (a row left the scope, a column was cleared, a change with a
+  new file was rejected).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import mimetypes
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from fieldsync.client.replica import outbox_table
+from fieldsync.client.transport import BytesTransport, DeviceError, ServerError
+from fieldsync.errors import BadRequest, PayloadTooLarge, RecordNotFound
+from fieldsync.schema.model import ColumnType
+
+if TYPE_CHECKING:
+    from fieldsync.client.device import Device
+
+log = logging.getLogger(__name__)
+
+CHUNK = 4 * 1024 * 1024
+GRANT_BATCH = 500
+FILE_TYPES = (ColumnType.FILE, ColumnType.IMAGE)
+
+meta = sa.MetaData()
+file_table = sa.Table(
+    "_fs_file",
+    meta,
+    sa.Column("fileid", sa.String(36), primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("mimetype", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("thumbnail", sa.String(64)),
+    sa.Column("thumbnailsize", sa.BigInteger),
+)
+upload_table = sa.Table(
+    "_fs_file_upload",
+    meta,
+    sa.Column("fileid", sa.String(36), primary_key=True),
+    sa.Column("tablename", sa.String(64), nullable=False),
+    sa.Column("columnname", sa.String(64), nullable=False),
+)
+
+
+@dataclass
+class FileReport:
+    downloaded: int = 0  # blobs fetched
+    bytes: int = 0
+    removed: int = 0  # blobs swept
+    failed: int = 0  # blobs that did not verify (fetched again next time)
+
+
+class DeviceFiles:
+    def __init__(self, device: Device) -> None:
+        self.device = device
+        self.replica = device.replica
+        self.root = device.directory / "files"
+        with self.replica.write() as conn:
+            meta.create_all(conn)
+
+    # -- paths ---------------------------------------------------------------------------
+
+    def blob(self, digest: str) -> Path:
+        return self.root / "blobs" / digest[:2] / digest
+
+    def _partial(self, digest: str) -> Path:
+        return self.root / "partial" / digest
+
+    # -- which files the replica references -----------------------------------------------
+
+    def _columns(self) -> Iterator[tuple[str, str]]:
+        for name, columns in self.replica.columns.items():
+            t = self.replica.schema.table(name)
+            for c in columns:
+                col = t.column(c)
+                if col is not None and col.type in FILE_TYPES:
+                    yield name, c
+
+    def _in_rows(self, conn: sa.Connection) -> set[str]:
+        found: set[str] = set()
+        for table, column in self._columns():
+            c = self.replica.sql[table].c[column]
+            found |= {str(v) for v in conn.execute(sa.select(c).where(c.is_not(None))).scalars()}
+        return found
+
+    def _in_outbox(self, conn: sa.Connection, known: set[str]) -> set[str]:
+        found: set[str] = set()
+        for raw in conn.execute(sa.select(outbox_table.c.changes)).scalars():
+            values = orjson.loads(raw)
+            found |= {v for v in values.values() if isinstance(v, str) and v in known}
+        return found
+
+    # -- attach and read ------------------------------------------------------------------
+
+    def attach(
+        self,
+        table: str,
+        record_id: uuid.UUID | str,
+        column: str,
+        data: bytes | str | os.PathLike[str],
+        name: str | None = None,
+        mimetype: str | None = None,
+    ) -> uuid.UUID:
+        t, sql = self.replica.table(table)
+        col = t.column(column)
+        if col is None or col.type not in FILE_TYPES:
+            raise BadRequest(f"{table}.{column} is not a file or image column")
+        if column not in self.replica.columns.get(table, ()):
+            raise BadRequest(f"the offline profile does not take {table}.{column} offline")
+        rid = uuid.UUID(str(record_id))
+        with self.replica.read() as conn:
+            if (
+                conn.execute(
+                    sa.select(sql.c[t.primary_id]).where(sql.c[t.primary_id] == rid)
+                ).first()
+                is None
+            ):
+                raise RecordNotFound(table, rid)
+        if name is None:
+            name = "file" if isinstance(data, bytes) else Path(data).name
+        mimetype = mimetype or mimetypes.guess_type(name)[0] or "application/octet-stream"
+        limit = (col.max_size_kb or 0) * 1024
+        digest, size = self._take(data, limit, f"{table}.{column}")
+        fid = uuid.uuid4()
+        with self.replica.write() as conn:
+            conn.execute(
+                file_table.insert().values(
+                    fileid=str(fid), sha256=digest, name=name, mimetype=mimetype, size=size
+                )
+            )
+            conn.execute(
+                upload_table.insert().values(fileid=str(fid), tablename=table, columnname=column)
+            )
+        self.device.update(table, rid, {column: str(fid)})
+        return fid
+
+    def _take(
+        self, data: bytes | str | os.PathLike[str], limit: int, where: str
+    ) -> tuple[str, int]:
+        """Copy bytes into the blob directory; their digest and size."""
+        tmp = self.root / "tmp" / uuid.uuid4().hex
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        h, size = hashlib.sha256(), 0
+        try:
+            with tmp.open("wb") as out:
+                if isinstance(data, bytes):
+                    h.update(data)
+                    out.write(data)
+                    size = len(data)
+                else:
+                    with Path(data).open("rb") as src:
+                        while piece := src.read(1024 * 1024):
+                            h.update(piece)
+                            out.write(piece)
+                            size += len(piece)
+                            if limit and size > limit:
+                                break
+                out.flush()
+                os.fsync(out.fileno())
+            if limit and size > limit:
+                raise PayloadTooLarge(f"{where} takes files of at most {limit // 1024} KB")
+            digest = h.hexdigest()
+            target = self.blob(digest)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                tmp.unlink()
+            else:
+                os.replace(tmp, target)
+            return digest, size
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def info(self, table: str, record_id: uuid.UUID | str, column: str) -> dict[str, Any] | None:
+        row = self.device.get(table, record_id)
+        if row is None:
+            raise RecordNotFound(table, uuid.UUID(str(record_id)))
+        value = row.get(column)
+        if value is None:
+            return None
+        with self.replica.read() as conn:
+            found = conn.execute(
+                sa.select(file_table).where(file_table.c.fileid == str(value))
+            ).first()
+        if found is None:
+            return {"id": str(value), "available": False}
+        return {
+            "id": found.fileid,
+            "name": found.name,
+            "mimetype": found.mimetype,
+            "size": found.size,
+            "sha256": found.sha256,
+            "available": self.blob(found.sha256).exists(),
+            "thumbnail": found.thumbnail is not None and self.blob(found.thumbnail).exists(),
+        }
+
+    def path(
+        self, table: str, record_id: uuid.UUID | str, column: str, *, thumbnail: bool = False
+    ) -> Path | None:
+        """Where a row's file (or an image's thumbnail) is on this device; None when the
+        column is empty or the bytes have not arrived yet."""
+        info = self.info(table, record_id, column)
+        if info is None or not info.get("available"):
+            return None
+        digest = info["sha256"]
+        if thumbnail:
+            with self.replica.read() as conn:
+                digest = conn.execute(
+                    sa.select(file_table.c.thumbnail).where(file_table.c.fileid == info["id"])
+                ).scalar()
+            if digest is None:
+                return None
+        path = self.blob(digest)
+        return path if path.exists() else None
+
+    # -- upload -------------------------------------------------------------------------
+
+    def upload_pending(self, http: BytesTransport) -> int:
+        """Send every queued file; returns how many finished."""
+        with self.replica.read() as conn:
+            queued = conn.execute(
+                sa.select(upload_table, file_table)
+                .join(file_table, file_table.c.fileid == upload_table.c.fileid)
+                .order_by(upload_table.c.fileid)
+            ).all()
+        done = 0
+        for q in queued:
+            try:
+                answer = self._upload_one(http, q)
+            except ServerError as exc:
+                if exc.status in (401, 403) and "ticket" not in exc.message:
+                    raise
+                # refused for good (too large, not an image, …): the change that references
+                # it is rejected by the server and becomes a sync error
+                log.warning("file %s was refused: %s", q.fileid, exc.message)
+                with self.replica.write() as conn:
+                    conn.execute(upload_table.delete().where(upload_table.c.fileid == q.fileid))
+                continue
+            info = answer["file"]
+            thumb = info.get("thumbnail") or {}
+            with self.replica.write() as conn:
+                conn.execute(
+                    file_table.update()
+                    .where(file_table.c.fileid == q.fileid)
+                    .values(thumbnail=thumb.get("sha256"), thumbnailsize=thumb.get("size"))
+                )
+                conn.execute(upload_table.delete().where(upload_table.c.fileid == q.fileid))
+            done += 1
+        return done
+
+    def _upload_one(self, http: BytesTransport, q: Any) -> dict[str, Any]:
+        state: dict[str, Any] = http.call(
+            "POST",
+            "/sync/v1/files/uploads",
+            {
+                "file": q.fileid,
+                "table": q.tablename,
+                "column": q.columnname,
+                "name": q.name,
+                "mimetype": q.mimetype,
+                "size": q.size,
+                "sha256": q.sha256,
+            },
+        )
+        path = self.blob(q.sha256)
+        with path.open("rb") as f:
+            while not state["complete"]:
+                at = int(state["received"])
+                f.seek(at)
+                piece = f.read(int(state["chunk_size"]))
+                digest = hashlib.sha256(piece).digest()
+                headers = {
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"bytes {at}-{at + len(piece) - 1}/{q.size}",
+                    "Content-Digest": f"sha-256=:{base64.b64encode(digest).decode()}:",
+                }
+                upload = state["upload"]
+                try:
+                    state = http.send_bytes(
+                        "PUT", f"/sync/v1/files/uploads/{upload}", piece, headers
+                    )
+                except ServerError as exc:
+                    if exc.status != 416:
+                        raise
+                    state = http.call("GET", f"/sync/v1/files/uploads/{upload}")
+        return state
+
+    # -- fetch --------------------------------------------------------------------------
+
+    def fetch(
+        self, http: BytesTransport, progress: Callable[[int, int], None] | None = None
+    ) -> FileReport:
+        report = FileReport()
+        with self.replica.read() as conn:
+            wanted = self._in_rows(conn)
+            known = {r.fileid: r for r in conn.execute(sa.select(file_table))}
+            queued = set(conn.execute(sa.select(upload_table.c.fileid)).scalars())
+
+        def missing(row: Any) -> bool:
+            if not self.blob(row.sha256).exists():
+                return True
+            return row.thumbnail is not None and not self.blob(row.thumbnail).exists()
+
+        ask = sorted(f for f in wanted if f not in queued and (f not in known or missing(known[f])))
+        tickets: dict[str, str] = {}
+        for start in range(0, len(ask), GRANT_BATCH):
+            tickets.update(self._grant(http, ask[start : start + GRANT_BATCH]))
+        with self.replica.read() as conn:
+            rows = {r.fileid: r for r in conn.execute(sa.select(file_table))}
+        jobs: dict[str, tuple[str, str, int]] = {}  # digest -> (file id, size kind, bytes)
+        for fid in tickets:
+            row = rows[fid]
+            if not self.blob(row.sha256).exists():
+                jobs.setdefault(row.sha256, (fid, "full", int(row.size)))
+            if row.thumbnail is not None and not self.blob(row.thumbnail).exists():
+                jobs.setdefault(row.thumbnail, (fid, "thumbnail", int(row.thumbnailsize or 0)))
+        for digest, (fid, kind, size) in jobs.items():
+            try:
+                got = self._download(http, fid, tickets, kind, digest, size)
+            except _Corrupt:
+                report.failed += 1
+                continue
+            report.downloaded += 1
+            report.bytes += got
+            if progress is not None:
+                progress(report.downloaded, len(jobs))
+        report.removed = self.sweep()
+        return report
+
+    def _grant(self, http: BytesTransport, ids: list[str]) -> dict[str, str]:
+        answer = http.call(
+            "POST",
+            "/sync/v1/files/grants",
+            {"device": self.device.device_id, "app": self.device.app, "files": ids},
+        )
+        tickets: dict[str, str] = {}
+        with self.replica.write() as conn:
+            for f in answer["files"]:
+                thumb = f.get("thumbnail") or {}
+                values = {
+                    "sha256": f["sha256"],
+                    "name": f["name"],
+                    "mimetype": f["mimetype"],
+                    "size": f["size"],
+                    "thumbnail": thumb.get("sha256"),
+                    "thumbnailsize": thumb.get("size"),
+                }
+                stmt = sqlite_insert(file_table).values(fileid=f["id"], **values)
+                conn.execute(stmt.on_conflict_do_update(index_elements=["fileid"], set_=values))
+                tickets[f["id"]] = f["ticket"]
+        return tickets
+
+    def _download(
+        self,
+        http: BytesTransport,
+        fid: str,
+        tickets: dict[str, str],
+        kind: str,
+        digest: str,
+        size: int,
+    ) -> int:
+        part = self._partial(digest)
+        part.parent.mkdir(parents=True, exist_ok=True)
+        have = part.stat().st_size if part.exists() else 0
+        if have > size:
+            part.unlink()
+            have = 0
+        fetched = 0
+        renewed = False
+        with part.open("ab") as out:
+
+            def sink(piece: bytes) -> None:
+                nonlocal fetched
+                out.write(piece)
+                fetched += len(piece)
+
+            while have < size:
+                end = min(size, have + CHUNK) - 1
+                try:
+                    http.fetch(
+                        f"/sync/v1/files/{fid}",
+                        params={"ticket": tickets[fid], "size": kind},
+                        headers={"Range": f"bytes={have}-{end}"},
+                        sink=sink,
+                    )
+                except ServerError as exc:
+                    if exc.status == 403 and not renewed:  # the ticket expired: ask again
+                        tickets.update(self._grant(http, [fid]))
+                        renewed = True
+                        continue
+                    raise
+                finally:
+                    out.flush()
+                have = out.tell()
+            os.fsync(out.fileno())
+        h = hashlib.sha256()
+        with part.open("rb") as f:
+            while piece := f.read(1024 * 1024):
+                h.update(piece)
+        if h.hexdigest() != digest:
+            part.unlink()
+            log.warning("file %s did not match its sha256: fetched again next time", fid)
+            raise _Corrupt(digest)
+        target = self.blob(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(part, target)
+        return fetched
+
+    # -- sweep --------------------------------------------------------------------------
+
+    def sweep(self) -> int:
+        """Forget file ids nothing references and delete the blobs no file uses; returns
+        the number of blobs removed."""
+        with self.replica.write() as conn:
+            known = set(conn.execute(sa.select(file_table.c.fileid)).scalars())
+            keep = self._in_rows(conn) | self._in_outbox(conn, known)
+            gone = sorted(known - keep)
+            for start in range(0, len(gone), 500):
+                part = gone[start : start + 500]
+                conn.execute(file_table.delete().where(file_table.c.fileid.in_(part)))
+                conn.execute(upload_table.delete().where(upload_table.c.fileid.in_(part)))
+            used: set[str] = set()
+            for sha, thumb in conn.execute(sa.select(file_table.c.sha256, file_table.c.thumbnail)):
+                used |= {d for d in (sha, thumb) if d}
+        removed = 0
+        for folder in ("blobs", "partial"):
+            base = self.root / folder
+            if not base.exists():
+                continue
+            paths = base.rglob("*")
+            for path in paths:
+                if path.is_file() and path.name not in used:
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+                        removed += folder == "blobs"
+        return removed
+
+
+class _Corrupt(DeviceError):
+    pass

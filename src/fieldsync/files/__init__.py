@@ -1,0 +1,1 @@
+"""Files and images: content-addressed blobs behind file and image columns."""

@@ -1,0 +1,41 @@
+"""Image columns keep the full image and a thumbnail (144 × 144 at most, as Dataverse's
+default image size), always a JPEG: made once, when the upload completes."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from PIL import Image, UnidentifiedImageError
+
+from fieldsync.errors import BadRequest
+
+THUMBNAIL = (144, 144)
+
+
+def thumbnail(data: bytes) -> bytes:
+    """The JPEG thumbnail of an image (transparency over white); anything Pillow cannot
+    read as an image is a 400."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                probe.verify()
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                image.thumbnail(THUMBNAIL)
+                rgba = image.convert("RGBA")
+                flat = Image.new("RGB", rgba.size, (255, 255, 255))
+                flat.paste(rgba, mask=rgba.getchannel("A"))
+                out = io.BytesIO()
+                flat.save(out, "JPEG", quality=85)
+                return out.getvalue()
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
+        raise BadRequest(f"an image column takes an image (PNG, JPEG, GIF, …): {exc}") from None

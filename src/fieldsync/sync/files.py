@@ -1,0 +1,135 @@
+"""Which files a device may download: grants.
+
+A device names the file ids its rows hold; the server answers, for each id that a row the
+user can read holds in a file or image column that the user's profile selects, the file's
+facts (name, type, size, sha256, thumbnail) and a *ticket*: a signed, short-lived
+``(user, file, expiry)`` that every blob read must present with the user's bearer token. The
+grant runs the read check once per batch of ids (one query per table and column) instead of
+once per chunk; a ticket expires after :data:`TICKET_SECONDS` and the device asks again.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import time
+import uuid
+from typing import Any
+
+from fieldsync.errors import BadRequest, Forbidden
+from fieldsync.files.service import FILE_TYPES, FileInfo, Files
+from fieldsync.query.ast import Or, is_in
+from fieldsync.schema.model import Schema
+from fieldsync.security.model import SecurityContext
+from fieldsync.sync.service import SyncService
+
+TICKET_SECONDS = 600
+MAX_GRANT = 500
+
+
+def _sign(secret: bytes, user: uuid.UUID, file_id: uuid.UUID, expires: int) -> str:
+    body = f"{user.hex}.{file_id.hex}.{expires}".encode()
+    mac = hmac.new(secret, b"file-ticket:" + body, hashlib.sha256).digest()[:18]
+    return f"{expires}.{base64.urlsafe_b64encode(mac).decode()}"
+
+
+def rejected_files(schema: Schema, changes: object, results: object) -> list[uuid.UUID]:
+    """The file ids that rejected changes of an upload batch carried in file or image
+    columns: uploaded for a change that will not be applied, so candidates for removal."""
+    if not isinstance(changes, list) or not isinstance(results, list):
+        return []
+    rejected = {r.get("id") for r in results if isinstance(r, dict) and r["status"] != "applied"}
+    out: list[uuid.UUID] = []
+    for change in changes:
+        if not isinstance(change, dict) or str(change.get("id")) not in rejected:
+            continue
+        table = schema.tables.get(str(change.get("table")))
+        values = change.get("values")
+        if table is None or not isinstance(values, dict):
+            continue
+        for name, value in values.items():
+            col = table.column(name)
+            if col is not None and col.type in FILE_TYPES and value is not None:
+                with contextlib.suppress(ValueError):
+                    out.append(uuid.UUID(str(value)))
+    return out
+
+
+class FileGrants:
+    def __init__(self, sync: SyncService, files: Files) -> None:
+        self.sync = sync
+        self.files = files
+
+    def grant(
+        self,
+        ctx: SecurityContext,
+        *,
+        device: object,
+        app: object,
+        files: object,
+        now: float | None = None,
+    ) -> dict[str, Any]:
+        device_id, app_name = self.sync._device(device), self.sync._app(app)
+        if not isinstance(files, list) or len(files) > MAX_GRANT:
+            raise BadRequest(f"'files' is a list of at most {MAX_GRANT} file ids")
+        try:
+            ids = list(dict.fromkeys(uuid.UUID(str(f)) for f in files))
+        except ValueError:
+            raise BadRequest("'files' holds file ids (GUIDs)") from None
+        records = self.sync.records
+        allowed: set[uuid.UUID] = set()
+        with self.sync.store.read() as conn:
+            self.sync._owned_device(conn, ctx, device_id)
+            access = self.sync.access(conn, ctx, app_name)
+            plan = self.sync.plan(access.profile)
+            for name in plan.order:
+                tp = plan.tables[name]
+                selected = set(tp.item.file_columns) | set(tp.item.image_columns)
+                columns = [
+                    c
+                    for c in tp.columns
+                    if c in selected and (col := tp.table.column(c)) and col.type in FILE_TYPES
+                ]
+                left = [i for i in ids if i not in allowed]
+                if not columns or not left:
+                    continue
+                node = Or(tuple(is_in(c, left) for c in columns))
+                rows = records.retrieve_multiple(
+                    name, columns=columns, filter=node, caller=ctx, conn=conn
+                )
+                allowed |= {r[c] for r in rows for c in columns if r.get(c) in left}
+            infos = self.files.infos(conn, [i for i in ids if i in allowed])
+        moment = int(time.time() if now is None else now)
+        expires = moment + TICKET_SECONDS
+        secret = self.sync.secret
+        return {
+            "files": [
+                {**info.to_json(), "ticket": _sign(secret, ctx.user_id, fid, expires)}
+                for fid, info in infos.items()
+            ],
+            "missing": [str(i) for i in ids if i not in infos],
+            "expires": expires,
+        }
+
+    def check(self, ctx: SecurityContext, file_id: uuid.UUID, ticket: object) -> FileInfo:
+        """The file a ticket opens, for the ticket's user, until it expires."""
+        if not isinstance(ticket, str) or "." not in ticket:
+            raise Forbidden("a file download needs the ticket of a grant (POST /files/grants)")
+        raw, _, _ = ticket.partition(".")
+        try:
+            expires = int(raw)
+        except ValueError:
+            raise Forbidden("the file ticket is not valid") from None
+        expected = _sign(self.sync.secret, ctx.user_id, file_id, expires)
+        if not hmac.compare_digest(expected, ticket):
+            raise Forbidden("the file ticket is not valid for this user and file")
+        if expires < time.time():
+            raise Forbidden("the file ticket has expired: ask for a new grant")
+        info = self.files.info(file_id)
+        if info is None:
+            from fieldsync.errors import NotFound
+
+            raise NotFound(f"file {file_id} no longer exists")
+        return info
