@@ -23,8 +23,8 @@ from fieldsync.platform import Platform, open_platform
 from fieldsync.portal.router import router as portal_router
 from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
-from fieldsync.server import live as live_routes
 from fieldsync.server import files as files_routes
+from fieldsync.server import live as live_routes
 from fieldsync.server import sync as sync_routes
 from fieldsync.server.responses import JSON
 from fieldsync.sync.service import SyncService
