@@ -283,3 +283,26 @@ def test_cursors_cannot_be_forged_or_borrowed(world: World) -> None:
         world.sync.download(
             ctx, device=one.device_id, app="fieldservice", cursors={"workorder": None}
         )
+
+
+def test_ids_of_rows_never_readable_do_not_leave_the_server(world: World) -> None:
+    ids = seed(world)
+    device = world.device("tech1")
+    device.sync()
+    r = world.platform.records
+    tech3 = EntityRef("systemuser", world.users["tech3"])  # another business unit
+    theirs = r.create(
+        "workorder", {"name": "Theirs", "serviceaccountid": ids["acc1"], "ownerid": tech3}
+    )
+    r.update("workorder", theirs, {"name": "Still theirs"})
+    r.assign("workorder", ids["wo1"], tech3)  # tech1's own row goes to tech3
+    cursors = device.replica.cursors(["workorder"])
+    answer = world.sync.download(
+        world.ctx("tech1"), device=device.device_id, app="fieldservice", cursors=cursors
+    )
+    [page] = answer["pages"]
+    assert page["removes"] == [str(ids["wo1"])]  # it was readable before: it must go
+    assert str(theirs) not in page["removes"]
+    r.delete("workorder", theirs)
+    device.sync()
+    assert replica(device) == world.scope("tech1")

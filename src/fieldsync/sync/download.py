@@ -21,6 +21,7 @@ older than the pruned change log, and, on every sync, a filter that reads the cl
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections import defaultdict
@@ -32,9 +33,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from fieldsync.query.ast import And, ColumnCompare, Condition, Node, Op, Query, is_in
+from fieldsync.query.evaluate import matches
 from fieldsync.records.service import Records
 from fieldsync.schema.model import ColumnType
 from fieldsync.security.model import SecurityContext
+from fieldsync.security.predicate import readable
 from fieldsync.store.changes import Change, read_changes, watermark
 from fieldsync.sync.cursor import BadCursor, Cursor
 from fieldsync.sync.scope import SCOPE_COLUMNS, SHARE_TABLE, Edge, ScopePlan, TablePlan, walk
@@ -208,7 +211,8 @@ class Downloader:
             page.rescope = True
             return page
         page = TablePage(tp.table.name, tp.columns)
-        candidates = _Candidates(self, conn, changes.changes).affected(tp.table.name)
+        tracer = _Candidates(self, conn, changes.changes)
+        candidates = tracer.affected(tp.table.name)
         pk = tp.table.primary_id
         index = tp.columns.index(pk)
         found: set[uuid.UUID] = set()
@@ -218,10 +222,52 @@ class Downloader:
             for row in _wire_rows(tp, self._select(conn, tp, is_in(pk, chunk), None)):
                 found.add(row[index])
                 page.upserts.append(row)
-        page.removes = [str(i) for i in ordered if i not in found]
+        gone = [i for i in ordered if i not in found]
+        page.removes = [str(i) for i in self._held(conn, tp, gone, tracer)]
         page.cursor = replace(cursor, version=changes.cursor).encode(self.secret)
         page.more = changes.more
         return page
+
+    def _held(
+        self, conn: sa.Connection, tp: TablePlan, gone: list[uuid.UUID], tracer: _Candidates
+    ) -> list[uuid.UUID]:
+        """Of the candidates out of scope, the ones the device may hold: rows the user may
+        read now, or could read before their change (an old owner, a share to the user or
+        their teams). Ids of rows the user never could read do not leave the server."""
+        if not gone:
+            return []
+        pk = tp.table.primary_id
+        readable_now: set[uuid.UUID] = set()
+        for start in range(0, len(gone), CHUNK):
+            chunk = gone[start : start + CHUNK]
+            query = Query(table=tp.table.name, columns=(pk,), filter=is_in(pk, chunk))
+            stmt = self.records.query_statement(query, caller=self.ctx, now=self.now, conn=conn)
+            readable_now.update(conn.execute(stmt).scalars())
+        before: set[uuid.UUID] = set()
+        rule = readable(self.ctx, tp.table)
+        principals = {str(p) for p in self.ctx.principals}
+        for change in tracer.by_table.get(tp.table.name, ()):
+            if change.record_id in readable_now or change.record_id not in gone:
+                continue
+            if change.operation == "share":
+                if str((change.old or {}).get("principalid")) in principals:
+                    before.add(change.record_id)
+            elif change.old and matches(rule, _typed(change.old), shared=lambda *_: False):
+                before.add(change.record_id)
+        return [i for i in gone if i in readable_now or i in before]
+
+
+def _typed(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Old values from the change log (JSON) with ids as UUIDs again, for the evaluator."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping) and "id" in value:
+            value = value["id"]
+        if isinstance(value, str) and len(value) == 36:
+            with contextlib.suppress(ValueError):
+                value = uuid.UUID(value)
+        out[key] = value
+    return out
 
 
 class _Candidates:
@@ -237,20 +283,31 @@ class _Candidates:
             target = self._share_target(share)
             if target is not None:
                 self.by_table[target[0]].append(
-                    replace(share, table=target[0], record_id=target[1], operation="share")
+                    replace(
+                        share,
+                        table=target[0],
+                        record_id=target[1],
+                        operation="share",
+                        old={"principalid": target[2]},
+                    )
                 )
         self.memo: dict[str, set[uuid.UUID]] = {}
 
-    def _share_target(self, change: Change) -> tuple[str, uuid.UUID] | None:
+    def _share_target(self, change: Change) -> tuple[str, uuid.UUID, str] | None:
+        """The shared row's table and id, and whom it was shared with."""
         if change.old and "objectid" in change.old:
-            return str(change.old["objecttypecode"]), uuid.UUID(str(change.old["objectid"]))
+            return (
+                str(change.old["objecttypecode"]),
+                uuid.UUID(str(change.old["objectid"])),
+                str(change.old.get("principalid")),
+            )
         sql = self.dl.store.sql_table(SHARE_TABLE)
         row = self.conn.execute(
-            sa.select(sql.c.objecttypecode, sql.c.objectid).where(
+            sa.select(sql.c.objecttypecode, sql.c.objectid, sql.c.principalid).where(
                 sql.c.principalobjectaccessid == change.record_id
             )
         ).first()
-        return None if row is None else (row[0], row[1])
+        return None if row is None else (row[0], row[1], str(row[2]))
 
     def affected(self, table: str) -> set[uuid.UUID]:
         """The table's own changed rows, and rows related to changes upstream."""
