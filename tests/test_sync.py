@@ -306,3 +306,36 @@ def test_ids_of_rows_never_readable_do_not_leave_the_server(world: World) -> Non
     r.delete("workorder", theirs)
     device.sync()
     assert replica(device) == world.scope("tech1")
+
+
+def test_automatic_sync_follows_the_users_settings(world: World) -> None:
+    import datetime as dt
+
+    class Network:
+        up, wifi_now = True, True
+
+        def connected(self) -> bool:
+            return self.up
+
+        def wifi(self) -> bool:
+            return self.wifi_now
+
+    seed(world)
+    device = world.device("tech1")
+    network = Network()
+    device.network = network
+    device.sync()
+    assert device.due_tables() == []  # just synced
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=16)
+    assert device.due_tables(later) == ["workorder", "account", "contact"]
+    assert device.may_sync_automatically()
+    device.set_settings(frequency=0)  # no automatic sync: nothing is due, pending waits
+    assert device.due_tables(later) == []
+    assert not device.may_sync_automatically()
+    device.set_settings(frequency=None)
+    network.up = False
+    assert not device.may_sync_automatically()
+    network.up, network.wifi_now = True, False
+    assert device.may_sync_automatically()  # the app does not offer Wi-Fi only
+    with pytest.raises(FieldsyncError, match="Wi-Fi only"):
+        device.set_settings(wifi_only=True)

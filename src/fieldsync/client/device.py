@@ -408,7 +408,7 @@ class Device:
         for name in ("createdby", "modifiedby"):
             if name in sql.c:
                 local[name] = user["id"]
-        with self._lock, self.replica.write() as conn:
+        with self.replica.write() as conn:
             conn.execute(sql.insert().values(**self.replica.decode_values(t, local)))
             self._enqueue(conn, table, "create", rid, wire, None)
         self._notify()
@@ -422,7 +422,7 @@ class Device:
         if not wire:
             return
         pk = sql.c[t.primary_id]
-        with self._lock, self.replica.write() as conn:
+        with self.replica.write() as conn:
             row = conn.execute(sa.select(sql.c.versionnumber).where(pk == rid)).first()
             if row is None:
                 raise RecordNotFound(table, rid)
@@ -437,7 +437,7 @@ class Device:
         t, sql = self.replica.table(table)
         rid = _rid(record_id)
         pk = sql.c[t.primary_id]
-        with self._lock, self.replica.write() as conn:
+        with self.replica.write() as conn:
             row = conn.execute(sa.select(sql.c.versionnumber).where(pk == rid)).first()
             if row is None:
                 raise RecordNotFound(table, rid)
@@ -930,17 +930,11 @@ class Device:
         back on a metered network."""
         now = now or dt.datetime.now(dt.UTC)
         handshake = self.replica.get_state("handshake")
-        if not handshake:
+        if not handshake or not self.may_sync_automatically():
             return []
         settings = self.settings()
         app = handshake["app"]
-        if not self.network.connected():
-            return []
-        if app.get("allow_wifi_only") and settings["wifi_only"] and not self.network.wifi():
-            return []
         frequency = settings["frequency"] if app.get("allow_sync_frequency") else None
-        if frequency == 0:
-            return []
         last = self.replica.last_syncs()
         due: list[str] = []
         for item in handshake["profile"]["items"]:
@@ -952,6 +946,19 @@ class Device:
                 due.append(item["table"])
         return [t for t in handshake["order"] if t in due]
 
+    def may_sync_automatically(self) -> bool:
+        """Whether automatic sync may run now: a network, not a metered one when the user
+        chose Wi-Fi only (and the app allows that choice), and a frequency other than "no
+        automatic sync" (when the app lets users choose). Sync on demand is always allowed."""
+        handshake = self.replica.get_state("handshake")
+        if not handshake or not self.network.connected():
+            return False
+        settings = self.settings()
+        app = handshake["app"]
+        if app.get("allow_wifi_only") and settings["wifi_only"] and not self.network.wifi():
+            return False
+        return not (app.get("allow_sync_frequency") and settings["frequency"] == 0)
+
     def run_scheduler(self, stop: threading.Event, *, tick: float = 30.0) -> None:
         """Sync due tables until ``stop`` is set; failures wait for the next tick. With the
         ``live`` setting on, hold the server's change stream instead (:meth:`live`)."""
@@ -960,7 +967,7 @@ class Device:
             return
         while not stop.is_set():
             due = self.due_tables()
-            if due or self.pending_changes():
+            if due or (self.pending_changes() and self.may_sync_automatically()):
                 try:
                     self.sync(due or [])
                 except (Offline, ServerError, SignInRequired) as exc:
