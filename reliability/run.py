@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -81,6 +82,8 @@ class Figures:
     divergences: int = 0
     leaks: int = 0
     server_errors: int = 0
+    database_restarts: int = 0
+    unavailable: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -96,6 +99,7 @@ class Figures:
             f"rounds               {self.rounds}",
             f"faults injected      {sum(self.faults.values())} ({injected})",
             f"server kills         {self.server_kills}",
+            f"database restarts    {self.database_restarts} ({self.unavailable} answers 503)",
             f"changes made         {self.changes_made}",
             f"sync attempts        {self.sync_attempts} ({self.failed_syncs} broken by faults)",
             f"changes lost         {self.lost}",
@@ -155,13 +159,16 @@ class Server:
 
 
 class Scenario:
-    def __init__(self, url: str, work: Path, seed: int, figures: Figures) -> None:
+    def __init__(
+        self, url: str, work: Path, seed: int, figures: Figures, *, restart_database: bool = False
+    ) -> None:
         from fieldsync.platform import build
         from fieldsync.store.store import Store
         from sync_world import World
 
         self.rng = random.Random(seed)
         self.figures = figures
+        self.restart_database = restart_database
         self.platform = build(Store.open(url))
         self.world = World(self.platform, work)
         self.platform.offline.import_yaml(PROFILE)
@@ -305,7 +312,9 @@ class Scenario:
                 self.devices[user].sync()
                 return True
             except Offline as exc:
-                if "server failed (5" in str(exc):
+                if "unavailable (503)" in str(exc):
+                    self.figures.unavailable += 1
+                elif "server failed (5" in str(exc):
                     self.figures.server_errors += 1
                     self.figures.problems.append(str(exc))
                 self.figures.failed_syncs += 1
@@ -323,8 +332,29 @@ class Scenario:
                 self.device_write(user)
         if self.rng.random() < 0.25:
             self.kill_during_sync(self.rng.choice(list(self.devices)))
+        elif self.restart_database and self.figures.rounds % 6 == 3:
+            self.restart_during_sync(self.rng.choice(list(self.devices)))
         for user in self.devices:
             self.sync(user)
+
+    def restart_during_sync(self, user: str) -> None:
+        """Restart PostgreSQL while this device syncs; the server answers 503 meanwhile and
+        reconnects after."""
+        import threading
+
+        cluster = sorted(os.listdir("/etc/postgresql"))[-1]
+        command = ["pg_ctlcluster", "--skip-systemctl-redirect", cluster, "main", "restart"]
+        timer = threading.Timer(
+            self.rng.uniform(0.0, 0.1), lambda: subprocess.run(command, check=True)
+        )
+        timer.start()
+        self.sync(user)
+        timer.join()
+        self.figures.database_restarts += 1
+        for _ in range(60):
+            if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"]).returncode == 0:
+                break
+            time.sleep(0.5)
 
     def kill_during_sync(self, user: str) -> None:
         """SIGKILL the server while this device syncs, restart it, and let the device go on."""
@@ -428,7 +458,9 @@ class Scenario:
             )
 
 
-def run(*, rounds: int, scenarios: int, pg: str | None, seed: int = 1) -> Figures:
+def run(
+    *, rounds: int, scenarios: int, pg: str | None, seed: int = 1, restart_pg: bool = False
+) -> Figures:
     from scratch import ScratchDatabases
 
     figures = Figures()
@@ -440,7 +472,13 @@ def run(*, rounds: int, scenarios: int, pg: str | None, seed: int = 1) -> Figure
             for n in range(scenarios):
                 url = scratch.url(f"rel{n}")
                 work = Path(tempfile.mkdtemp(prefix=f"fieldsync-reliability-{name}-"))
-                scenario = Scenario(url, work, seed * 1000 + n, figures)
+                scenario = Scenario(
+                    url,
+                    work,
+                    seed * 1000 + n,
+                    figures,
+                    restart_database=restart_pg and name == "postgresql",
+                )
                 try:
                     scenario.start()
                     for _ in range(rounds):
@@ -464,6 +502,12 @@ def main() -> None:
         ),
     )
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--restart-postgres",
+        action="store_true",
+        default=os.environ.get("FIELDSYNC_RELIABILITY_RESTART_POSTGRES") == "1",
+        help="restart the PostgreSQL cluster during syncs (disturbs other users of it)",
+    )
     args = parser.parse_args()
     rounds, scenarios = (60, 4) if args.soak else (12, 1)
     pg: str | None = None if args.no_pg else args.pg
@@ -477,7 +521,13 @@ def main() -> None:
             print(f"skipping PostgreSQL: {problem}")
             pg = None
     start = time.perf_counter()
-    figures = run(rounds=rounds, scenarios=scenarios, pg=pg, seed=args.seed)
+    figures = run(
+        rounds=rounds,
+        scenarios=scenarios,
+        pg=pg,
+        seed=args.seed,
+        restart_pg=args.restart_postgres and shutil.which("pg_ctlcluster") is not None,
+    )
     print("\n".join(figures.lines()))
     print(f"time                 {time.perf_counter() - start:.0f} s")
     for problem in figures.problems[:20]:

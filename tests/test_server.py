@@ -40,3 +40,28 @@ async def test_wrong_method_is_a_json_405(client: httpx.AsyncClient) -> None:
     response = await client.post("/health", content=b"\xff\xfe garbage")
     assert response.status_code == 405
     assert response.json()["error"]["code"]
+
+
+@pytest.mark.anyio
+async def test_a_lost_database_connection_is_a_503_to_retry(store: Store) -> None:
+    import sqlalchemy as sa
+
+    app = create_app(Settings(), platform=build(store))
+
+    @app.get("/test/down")
+    def down() -> None:
+        raise sa.exc.OperationalError(
+            "SELECT 1", {}, Exception("server closed the connection unexpectedly")
+        )
+
+    @app.get("/test/broken")
+    def broken() -> None:
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("syntax error at or near"))
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        response = await c.get("/test/down")
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert "unavailable" in response.json()["error"]["message"]
+        assert (await c.get("/test/broken")).status_code == 500

@@ -132,6 +132,8 @@ class Transport:
                 code, message = str(err["code"]), str(err["message"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 code, message = str(response.status_code), response.text[:200]
+            if response.status_code == 503:
+                raise Offline(f"the server is unavailable (503): {message}")
             if response.status_code >= 500:
                 raise Offline(f"the server failed ({response.status_code}): {message}")
             raise ServerError(response.status_code, code, message)
@@ -198,6 +200,8 @@ class BytesTransport(Transport):
             code, message = str(err["code"]), str(err["message"])
         except (orjson.JSONDecodeError, KeyError, TypeError):
             code, message = str(response.status_code), response.text[:200]
+        if response.status_code == 503:
+            raise Offline(f"the server is unavailable (503): {message}")
         if response.status_code >= 500:
             raise Offline(f"the server failed ({response.status_code}): {message}")
         raise ServerError(response.status_code, code, message)

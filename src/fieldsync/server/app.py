@@ -51,6 +51,23 @@ def error_response(status: int, code: str, message: str, **headers: str) -> JSON
     )
 
 
+def _connection_lost(exc: sa.exc.DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return any(
+        words in text
+        for words in (
+            "terminating connection",
+            "server closed the connection",
+            "connection refused",
+            "connection is closed",
+            "the database system is shutting down",
+            "the database system is starting up",
+            "consuming input failed",
+            "connection failed",
+        )
+    )
+
+
 def auth_settings(settings: Settings) -> AuthSettings:
     return AuthSettings(
         secret_key=settings.secret_key,
@@ -125,6 +142,19 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
             for e in exc.errors()
         )
         return error_response(400, "0x80040203", f"invalid request: {problems}")
+
+    @app.exception_handler(sa.exc.OperationalError)
+    @app.exception_handler(sa.exc.InterfaceError)
+    async def on_database_down(_: Request, exc: sa.exc.DBAPIError) -> JSON:
+        # the database went away (a restart, a failover): nothing was committed, and the
+        # pool reconnects on the next request; tell the client to come back
+        if exc.connection_invalidated or _connection_lost(exc):
+            log.warning("the database is unavailable: %s", exc.orig)
+            return error_response(
+                503, "0x80040216", "the database is unavailable; try again", **{"Retry-After": "1"}
+            )
+        log.exception("unexpected database error")
+        return error_response(500, "0x80040216", "an unexpected error occurred")
 
     @app.exception_handler(Exception)
     async def on_unexpected(_: Request, exc: Exception) -> JSON:
