@@ -116,3 +116,25 @@ def test_an_app_no_longer_offline_purges(world: World) -> None:
     with pytest.raises(ServerError, match="not enabled for offline"):
         device.sync()
     assert device.replica.sql == {}
+
+
+def test_a_classic_app_reads_from_the_server_when_it_answers(world: World) -> None:
+    ids = seed(world)
+    world.platform.offline.import_yaml(PROFILE.replace("mode: offline-first", "mode: classic"))
+    device = world.device("tech1")
+    device.sync()
+    assert device.classic
+    world.platform.records.update("workorder", ids["wo1"], {"name": "Changed on the server"})
+    online = {r["workorderid"]: r for r in device.query("workorder")}
+    # read from the server: the change not yet synced, and every row the user may read there
+    assert online[str(ids["wo1"])]["name"] == "Changed on the server"
+    assert online[str(ids["wo1"])]["serviceaccountid"] == str(ids["acc1"])
+    assert str(ids["wo2"]) in online
+    world.down = True
+    [offline] = device.query("workorder")
+    assert offline["name"] == "Pump"  # the replica, while the server cannot be reached
+    world.down = False
+    device.sync()
+    assert device.query("workorder", filter="name eq 'Changed on the server'")[0]["name"] == (
+        "Changed on the server"
+    )

@@ -16,6 +16,7 @@ change the server rejects is reverted to the server's row and listed in :meth:`e
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -25,6 +26,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -531,14 +533,20 @@ class Device:
         filter: str | None = None,
         top: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Rows of the replica: a FetchXML query, one of the app's views by name, or an OData
-        ``$filter`` on ``table``."""
+        """Rows of a FetchXML query, one of the app's views by name, or an OData ``$filter``
+        on ``table``: from the replica (offline-first apps), or from the server when the app
+        is *classic* and the server answers (from the replica when it does not)."""
         schema = self.replica.schema
         if view is not None:
             views = {v["name"]: v for v in self.handshake_data.get("views", [])}
             if view not in views:
                 raise BadRequest(f"the app has no view named {view!r}")
             fetchxml = views[view]["fetchxml"]
+        if self.classic and self.network.connected():
+            name = parse_fetchxml(fetchxml, schema).table if fetchxml is not None else table
+            if name is not None:
+                with contextlib.suppress(Offline):
+                    return self._query_online(name, fetchxml, filter, top)
         if fetchxml is not None:
             q = parse_fetchxml(fetchxml, schema)
         elif table is not None:
@@ -573,6 +581,42 @@ class Device:
             return [
                 {str(k): encode(v) for k, v in r.items()} for r in conn.execute(stmt).mappings()
             ]
+
+    @property
+    def classic(self) -> bool:
+        """The app is in classic offline mode: reads go to the server when it answers."""
+        data = self.replica.get_state("handshake") or {}
+        return int((data.get("app") or {}).get("mode", 0)) == 1
+
+    def _query_online(
+        self, table: str, fetchxml: str | None, filter: str | None, top: int | None
+    ) -> list[dict[str, Any]]:
+        """The query through the server's Web API, rows shaped as the replica's."""
+        t, _ = self.replica.table(table)
+        params: dict[str, str] = {}
+        if fetchxml is not None:
+            params["fetchXml"] = fetchxml
+        else:
+            if filter:
+                params["$filter"] = filter
+            if top is not None:
+                params["$top"] = str(top)
+        path = f"/api/data/v9.2/{t.entity_set_name}"
+        if params:
+            path += "?" + urlencode(params)
+        answer = self._call("GET", path)
+        columns = self.handshake_data["columns"][table]
+        rows = []
+        for raw in answer.get("value", []):
+            row: dict[str, Any] = {}
+            for key, value in raw.items():
+                if "@" in key:
+                    continue
+                if key.startswith("_") and key.endswith("_value"):
+                    key = key[1:-6]
+                row[key] = value
+            rows.append({c: row.get(c) for c in columns})
+        return rows
 
     # -- status -------------------------------------------------------------------------------
 
