@@ -88,11 +88,24 @@ def _wire_rows(tp: TablePlan, rows: Iterable[Any]) -> list[list[Any]]:
         if (col := tp.table.column(name)) is not None
         and col.type in (ColumnType.DECIMAL, ColumnType.MONEY, ColumnType.MULTICHOICE)
     ]
+    ids = [
+        i
+        for i, name in enumerate(tp.columns)
+        if name == tp.table.primary_id
+        or (
+            (col := tp.table.column(name)) is not None
+            and col.type
+            in (ColumnType.LOOKUP, ColumnType.UNIQUEIDENTIFIER, ColumnType.FILE, ColumnType.IMAGE)
+        )
+    ]
     out = [list(r) for r in rows]
-    if special:
-        for row in out:
-            for i in special:
-                row[i] = wire(row[i])
+    for row in out:
+        for i in special:
+            row[i] = wire(row[i])
+        for i in ids:
+            value = row[i]
+            if type(value) is str and len(value) == 32:
+                row[i] = f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
     return out
 
 
@@ -167,6 +180,16 @@ class Downloader:
         node = And((self.plan.node(tp.table.name), extra))
         query = Query(table=tp.table.name, columns=tp.columns, filter=node, top=top)
         stmt = self.records.query_statement(query, caller=self.ctx, now=self.now, conn=conn)
+        if self.store.dialect == "sqlite":
+            # ids come back as SQLite stores them (32 hex digits) and are dashed in
+            # _wire_rows: much cheaper than making UUID objects only to print them again
+            stmt = stmt.with_only_columns(
+                *(
+                    sa.type_coerce(c, sa.String).label(c.name) if isinstance(c.type, sa.Uuid) else c
+                    for c in stmt.selected_columns
+                ),
+                maintain_column_froms=True,
+            )
         return conn.execute(stmt)
 
     def _snapshot(
@@ -220,7 +243,7 @@ class Downloader:
         for start in range(0, len(ordered), CHUNK):
             chunk = ordered[start : start + CHUNK]
             for row in _wire_rows(tp, self._select(conn, tp, is_in(pk, chunk), None)):
-                found.add(row[index])
+                found.add(uuid.UUID(str(row[index])))
                 page.upserts.append(row)
         gone = [i for i in ordered if i not in found]
         page.removes = [str(i) for i in self._held(conn, tp, gone, tracer)]
