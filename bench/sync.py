@@ -59,7 +59,6 @@ def seed(url: str, rows: int, owned: int) -> None:
     from fieldsync.platform import build
     from fieldsync.security.roles import BASIC_USER
     from fieldsync.store.store import Store
-    from fieldsync.types import EntityRef
 
     p = build(Store.open(url))
     try:
@@ -67,24 +66,7 @@ def seed(url: str, rows: int, owned: int) -> None:
         role = org.role("Bench reader", privileges={"account": {"read": "organization"}})
         tech = org.user("tech", password=PASSWORD, roles=[org.role_id(BASIC_USER), role])
         other = org.user("other")
-        batch = 5000
-        for start in range(0, rows, batch):
-            p.records.create_many(
-                "account",
-                [
-                    {
-                        "name": f"Account {i:07d}",
-                        "accountnumber": f"A{i:07d}",
-                        "telephone1": "+1 555 0100",
-                        "emailaddress1": f"a{i}@example.com",
-                        "address1_city": "Springfield",
-                        "numberofemployees": i % 500,
-                        "description": "A customer of the bench. " * 6,
-                        "ownerid": EntityRef("systemuser", tech if i < owned else other),
-                    }
-                    for i in range(start, min(rows, start + batch))
-                ],
-            )
+        add_accounts(p, 0, rows, lambda i: tech if i < owned else other)
         for app, name, flt in (
             ("all", "All", "{filter: all}"),
             ("mine", "Mine", "{filter: other, owned_by: [me]}"),
@@ -93,6 +75,29 @@ def seed(url: str, rows: int, owned: int) -> None:
             p.offline.publish(f"Bench {name}")
     finally:
         p.close()
+
+
+def add_accounts(p: Any, start: int, stop: int, owner: Any) -> None:
+    """Accounts ``start`` … ``stop - 1``, owned by ``owner(i)``, in batches."""
+    from fieldsync.types import EntityRef
+
+    for first in range(start, stop, 10000):
+        p.records.create_many(
+            "account",
+            [
+                {
+                    "name": f"Account {i:07d}",
+                    "accountnumber": f"A{i:07d}",
+                    "telephone1": "+1 555 0100",
+                    "emailaddress1": f"a{i}@example.com",
+                    "address1_city": "Springfield",
+                    "numberofemployees": i % 500,
+                    "description": "A customer of the bench. " * 6,
+                    "ownerid": EntityRef("systemuser", owner(i)),
+                }
+                for i in range(first, min(stop, first + 10000))
+            ],
+        )
 
 
 class Server:
@@ -237,29 +242,12 @@ def run_backend(name: str, url: str, rows: int, big: int, results: dict[str, Any
 def seed_more(url: str, have: int, want: int) -> None:
     from fieldsync.platform import build
     from fieldsync.store.store import Store
-    from fieldsync.types import EntityRef
 
     p = build(Store.open(url))
     try:
         other = p.org.user_id("other")
         t = time.perf_counter()
-        for start in range(have, want, 10000):
-            p.records.create_many(
-                "account",
-                [
-                    {
-                        "name": f"Account {i:07d}",
-                        "accountnumber": f"A{i:07d}",
-                        "telephone1": "+1 555 0100",
-                        "emailaddress1": f"a{i}@example.com",
-                        "address1_city": "Springfield",
-                        "numberofemployees": i % 500,
-                        "description": "A customer of the bench. " * 6,
-                        "ownerid": EntityRef("systemuser", other),
-                    }
-                    for i in range(start, min(want, start + 10000))
-                ],
-            )
+        add_accounts(p, have, want, lambda i: other)
         print(f"seeded up to {want:,} accounts in {time.perf_counter() - t:.1f} s", flush=True)
     finally:
         p.close()

@@ -126,17 +126,7 @@ class Transport:
         except httpx.TransportError as exc:
             raise Offline(f"cannot reach {self.server}: {exc}") from exc
         self.last_size = len(response.content)
-        if response.status_code >= 400:
-            try:
-                err = orjson.loads(response.content)["error"]
-                code, message = str(err["code"]), str(err["message"])
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                code, message = str(response.status_code), response.text[:200]
-            if response.status_code == 503:
-                raise Offline(f"the server is unavailable (503): {message}")
-            if response.status_code >= 500:
-                raise Offline(f"the server failed ({response.status_code}): {message}")
-            raise ServerError(response.status_code, code, message)
+        check(response)
         return orjson.loads(response.content) if response.content else None
 
 
@@ -171,7 +161,7 @@ class BytesTransport(Transport):
                 ) as response:
                     if response.status_code >= 400:
                         response.read()
-                        self._check(response)
+                        check(response)
                     for piece in response.iter_bytes():
                         sink(piece)
                     return response.headers
@@ -189,22 +179,8 @@ class BytesTransport(Transport):
             response = self.client.request(method, path, content=content, headers=headers)
         except httpx.TransportError as exc:
             raise Offline(f"cannot reach {self.server}: {exc}") from exc
-        self._check(response)
+        check(response)
         return response
-
-    def _check(self, response: httpx.Response) -> None:
-        if response.status_code < 400:
-            return
-        try:
-            err = orjson.loads(response.content)["error"]
-            code, message = str(err["code"]), str(err["message"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            code, message = str(response.status_code), response.text[:200]
-        if response.status_code == 503:
-            raise Offline(f"the server is unavailable (503): {message}")
-        if response.status_code >= 500:
-            raise Offline(f"the server failed ({response.status_code}): {message}")
-        raise ServerError(response.status_code, code, message)
 
     def _refreshing(self, send: Callable[[], Any]) -> Any:
         try:
@@ -221,6 +197,23 @@ class BytesTransport(Transport):
             if exc.status == 401:
                 raise _unauthorised(exc) from None
             raise
+
+
+def check(response: httpx.Response) -> None:
+    """Raise what an error answer means to a device: 5xx is the server being away (try
+    again later), 4xx a refusal with the server's code and message."""
+    if response.status_code < 400:
+        return
+    try:
+        err = orjson.loads(response.content)["error"]
+        code, message = str(err["code"]), str(err["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        code, message = str(response.status_code), response.text[:200]
+    if response.status_code == 503:
+        raise Offline(f"the server is unavailable (503): {message}")
+    if response.status_code >= 500:
+        raise Offline(f"the server failed ({response.status_code}): {message}")
+    raise ServerError(response.status_code, code, message)
 
 
 def _unauthorised(exc: ServerError) -> ServerError:
