@@ -5,28 +5,27 @@ REQUESTS_CA_BUNDLE, and a fieldsync API token handed over by a static credential
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from azure.core.credentials import AccessToken
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from click.testing import CliRunner
 from PowerPlatform.Dataverse.client import DataverseClient
 from PowerPlatform.Dataverse.core.errors import HttpError
 from PowerPlatform.Dataverse.models.filters import col
 from PowerPlatform.Dataverse.models.upsert import UpsertItem
 
+from fieldsync.cli import main
 from fieldsync.config import Settings
+from fieldsync.devcert import DevCertificate
 from fieldsync.platform import Platform
 from fieldsync.security.roles import BASIC_USER, SYSTEM_ADMINISTRATOR
 from fieldsync.server.app import create_app
@@ -43,39 +42,16 @@ class StaticTokenCredential:
 
 
 @pytest.fixture(scope="session")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its key."""
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> DevCertificate:
+    """What ``fieldsync dev-cert`` writes: a local authority and a certificate it signed for
+    127.0.0.1 and localhost."""
     folder = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fieldsync test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+    result = CliRunner().invoke(main, ["dev-cert", "--dir", str(folder)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "--ssl-certfile" in result.output
+    assert "REQUESTS_CA_BUNDLE" in result.output
+    assert "SSL_CERT_FILE" in result.output
+    return DevCertificate(folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
 
 
 class _Server(uvicorn.Server):
@@ -96,11 +72,11 @@ class _Server(uvicorn.Server):
 
 @pytest.fixture
 def server(
-    platform: Platform, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    platform: Platform, certificate: DevCertificate, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """fieldsync served over HTTPS by uvicorn in a thread; yields the base URL."""
-    cert_file, key_file = certificate
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_file))
+    cert_file, key_file = certificate.cert, certificate.key
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate.ca))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -126,6 +102,26 @@ def server(
             srv.loop.call_soon_threadsafe(srv.drop_connections)
         thread.join(10)
         sock.close()
+
+
+def test_the_dev_certificate_is_trusted_through_its_authority(
+    server: str, certificate: DevCertificate
+) -> None:
+    port = server.rsplit(":", 1)[1]
+    for host in ("127.0.0.1", "localhost"):
+        trust = ssl.create_default_context(cafile=certificate.ca)
+        with httpx.Client(verify=trust) as http:
+            assert http.get(f"https://{host}:{port}/health").status_code == 200
+    with httpx.Client() as http, pytest.raises(httpx.ConnectError):
+        http.get(f"{server}/health")  # without the authority: refused
+    assert certificate.key.stat().st_mode & 0o077 == 0
+
+
+def test_dev_cert_refuses_a_bad_name(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["dev-cert", "--dir", str(tmp_path), "--name", "a b"])
+    assert result.exit_code == 2
+    assert "neither a host name nor an IP address" in result.output
+    assert not (tmp_path / "key.pem").exists()
 
 
 def client_for(platform: Platform, base_url: str, username: str) -> DataverseClient:
