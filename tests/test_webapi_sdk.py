@@ -24,6 +24,7 @@ from PowerPlatform.Dataverse.models.filters import col
 from PowerPlatform.Dataverse.models.upsert import UpsertItem
 
 from fieldsync.cli import main
+from fieldsync.client import Device
 from fieldsync.config import Settings
 from fieldsync.devcert import DevCertificate
 from fieldsync.platform import Platform
@@ -290,3 +291,176 @@ def test_a_user_sees_only_what_the_security_model_allows(platform: Platform, ser
         with pytest.raises(HttpError) as refused:
             client.tables.create("new_Gadget", {"new_Size": "int"})
         assert refused.value.status_code == 403
+
+
+def test_an_organisation_and_its_offline_profile_set_up_from_the_sdk(
+    admin: DataverseClient,
+    platform: Platform,
+    server: str,
+    certificate: DevCertificate,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Business unit, user with a role, team, offline profile and app, all through the SDK
+    as a System Administrator (so the organisation and profile rules run); the SDK has no
+    call for $ref or bound actions, so those two go through httpx with the same token."""
+    client = admin
+    api = f"{server}/api/data/v9.2"
+    [root] = client.records.list(
+        "businessunit", select=["name"], filter="parentbusinessunitid eq null"
+    )
+    unit = client.records.create(
+        "businessunit",
+        {
+            "name": "North",
+            "parentbusinessunitid@odata.bind": f"/businessunits({root['businessunitid']})",
+        },
+    )
+    [basic] = client.records.list("role", select=["name"], filter=f"name eq '{BASIC_USER}'")
+    user = client.records.create(
+        "systemuser",
+        {
+            "domainname": "tina",
+            "firstname": "Tina",
+            "lastname": "North",
+            "businessunitid@odata.bind": f"/businessunits({unit})",
+            "systemuserroles_association@odata.bind": [f"/roles({basic['roleid']})"],
+        },
+    )
+    team = client.records.create(
+        "team",
+        {"name": "North technicians", "businessunitid@odata.bind": f"/businessunits({unit})"},
+    )
+    _, secret = platform.auth.create_api_token(platform.org.user_id("admin"), "ref")
+    trust = ssl.create_default_context(cafile=certificate.ca)
+    with httpx.Client(verify=trust, headers={"Authorization": f"Bearer {secret}"}) as http:
+        added = http.post(
+            f"{api}/teams({team})/teammembership_association/$ref",
+            json={"@odata.id": f"{api}/systemusers({user})"},
+        )
+        assert added.status_code == 204, added.text
+        again = http.post(
+            f"{api}/teams({team})/teammembership_association/$ref",
+            json={"@odata.id": f"{api}/systemusers({user})"},
+        )
+        assert again.status_code == 412
+        wrong = http.post(
+            f"{api}/teams({team})/teammembership_association/$ref",
+            json={"@odata.id": f"{api}/roles({basic['roleid']})"},
+        )
+        assert wrong.status_code == 400
+
+        profile = client.records.create("mobileofflineprofile", {"name": "North field"})
+        on_profile = f"/mobileofflineprofiles({profile})"
+        client.records.create(
+            "mobileofflineprofileitem",
+            {
+                "name": "Work orders",
+                "regardingobjectid@odata.bind": on_profile,
+                "selectedentitytypecode": "workorder",
+                "recorddistributioncriteria": 2,
+                "recordsownedbyme": True,
+                "recordsownedbymyteam": True,
+            },
+        )
+        accounts = client.records.create(
+            "mobileofflineprofileitem",
+            {
+                "name": "Accounts",
+                "regardingobjectid@odata.bind": on_profile,
+                "selectedentitytypecode": "account",
+                "recorddistributioncriteria": 0,
+            },
+        )
+        client.records.create(
+            "mobileofflineprofileitemassociation",
+            {
+                "name": "Accounts of work orders",
+                "mobileofflineprofileitemid@odata.bind": f"/mobileofflineprofileitems({accounts})",
+                "selectedrelationshipsschema": "account_workorder_serviceaccountid",
+            },
+        )
+        with pytest.raises(HttpError) as refused:  # the profile rules run on every save
+            client.records.create(
+                "mobileofflineprofileitem",
+                {
+                    "regardingobjectid@odata.bind": on_profile,
+                    "selectedentitytypecode": "workorder",
+                    "recorddistributioncriteria": 1,
+                },
+            )
+        assert refused.value.status_code == 400
+        client.records.create(
+            "appmodule",
+            {
+                "name": "North field",
+                "uniquename": "northfield",
+                "canbeusedoffline": True,
+                "mobileofflineprofileid@odata.bind": on_profile,
+            },
+        )
+        action = "Microsoft.Dynamics.CRM.PublishMobileOfflineProfile"
+        published = http.post(f"{api}/mobileofflineprofiles({profile})/{action}")
+        assert published.status_code == 200, published.text
+        assert published.json()["Version"] == 1
+        assert sorted(published.json()["Tables"]) == ["account", "workorder"]
+
+    account = client.records.create(
+        "account", {"name": "Fjord Farms", "ownerid@odata.bind": f"/teams({team})"}
+    )
+    mine = client.records.create(
+        "workorder",
+        {
+            "name": "WO-1",
+            "ownerid@odata.bind": f"/teams({team})",
+            "serviceaccountid@odata.bind": f"/accounts({account})",
+        },
+    )
+    client.records.create(
+        "workorder", {"name": "WO-2", "serviceaccountid@odata.bind": f"/accounts({account})"}
+    )  # the administrator's own
+
+    # the identity provider's part: the user signs in with a password
+    platform.auth.set_password(platform.org.user_id("tina"), "north password 1")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.ca))
+    device = Device.login(
+        tmp_path / "tina",
+        server=server,
+        username="tina",
+        password="north password 1",
+        app="northfield",
+    )
+    try:
+        device.sync()
+        assert [r["workorderid"] for r in device.query("workorder")] == [mine]
+        assert [r["name"] for r in device.query("account")] == ["Fjord Farms"]
+    finally:
+        device.close()
+    assert list(client.records.list("syncerror", select=["name", "errorcode"])) == []
+
+    with client_for(platform, server, "tina") as tina:
+        with pytest.raises(HttpError) as not_hers:
+            tina.records.create("mobileofflineprofile", {"name": "Mine"})
+        assert not_hers.value.status_code == 403
+    [admin_role] = client.records.list(
+        "role", select=["name"], filter=f"name eq '{SYSTEM_ADMINISTRATOR}'"
+    )
+    _, tina_secret = platform.auth.create_api_token(platform.org.user_id("tina"), "ref")
+    with httpx.Client(verify=trust, headers={"Authorization": f"Bearer {tina_secret}"}) as http:
+        promoted = http.post(
+            f"{api}/systemusers({user})/systemuserroles_association/$ref",
+            json={"@odata.id": f"{api}/roles({admin_role['roleid']})"},
+        )
+        assert promoted.status_code in (403, 404)
+    with httpx.Client(verify=trust, headers={"Authorization": f"Bearer {secret}"}) as http:
+        patched = http.patch(
+            f"{api}/systemusers({user})",
+            json={"systemuserroles_association@odata.bind": [f"/roles({admin_role['roleid']})"]},
+        )
+        assert patched.status_code == 400
+        removed = http.delete(f"{api}/teams({team})/teammembership_association({user})/$ref")
+        assert removed.status_code == 204
+        gone = http.delete(f"{api}/teams({team})/teammembership_association({user})/$ref")
+        assert gone.status_code == 404
+    held = platform.records.retrieve_multiple("systemuserroles", columns=["systemuserid", "roleid"])
+    assert [str(r["roleid"]) for r in held if str(r["systemuserid"]) == user] == [basic["roleid"]]
