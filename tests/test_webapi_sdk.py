@@ -464,3 +464,41 @@ def test_an_organisation_and_its_offline_profile_set_up_from_the_sdk(
         assert gone.status_code == 404
     held = platform.records.retrieve_multiple("systemuserroles", columns=["systemuserid", "roleid"])
     assert [str(r["roleid"]) for r in held if str(r["systemuserid"]) == user] == [basic["roleid"]]
+
+
+def test_files_upload_small_and_chunked_then_read_back(
+    admin: DataverseClient,
+    platform: Platform,
+    server: str,
+    certificate: DevCertificate,
+    tmp_path: Path,
+) -> None:
+    client = admin
+    account = client.records.create("account", {"name": "Files"})
+    first = client.records.create(
+        "workorder", {"name": "WO-F1", "serviceaccountid@odata.bind": f"/accounts({account})"}
+    )
+    second = client.records.create(
+        "workorder", {"name": "WO-F2", "serviceaccountid@odata.bind": f"/accounts({account})"}
+    )
+    small, large = tmp_path / "report.pdf", tmp_path / "big.pdf"
+    small.write_bytes(b"%PDF-1.7 small report")
+    large.write_bytes(bytes(range(256)) * 20_000)  # 5 MB: more than one chunk
+    client.files.upload("workorder", first, "servicereport", str(small), mode="small")
+    client.files.upload(
+        "workorder", second, "servicereport", str(large), mode="chunk", mime_type="application/pdf"
+    )
+    with pytest.raises(HttpError) as occupied:  # If-None-Match: null on a full column
+        client.files.upload("workorder", first, "servicereport", str(small), mode="small")
+    assert occupied.value.status_code == 412
+    client.files.upload(
+        "workorder", first, "servicereport", str(large), mode="chunk", if_none_match=False
+    )
+    _, secret = platform.auth.create_api_token(platform.org.user_id("admin"), "files")
+    trust = ssl.create_default_context(cafile=certificate.ca)
+    with httpx.Client(verify=trust, headers={"Authorization": f"Bearer {secret}"}) as http:
+        for rid in (first, second):
+            got = http.get(f"{server}/api/data/v9.2/workorders({rid})/servicereport/$value")
+            assert got.status_code == 200
+            assert got.content == large.read_bytes()
+            assert got.headers["x-ms-file-name"] == large.name
