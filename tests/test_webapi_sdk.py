@@ -5,28 +5,28 @@ REQUESTS_CA_BUNDLE, and a fieldsync API token handed over by a static credential
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from azure.core.credentials import AccessToken
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from click.testing import CliRunner
 from PowerPlatform.Dataverse.client import DataverseClient
 from PowerPlatform.Dataverse.core.errors import HttpError
 from PowerPlatform.Dataverse.models.filters import col
 from PowerPlatform.Dataverse.models.upsert import UpsertItem
 
+from fieldsync.cli import main
+from fieldsync.client import Device
 from fieldsync.config import Settings
+from fieldsync.devcert import DevCertificate
 from fieldsync.platform import Platform
 from fieldsync.security.roles import BASIC_USER, SYSTEM_ADMINISTRATOR
 from fieldsync.server.app import create_app
@@ -43,39 +43,16 @@ class StaticTokenCredential:
 
 
 @pytest.fixture(scope="session")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 and localhost, and its key."""
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> DevCertificate:
+    """What ``fieldsync dev-cert`` writes: a local authority and a certificate it signed for
+    127.0.0.1 and localhost."""
     folder = tmp_path_factory.mktemp("tls")
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fieldsync test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
+    result = CliRunner().invoke(main, ["dev-cert", "--dir", str(folder)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "--ssl-certfile" in result.output
+    assert "REQUESTS_CA_BUNDLE" in result.output
+    assert "SSL_CERT_FILE" in result.output
+    return DevCertificate(folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
 
 
 class _Server(uvicorn.Server):
@@ -96,11 +73,11 @@ class _Server(uvicorn.Server):
 
 @pytest.fixture
 def server(
-    platform: Platform, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    platform: Platform, certificate: DevCertificate, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[str]:
     """fieldsync served over HTTPS by uvicorn in a thread; yields the base URL."""
-    cert_file, key_file = certificate
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_file))
+    cert_file, key_file = certificate.cert, certificate.key
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certificate.ca))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -126,6 +103,26 @@ def server(
             srv.loop.call_soon_threadsafe(srv.drop_connections)
         thread.join(10)
         sock.close()
+
+
+def test_the_dev_certificate_is_trusted_through_its_authority(
+    server: str, certificate: DevCertificate
+) -> None:
+    port = server.rsplit(":", 1)[1]
+    for host in ("127.0.0.1", "localhost"):
+        trust = ssl.create_default_context(cafile=certificate.ca)
+        with httpx.Client(verify=trust) as http:
+            assert http.get(f"https://{host}:{port}/health").status_code == 200
+    with httpx.Client() as http, pytest.raises(httpx.ConnectError):
+        http.get(f"{server}/health")  # without the authority: refused
+    assert certificate.key.stat().st_mode & 0o077 == 0
+
+
+def test_dev_cert_refuses_a_bad_name(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["dev-cert", "--dir", str(tmp_path), "--name", "a b"])
+    assert result.exit_code == 2
+    assert "neither a host name nor an IP address" in result.output
+    assert not (tmp_path / "key.pem").exists()
 
 
 def client_for(platform: Platform, base_url: str, username: str) -> DataverseClient:
@@ -294,3 +291,214 @@ def test_a_user_sees_only_what_the_security_model_allows(platform: Platform, ser
         with pytest.raises(HttpError) as refused:
             client.tables.create("new_Gadget", {"new_Size": "int"})
         assert refused.value.status_code == 403
+
+
+def test_an_organisation_and_its_offline_profile_set_up_from_the_sdk(
+    admin: DataverseClient,
+    platform: Platform,
+    server: str,
+    certificate: DevCertificate,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Business unit, user with a role, team, offline profile and app, all through the SDK
+    as a System Administrator (so the organisation and profile rules run); the SDK has no
+    call for $ref or bound actions, so those two go through httpx with the same token."""
+    client = admin
+    api = f"{server}/api/data/v9.2"
+    [root] = client.records.list(
+        "businessunit", select=["name"], filter="parentbusinessunitid eq null"
+    )
+    unit = client.records.create(
+        "businessunit",
+        {
+            "name": "North",
+            "parentbusinessunitid@odata.bind": f"/businessunits({root['businessunitid']})",
+        },
+    )
+    [basic] = client.records.list("role", select=["name"], filter=f"name eq '{BASIC_USER}'")
+    user = client.records.create(
+        "systemuser",
+        {
+            "domainname": "tina",
+            "firstname": "Tina",
+            "lastname": "North",
+            "businessunitid@odata.bind": f"/businessunits({unit})",
+            "systemuserroles_association@odata.bind": [f"/roles({basic['roleid']})"],
+        },
+    )
+    team = client.records.create(
+        "team",
+        {"name": "North technicians", "businessunitid@odata.bind": f"/businessunits({unit})"},
+    )
+    _, secret = platform.auth.create_api_token(platform.org.user_id("admin"), "ref")
+    trust = ssl.create_default_context(cafile=certificate.ca)
+    with httpx.Client(verify=trust, headers={"Authorization": f"Bearer {secret}"}) as http:
+        added = http.post(
+            f"{api}/teams({team})/teammembership_association/$ref",
+            json={"@odata.id": f"{api}/systemusers({user})"},
+        )
+        assert added.status_code == 204, added.text
+        again = http.post(
+            f"{api}/teams({team})/teammembership_association/$ref",
+            json={"@odata.id": f"{api}/systemusers({user})"},
+        )
+        assert again.status_code == 412
+        wrong = http.post(
+            f"{api}/teams({team})/teammembership_association/$ref",
+            json={"@odata.id": f"{api}/roles({basic['roleid']})"},
+        )
+        assert wrong.status_code == 400
+
+        profile = client.records.create("mobileofflineprofile", {"name": "North field"})
+        on_profile = f"/mobileofflineprofiles({profile})"
+        client.records.create(
+            "mobileofflineprofileitem",
+            {
+                "name": "Work orders",
+                "regardingobjectid@odata.bind": on_profile,
+                "selectedentitytypecode": "workorder",
+                "recorddistributioncriteria": 2,
+                "recordsownedbyme": True,
+                "recordsownedbymyteam": True,
+            },
+        )
+        accounts = client.records.create(
+            "mobileofflineprofileitem",
+            {
+                "name": "Accounts",
+                "regardingobjectid@odata.bind": on_profile,
+                "selectedentitytypecode": "account",
+                "recorddistributioncriteria": 0,
+            },
+        )
+        client.records.create(
+            "mobileofflineprofileitemassociation",
+            {
+                "name": "Accounts of work orders",
+                "mobileofflineprofileitemid@odata.bind": f"/mobileofflineprofileitems({accounts})",
+                "selectedrelationshipsschema": "account_workorder_serviceaccountid",
+            },
+        )
+        with pytest.raises(HttpError) as refused:  # the profile rules run on every save
+            client.records.create(
+                "mobileofflineprofileitem",
+                {
+                    "regardingobjectid@odata.bind": on_profile,
+                    "selectedentitytypecode": "workorder",
+                    "recorddistributioncriteria": 1,
+                },
+            )
+        assert refused.value.status_code == 400
+        client.records.create(
+            "appmodule",
+            {
+                "name": "North field",
+                "uniquename": "northfield",
+                "canbeusedoffline": True,
+                "mobileofflineprofileid@odata.bind": on_profile,
+            },
+        )
+        action = "Microsoft.Dynamics.CRM.PublishMobileOfflineProfile"
+        published = http.post(f"{api}/mobileofflineprofiles({profile})/{action}")
+        assert published.status_code == 200, published.text
+        assert published.json()["Version"] == 1
+        assert sorted(published.json()["Tables"]) == ["account", "workorder"]
+
+    account = client.records.create(
+        "account", {"name": "Fjord Farms", "ownerid@odata.bind": f"/teams({team})"}
+    )
+    mine = client.records.create(
+        "workorder",
+        {
+            "name": "WO-1",
+            "ownerid@odata.bind": f"/teams({team})",
+            "serviceaccountid@odata.bind": f"/accounts({account})",
+        },
+    )
+    client.records.create(
+        "workorder", {"name": "WO-2", "serviceaccountid@odata.bind": f"/accounts({account})"}
+    )  # the administrator's own
+
+    # the identity provider's part: the user signs in with a password
+    platform.auth.set_password(platform.org.user_id("tina"), "north password 1")
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.ca))
+    device = Device.login(
+        tmp_path / "tina",
+        server=server,
+        username="tina",
+        password="north password 1",
+        app="northfield",
+    )
+    try:
+        device.sync()
+        assert [r["workorderid"] for r in device.query("workorder")] == [mine]
+        assert [r["name"] for r in device.query("account")] == ["Fjord Farms"]
+    finally:
+        device.close()
+    assert list(client.records.list("syncerror", select=["name", "errorcode"])) == []
+
+    with client_for(platform, server, "tina") as tina:
+        with pytest.raises(HttpError) as not_hers:
+            tina.records.create("mobileofflineprofile", {"name": "Mine"})
+        assert not_hers.value.status_code == 403
+    [admin_role] = client.records.list(
+        "role", select=["name"], filter=f"name eq '{SYSTEM_ADMINISTRATOR}'"
+    )
+    _, tina_secret = platform.auth.create_api_token(platform.org.user_id("tina"), "ref")
+    with httpx.Client(verify=trust, headers={"Authorization": f"Bearer {tina_secret}"}) as http:
+        promoted = http.post(
+            f"{api}/systemusers({user})/systemuserroles_association/$ref",
+            json={"@odata.id": f"{api}/roles({admin_role['roleid']})"},
+        )
+        assert promoted.status_code in (403, 404)
+    with httpx.Client(verify=trust, headers={"Authorization": f"Bearer {secret}"}) as http:
+        patched = http.patch(
+            f"{api}/systemusers({user})",
+            json={"systemuserroles_association@odata.bind": [f"/roles({admin_role['roleid']})"]},
+        )
+        assert patched.status_code == 400
+        removed = http.delete(f"{api}/teams({team})/teammembership_association({user})/$ref")
+        assert removed.status_code == 204
+        gone = http.delete(f"{api}/teams({team})/teammembership_association({user})/$ref")
+        assert gone.status_code == 404
+    held = platform.records.retrieve_multiple("systemuserroles", columns=["systemuserid", "roleid"])
+    assert [str(r["roleid"]) for r in held if str(r["systemuserid"]) == user] == [basic["roleid"]]
+
+
+def test_files_upload_small_and_chunked_then_read_back(
+    admin: DataverseClient,
+    platform: Platform,
+    server: str,
+    certificate: DevCertificate,
+    tmp_path: Path,
+) -> None:
+    client = admin
+    account = client.records.create("account", {"name": "Files"})
+    first = client.records.create(
+        "workorder", {"name": "WO-F1", "serviceaccountid@odata.bind": f"/accounts({account})"}
+    )
+    second = client.records.create(
+        "workorder", {"name": "WO-F2", "serviceaccountid@odata.bind": f"/accounts({account})"}
+    )
+    small, large = tmp_path / "report.pdf", tmp_path / "big.pdf"
+    small.write_bytes(b"%PDF-1.7 small report")
+    large.write_bytes(bytes(range(256)) * 20_000)  # 5 MB: more than one chunk
+    client.files.upload("workorder", first, "servicereport", str(small), mode="small")
+    client.files.upload(
+        "workorder", second, "servicereport", str(large), mode="chunk", mime_type="application/pdf"
+    )
+    with pytest.raises(HttpError) as occupied:  # If-None-Match: null on a full column
+        client.files.upload("workorder", first, "servicereport", str(small), mode="small")
+    assert occupied.value.status_code == 412
+    client.files.upload(
+        "workorder", first, "servicereport", str(large), mode="chunk", if_none_match=False
+    )
+    _, secret = platform.auth.create_api_token(platform.org.user_id("admin"), "files")
+    trust = ssl.create_default_context(cafile=certificate.ca)
+    with httpx.Client(verify=trust, headers={"Authorization": f"Bearer {secret}"}) as http:
+        for rid in (first, second):
+            got = http.get(f"{server}/api/data/v9.2/workorders({rid})/servicereport/$value")
+            assert got.status_code == 200
+            assert got.content == large.read_bytes()
+            assert got.headers["x-ms-file-name"] == large.name

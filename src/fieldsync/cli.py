@@ -134,6 +134,32 @@ def serve(
     )
 
 
+@main.command("dev-cert")
+@click.option(
+    "--dir",
+    "folder",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Where to write ca.pem, cert.pem and key.pem.",
+)
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    help="A host name or IP address the certificate covers (repeatable; "
+    "default localhost, 127.0.0.1 and ::1).",
+)
+@click.option("--days", type=int, default=825, show_default=True, help="How long it lasts.")
+def dev_cert(folder: str, names: tuple[str, ...], days: int) -> None:
+    """Make a local certificate authority and a server certificate for development HTTPS."""
+    from pathlib import Path
+
+    from fieldsync.devcert import DEFAULT_NAMES, instructions, make_dev_certificate
+
+    made = make_dev_certificate(Path(folder), names or DEFAULT_NAMES, days)
+    click.echo(instructions(made))
+
+
 @main.command()
 @database_options
 def upgrade(data_dir: str | None, database_url: str | None) -> None:

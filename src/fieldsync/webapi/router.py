@@ -28,7 +28,7 @@ from fieldsync.schema.builtin import ORGANIZATION_ID
 from fieldsync.schema.model import Table
 from fieldsync.server.auth import authenticate
 from fieldsync.server.responses import JSON
-from fieldsync.webapi import batch, files, metadata, reading, writing
+from fieldsync.webapi import batch, files, links, metadata, reading, writing
 from fieldsync.webapi.message import MAX_BODY, Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX, Segment, parse_path
 
@@ -151,6 +151,11 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
         raise NotImplementedHere(f"the action {action} is not supported")
     if head.key is None or (head.key.pairs is None and head.key.value is None):
         raise BadRequest(f"{req.path[:80]!r}: name one row, {table.entity_set_name}(<id>)")
+    if len(segments) == 3 and segments[2].name == "$ref" and segments[2].key is None:
+        return links.ref(call, req, table, segments)
+    if len(segments) == 2 and segments[1].name == ACTIONS + links.PUBLISH_PROFILE:
+        _post_only(method, links.PUBLISH_PROFILE)
+        return links.publish_profile(call, req, table, head.key)
     if len(segments) > 1:
         raise NotImplementedHere(
             f"{segments[1].name!r}: properties, navigation and file columns of a row are not "

@@ -15,6 +15,7 @@ from fieldsync.query.ast import Condition, Node, Op, Query, all_of, any_of, is_i
 from fieldsync.schema.model import ColumnType, Schema, Table
 from fieldsync.schema.values import make_coercer
 from fieldsync.types import EntityRef, RecordId
+from fieldsync.webapi import links
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX, Key, etag, etag_version, parse_path
 from fieldsync.webapi.reading import exists, find, representation, run
@@ -73,6 +74,7 @@ def to_values(call: Call, table: Table, body: Any) -> dict[str, Any]:
     """A JSON entity as column values for the records service."""
     if not isinstance(body, dict):
         raise BadRequest(f"a {table.name} row must be a JSON object")
+    links.refuse_associations(call, table, body)
     out: dict[str, Any] = {}
     for key, value in body.items():
         if key.startswith("@odata."):
@@ -128,9 +130,19 @@ def _check_etag(header: str, table: Table, row: dict[str, Any]) -> None:
 
 
 def create(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
-    values = to_values(call, table, req.json())
+    """One row; many-to-many ``@odata.bind`` arrays link it in the same transaction."""
+    body, associations = links.split_associations(call, table, req.json())
+    values = to_values(call, table, body)
+    targets = []
+    for name, url in associations:
+        rel, other = links.navigation_of(call, table, name)
+        targets.append((rel, links.other_row(call, url, other)))
+    records = call.platform.records
     with call.writing() as conn:
-        rid = call.platform.records.create(table.name, values, caller=call.caller, conn=conn)
+        rid = records.create(table.name, values, caller=call.caller, conn=conn)
+        for rel, other_id in targets:
+            first, second = links.pair(rel, table, rid, other_id)
+            records.associate(rel.name, first, second, caller=call.caller, conn=conn)
         return written(call, conn, req, table, rid, created=True)
 
 
