@@ -40,6 +40,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/security.py
 	$(PY) bench/query.py
 	$(PY) bench/sync.py
+	$(PY) bench/webapi.py
 	$(PY) bench/load.py
 	$(PY) bench/files.py
 

@@ -103,12 +103,15 @@ def add_accounts(p: Any, start: int, stop: int, owner: Any) -> None:
 class Server:
     """``fieldsync serve`` in a child process on a loopback port."""
 
-    def __init__(self, url: str, plugin: str | None = None) -> None:
+    def __init__(self, url: str, plugin: str | None = None, tls: Any = None) -> None:
         self.port = free_port()
+        self.scheme = "https" if tls is not None else "http"
         args = [sys.executable, "-m", "fieldsync.cli", "serve", "--database", url]
         args += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
         if plugin:
             args += ["--plugin", plugin]
+        if tls is not None:
+            args += ["--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)]
         env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
@@ -123,7 +126,7 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self.proc.terminate()
