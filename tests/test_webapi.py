@@ -246,3 +246,42 @@ def test_prefer_splits_outside_quotes() -> None:
     assert prefer["odata.maxpagesize"] == "50"
     assert prefer["odata.include-annotations"].count(",") == 1
     assert split_outside_quotes("a='x,y',b=(1,2),c", ",") == ["a='x,y'", "b=(1,2)", "c"]
+
+
+async def test_relationship_definitions_refuse_bad_input_and_non_administrators(
+    api: httpx.AsyncClient, platform: Platform
+) -> None:
+    org = platform.org
+    org.user("maker", roles=[org.role_id(BASIC_USER)])
+    _, secret = platform.auth.create_api_token(org.user_id("maker"), "t")
+    lookup = {
+        "@odata.type": "Microsoft.Dynamics.CRM.OneToManyRelationshipMetadata",
+        "SchemaName": "account_contact_new_Other",
+        "ReferencedEntity": "account",
+        "ReferencingEntity": "contact",
+        "Lookup": {"SchemaName": "new_Other", "DisplayName": {"LocalizedLabels": []}},
+    }
+    r = await api.post(
+        API + "RelationshipDefinitions", json=lookup, headers={"Authorization": f"Bearer {secret}"}
+    )
+    assert r.status_code == 403
+    for bad in (
+        {**lookup, "@odata.type": "Microsoft.Dynamics.CRM.Nothing"},
+        {**lookup, "ReferencedEntity": "nosuch"},
+        {**lookup, "Lookup": {"SchemaName": "Bad Name!"}},
+        {**lookup, "Lookup": None},
+    ):
+        r = await api.post(API + "RelationshipDefinitions", json=bad)
+        assert 400 <= r.status_code < 500, r.text
+        assert "new_other" not in platform.store.schema.table("contact").columns
+    r = await api.get(API + "RelationshipDefinitions?$filter=name eq 'x'")
+    assert r.status_code == 400
+    r = await api.post(API + "RelationshipDefinitions", json=lookup)
+    assert r.status_code == 204
+    r = await api.get(
+        API + "RelationshipDefinitions?$filter=SchemaName eq 'ACCOUNT_contact_new_other'"
+    )
+    [found] = r.json()["value"]
+    assert found["ReferencingAttribute"] == "new_other"
+    r = await api.delete(API + f"RelationshipDefinitions({found['MetadataId']})")
+    assert r.status_code == 501

@@ -502,3 +502,36 @@ def test_files_upload_small_and_chunked_then_read_back(
             assert got.status_code == 200
             assert got.content == large.read_bytes()
             assert got.headers["x-ms-file-name"] == large.name
+
+
+def test_relationships_from_the_sdk(admin: DataverseClient, platform: Platform) -> None:
+    from PowerPlatform.Dataverse.models.relationship import ManyToManyRelationshipMetadata
+
+    client = admin
+    client.tables.create("new_Visit", {"new_Minutes": "int"})
+    lookup = client.tables.create_lookup_field(
+        referencing_table="new_visit",
+        lookup_field_name="new_AccountId",
+        referenced_table="account",
+        display_name="Account",
+    )
+    found = client.tables.get_relationship("account_new_visit_new_AccountId")
+    assert found is not None
+    assert found.relationship_id == lookup.relationship_id
+    assert found.referencing_entity == "new_visit"
+    account = client.records.create("account", {"name": "Visited"})
+    visit = client.records.create(
+        "new_visit", {"new_name": "First", "new_accountid@odata.bind": f"/accounts({account})"}
+    )
+    row = client.records.retrieve("new_visit", visit, select=["_new_accountid_value"])
+    assert row["_new_accountid_value"] == account
+    many = client.tables.create_many_to_many_relationship(
+        ManyToManyRelationshipMetadata(
+            schema_name="new_visit_contact",
+            entity1_logical_name="new_visit",
+            entity2_logical_name="contact",
+        )
+    )
+    assert many.relationship_id
+    assert "new_visit_contact" in platform.store.schema.relationships
+    assert client.tables.get_relationship("no_such_relationship") is None

@@ -28,7 +28,7 @@ from fieldsync.schema.builtin import ORGANIZATION_ID
 from fieldsync.schema.model import Table
 from fieldsync.server.auth import authenticate
 from fieldsync.server.responses import JSON
-from fieldsync.webapi import batch, files, links, metadata, reading, writing
+from fieldsync.webapi import batch, files, links, metadata, reading, relationships, writing
 from fieldsync.webapi.message import MAX_BODY, Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX, Segment, parse_path
 
@@ -126,7 +126,15 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
     if name in ("BulkDelete", f"{ACTIONS}BulkDelete") and len(segments) == 1:
         _post_only(method, name)
         return writing.bulk_delete(call, req)
-    if name in ("RelationshipDefinitions", "RetrieveMetadataChanges", "GlobalOptionSetDefinitions"):
+    if name == "RelationshipDefinitions":
+        if call.conn is not None and method != "GET":
+            raise BadRequest("relationship changes cannot be part of a change set")
+        if method == "GET" and len(segments) == 1:
+            return relationships.get(call, req, segments)
+        if method == "POST" and len(segments) == 1 and head.key is None:
+            return relationships.create(call, req)
+        raise NotImplementedHere(f"{method} on RelationshipDefinitions is not supported yet")
+    if name in ("RetrieveMetadataChanges", "GlobalOptionSetDefinitions"):
         raise NotImplementedHere(f"{name} is not supported yet")
     table = _table(call, head)
     if len(segments) == 1 and head.key is None:
