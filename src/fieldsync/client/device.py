@@ -201,7 +201,7 @@ class Device:
 
     @property
     def handshake_data(self) -> dict[str, Any]:
-        data = self.replica.get_state("handshake")
+        data = self.replica.handshake
         if not data:
             raise DeviceError("this device is not set up: log in first")
         found: dict[str, Any] = data
@@ -585,7 +585,7 @@ class Device:
     @property
     def classic(self) -> bool:
         """The app is in classic offline mode: reads go to the server when it answers."""
-        data = self.replica.get_state("handshake") or {}
+        data = self.replica.handshake or {}
         return int((data.get("app") or {}).get("mode", 0)) == 1
 
     def _query_online(
@@ -695,7 +695,7 @@ class Device:
             state = "NotConnectedWithWarning"
         else:
             state = "NotConnected"
-        handshake = self.replica.get_state("handshake") or {}
+        handshake = self.replica.handshake or {}
         return Status(
             connected=connected,
             metered=connected and not self.network.wifi(),
@@ -726,7 +726,7 @@ class Device:
             self._notify()
             try:
                 try:
-                    before = (self.replica.get_state("handshake") or {}).get("profile")
+                    before = (self.replica.handshake or {}).get("profile")
                     answer = self.handshake()
                 except ServerError as exc:
                     if isinstance(exc, AccessRemoved) or exc.status in (403, 404):
@@ -973,7 +973,7 @@ class Device:
         the app allows it; frequency 0 means no automatic sync). Wi-Fi only holds everything
         back on a metered network."""
         now = now or dt.datetime.now(dt.UTC)
-        handshake = self.replica.get_state("handshake")
+        handshake = self.replica.handshake
         if not handshake or not self.may_sync_automatically():
             return []
         settings = self.settings()
@@ -994,7 +994,7 @@ class Device:
         """Whether automatic sync may run now: a network, not a metered one when the user
         chose Wi-Fi only (and the app allows that choice), and a frequency other than "no
         automatic sync" (when the app lets users choose). Sync on demand is always allowed."""
-        handshake = self.replica.get_state("handshake")
+        handshake = self.replica.handshake
         if not handshake or not self.network.connected():
             return False
         settings = self.settings()

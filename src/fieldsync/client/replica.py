@@ -182,6 +182,7 @@ class Replica:
         self.schema = Schema()
         self.sql: dict[str, sa.Table] = {}
         self.columns: dict[str, tuple[str, ...]] = {}
+        self.handshake: dict[str, Any] | None = None  # the stored handshake, read-only
         self._load()
 
     def close(self) -> None:
@@ -235,6 +236,7 @@ class Replica:
     def _load(self) -> None:
         """Build the SQL tables of the stored handshake's profile tables."""
         handshake = self.get_state("handshake")
+        self.handshake = handshake or None
         self.schema = Schema()
         self.sql = {}
         self.columns = {}
@@ -251,7 +253,7 @@ class Replica:
         """Take a handshake's tables: create new ones, drop ones no longer in the profile,
         rebuild ones whose definition changed (their cursors restart). Returns the tables
         that were reset."""
-        old = self.get_state("handshake") or {"tables": [], "columns": {}}
+        old = self.handshake or {"tables": [], "columns": {}}
         before = {t["name"]: t for t in old["tables"]}
         after = {t["name"]: t for t in handshake["tables"]}
         reset: list[str] = []

@@ -24,9 +24,10 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from fieldsync.errors import BadRequest, NotFound, PayloadTooLarge, RangeNotSatisfiable
+from fieldsync.errors import BadRequest, NotFound, RangeNotSatisfiable
 from fieldsync.files.service import FileInfo, Files
 from fieldsync.server.auth import Principal
+from fieldsync.server.bodies import read_body
 from fieldsync.server.responses import JSON
 from fieldsync.sync.files import FileGrants
 
@@ -85,20 +86,6 @@ def parse_digest(header: str | None) -> bytes | None:
                 raise BadRequest("a sha-256 Content-Digest has 32 bytes")
             return raw
     raise BadRequest("the Content-Digest must carry sha-256")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"a request carries at most {limit} bytes here")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"a request carries at most {limit} bytes here")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def blob_response(

@@ -9,12 +9,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from fieldsync.errors import BadRequest, PayloadTooLarge
+from fieldsync.errors import BadRequest
 from fieldsync.server.auth import Principal
+from fieldsync.server.bodies import read_json_object
 from fieldsync.server.responses import JSON
 from fieldsync.sync.files import rejected_files
 from fieldsync.sync.service import SyncService
@@ -30,23 +30,7 @@ def service(request: Request) -> SyncService:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY:
-        raise PayloadTooLarge(f"a sync request carries at most {MAX_BODY // 2**20} MB")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise PayloadTooLarge(f"a sync request carries at most {MAX_BODY // 2**20} MB")
-        chunks.append(chunk)
-    try:
-        data = orjson.loads(b"".join(chunks) or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the request body is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return data
+    return await read_json_object(request, MAX_BODY, "a sync request")
 
 
 @router.post("/handshake")

@@ -89,6 +89,7 @@ class ScopePlan:
     profile: PublishedProfile
     tables: dict[str, TablePlan] = field(default_factory=dict)
     order: tuple[str, ...] = ()  # dependencies first
+    _nodes: dict[str, Node] = field(default_factory=dict, repr=False)
 
     def plan(self, table: str) -> TablePlan:
         found = self.tables.get(table)
@@ -97,12 +98,17 @@ class ScopePlan:
         return found
 
     def node(self, table: str) -> Node:
-        """``filter(T) ∪ related(T)``, unbound; the caller's read guard adds ``readable``."""
-        plan = self.plan(table)
-        parts: list[Node] = [plan.filter]
-        for edge in plan.edges:
-            parts.append(self._related(edge))
-        return _simplify_or(parts)
+        """``filter(T) ∪ related(T)``, unbound; the caller's read guard adds ``readable``.
+        Built once per table: a plan is cached per profile version and every download page
+        of every device asks for it."""
+        found = self._nodes.get(table)
+        if found is None:
+            plan = self.plan(table)
+            parts: list[Node] = [plan.filter]
+            for edge in plan.edges:
+                parts.append(self._related(edge))
+            found = self._nodes[table] = _simplify_or(parts)
+        return found
 
     def _related(self, edge: Edge) -> Node:
         inner = self.node(edge.other)

@@ -32,7 +32,8 @@ from fieldsync.errors import BadRequest, MethodNotAllowed, PreconditionFailed
 from fieldsync.files.service import FILE_TYPES, Files
 from fieldsync.schema.model import Column, ColumnType, Schema, Table
 from fieldsync.security.model import SecurityContext
-from fieldsync.server.files import blob_response, parse_content_range, parse_digest, read_body
+from fieldsync.server.bodies import read_body
+from fieldsync.server.files import blob_response, parse_content_range, parse_digest
 from fieldsync.webapi.protocol import parse_path
 
 SLICE = 4 * 1024 * 1024
