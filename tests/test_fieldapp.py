@@ -19,6 +19,7 @@ from fieldsync.fieldapp.app import ACCESS_REMOVED, FieldApp, HomeScreen, StatusB
 from fieldsync.fieldapp.screens import (
     FirstSyncScreen,
     LookupPicker,
+    MultiChoice,
     RecordForm,
     SettingsScreen,
     SyncErrorsScreen,
@@ -112,6 +113,17 @@ def test_offline_edit_waits_then_syncs(world: World) -> None:
         await pilot.press("enter")
         form = app.screen
         assert isinstance(form, RecordForm)
+        await pilot.pause()
+        # the first field has the focus; chosen options carry a mark, not only a colour
+        assert app.focused is form.query_one("#f-name", Input)
+        kinds = form.query_one("#f-incidenttypes", MultiChoice)
+        prompts = [str(kinds.get_option_at_index(i).prompt) for i in range(kinds.option_count)]
+        assert prompts[0] == "  Inspection"
+        kinds.select(1)
+        await pilot.pause()
+        assert str(kinds.get_option_at_index(0).prompt) == "✓ Inspection"
+        kinds.deselect(1)
+        await pilot.pause()
         form.query_one("#f-name", Input).value = "Pump (checked)"
         await pilot.press("ctrl+s")
         await pilot.pause()

@@ -244,7 +244,8 @@ def seed_demo(platform: Platform, *, today: dt.date | None = None) -> str:
     offline = seed_offline(platform, roles)
     made = f"created {', '.join(offline)}" if offline else "already present"
     return (
-        f"{data}\n\nOffline: app {APP_NAME!r} with a published profile ({made}).\n\n"
+        f"{data}\n\n{_row_counts(platform.store)}\n\n"
+        f"Offline: app {APP_NAME!r} with a published profile ({made}).\n\n"
         + _sign_in_report(granted)
     )
 
@@ -706,12 +707,18 @@ def _report(store: Store, conn: sa.Connection, created: dict[str, int]) -> str:
             "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
         )
 
-    lines += ["", "Rows per table:"]
+    return "\n".join(lines)
+
+
+def _row_counts(store: Store) -> str:
+    """Rows per table, counted once everything (the offline set-up too) is written."""
+    lines = ["Rows per table:"]
     width = max(len(name) for name in store.schema.tables)
-    for name in sorted(store.schema.tables):
-        sql = store.sql_table(name)
-        count = conn.execute(sa.select(sa.func.count()).select_from(sql)).scalar_one()
-        lines.append(f"  {name:{width}} {count:>6}")
+    with store.read() as conn:
+        for name in sorted(store.schema.tables):
+            sql = store.sql_table(name)
+            count = conn.execute(sa.select(sa.func.count()).select_from(sql)).scalar_one()
+            lines.append(f"  {name:{width}} {count:>6}")
     return "\n".join(lines)
 
 

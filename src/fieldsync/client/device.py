@@ -903,14 +903,15 @@ class Device:
                 if active:
                     pending = pool.submit(fetch, list(active), following)
                 report.bytes += size
+                shares = _byte_shares(answer["pages"], size)
                 now = dt.datetime.now(dt.UTC).isoformat()
                 try:
-                    for page in answer["pages"]:
+                    for page, share in zip(answer["pages"], shares, strict=True):
                         name = page["table"]
                         self.replica.apply_page(page, now)
                         cursors[name] = page["cursor"]
                         counts[name] += len(page["upserts"])
-                        sizes[name] += size // max(1, len(answer["pages"]))
+                        sizes[name] += share
                         if page["rescope"] and name not in report.rescoped:
                             report.rescoped.append(name)
                         if progress is not None:
@@ -1034,3 +1035,14 @@ def _rid(value: object) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise BadRequest(f"{value!r} is not a record id (a GUID)") from None
+
+
+def _byte_shares(pages: list[dict[str, Any]], size: int) -> list[int]:
+    """Split one response's size between the pages it carried, by the values each page
+    holds (upserted cells and removed ids), so a table of wide rows is not credited with
+    the bytes of a table of narrow ones."""
+    weights = [
+        sum(len(row) for row in page["upserts"]) + len(page["removes"]) + 1 for page in pages
+    ]
+    total = sum(weights)
+    return [size * w // total for w in weights]

@@ -223,6 +223,33 @@ class ConfirmDelete(ModalScreen[bool]):
         self.dismiss(answer)
 
 
+class MultiChoice(SelectionList[int]):
+    """A multi-select whose chosen options carry a check mark in their text, so they differ
+    by more than colour."""
+
+    def __init__(
+        self, options: list[tuple[str, int, bool]], *, id: str, disabled: bool = False
+    ) -> None:
+        self.labels = {value: label for label, value, _ in options}
+        super().__init__(
+            *((self._prompt(label, on), value, on) for label, value, on in options),
+            id=id,
+            disabled=disabled,
+        )
+
+    @staticmethod
+    def _prompt(label: str, chosen: bool) -> str:
+        return f"✓ {label}" if chosen else f"  {label}"
+
+    def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged[int]) -> None:
+        chosen = set(self.selected)
+        for index in range(self.option_count):
+            value = self.get_option_at_index(index).value
+            self.replace_option_prompt_at_index(
+                index, self._prompt(self.labels[value], value in chosen)
+            )
+
+
 class RecordForm(_Screen):
     """One row: a field per column, lookups picked from the replica; save, delete, cancel."""
 
@@ -292,13 +319,21 @@ class RecordForm(_Screen):
             )
         if field.type is T.MULTICHOICE:
             chosen = set(value or [])
-            return SelectionList[int](
-                *((o.label, o.value, o.value in chosen) for o in col.options),
+            return MultiChoice(
+                [(o.label, o.value, o.value in chosen) for o in col.options],
                 id=wid,
                 disabled=disabled,
             )
         text = "" if value is None else forms.show(col, value, self.field_app.names, self.row)
         return Input(text, id=wid, disabled=disabled)
+
+    def on_mount(self) -> None:
+        # the first field that can be changed takes the focus, so typing starts at once
+        for field in self.fields:
+            widget = self.query_one(f"#f-{field.name}")
+            if field.editable and widget.focusable:
+                widget.focus()
+                break
 
     def _lookup_label(self, field: forms.Field, value: tuple[str, str] | None) -> str:
         if value is None:
