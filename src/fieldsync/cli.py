@@ -120,6 +120,11 @@ def serve(
     if bool(ssl_certfile) != bool(ssl_keyfile):
         raise click.UsageError("--ssl-certfile and --ssl-keyfile go together")
     scheme = "https" if ssl_certfile else "http"
+    if settings.metrics_bind:
+        from fieldsync.server.metrics import serve_metrics
+
+        where = serve_metrics(app.state.metrics, settings.metrics_bind)
+        click.echo(f"metrics at http://{where}/metrics")
     click.echo(
         f"fieldsync {__version__} on {settings.database} at "
         f"{scheme}://{settings.host}:{settings.port}"

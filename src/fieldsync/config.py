@@ -72,6 +72,11 @@ class Settings:
     files_orphan_hours: int = setting(
         24, "hours before an unreferenced file or an abandoned upload is removed"
     )
+    metrics_bind: str = setting(
+        "",
+        "host:port to serve Prometheus metrics on without a token, for a scraper on a private "
+        "network (default: only /metrics, for administrators' tokens)",
+    )
 
     @property
     def database(self) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fieldsync import __version__
 from fieldsync.config import Settings
-from fieldsync.errors import FieldsyncError, TooManyRequests, Unauthorized
+from fieldsync.errors import FieldsyncError, Forbidden, TooManyRequests, Unauthorized
 from fieldsync.files.blobs import open_blobs
 from fieldsync.files.service import FileLimits, Files
 from fieldsync.identity.auth import AuthSettings
@@ -26,6 +26,8 @@ from fieldsync.server import auth as auth_routes
 from fieldsync.server import files as files_routes
 from fieldsync.server import live as live_routes
 from fieldsync.server import sync as sync_routes
+from fieldsync.server.auth import Principal
+from fieldsync.server.metrics import Metrics, MetricsMiddleware
 from fieldsync.server.responses import JSON
 from fieldsync.sync.service import SyncService
 from fieldsync.webapi.router import router as webapi_router
@@ -110,6 +112,18 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(files_routes.router)
     app.include_router(webapi_router)
     app.include_router(portal_router)
+    app.state.metrics = metrics = Metrics()
+    metrics.watch(live=lambda: app.state.live.connected, store=store)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    def scrape(ctx: Principal) -> Response:
+        """Prometheus text format, for administrators (or serve it on its own address:
+        ``FIELDSYNC_METRICS_BIND``)."""
+        if not ctx.administrator:
+            raise Forbidden("metrics are for administrators")
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:

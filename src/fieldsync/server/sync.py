@@ -7,6 +7,8 @@ of bounded size (see :mod:`fieldsync.sync.service` for what each one answers).
 from __future__ import annotations
 
 import datetime as dt
+import time
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -15,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from fieldsync.errors import BadRequest
 from fieldsync.server.auth import Principal
 from fieldsync.server.bodies import read_json_object
+from fieldsync.server.metrics import Metrics
 from fieldsync.server.responses import JSON
 from fieldsync.sync.files import rejected_files
 from fieldsync.sync.service import SyncService
@@ -26,6 +29,11 @@ router = APIRouter(prefix="/sync/v1", tags=["sync"])
 
 def service(request: Request) -> SyncService:
     found: SyncService = request.app.state.sync
+    return found
+
+
+def _metrics(request: Request) -> Metrics:
+    found: Metrics = request.app.state.metrics
     return found
 
 
@@ -52,21 +60,26 @@ async def handshake(request: Request, ctx: Principal) -> JSON:
 @router.post("/download")
 async def download(request: Request, ctx: Principal) -> JSON:
     """One page per table named in ``cursors`` (``null`` starts the table from scratch)."""
+    started = time.perf_counter()
     body = await _body(request)
+    metrics = _metrics(request)
     answer = await run_in_threadpool(
-        service(request).download,
+        partial(service(request).download, lag=metrics.lag.observe),
         ctx,
         device=body.get("device"),
         app=body.get("app"),
         cursors=body.get("cursors"),
         limit=body.get("limit", 1000),
     )
-    return JSON(answer)
+    response = JSON(answer)
+    metrics.download(answer, len(response.body), time.perf_counter() - started)
+    return response
 
 
 @router.post("/upload")
 async def upload(request: Request, ctx: Principal) -> JSON:
     """Apply a batch of the device's outbox, in order, at most once per client change id."""
+    started = time.perf_counter()
     body = await _body(request)
     answer = await run_in_threadpool(
         service(request).upload,
@@ -82,6 +95,8 @@ async def upload(request: Request, ctx: Principal) -> JSON:
     )
     if orphans:
         await run_in_threadpool(request.app.state.files.discard, orphans, owner=ctx.user_id)
+    size = int(request.headers.get("content-length") or 0)
+    _metrics(request).upload(answer, size, time.perf_counter() - started)
     return JSON(answer)
 
 

@@ -56,6 +56,7 @@ class TablePage:
     rescope: bool = False  # a re-scope starts with this page: mark what arrives from here
     complete: bool = False  # the re-scope ends with this page: drop every unmarked row
     more: bool = False
+    after: int | None = None  # a delta page: the version the device had (not on the wire)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -233,7 +234,7 @@ class Downloader:
             page = self._snapshot(conn, tp, restart, limit)
             page.rescope = True
             return page
-        page = TablePage(tp.table.name, tp.columns)
+        page = TablePage(tp.table.name, tp.columns, after=cursor.version)
         tracer = _Candidates(self, conn, changes.changes)
         candidates = tracer.affected(tp.table.name)
         pk = tp.table.primary_id

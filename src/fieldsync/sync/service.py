@@ -246,7 +246,10 @@ class SyncService:
         cursors: object,
         limit: object = DEFAULT_PAGE,
         now: dt.datetime | None = None,
+        lag: Callable[[int], None] | None = None,
     ) -> dict[str, Any]:
+        """One page per table named in ``cursors``. ``lag``, when given, is told how many
+        versions behind the newest change the device was (delta pages only)."""
         device_id, app_name = self._device(device), self._app(app)
         if not isinstance(cursors, Mapping):
             raise BadRequest("'cursors' maps each table to download to its cursor (or null)")
@@ -282,6 +285,9 @@ class SyncService:
                 page = dl.page(conn, table, cursors[table], budget)
                 budget -= len(page.upserts) + len(page.removes)
                 pages.append(page)
+            behind = [p.after for p in pages if p.after is not None]
+            if lag is not None and behind:
+                lag(max(0, self.store.current_version(conn) - min(behind)))
         return {
             "profile": {"id": str(access.profile.profile_id), "version": access.profile.version},
             "pages": [p.to_json() for p in pages],
