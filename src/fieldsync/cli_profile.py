@@ -161,3 +161,59 @@ def register(main: click.Group, opener: Opener, database_options: Callable[[Any]
             u, t = _members(p, users, teams)
             removed = p.offline.remove_members(profile_ref, users=u, teams=t)
         click.echo(f"removed {removed}")
+
+    @main.group()
+    def scope() -> None:
+        """What a user's device holds, and why."""
+
+    @scope.command("explain")
+    @click.option("--user", "username", required=True, help="The user (name or id).")
+    @click.option("--app", required=True, help="The app (unique name or id).")
+    @click.option("--table", required=True, help="The table of the row.")
+    @click.option("--id", "record_id", required=True, help="The row's id.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+    @database_options
+    def scope_explain(
+        username: str,
+        app: str,
+        table: str,
+        record_id: str,
+        as_json: bool,
+        data_dir: str | None,
+        database_url: str | None,
+    ) -> None:
+        """Why a row is (or is not) on the user's device for the app's published profile:
+        readable or not and by which path, matched by the download filter or brought in by
+        a relationship. Exits 1 when the row is not in scope."""
+        import uuid
+
+        import orjson
+
+        from fieldsync.security.context import load_context
+        from fieldsync.sync.service import SyncService
+
+        with opener(data_dir, database_url) as p:
+            try:
+                user_id = uuid.UUID(username)
+            except ValueError:
+                user_id = p.org.user_id(username)
+            target = load_context(p.store, user_id)
+            from fieldsync.records.pipeline import SYSTEM
+
+            answer = SyncService(p.records).explain(
+                SYSTEM, app=app, table=table, record_id=record_id, user=target
+            )
+        if as_json:
+            click.echo(orjson.dumps(answer, option=orjson.OPT_INDENT_2).decode())
+        else:
+            verdict = "IN SCOPE" if answer["in_scope"] else "NOT IN SCOPE"
+            click.echo(
+                f"{answer['table']} {answer['id']}: {verdict} for {username} on "
+                f"{answer['app']} (profile {answer['profile']['name']} "
+                f"v{answer['profile']['version']})"
+            )
+            for step in answer["steps"]:
+                mark = "yes" if step["ok"] else "no "
+                click.echo(f"  [{mark}] {step['check']}: {step['detail']}")
+        if not answer["in_scope"]:
+            sys.exit(1)

@@ -32,7 +32,7 @@ The rules, in order of precedence:
 
 from __future__ import annotations
 
-from fieldsync.query.ast import FALSE, TRUE, Node, Shared, any_of, is_in
+from fieldsync.query.ast import TRUE, Node, Shared, any_of, is_in
 from fieldsync.schema.model import Ownership, Table
 from fieldsync.security.model import Depth, Grant, Privilege, SecurityContext
 
@@ -57,21 +57,46 @@ def privilege_filter(ctx: SecurityContext, table: Table, privilege: Privilege) -
     """The rows of ``table`` that ``ctx`` may use ``privilege`` on."""
     if ctx.unrestricted:
         return TRUE
+    return any_of([node for _, node in privilege_paths(ctx, table, privilege)])
+
+
+def privilege_paths(
+    ctx: SecurityContext, table: Table, privilege: Privilege
+) -> list[tuple[str, Node]]:
+    """Each way ``ctx`` reaches rows with ``privilege``, named (``owner``, ``team``,
+    ``businessunit``, ``parentchild``, ``organization``, ``share``, ``hierarchy``), with the
+    rows it reaches: :func:`privilege_filter` is their union, and explanations of scope name
+    the ones a row passes."""
+    if ctx.unrestricted:
+        return [("administrator" if ctx.administrator else "system", TRUE)]
     grants = [g for g in ctx.grants_for(table.name, privilege) if g.depth > Depth.NONE]
     if not grants:
-        return FALSE
-    parts = [_reach(ctx, table, g) for g in grants]
+        return []
+    paths = [(_path_name(ctx, table, g), _reach(ctx, table, g)) for g in grants]
     if table.owned and privilege is not Privilege.CREATE:
         if table.name in ctx.shared_tables:
-            parts.append(Shared(table.name, ctx.principals, int(privilege)))
+            paths.append(("share", Shared(table.name, ctx.principals, int(privilege))))
         h = ctx.hierarchy
         if h.enabled and ctx.reports:
             if privilege is Privilege.READ:
                 below = frozenset().union(*ctx.reports[: h.depth])
-                parts.append(is_in("ownerid", sorted(below)))
+                paths.append(("hierarchy", is_in("ownerid", sorted(below))))
             elif privilege in HIERARCHY_WRITE and h.managers_write:
-                parts.append(is_in("ownerid", sorted(ctx.reports[0])))
-    return any_of(parts)
+                paths.append(("hierarchy", is_in("ownerid", sorted(ctx.reports[0]))))
+    return paths
+
+
+def _path_name(ctx: SecurityContext, table: Table, grant: Grant) -> str:
+    if grant.depth is Depth.ORGANIZATION or table.ownership in (
+        Ownership.NONE,
+        Ownership.ORGANIZATION,
+    ):
+        return "organization"
+    if grant.depth is Depth.PARENT_CHILD:
+        return "parentchild"
+    if grant.depth is Depth.BUSINESS_UNIT or table.ownership is Ownership.BUSINESS:
+        return "businessunit"
+    return "owner" if grant.owner == ctx.user_id else "team"
 
 
 def readable(ctx: SecurityContext, table: Table) -> Node:

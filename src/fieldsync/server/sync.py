@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+import uuid
 from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from fieldsync.errors import BadRequest
+from fieldsync.errors import BadRequest, Forbidden
+from fieldsync.platform import Platform
+from fieldsync.security.context import load_context
 from fieldsync.server.auth import Principal
 from fieldsync.server.bodies import read_json_object
 from fieldsync.server.metrics import Metrics
@@ -98,6 +101,36 @@ async def upload(request: Request, ctx: Principal) -> JSON:
     size = int(request.headers.get("content-length") or 0)
     _metrics(request).upload(answer, size, time.perf_counter() - started)
     return JSON(answer)
+
+
+def _user_id(platform: Platform, user: str) -> uuid.UUID:
+    """A user named by id or by user name."""
+    try:
+        return uuid.UUID(user)
+    except ValueError:
+        return platform.org.user_id(user)
+
+
+@router.get("/explain")
+async def explain(
+    request: Request,
+    ctx: Principal,
+    app: str = "",
+    table: str = "",
+    id: str = "",
+    user: str | None = None,
+) -> JSON:
+    """Why a row is (or is not) on the caller's device for an app, step by step;
+    administrators add ``user`` (an id or a user name) to ask about someone else's."""
+
+    def run() -> dict[str, Any]:
+        platform = request.app.state.platform
+        target = None if user is None else load_context(platform.store, _user_id(platform, user))
+        return service(request).explain(ctx, app=app, table=table, record_id=id, user=target)
+
+    if user is not None and not ctx.administrator:
+        raise Forbidden("only administrators explain another user's device")
+    return JSON(await run_in_threadpool(run))
 
 
 @router.get("/errors")

@@ -106,11 +106,12 @@ class ScopePlan:
             plan = self.plan(table)
             parts: list[Node] = [plan.filter]
             for edge in plan.edges:
-                parts.append(self._related(edge))
+                parts.append(self.related_node(edge))
             found = self._nodes[table] = _simplify_or(parts)
         return found
 
-    def _related(self, edge: Edge) -> Node:
+    def related_node(self, edge: Edge) -> Node:
+        """Rows of ``edge.table`` related to rows in the scope of ``edge.other``."""
         inner = self.node(edge.other)
         other = self.tables[edge.other].table
         mine = self.tables[edge.table].table

@@ -350,6 +350,53 @@ class SyncService:
             )
         return {"results": results}
 
+    def explain(
+        self,
+        ctx: SecurityContext,
+        *,
+        app: object,
+        table: object,
+        record_id: object,
+        user: SecurityContext | None = None,
+        now: dt.datetime | None = None,
+    ) -> dict[str, Any]:
+        """Why a row is (or is not) in the scope of ``user`` (default: the caller) for an
+        app's published profile, step by step. Only administrators ask about another user,
+        and only they hear about a row the user may not read: to anyone else such a row,
+        like a missing one, is not found."""
+        from fieldsync.sync.explain import Explainer
+
+        app_name = self._app(app)
+        if not isinstance(table, str) or not table:
+            raise BadRequest("'table' names a table of the app's offline profile")
+        try:
+            row_id = uuid.UUID(str(record_id))
+        except ValueError:
+            raise BadRequest(f"'id' must be a GUID, not {record_id!r}") from None
+        if user is not None and user.user_id != ctx.user_id and not ctx.unrestricted:
+            raise Forbidden("only administrators explain another user's device")
+        target = user or ctx
+        with self.store.read() as conn:
+            access = self.access(conn, target, app_name)
+            plan = self.plan(access.profile)
+            plan.plan(table)
+            explainer = Explainer(self.records, plan, target, conn, now=now)
+            sql = self.store.sql_table(table)
+            pk = self.store.schema.table(table).primary_id
+            exists = conn.execute(sa.select(sql.c[pk]).where(sql.c[pk] == row_id)).first()
+            hidden = not ctx.unrestricted and (
+                exists is None or not explainer.readable(table, row_id)
+            )
+            if exists is None or hidden:
+                raise NotFound(f"no {table} row {row_id} that you can read")
+            answer = explainer.explain(table, row_id)
+        return {
+            "app": app_name,
+            "user": str(target.user_id),
+            "profile": {"name": access.profile.name, "version": access.profile.version},
+            **answer.to_json(),
+        }
+
     def errors(
         self, ctx: SecurityContext, *, since: dt.datetime | None = None, limit: int = 500
     ) -> list[dict[str, Any]]:
