@@ -26,7 +26,7 @@ from fieldsync.server import auth as auth_routes
 from fieldsync.server import files as files_routes
 from fieldsync.server import live as live_routes
 from fieldsync.server import sync as sync_routes
-from fieldsync.server.responses import JSON
+from fieldsync.server.responses import JSON, HeaderCase
 from fieldsync.sync.service import SyncService
 from fieldsync.webapi.router import router as webapi_router
 
@@ -110,6 +110,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(files_routes.router)
     app.include_router(webapi_router)
     app.include_router(portal_router)
+    app.add_middleware(HeaderCase)
 
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:
