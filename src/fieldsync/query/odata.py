@@ -39,12 +39,15 @@ Navigation properties (``$expand`` and paths in ``$filter``):
   ``owningteam`` are the owner's);
 - collection-valued: a one-to-many relationship's name from the schema, or
   ``<table>_<lookup>`` for any lookup that points at the table (``contact_parentcustomerid``
-  on account: the contacts whose company is the account).
+  on account: the contacts whose company is the account);
+- many-to-many: the relationship's name on both tables (``teammembership_association``), in
+  ``$expand`` only.
 
 Not supported (a QueryError says so): ``$skip`` (page with ``Prefer: odata.maxpagesize``),
-``$apply``, ``$search``, ``$compute``, ``$expand=*``, many-to-many navigation, arithmetic, the
-``in`` and ``has`` operators, the string and date functions other than the three above, and
-the Dataverse query functions without an AST operator (LastWeek, Under, the fiscal ones …).
+``$apply``, ``$search``, ``$compute``, ``$expand=*``, many-to-many paths in ``$filter``,
+arithmetic, the ``in`` and ``has`` operators, the string and date functions other than the
+three above, and the Dataverse query functions without an AST operator (LastWeek, Under, the
+fiscal ones …).
 """
 
 from __future__ import annotations
@@ -431,7 +434,7 @@ def resolve_navigation(
             if not many_to_many:
                 raise QueryError(
                     f"{name!r} is a many-to-many relationship; filtering through it is not "
-                    "supported (expand it, or read {set}(<id>)/" + rel.name + ")"
+                    f"supported (expand it, or read {table.entity_set_name}(<id>)/{rel.name})"
                 )
             other = (
                 rel.referencing_table
