@@ -376,12 +376,23 @@ async def test_single_properties_read_write_and_clear(
         (api.put(API + f"accounts({account})/_primarycontactid_value", json={"value": None}), 400),
         (api.get(API + f"accounts({account})/nosuch"), 404),
         (api.post(API + f"accounts({account})/name", json={"value": "x"}), 405),
-        (api.put(API + f"accounts({account})/name/$value", content=b"x"), 405),
+        (api.put(API + f"accounts({account})/revenue/$value", content=b"lots"), 400),
+        (api.patch(API + f"accounts({account})/name/$value", content=b"x"), 405),
     ):
         r = await bad
         assert r.status_code == status, r.text
     r = await api.get(API + f"accounts({account})/name/$value")
     assert r.text == "Renamed"
+    r = await api.put(API + f"accounts({account})/name/$value", content="Grüße".encode())
+    assert r.status_code == 204
+    r = await api.put(API + f"accounts({account})/revenue/$value", content=b"42.5")
+    assert r.status_code == 204
+    r = await api.get(API + f"accounts({account})?$select=name,revenue")
+    assert (r.json()["name"], r.json()["revenue"]) == ("Grüße", 42.5)
+    r = await api.delete(API + f"accounts({account})/revenue/$value")
+    assert r.status_code == 204
+    r = await api.get(API + f"accounts({account})/revenue/$value")
+    assert r.status_code == 204
 
     headers = clerk(platform)
     r = await api.get(API + f"accounts({account})/name", headers=headers)

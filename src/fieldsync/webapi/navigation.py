@@ -15,7 +15,8 @@ properties, read and changed as the caller through the records service.
     GET    {set}(<id>)/<column>                      {"value": …} (204 when null)
     GET    {set}(<id>)/<column>/$value               the raw value as text
     PUT    {set}(<id>)/<column>                      {"value": …}
-    DELETE {set}(<id>)/<column>                      sets it to null
+    PUT    {set}(<id>)/<column>/$value               the raw value as text
+    DELETE {set}(<id>)/<column>[/$value]             sets it to null
 
 Collections are one-to-many relationships and many-to-many ones (whose ``$ref`` POST and
 DELETE link and unlink, see :mod:`fieldsync.webapi.links`). A row the caller may not read
@@ -25,6 +26,7 @@ answers 404, and only related rows they may read appear. A lookup is changed thr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -285,15 +287,15 @@ def _property(
         shown = f"_{col.name}_value" if col.type is ColumnType.LOOKUP else col.name
         context = f"{req.root}/$metadata#{table.entity_set_name}({rid})/{shown}"
         return ODataResponse(200, {"@odata.context": context, "value": value})
-    if raw:
-        raise MethodNotAllowed(f"{name}/$value is read with GET; change it with PUT {name}")
     if col.type is ColumnType.LOOKUP:
         raise BadRequest(
             f"{col.name} is a lookup: set it with PUT {col.name}/$ref or {col.name}@odata.bind, "
             f"clear it with DELETE {col.name}/$ref"
         )
     new: Any
-    if req.method == "PUT":
+    if req.method == "PUT" and raw:
+        new = _raw_value(col, req.body)
+    elif req.method == "PUT":
         body = req.json_object()
         if set(body) != {"value"}:
             raise BadRequest('the body of a property PUT is {"value": <the new value>}')
@@ -308,3 +310,18 @@ def _property(
             table.name, rid, {col.name: new}, caller=call.caller, conn=conn
         )
     return ODataResponse(204)
+
+
+def _raw_value(col: Column, body: bytes) -> Any:
+    """The body of ``PUT …/<column>/$value``: the text itself for text columns, otherwise the
+    literal it spells (``12``, ``true``, ``2024-01-01``)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("the body of PUT …/$value must be UTF-8 text") from None
+    if col.type in (ColumnType.STRING, ColumnType.MEMO):
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # dates and the like: the column's coercion decides
