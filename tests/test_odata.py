@@ -1323,8 +1323,9 @@ def test_filter_errors_on_other_tables() -> None:
         "at character 83 of $filter"
     )
     assert err("teammembership_association/any()", "systemuser") == (
-        "'teammembership_association' is a many-to-many relationship; navigating it is not "
-        "supported yet at character 1 of $filter"
+        "'teammembership_association' is a many-to-many relationship; filtering through it is "
+        "not supported (expand it, or read systemusers(<id>)/teammembership_association) "
+        "at character 1 of $filter"
     )
 
 
@@ -1670,14 +1671,24 @@ def test_expand_errors(value: str, message: str) -> None:
     assert qerr({"$expand": value}) == message
 
 
-def test_expand_errors_on_other_tables() -> None:
+def test_expand_on_other_tables() -> None:
     assert qerr({"$expand": "parentcustomerid"}, "contact") == (
         "'parentcustomerid' can point at account, contact: name the target, "
         "parentcustomerid_account or parentcustomerid_contact at character 1 of $expand"
     )
-    assert qerr({"$expand": "teammembership_association"}, "systemuser") == (
-        "'teammembership_association' is a many-to-many relationship; navigating it is not "
-        "supported yet at character 1 of $expand"
+    [members] = q(
+        {"$expand": "teammembership_association($select=name;$orderby=name;$top=2)"},
+        "systemuser",
+    ).expand
+    assert members == Expand(
+        navigation="teammembership_association",
+        lookup_column="teamid",
+        target_table="team",
+        columns=("name",),
+        orders=(Order("name"),),
+        top=2,
+        collection=True,
+        relationship="teammembership_association",
     )
 
 

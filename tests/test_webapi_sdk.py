@@ -535,3 +535,124 @@ def test_relationships_from_the_sdk(admin: DataverseClient, platform: Platform) 
     assert many.relationship_id
     assert "new_visit_contact" in platform.store.schema.relationships
     assert client.tables.get_relationship("no_such_relationship") is None
+
+
+class AsyncStaticTokenCredential:
+    """The async client's credential: ``get_token`` is a coroutine."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+    async def close(self) -> None:
+        return None
+
+    async def __aenter__(self) -> AsyncStaticTokenCredential:
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        return None
+
+
+def test_headers_go_on_the_wire_in_dataverse_case(
+    platform: Platform, server: str, certificate: DevCertificate
+) -> None:
+    """What uvicorn writes, read off the socket: the OData headers keep Dataverse's case."""
+    platform.org.user("wire", roles=[platform.org.role_id(SYSTEM_ADMINISTRATOR)])
+    _, secret = platform.auth.create_api_token(platform.org.user_id("wire"), "raw")
+    port = int(server.rsplit(":", 1)[1])
+    body = b'{"name": "On the wire"}'
+    request = (
+        "POST /api/data/v9.2/accounts HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {secret}\r\n"
+        "Content-Type: application/json\r\n"
+        "Prefer: return=representation\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode() + body
+    trust = ssl.create_default_context(cafile=certificate.ca)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        trust.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        tls.sendall(request)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 201"), head
+    names = {line.split(":", 1)[0] for line in head.split("\r\n")[1:]}
+    assert {"OData-EntityId", "OData-Version", "Preference-Applied", "ETag"} <= names, names
+
+
+def test_the_async_client_creates_reads_and_batches(
+    platform: Platform, server: str, certificate: DevCertificate
+) -> None:
+    """The async SDK reads ``OData-EntityId`` from a plain dict, case-sensitively: every create
+    depends on the header's case."""
+    import aiohttp
+    from PowerPlatform.Dataverse.aio import AsyncDataverseClient
+
+    platform.org.user("async", roles=[platform.org.role_id(SYSTEM_ADMINISTRATOR)])
+    _, secret = platform.auth.create_api_token(platform.org.user_id("async"), "aio")
+
+    async def walk() -> None:
+        client = AsyncDataverseClient(server, AsyncStaticTokenCredential(secret))
+        # aiohttp makes its TLS contexts at import: trust the dev authority by a session
+        trust = ssl.create_default_context(cafile=certificate.ca)
+        client._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust))
+        async with client:
+            contact = await client.records.create(
+                "contact", {"firstname": "Ada", "lastname": "Async"}
+            )
+            account = await client.records.create(
+                "account",
+                {"name": "Async Ltd", "primarycontactid@odata.bind": f"/contacts({contact})"},
+            )
+            row = await client.records.retrieve(
+                "account",
+                account,
+                select=["name", "primarycontactid"],
+                include_annotations="OData.Community.Display.V1.FormattedValue",
+            )
+            assert row is not None
+            assert row["name"] == "Async Ltd"
+            assert row["_primarycontactid_value"] == contact
+            formatted = "_primarycontactid_value@OData.Community.Display.V1.FormattedValue"
+            assert row[formatted] == "Ada Async"
+            batch = client.batch.new()
+            batch.records.create("account", {"name": "Async batch"})
+            batch.records.retrieve("account", account, select=["name"])
+            result = await batch.execute()
+            assert not result.failed, [(f.status_code, f.error_message) for f in result.failed]
+            assert len(result.entity_ids) == 1
+            assert result.succeeded[1].data is not None
+            assert result.succeeded[1].data["name"] == "Async Ltd"
+
+    asyncio.run(walk())
+
+
+def test_batch_reads_return_rows_and_lookups_their_names(admin: DataverseClient) -> None:
+    client = admin
+    contact = client.records.create("contact", {"firstname": "Lin", "lastname": "Batch"})
+    account = client.records.create(
+        "account", {"name": "Batched", "primarycontactid@odata.bind": f"/contacts({contact})"}
+    )
+    row = client.records.retrieve(
+        "account", account, select=["name", "primarycontactid"], include_annotations="*"
+    )
+    assert row["_primarycontactid_value@OData.Community.Display.V1.FormattedValue"] == "Lin Batch"
+    batch = client.batch.new()
+    batch.records.retrieve("account", account, select=["name"], expand=["primarycontactid"])
+    batch.records.list("contact", select=["fullname"], filter="lastname eq 'Batch'", top=5)
+    result = batch.execute()
+    assert not result.failed, [(f.status_code, f.error_message) for f in result.failed]
+    one, many = result.succeeded
+    assert one.data is not None
+    assert many.data is not None
+    assert one.data["name"] == "Batched"
+    assert one.data["primarycontactid"]["fullname"] == "Lin Batch"
+    assert [r["fullname"] for r in many.data["value"]] == ["Lin Batch"]

@@ -11,6 +11,7 @@ from fieldsync.identity.auth import Authenticator, AuthSettings
 from fieldsync.identity.organisation import Organisation
 from fieldsync.offline import rules as offline_rules
 from fieldsync.offline.service import Offline
+from fieldsync.records import computed
 from fieldsync.records.plugins import PluginRegistry
 from fieldsync.records.service import Records
 from fieldsync.store.store import Store
@@ -39,6 +40,7 @@ def build(
     """Assemble the platform on an open store; creates the predefined roles if missing."""
     plugins = plugins or PluginRegistry()
     rules.register(plugins)
+    computed.register(plugins)
     offline_rules.register(plugins)
     plugins.load(plugin_modules)
     records = Records(store, plugins)

@@ -39,12 +39,15 @@ Navigation properties (``$expand`` and paths in ``$filter``):
   ``owningteam`` are the owner's);
 - collection-valued: a one-to-many relationship's name from the schema, or
   ``<table>_<lookup>`` for any lookup that points at the table (``contact_parentcustomerid``
-  on account: the contacts whose company is the account).
+  on account: the contacts whose company is the account);
+- many-to-many: the relationship's name on both tables (``teammembership_association``), in
+  ``$expand`` only.
 
 Not supported (a QueryError says so): ``$skip`` (page with ``Prefer: odata.maxpagesize``),
-``$apply``, ``$search``, ``$compute``, ``$expand=*``, many-to-many navigation, arithmetic, the
-``in`` and ``has`` operators, the string and date functions other than the three above, and
-the Dataverse query functions without an AST operator (LastWeek, Under, the fiscal ones …).
+``$apply``, ``$search``, ``$compute``, ``$expand=*``, many-to-many paths in ``$filter``,
+arithmetic, the ``in`` and ``has`` operators, the string and date functions other than the
+three above, and the Dataverse query functions without an AST operator (LastWeek, Under, the
+fiscal ones …).
 """
 
 from __future__ import annotations
@@ -113,7 +116,9 @@ class Expand:
     Single-valued (``collection`` false): ``lookup_column`` is the lookup on the parent table
     that points at ``target_table``. Collection-valued: ``lookup_column`` is the lookup on
     ``target_table`` that points back at the parent's primary id; only these take
-    ``filter``, ``orders`` and ``top``. ``columns`` ``None`` means every column."""
+    ``filter``, ``orders`` and ``top``. Many-to-many (``relationship`` names it): collection-
+    valued, ``lookup_column`` is the target's primary id. ``columns`` ``None`` means every
+    column."""
 
     navigation: str
     lookup_column: str
@@ -124,6 +129,7 @@ class Expand:
     top: int | None = None
     collection: bool = False
     expand: tuple[Expand, ...] = ()
+    relationship: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,17 +379,23 @@ def _parse_top(text: str, where: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class Navigation:
-    """A navigation property of a table; see :class:`Expand` for ``column``."""
+    """A navigation property of a table; see :class:`Expand` for ``column`` and
+    ``relationship``."""
 
     name: str
     column: Column
     target: Table
     collection: bool
+    relationship: str | None = None
 
 
-def resolve_navigation(table: Table, schema: Schema, name: str) -> Navigation:
+def resolve_navigation(
+    table: Table, schema: Schema, name: str, *, many_to_many: bool = False
+) -> Navigation:
     """The navigation property ``name`` of ``table``; a QueryError (without a position) says
-    why there is none."""
+    why there is none. Many-to-many relationships are navigation properties only where
+    ``many_to_many`` says they are taken ($expand and the Web API's navigation paths, not
+    $filter)."""
     key = name.lower()
 
     def target_of(table_name: str) -> Table:
@@ -419,8 +431,19 @@ def resolve_navigation(table: Table, schema: Schema, name: str) -> Navigation:
             rel.referenced_table,
             rel.referencing_table,
         ):
-            raise QueryError(
-                f"{name!r} is a many-to-many relationship; navigating it is not supported yet"
+            if not many_to_many:
+                raise QueryError(
+                    f"{name!r} is a many-to-many relationship; filtering through it is not "
+                    f"supported (expand it, or read {table.entity_set_name}(<id>)/{rel.name})"
+                )
+            other = (
+                rel.referencing_table
+                if rel.referenced_table == table.name
+                else rel.referenced_table
+            )
+            many = target_of(other)
+            return Navigation(
+                rel.name, many.columns[many.primary_id], many, True, relationship=rel.name
             )
     for many, back in schema.referencing(table.name):
         if f"{many.name}_{back.name}" == key:
@@ -459,7 +482,7 @@ def _parse_expand(
                 _fail(f"{_show(item)}: expand one navigation property at a time", pos, where)
             _fail(f"expected a navigation property, got {_show(item)}", pos, where)
         try:
-            nav = resolve_navigation(table, schema, m.group(1))
+            nav = resolve_navigation(table, schema, m.group(1), many_to_many=True)
         except QueryError as e:
             _fail(e.message, pos, where)
         if nav.name in seen:
@@ -470,6 +493,7 @@ def _parse_expand(
             lookup_column=nav.column.name,
             target_table=nav.target.name,
             collection=nav.collection,
+            relationship=nav.relationship,
         )
         if m.group(2) is not None:
             expand = _expand_options(

@@ -28,7 +28,7 @@ from fieldsync.server import live as live_routes
 from fieldsync.server import sync as sync_routes
 from fieldsync.server.auth import Principal
 from fieldsync.server.metrics import Metrics, MetricsMiddleware
-from fieldsync.server.responses import JSON
+from fieldsync.server.responses import JSON, HeaderCase
 from fieldsync.sync.service import SyncService
 from fieldsync.webapi.router import router as webapi_router
 
@@ -124,6 +124,8 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
             raise Forbidden("metrics are for administrators")
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
+
+    app.add_middleware(HeaderCase)
 
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:

@@ -16,9 +16,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
-
-import orjson
 
 from fieldsync.errors import BadRequest, FieldsyncError
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
@@ -207,12 +204,12 @@ def _http_part(boundary: str, response: ODataResponse, content_id: str | None) -
     except ValueError:
         reason = ""
     lines += ["", f"HTTP/1.1 {response.status} {reason}"]
-    payload: Any = response.body
+    payload = response.payload()
     for name, value in response.headers.items():
         lines.append(f"{name}: {value}")
     if payload is not None:
-        lines.append("Content-Type: application/json; odata.metadata=minimal")
-        lines += ["", orjson.dumps(payload, default=str).decode()]
+        lines.append(f"Content-Type: {response.content_type}")
+        lines += ["", payload.decode("utf-8", "replace")]
     else:
         lines.append("")
     return "\r\n".join(lines) + "\r\n"

@@ -8,7 +8,7 @@
                                                    an upload; answers an absolute ``Location``
                                                    and ``x-ms-chunk-size``
     PATCH  <Location>                              one chunk (``Content-Range``): 206, then 204
-    GET    {set}(<id>)/<column>/$value             the bytes (``Range`` honoured); an image
+    GET    {set}(<id>)/<column>[/$value]           the bytes (``Range`` honoured); an image
                                                    column answers its thumbnail unless
                                                    ``?size=full``
     DELETE {set}(<id>)/<column>                    empties the column
@@ -64,9 +64,9 @@ def claims(schema: Schema, method: str, path: str) -> FileTarget | None:
     col = None if table is None else table.column(segments[1].name)
     if table is None or col is None or col.type not in FILE_TYPES:
         return None
-    if method not in (("GET",) if value else ("PATCH", "DELETE")):
+    if method not in (("GET",) if value else ("GET", "PATCH", "DELETE")):
         raise MethodNotAllowed(
-            f"{segments[1].name}: GET …/$value reads a file; PATCH and DELETE change it"
+            f"{segments[1].name}: GET reads a file (…/$value too); PATCH and DELETE change it"
         )
     return FileTarget(table, segments[0].key.value, col, value)
 

@@ -53,7 +53,7 @@ def navigation_of(call: Call, table: Table, name: str) -> tuple[Relationship, st
     return found
 
 
-def _row_id(call: Call, table: Table, key: Key) -> RecordId:
+def row_id(call: Call, table: Table, key: Key) -> RecordId:
     with call.reading() as conn:
         row = find(call, conn, table, key, (table.primary_id,))
     if row is None:
@@ -90,7 +90,7 @@ def ref(call: Call, req: ODataRequest, table: Table, segments: list[Segment]) ->
         if set(body) != {"@odata.id"}:
             raise BadRequest('the body of a $ref is {"@odata.id": "<url of the other row>"}')
         target = other_row(call, body["@odata.id"], other)
-        first, second = pair(rel, table, _row_id(call, table, head.key), target)
+        first, second = pair(rel, table, row_id(call, table, head.key), target)
         with call.writing() as conn:
             call.platform.records.associate(rel.name, first, second, caller=call.caller, conn=conn)
         return ODataResponse(204)
@@ -106,7 +106,7 @@ def ref(call: Call, req: ODataRequest, table: Table, segments: list[Segment]) ->
             target = other_row(call, req.params["$id"], other)
         else:
             raise BadRequest("DELETE …/$ref names the other row: …/<nav>(<id>)/$ref or ?$id=")
-        rid = _row_id(call, table, head.key)
+        rid = row_id(call, table, head.key)
         first, second = pair(rel, table, rid, target)
         with call.writing() as conn:
             call.platform.records.disassociate(
@@ -153,7 +153,7 @@ def publish_profile(call: Call, req: ODataRequest, table: Table, key: Key) -> OD
         raise NotFound(f"{PUBLISH_PROFILE} is bound to mobileofflineprofiles, not {table.name}")
     if req.body.strip() and req.json_object():
         raise BadRequest(f"{PUBLISH_PROFILE} takes no parameters")
-    pid = _row_id(call, table, key)
+    pid = row_id(call, table, key)
     with call.writing() as conn:
         published = publish(call.platform.records, pid, caller=call.caller, conn=conn)
     return ODataResponse(

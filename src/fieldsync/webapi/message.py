@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from fieldsync.errors import BadRequest, PayloadTooLarge
 from fieldsync.platform import Platform
 from fieldsync.security.model import SecurityContext
+from fieldsync.server.responses import json_bytes
 from fieldsync.webapi.protocol import parse_prefer
 
 MAX_BODY = 16 * 1024 * 1024
@@ -78,9 +79,25 @@ class ODataRequest:
 
 @dataclass
 class ODataResponse:
+    """``body`` is JSON unless ``media_type`` is given: then it is the text or bytes to send
+    as they are (``$count``, ``$value``)."""
+
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    media_type: str | None = None
+
+    def payload(self) -> bytes | None:
+        """The body as it goes on the wire, by the one JSON renderer of every answer."""
+        if self.body is None:
+            return None
+        if self.media_type is not None:
+            return self.body if isinstance(self.body, bytes) else str(self.body).encode()
+        return json_bytes(self.body)
+
+    @property
+    def content_type(self) -> str:
+        return self.media_type or "application/json; odata.metadata=minimal"
 
 
 @dataclass

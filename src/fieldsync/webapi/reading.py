@@ -1,5 +1,6 @@
 """Reads through the records service as the caller: one row by key, collections with
-``$filter $select $orderby $top $count $expand`` and server-driven paging, and FetchXML.
+``$filter $select $orderby $top $count $expand`` and server-driven paging, counts
+(``{set}/$count``), FetchXML, and the collections a navigation property reaches.
 
 Paging: a page holds at most ``Prefer: odata.maxpagesize`` rows (5000 by default); when more
 rows follow, ``@odata.nextLink`` repeats the request's options with an opaque ``$skiptoken``.
@@ -22,6 +23,8 @@ from fieldsync.query.fetchxml import parse_fetchxml
 from fieldsync.query.odata import Expand, ODataQuery, parse_query_options, resolve_column
 from fieldsync.schema.model import ColumnType, Table
 from fieldsync.schema.values import make_coercer
+from fieldsync.security.model import Privilege
+from fieldsync.security.predicate import has_privilege
 from fieldsync.types import RecordId, Row
 from fieldsync.webapi import render
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
@@ -112,6 +115,68 @@ def find(
     return rows[0] if rows else None
 
 
+def lookup_names(call: Call, conn: sa.Connection, table: Table, rows: list[Row]) -> dict[Any, str]:
+    """The primary names of the rows the lookups of ``rows`` point at, as the caller reads
+    them (a row they may not read has none): one query per referenced table."""
+    wanted: dict[str, set[Any]] = defaultdict(set)
+    for col in table.lookups():
+        for r in rows:
+            rid = r.get(col.name)
+            if rid is not None:
+                target = r.get(col.type_column) if col.polymorphic else col.targets[0]
+                if target:
+                    wanted[str(target)].add(rid)
+    schema = call.platform.store.schema
+    out: dict[Any, str] = {}
+    for name, ids in wanted.items():
+        target_table = schema.table(name) if name in schema else None
+        if target_table is None or target_table.primary_name not in target_table.columns:
+            continue
+        if not has_privilege(call.caller, target_table, Privilege.READ):
+            continue
+        pk, label = target_table.primary_id, target_table.primary_name
+        for r in run(call, conn, Query(name, (pk, label), is_in(pk, ids))):
+            if r.get(label) is not None:
+                out[r[pk]] = str(r[label])
+    return out
+
+
+def render_rows(
+    call: Call,
+    conn: sa.Connection,
+    table: Table,
+    rows: list[Row],
+    want: Callable[[str], bool],
+    columns: tuple[str, ...] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows as entities, with the primary names of their lookups when the formatted values
+    are asked for."""
+    names = lookup_names(call, conn, table, rows) if want(render.FORMATTED) else None
+    return [
+        render.render_row(table, r, annotations=want, columns=columns, names=names) for r in rows
+    ]
+
+
+def linked_ids(
+    call: Call, conn: sa.Connection, relationship: str, table: Table, ids: Iterable[RecordId]
+) -> dict[RecordId, list[RecordId]]:
+    """For rows of ``table``, the ids of the rows a many-to-many relationship links them to.
+    Only ids: the linked rows are then read as the caller, so nothing unreadable shows."""
+    rel = call.platform.store.schema.relationships[relationship]
+    mine, theirs = rel.referenced_column, rel.referencing_column
+    if rel.referenced_table != table.name:
+        mine, theirs = theirs, mine
+    sql = call.platform.store.sql_table(rel.intersect_table)
+    out: dict[RecordId, list[RecordId]] = defaultdict(list)
+    wanted = list(dict.fromkeys(ids))
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start : start + 1000]
+        stmt = sa.select(sql.c[mine], sql.c[theirs]).where(sql.c[mine].in_(chunk))
+        for parent, other in conn.execute(stmt):
+            out[parent].append(other)
+    return out
+
+
 def exists(conn: sa.Connection, call: Call, table: Table, rid: RecordId) -> bool:
     """Whether a row exists at all (readable or not): to refuse creating it again."""
     sql = call.platform.store.sql_table(table.name)
@@ -147,7 +212,7 @@ def expand_rows(
             }
             related = run(call, conn, Query(target.name, cols, is_in(target.primary_id, ids)))
             by_id = {r[target.primary_id]: r for r in related}
-            rendered = [render.render_row(target, r, annotations=want) for r in related]
+            rendered = render_rows(call, conn, target, related, want, e.columns)
             expand_rows(call, conn, target, related, e.expand, rendered, want)
             as_json = {r[target.primary_id]: j for r, j in zip(related, rendered, strict=True)}
             for row, item in zip(rows, out, strict=True):
@@ -155,23 +220,35 @@ def expand_rows(
                 item[e.navigation] = as_json.get(rid) if rid in by_id else None
         else:
             parents = [r[table.primary_id] for r in rows]
+            links: dict[RecordId, list[RecordId]] = {}
+            if e.relationship is not None:  # many-to-many: through the intersect table
+                links = linked_ids(call, conn, e.relationship, table, parents)
+                within = is_in(target.primary_id, {o for ids in links.values() for o in ids})
+            else:
+                within = is_in(e.lookup_column, parents)
             if cols is not None and e.lookup_column not in cols:
                 cols = (*cols, e.lookup_column)
             query = Query(
                 target.name,
                 cols,
-                all_of([is_in(e.lookup_column, parents), e.filter or all_of([])]),
+                all_of([within, e.filter or all_of([])]),
                 orders=e.orders,
                 top=MAX_EXPANDED,
             )
             related = run(call, conn, query)
-            rendered = [render.render_row(target, r, annotations=want) for r in related]
+            rendered = render_rows(call, conn, target, related, want, e.columns)
             expand_rows(call, conn, target, related, e.expand, rendered, want)
             groups: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-            for r, j in zip(related, rendered, strict=True):
-                group = groups[r[e.lookup_column]]
-                if e.top is None or len(group) < e.top:
-                    group.append(j)
+            if e.relationship is not None:
+                place = {r[target.primary_id]: i for i, r in enumerate(related)}
+                for parent, others in links.items():  # in the expansion's order
+                    ranked = sorted(place[o] for o in set(others) if o in place)
+                    groups[parent] = [rendered[i] for i in ranked[: e.top]]
+            else:
+                for r, j in zip(related, rendered, strict=True):
+                    group = groups[r[e.lookup_column]]
+                    if e.top is None or len(group) < e.top:
+                        group.append(j)
             for row, item in zip(rows, out, strict=True):
                 item[e.navigation] = groups.get(row[table.primary_id], [])
 
@@ -191,7 +268,7 @@ def get_entity(call: Call, req: ODataRequest, table: Table, key: Key) -> ODataRe
         match = req.header("if-none-match")
         if match is not None and isinstance(version, int) and etag_version(match) == version:
             return ODataResponse(304, None, {"ETag": etag(version)})
-        body = render.render_row(table, row, annotations=want, columns=selected)
+        [body] = render_rows(call, conn, table, [row], want, selected)
         expand_rows(call, conn, table, [row], odq.expand, [body], want)
     out = {"@odata.context": context_url(req, table, selected) + "/$entity", **body}
     headers = {"ETag": etag(version)} if isinstance(version, int) else {}
@@ -210,7 +287,7 @@ def representation(
     if row is None:
         raise RecordNotFound(table.name, rid)
     want = wanted(req)
-    body = render.render_row(table, row, annotations=want, columns=selected)
+    [body] = render_rows(call, conn, table, [row], want, selected)
     expand_rows(call, conn, table, [row], odq.expand, [body], want)
     return {"@odata.context": context_url(req, table, selected) + "/$entity", **body}
 
@@ -218,8 +295,18 @@ def representation(
 # -- collections -----------------------------------------------------------------------------
 
 
-def list_entities(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
-    if "fetchXml" in req.params:
+def list_entities(
+    call: Call,
+    req: ODataRequest,
+    table: Table,
+    *,
+    within: Callable[[sa.Connection], Node] | None = None,
+    path: str | None = None,
+    refs: bool = False,
+) -> ODataResponse:
+    """A collection: the entity set, or (``within``, read in the same transaction) the rows a
+    navigation property reaches, at ``path``. ``refs`` answers ``@odata.id`` references."""
+    if "fetchXml" in req.params and within is None:
         return fetch_xml(call, req, table)
     odq: ODataQuery = parse_query_options(req.params, table, call.platform.store.schema)
     query = odq.query
@@ -227,11 +314,17 @@ def list_entities(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
     offset = decode_skiptoken(odq.skiptoken) if odq.skiptoken else 0
     limit = size if query.top is None else max(0, min(size, query.top - offset))
     want = wanted(req)
-    selected = query.columns
-    read = replace(query, columns=query_columns(table, selected, odq.expand), top=None, count=False)
-    body: dict[str, Any] = {"@odata.context": context_url(req, table, selected)}
+    selected = (table.primary_id,) if refs else query.columns
+    expand = () if refs else odq.expand
+    read = replace(query, columns=query_columns(table, selected, expand), top=None, count=False)
+    context = (
+        f"{req.root}/$metadata#Collection($ref)" if refs else context_url(req, table, selected)
+    )
+    body: dict[str, Any] = {"@odata.context": context}
     records = call.platform.records
     with call.reading() as conn:
+        if within is not None:
+            read = replace(read, filter=all_of([read.filter or all_of([]), within(conn)]))
         stmt = records.query_statement(read, caller=call.caller, conn=conn)
         if query.count:
             total = conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery()))
@@ -240,8 +333,14 @@ def list_entities(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
         rows = [dict(r) for r in conn.execute(stmt.limit(limit + 1).offset(offset)).mappings()]
         more = len(rows) > limit and (query.top is None or offset + limit < query.top)
         rows = rows[:limit]
-        value = [render.render_row(table, r, annotations=want, columns=selected) for r in rows]
-        expand_rows(call, conn, table, rows, odq.expand, value, want)
+        if refs:
+            value = [
+                {"@odata.id": req.link(f"{table.entity_set_name}({r[table.primary_id]})")}
+                for r in rows
+            ]
+        else:
+            value = render_rows(call, conn, table, rows, want, selected)
+            expand_rows(call, conn, table, rows, expand, value, want)
     body["value"] = value
     headers = {}
     if "odata.maxpagesize" in req.prefer:
@@ -249,8 +348,28 @@ def list_entities(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
     if more:
         params = {k: v for k, v in req.params.items() if k.lower() != "$skiptoken"}
         params["$skiptoken"] = encode_skiptoken(offset + limit)
-        body["@odata.nextLink"] = req.link(table.entity_set_name, params)
+        body["@odata.nextLink"] = req.link(path or table.entity_set_name, params)
     return ODataResponse(200, body, headers)
+
+
+def count(
+    call: Call,
+    req: ODataRequest,
+    table: Table,
+    *,
+    within: Callable[[sa.Connection], Node] | None = None,
+) -> ODataResponse:
+    """``{set}/$count`` and ``{set}(<id>)/<collection>/$count``: the number of rows the caller
+    may read that pass ``$filter``, as plain text."""
+    odq = parse_query_options(req.params, table, call.platform.store.schema)
+    query = Query(table.name, (table.primary_id,), odq.query.filter)
+    with call.reading() as conn:
+        if within is not None:
+            query = replace(query, filter=all_of([query.filter or all_of([]), within(conn)]))
+        stmt = call.platform.records.query_statement(query, caller=call.caller, conn=conn)
+        total = conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery()))
+        number = int(total.scalar_one())
+    return ODataResponse(200, str(number), media_type="text/plain; charset=utf-8")
 
 
 def fetch_xml(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
@@ -271,10 +390,10 @@ def fetch_xml(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
         if size is not None:
             stmt = stmt.limit(size + 1).offset((page - 1) * size)
         rows = [dict(r) for r in conn.execute(stmt).mappings()]
-    more = size is not None and len(rows) > size
-    if size is not None:
-        rows = rows[:size]
-    body["value"] = [render.render_row(table, r, annotations=want) for r in rows]
+        more = size is not None and len(rows) > size
+        if size is not None:
+            rows = rows[:size]
+        body["value"] = render_rows(call, conn, table, rows, want)
     body[f"@{MORE_RECORDS}"] = more
     if more:
         last = rows[-1].get(table.primary_id) if rows else None

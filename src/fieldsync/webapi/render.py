@@ -1,6 +1,10 @@
 """Rows as Dataverse renders them: lookups as ``_x_value``, choices as integers, multi-choice
 as ``"1,3"``, dates in ISO 8601 UTC, ``@odata.etag``, and the formatted-value and
-lookup annotations when ``Prefer: odata.include-annotations`` asks for them."""
+lookup annotations when ``Prefer: odata.include-annotations`` asks for them.
+
+A lookup's formatted value is the primary name of the row it points at, taken from
+``names`` (read by the caller beforehand, one query per table and page): a row the caller
+may not read has no formatted value."""
 
 from __future__ import annotations
 
@@ -61,9 +65,11 @@ def render_row(
     *,
     annotations: Any = None,
     columns: tuple[str, ...] | None = None,
+    names: Mapping[Any, str] | None = None,
 ) -> dict[str, Any]:
     """A row as an OData entity. ``annotations(name) -> bool`` says which annotations to
-    add; ``columns`` limits the output to the selected columns (the id always comes)."""
+    add; ``columns`` limits the output to the selected columns (the id always comes);
+    ``names`` maps ids to the primary names lookups show as their formatted value."""
     want = annotations or (lambda _name: False)
     out: dict[str, Any] = {}
     version = row.get("versionnumber")
@@ -82,6 +88,8 @@ def render_row(
             out[key] = value(col, raw)
             if raw is not None:
                 target = row.get(col.type_column) if col.polymorphic else col.targets[0]
+                if names is not None and raw in names and want(FORMATTED):
+                    out[f"{key}@{FORMATTED}"] = names[raw]
                 if want(LOOKUP_NAME):
                     out[f"{key}@{LOOKUP_NAME}"] = target
                 if want(NAVIGATION):

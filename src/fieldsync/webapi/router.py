@@ -28,7 +28,16 @@ from fieldsync.schema.builtin import ORGANIZATION_ID
 from fieldsync.schema.model import Table
 from fieldsync.server.auth import authenticate
 from fieldsync.server.responses import JSON
-from fieldsync.webapi import batch, files, links, metadata, reading, relationships, writing
+from fieldsync.webapi import (
+    batch,
+    files,
+    links,
+    metadata,
+    navigation,
+    reading,
+    relationships,
+    writing,
+)
 from fieldsync.webapi.message import MAX_BODY, Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX, Segment, parse_path
 
@@ -147,6 +156,10 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
         if method == "POST":
             return writing.create(call, req, table)
         raise MethodNotAllowed(f"{method} is not allowed on an entity set")
+    if len(segments) == 2 and head.key is None and segments[1] == Segment("$count"):
+        if method != "GET":
+            raise MethodNotAllowed("$count is read with GET")
+        return reading.count(call, req, table)
     if len(segments) == 2 and head.key is None and segments[1].name.startswith(ACTIONS):
         action = segments[1].name.removeprefix(ACTIONS)
         _post_only(method, action)
@@ -159,16 +172,11 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
         raise NotImplementedHere(f"the action {action} is not supported")
     if head.key is None or (head.key.pairs is None and head.key.value is None):
         raise BadRequest(f"{req.path[:80]!r}: name one row, {table.entity_set_name}(<id>)")
-    if len(segments) == 3 and segments[2].name == "$ref" and segments[2].key is None:
-        return links.ref(call, req, table, segments)
     if len(segments) == 2 and segments[1].name == ACTIONS + links.PUBLISH_PROFILE:
         _post_only(method, links.PUBLISH_PROFILE)
         return links.publish_profile(call, req, table, head.key)
     if len(segments) > 1:
-        raise NotImplementedHere(
-            f"{segments[1].name!r}: properties, navigation and file columns of a row are not "
-            "served; read the row with $select and $expand"
-        )
+        return navigation.handle(call, req, table, head.key, segments[1:])
     if method == "GET":
         return reading.get_entity(call, req, table, head.key)
     if method == "PATCH":
@@ -189,9 +197,11 @@ def _root(request: Request) -> str:
 
 def _render(response: ODataResponse) -> Response:
     headers = {"OData-Version": "4.0", **response.headers}
-    if response.body is None:
+    payload = response.payload()
+    if payload is None:
         return Response(status_code=response.status, headers=headers)
-    return JSON(response.body, status_code=response.status, headers=headers)
+    media = response.media_type or JSON.media_type
+    return Response(payload, status_code=response.status, headers=headers, media_type=media)
 
 
 DEFAULT_LIMIT = RateLimit()
