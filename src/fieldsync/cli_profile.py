@@ -112,6 +112,61 @@ def register(main: click.Group, opener: Opener, database_options: Callable[[Any]
             published = p.offline.publish(profile_ref)
         click.echo(f"published {published.name!r} version {published.version}")
 
+    @profile.command("preview")
+    @click.argument("profile_ref", metavar="PROFILE")
+    @click.option("--user", "usernames", multiple=True, help="Preview for this user (repeat).")
+    @click.option(
+        "--sample", default=100, show_default=True, help="Users previewed when more hold it."
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print the preview as JSON.")
+    @database_options
+    def profile_preview(
+        profile_ref: str,
+        usernames: tuple[str, ...],
+        sample: int,
+        as_json: bool,
+        data_dir: str | None,
+        database_url: str | None,
+    ) -> None:
+        """What publishing the draft would do: per user, rows and estimated bytes per table
+        next to the published version, rows moving in and out, and Dataverse's limits."""
+        import orjson
+
+        from fieldsync.sync.preview import preview_profile
+
+        if sample < 1:
+            raise click.BadParameter("at least 1", param_hint="--sample")
+        with opener(data_dir, database_url) as p:
+            users = [p.org.user_id(u) for u in usernames] or None
+            result = preview_profile(
+                p.records, p.offline.profile_id(profile_ref), users=users, sample=sample
+            ).to_json()
+        if as_json:
+            click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+            return
+        version = result["published_version"]
+        click.echo(
+            f"{result['profile']}: draft against "
+            f"{'version ' + str(version) if version else 'nothing published'}; "
+            f"{result['audience']}: {result['holders']} users"
+            + (f", {result['previewed']} previewed" if result["sampled"] else "")
+        )
+        for user in result["users"]:
+            click.echo(
+                f"  {user['username'] or user['user']}: {user['rows']:,} rows "
+                f"(~{user['bytes'] / 2**20:.1f} MB), +{user['moving_in']:,} "
+                f"-{user['moving_out']:,}"
+            )
+            for t in user["tables"]:
+                before = "-" if t["published_rows"] is None else f"{t['published_rows']:,}"
+                click.echo(
+                    f"    {t['table']:28} {t['rows']:>9,} (now {before}) "
+                    f"+{t['moving_in']:,} -{t['moving_out']:,}"
+                    + ("" if t["changed"] else "  unchanged")
+                )
+        for warning in result["warnings"]:
+            click.echo(f"warning: {warning}")
+
     @profile.command("generate")
     @click.argument("app")
     @database_options

@@ -13,21 +13,31 @@ and roles needs Write on both rows; other links need Append To on both.
     POST   mobileofflineprofiles(<id>)/Microsoft.Dynamics.CRM.PublishMobileOfflineProfile
 
 validates the profile's draft and publishes it as the next version (fieldsync's own action:
-Dataverse publishes from its maker portal only); the caller needs Write on the profile."""
+Dataverse publishes from its maker portal only); the caller needs Write on the profile.
+
+    POST   mobileofflineprofiles(<id>)/Microsoft.Dynamics.CRM.PreviewMobileOfflineProfile
+           {"Users": ["<systemuserid>", …], "Sample": 100}          (both optional)
+
+answers what publishing the draft would do (``fieldsync.sync.preview``), changing nothing;
+the caller needs Write on the profile as well."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fieldsync.errors import BadRequest, NotFound, RecordNotFound
-from fieldsync.offline.profiles import PROFILE, publish
+from fieldsync.errors import BadRequest, Forbidden, NotFound, RecordNotFound
+from fieldsync.offline.profiles import PROFILE, as_id, publish
 from fieldsync.schema.model import Relationship, RelationshipKind, Table
+from fieldsync.security.model import Privilege
+from fieldsync.security.predicate import has_privilege
+from fieldsync.sync.preview import SAMPLE_USERS, preview_profile
 from fieldsync.types import RecordId
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import Key, Segment
 from fieldsync.webapi.reading import find
 
 PUBLISH_PROFILE = "PublishMobileOfflineProfile"
+PREVIEW_PROFILE = "PreviewMobileOfflineProfile"
 
 
 def navigation(call: Call, table: Table, name: str) -> tuple[Relationship, str] | None:
@@ -165,5 +175,35 @@ def publish_profile(call: Call, req: ODataRequest, table: Table, key: Key) -> OD
             "Version": published.version,
             "PublishedOn": published.published_on.isoformat().replace("+00:00", "Z"),
             "Tables": [i.table for i in published.items],
+        },
+    )
+
+
+def preview_profile_action(call: Call, req: ODataRequest, table: Table, key: Key) -> ODataResponse:
+    if table.name != PROFILE:
+        raise NotFound(f"{PREVIEW_PROFILE} is bound to mobileofflineprofiles, not {table.name}")
+    body = req.json_object() if req.body.strip() else {}
+    unknown = set(body) - {"Users", "Sample"}
+    if unknown:
+        raise BadRequest(f"{PREVIEW_PROFILE} takes Users and Sample, not {sorted(unknown)}")
+    users = body.get("Users")
+    if users is not None and (
+        not isinstance(users, list) or not all(isinstance(u, str) for u in users)
+    ):
+        raise BadRequest("Users is a list of systemuser ids")
+    sample = body.get("Sample", SAMPLE_USERS)
+    if isinstance(sample, bool) or not isinstance(sample, int) or not 1 <= sample <= 10_000:
+        raise BadRequest("Sample is a whole number from 1 to 10000")
+    pid = row_id(call, table, key)
+    if not has_privilege(call.caller, table, Privilege.WRITE):
+        raise Forbidden(f"previewing a profile needs Write on {PROFILE}")
+    ids = None if users is None else [as_id(u) for u in users]
+    result = preview_profile(call.platform.records, pid, users=ids, sample=sample)
+    return ODataResponse(
+        200,
+        {
+            "@odata.context": f"{req.root}/$metadata#Microsoft.Dynamics.CRM."
+            f"{PREVIEW_PROFILE}Response",
+            **result.to_json(),
         },
     )

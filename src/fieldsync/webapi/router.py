@@ -175,6 +175,9 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
     if len(segments) == 2 and segments[1].name == ACTIONS + links.PUBLISH_PROFILE:
         _post_only(method, links.PUBLISH_PROFILE)
         return links.publish_profile(call, req, table, head.key)
+    if len(segments) == 2 and segments[1].name == ACTIONS + links.PREVIEW_PROFILE:
+        _post_only(method, links.PREVIEW_PROFILE)
+        return links.preview_profile_action(call, req, table, head.key)
     if len(segments) > 1:
         return navigation.handle(call, req, table, head.key, segments[1:])
     if method == "GET":
