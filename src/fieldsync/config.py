@@ -72,6 +72,14 @@ class Settings:
     files_orphan_hours: int = setting(
         24, "hours before an unreferenced file or an abandoned upload is removed"
     )
+    max_request_mb: int = setting(
+        16, "the largest request body of the Web API, sync and administration endpoints, in MB"
+    )
+    max_batch_mb: int = setting(32, "the largest Web API $batch body, in MB")
+    max_chunk_mb: int = setting(
+        16, "the largest chunk of a chunked file upload (Web API and sync), in MB"
+    )
+    max_form_kb: int = setting(256, "the largest portal form or sign-in (/auth) body, in KB")
 
     @property
     def database(self) -> str:

@@ -7,11 +7,14 @@ exception is logged and answered with a 500 in the same shape.
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from fieldsync import __version__
 from fieldsync.config import Settings
@@ -20,14 +23,17 @@ from fieldsync.files.blobs import open_blobs
 from fieldsync.files.service import FileLimits, Files
 from fieldsync.identity.auth import AuthSettings
 from fieldsync.platform import Platform, open_platform
+from fieldsync.portal.router import refusal as portal_refusal
 from fieldsync.portal.router import router as portal_router
 from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
 from fieldsync.server import files as files_routes
 from fieldsync.server import live as live_routes
 from fieldsync.server import sync as sync_routes
+from fieldsync.server.bodies import BodyLimit, BodyLimits
 from fieldsync.server.responses import JSON
 from fieldsync.sync.service import SyncService
+from fieldsync.webapi import files as webapi_files
 from fieldsync.webapi.router import router as webapi_router
 
 log = logging.getLogger(__name__)
@@ -104,12 +110,29 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         ),
         FileLimits(
             max_bytes=settings.max_file_mb * 2**20,
+            max_chunk_bytes=settings.max_chunk_mb * 2**20,
             orphan_seconds=settings.files_orphan_hours * 3600,
         ),
     )
     app.include_router(files_routes.router)
     app.include_router(webapi_router)
     app.include_router(portal_router)
+
+    def is_file(method: str, path: str) -> bool:
+        try:
+            return webapi_files.claims(store.schema, method, path) is not None
+        except FieldsyncError:
+            return False
+
+    def refuse(scope: MutableMapping[str, Any], exc: FieldsyncError) -> Response:
+        path = scope["path"]
+        if path == "/portal" or path.startswith("/portal/"):
+            return portal_refusal(Request(scope), exc.status, exc.message)
+        return error_response(exc.status, exc.code, exc.message)
+
+    app.add_middleware(
+        BodyLimit, limits=BodyLimits.from_settings(settings), is_file=is_file, render=refuse
+    )
 
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:
