@@ -2,11 +2,12 @@
 with a Content-Length and chunked) get a 413 before they are held; JSON nested too deep, a
 ``$filter`` or FetchXML with too many conditions get a 400 that names the limit; a sync change
 nested too deep is a sync error of its own; an API token's lifetime is read the same from
-JSON and from a form. The same attack on a real server process, with its memory measured,
-is in ``test_input_limits_process.py``."""
+JSON and from a form. Last, the gigabyte body of issue 16 against a real ``fieldsync serve``
+process, with its memory measured."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import sqlalchemy as sa
 
 from fieldsync.config import Settings
-from fieldsync.errors import QueryError
+from fieldsync.errors import BadRequest, QueryError
 from fieldsync.limits import MAX_CONDITIONS, MAX_FILTER_LENGTH, MAX_JSON_DEPTH, parse_json
 from fieldsync.platform import Platform
 from fieldsync.query.fetchxml import parse_fetchxml
@@ -82,6 +84,20 @@ def deep(levels: int) -> str:
     return "[" * levels + "]" * levels
 
 
+def nested(key: str, levels: int = 1000) -> str:
+    return '{"' + key + '": ' + deep(levels) + "}"
+
+
+def upload_body(device: str, *changes: str) -> str:
+    return (
+        '{"device": "'
+        + device
+        + '", "app": "fieldservice", "changes": ['
+        + ", ".join(changes)
+        + "]}"
+    )
+
+
 async def pieces(data: bytes, size: int = 64 * KB) -> AsyncIterator[bytes]:
     """``data`` as a chunked body: httpx sends no Content-Length for a generator."""
     for start in range(0, len(data), size):
@@ -99,15 +115,9 @@ def assert_413(r: httpx.Response, setting: str | None = None) -> None:
 
 def padded_json(data: dict[str, Any], size: int) -> bytes:
     """``data`` as JSON of exactly ``size`` bytes (padded with spaces: still valid)."""
-    raw = parse_json_dump(data)
+    raw = orjson.dumps(data)
     assert len(raw) <= size
     return raw + b" " * (size - len(raw))
-
-
-def parse_json_dump(data: dict[str, Any]) -> bytes:
-    import orjson
-
-    return orjson.dumps(data)
 
 
 # -- item 4: bodies past their limit -------------------------------------------------------
@@ -151,7 +161,8 @@ async def test_a_batch_stops_at_the_batch_limit(client: Client, world: World) ->
     for body in (over, pieces(over)):
         r = await client.http.post(API + "$batch", content=body, headers=headers)
         assert_413(r, "FIELDSYNC_MAX_BATCH_MB")
-    r = await client.http.get(API + "accounts?$select=name&$filter=name eq 'Batched'", headers=admin)
+    query = "accounts?$select=name&$filter=name eq 'Batched'"
+    r = await client.http.get(API + query, headers=admin)
     assert len(r.json()["value"]) == 1
 
 
@@ -245,9 +256,8 @@ def test_the_json_parser_measures_depth_without_recursing() -> None:
     assert parse_json(deep(MAX_JSON_DEPTH)) == parse_json(deep(MAX_JSON_DEPTH), max_depth=None)
     assert parse_json('{"a": ' * MAX_JSON_DEPTH + "1" + "}" * MAX_JSON_DEPTH)
     for text in (deep(MAX_JSON_DEPTH + 1), deep(1000), deep(100_000)):
-        with pytest.raises(Exception, match="levels deep") as caught:
+        with pytest.raises(BadRequest, match="levels deep"):
             parse_json(text)
-        assert caught.value.status == 400  # type: ignore[attr-defined]
     # many brackets side by side are shallow
     wide = "[" + ",".join(["[]"] * 10_000) + "]"
     assert len(parse_json(wide)) == 10_000
@@ -257,27 +267,25 @@ async def test_deep_json_is_a_400_that_names_the_limit(client: Client, world: Wo
     admin = await client.sign_in("admin")
     json_type = {"Content-Type": "application/json"}
     attacks = [
-        ("POST", API + "accounts", '{"name": %s}' % deep(1000), admin),
-        ("POST", "/auth/token", '{"username": %s, "password": "x"}' % deep(1000), {}),
-        ("POST", "/auth/api-tokens", '{"name": %s}' % deep(1000), admin),
-        ("POST", "/auth/revoke", '{"token": %s}' % deep(1000), {}),
-        ("POST", "/sync/v1/handshake", '{"device": %s}' % deep(1000), admin),
-        ("POST", "/sync/v1/files/grants", '{"files": %s}' % deep(1000), admin),
+        ("POST", API + "accounts", nested("name"), admin),
+        ("POST", "/auth/token", nested("username"), {}),  # without signing in
+        ("POST", "/auth/api-tokens", nested("name"), admin),
+        ("POST", "/auth/revoke", nested("token"), {}),
+        ("POST", "/sync/v1/handshake", nested("device"), admin),
+        ("POST", "/sync/v1/files/grants", nested("files"), admin),
     ]
     for method, url, body, headers in attacks:
         r = await client.http.request(method, url, content=body, headers={**headers, **json_type})
         assert r.status_code == 400, (url, r.text[:200])
         assert f"more than {MAX_JSON_DEPTH} levels deep" in r.json()["error"]["message"], url
-    skiptoken = __import__("base64").urlsafe_b64encode(deep(5000).encode()).decode()
+    skiptoken = base64.urlsafe_b64encode(deep(5000).encode()).decode()
     r = await client.http.get(API + f"accounts?$skiptoken={skiptoken}", headers=admin)
     assert r.status_code == 400, r.text[:200]
     r = await client.http.get(API + "accounts?$select=name", headers=admin)
     assert r.json()["value"] == []
 
 
-async def test_a_sync_change_nested_too_deep_is_refused_alone(
-    client: Client, world: World
-) -> None:
+async def test_a_sync_change_nested_too_deep_is_refused_alone(client: Client, world: World) -> None:
     tech = await client.sign_in("tech1")
     device = "device-deep-1"
     r = await client.http.post(
@@ -297,10 +305,8 @@ async def test_a_sync_change_nested_too_deep_is_refused_alone(
             f'"serviceaccountid": "{account}"}}}}'
         )
 
-    body = '{"device": "%s", "app": "fieldservice", "changes": [%s, %s]}' % (
-        device,
-        change(bad, str(uuid.uuid4()), deep(600)),
-        change(good, good_row, '"Pump"'),
+    body = upload_body(
+        device, change(bad, str(uuid.uuid4()), deep(600)), change(good, good_row, '"Pump"')
     )
     json_type = {**tech, "Content-Type": "application/json"}
     for _ in range(2):  # a retry gets the same answers: the outbox moves on
@@ -323,10 +329,7 @@ async def test_a_sync_change_nested_too_deep_is_refused_alone(
     assert "levels deep" in refused[0].errormessage
 
     # past the JSON parser's own ceiling the body cannot be read at all: a 400, not a 500
-    body = '{"device": "%s", "app": "fieldservice", "changes": [%s]}' % (
-        device,
-        change(str(uuid.uuid4()), str(uuid.uuid4()), deep(5000)),
-    )
+    body = upload_body(device, change(str(uuid.uuid4()), str(uuid.uuid4()), deep(5000)))
     r = await client.http.post("/sync/v1/upload", content=body, headers=json_type)
     assert r.status_code == 400, r.text[:300]
     assert "levels deep" in r.json()["error"]["message"]
@@ -456,3 +459,166 @@ async def test_sign_in_reads_json_and_forms_alike(client: Client) -> None:
         assert "must be a string" in r.json()["error"]["message"]
     r = await client.http.post("/auth/token", json=["tech1", PASSWORD])
     assert r.status_code == 400
+
+
+# -- item 4 on a real server process: a gigabyte body does not grow it -----------------------
+
+GiB = 1024 * MB
+
+
+def _memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (the peak) of a process, in bytes."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+class _Serve:
+    """``fieldsync serve`` in a child process on a loopback port."""
+
+    def __init__(self, database: str, data_dir: Path) -> None:
+        import os
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        args = [sys.executable, "-m", "fieldsync.cli", "serve", "--database", database]
+        args += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        env = {**os.environ, "FIELDSYNC_DATA_DIR": str(data_dir)}
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("the server did not start") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def _send(
+    port: int, method: str, path: str, headers: dict[str, str], total: int, pid: int
+) -> tuple[int, bytes, int, int]:
+    """Send ``total`` bytes as a chunked body (or, with a Content-Length in ``headers``, as
+    a plain one) while reading the answer. Returns the status, the answer's body, the bytes
+    sent before the server closed the connection, and the server's largest RSS seen."""
+    import socket
+    import threading
+
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.settimeout(60)
+    chunked = "Content-Length" not in headers
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else "\r\n"
+    sock.sendall(head.encode())
+    answer = bytearray()
+    closed = threading.Event()
+
+    def read() -> None:
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            answer.extend(data)
+        closed.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    piece = b"x" * MB
+    frame = (b"%x\r\n" % len(piece) + piece + b"\r\n") if chunked else piece
+    sent, peak = 0, _memory(pid)["VmRSS"]
+    try:
+        while sent < total and not closed.is_set():
+            sock.sendall(frame)
+            sent += len(piece)
+            if sent % (8 * MB) == 0:
+                peak = max(peak, _memory(pid)["VmRSS"])
+        if chunked and sent >= total:
+            sock.sendall(b"0\r\n\r\n")
+    except OSError:
+        pass  # the server closed the connection: it stopped reading
+    reader.join(60)
+    sock.close()
+    peak = max(peak, _memory(pid)["VmRSS"])
+    status_line, _, rest = bytes(answer).partition(b"\r\n")
+    status = int(status_line.split()[1]) if status_line else 0
+    return status, rest.partition(b"\r\n\r\n")[2], sent, peak
+
+
+def test_a_gigabyte_body_does_not_grow_a_real_server(tmp_path: Path) -> None:
+    """The attack of issue 16: 1 GiB sent to the Web API and to $batch, chunked and with a
+    Content-Length, against ``fieldsync serve`` on SQLite: each is a 413 after at most the
+    limit (16 MB by default), and the server grows by less than 50 MB."""
+    from conftest import FAST_HASHING
+    from fieldsync.platform import build
+    from fieldsync.store.store import Store
+
+    database = f"sqlite:///{tmp_path / 'fieldsync.db'}"
+    p = build(Store.open(database), auth_settings=FAST_HASHING)
+    try:
+        org = p.org
+        admin = org.user("admin", roles=[org.role_id(SYSTEM_ADMINISTRATOR)])
+        _, token = p.auth.create_api_token(admin, "attack")
+        rid = p.records.create("account", {"name": "Target"})
+    finally:
+        p.close()
+    server = _Serve(database, tmp_path / "data")
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        base = f"http://127.0.0.1:{server.port}"
+        with httpx.Client(base_url=base, headers=auth, timeout=30) as http:
+            for n in range(3):  # warm up: the first requests load what they need
+                r = http.patch(API + f"accounts({rid})", json={"name": f"Warm {n}"})
+                assert r.status_code == 204, r.text
+                assert http.get(API + "accounts?$select=name").status_code == 200
+        before = _memory(server.proc.pid)
+        attacks = [
+            ("PATCH", API + f"accounts({rid})", {"Content-Type": "application/json"}),
+            ("POST", API + "$batch", {"Content-Type": "multipart/mixed; boundary=b"}),
+            (
+                "PATCH",
+                API + f"accounts({rid})",
+                {"Content-Type": "application/json", "Content-Length": str(GiB)},
+            ),
+        ]
+        for method, path, headers in attacks:
+            status, body, sent, peak = _send(
+                server.port, method, path, {**auth, **headers}, GiB, server.proc.pid
+            )
+            grown = (peak - before["VmRSS"]) / MB
+            print(f"{method} {path}: 413 after {sent / MB:.0f} MB sent; RSS +{grown:.1f} MB")
+            assert status == 413, body[:300]
+            assert orjson.loads(body)["error"]["message"]
+            assert sent < GiB / 4  # the server stopped reading, and closed the connection
+            assert peak - before["VmRSS"] < 50 * MB, (path, peak - before["VmRSS"])
+        after = _memory(server.proc.pid)
+        assert after["VmRSS"] - before["VmRSS"] < 50 * MB
+        assert after["VmHWM"] - max(before["VmHWM"], before["VmRSS"]) < 50 * MB
+        with httpx.Client(base_url=base, headers=auth, timeout=30) as http:
+            r = http.get(API + f"accounts({rid})?$select=name")
+            assert r.json()["name"] == "Warm 2"  # nothing changed; the server still serves
+    finally:
+        server.stop()

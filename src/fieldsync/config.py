@@ -75,7 +75,7 @@ class Settings:
     max_request_mb: int = setting(
         16, "the largest request body of the Web API, sync and administration endpoints, in MB"
     )
-    max_batch_mb: int = setting(32, "the largest Web API $batch body, in MB")
+    max_batch_mb: int = setting(16, "the largest Web API $batch body, in MB")
     max_chunk_mb: int = setting(
         16, "the largest chunk of a chunked file upload (Web API and sync), in MB"
     )

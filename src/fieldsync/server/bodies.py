@@ -44,7 +44,7 @@ class BodyLimits:
     """The largest body of each kind of request, in bytes."""
 
     request: int = 16 * MiB  # Web API, sync, administration: JSON
-    batch: int = 32 * MiB  # a Web API $batch
+    batch: int = 16 * MiB  # a Web API $batch
     chunk: int = 16 * MiB  # one chunk of a chunked file upload
     file: int = 128 * MiB  # a whole file in one Web API PATCH (streamed, never held whole)
     form: int = 256 * 1024  # a portal form, a sign-in body
