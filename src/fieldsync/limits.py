@@ -21,21 +21,25 @@ MAX_CONDITIONS: Final = 500  # conditions in one query (Dataverse: 500 in an off
 MAX_FILTER_LENGTH: Final = 32_768  # characters of one $filter
 
 
+_CONTAINERS: Final = frozenset((dict, list))
+
+
 def json_depth_over(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether ``value`` (parsed JSON) nests objects and arrays more than ``limit`` deep.
-    Iterative, level by level: no recursion, whatever the input."""
-    level = [value] if isinstance(value, (dict, list)) else []
+    """Whether ``value`` (parsed JSON: dicts, lists, scalars) nests objects and arrays more
+    than ``limit`` deep. Iterative, level by level: no recursion, whatever the input; a node
+    whose children are all scalars (most rows) is passed over at C speed."""
+    level = [value] if type(value) in _CONTAINERS else []
     depth = 0
     while level:
         depth += 1
         if depth > limit:
             return True
-        level = [
-            child
-            for node in level
-            for child in (node.values() if isinstance(node, dict) else node)
-            if isinstance(child, (dict, list))
-        ]
+        deeper: list[Any] = []
+        for node in level:
+            children = node.values() if type(node) is dict else node
+            if not _CONTAINERS.isdisjoint(map(type, children)):
+                deeper.extend(c for c in children if type(c) in _CONTAINERS)
+        level = deeper
     return False
 
 

@@ -87,9 +87,7 @@ class ClientChange:
         if base is not None and (isinstance(base, bool) or not isinstance(base, int) or base < 0):
             raise BadRequest(f"{where}: 'base_version' must be a version number or null")
         problem = None
-        if any(isinstance(v, (dict, list)) for v in values.values()) and json_depth_over(
-            values, MAX_JSON_DEPTH
-        ):
+        if json_depth_over(values, MAX_JSON_DEPTH):
             # refused on its own (a sync error), not with the batch: the rest applies, and
             # the device's outbox moves on
             problem = (
