@@ -298,25 +298,41 @@ async def test_a_sync_change_nested_too_deep_is_refused_alone(client: Client, wo
         "account", {"name": "Contoso", "ownerid": EntityRef("systemuser", world.users["tech1"])}
     )
 
-    def change(cid: str, record: str, value: str) -> str:
+    other_row = str(uuid.uuid4())
+
+    def change(cid: str, record: str, value: str, operation: str = "create") -> str:
         return (
             f'{{"id": "{cid}", "record": "{record}", "table": "workorder", '
-            f'"operation": "create", "values": {{"name": {value}, '
+            f'"operation": "{operation}", "values": {{"name": {value}, '
             f'"serviceaccountid": "{account}"}}}}'
         )
 
     body = upload_body(
-        device, change(bad, str(uuid.uuid4()), deep(600)), change(good, good_row, '"Pump"')
+        device,
+        change(bad, str(uuid.uuid4()), deep(600)),
+        change(good, good_row, '"Pump"'),  # creates that follow one another: one batched write
+        change(str(uuid.uuid4()), other_row, '"Valve"'),
     )
     json_type = {**tech, "Content-Type": "application/json"}
     for _ in range(2):  # a retry gets the same answers: the outbox moves on
         r = await client.http.post("/sync/v1/upload", content=body, headers=json_type)
         assert r.status_code == 200, r.text[:300]
-        first, second = r.json()["results"]
+        first, *rest = r.json()["results"]
         assert first["status"] == "rejected"
         assert f"more than {MAX_JSON_DEPTH} levels deep" in first["error"]["message"]
-        assert second["status"] == "applied"
-    assert world.platform.records.retrieve("workorder", uuid.UUID(good_row))["name"] == "Pump"
+        assert [c["status"] for c in rest] == ["applied", "applied"]
+    # an update nested too deep, then one that is fine: it is not batched with the next
+    bad_update = str(uuid.uuid4())
+    body = upload_body(
+        device,
+        change(bad_update, good_row, deep(100), "update"),
+        change(str(uuid.uuid4()), other_row, '"Valve 2"', "update"),
+    )
+    r = await client.http.post("/sync/v1/upload", content=body, headers=json_type)
+    assert [c["status"] for c in r.json()["results"]] == ["rejected", "applied"]
+    records = world.platform.records
+    assert records.retrieve("workorder", uuid.UUID(good_row))["name"] == "Pump"
+    assert records.retrieve("workorder", uuid.UUID(other_row))["name"] == "Valve 2"
     store = world.platform.store
     errors = store.sql_table("syncerror")
     with store.read() as conn:
@@ -325,7 +341,8 @@ async def test_a_sync_change_nested_too_deep_is_refused_alone(client: Client, wo
                 errors.c.deviceid == device
             )
         ).all()
-    assert [str(r.clientchangeid) for r in refused] == [bad]  # once, though sent twice
+    # once each, though the first was sent twice
+    assert sorted(str(r.clientchangeid) for r in refused) == sorted([bad, bad_update])
     assert "levels deep" in refused[0].errormessage
 
     # past the JSON parser's own ceiling the body cannot be read at all: a 400, not a 500

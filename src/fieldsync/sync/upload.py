@@ -163,6 +163,7 @@ class Uploader:
             if (
                 last is not None
                 and batchable
+                and last[0].problem is None
                 and last[0].table == change.table
                 and last[0].operation == change.operation
                 and all(c.record_id != change.record_id for c in last)
