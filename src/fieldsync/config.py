@@ -77,6 +77,14 @@ class Settings:
         "host:port to serve Prometheus metrics on without a token, for a scraper on a private "
         "network (default: only /metrics, for administrators' tokens)",
     )
+    max_request_mb: int = setting(
+        16, "the largest request body of the Web API, sync and administration endpoints, in MB"
+    )
+    max_batch_mb: int = setting(16, "the largest Web API $batch body, in MB")
+    max_chunk_mb: int = setting(
+        16, "the largest chunk of a chunked file upload (Web API and sync), in MB"
+    )
+    max_form_kb: int = setting(256, "the largest portal form or sign-in (/auth) body, in KB")
 
     @property
     def database(self) -> str:

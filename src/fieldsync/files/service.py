@@ -61,7 +61,8 @@ UNKNOWN = -1  # the size of an upload that has not said it yet
 @dataclass(frozen=True)
 class FileLimits:
     max_bytes: int = 128 * MiB
-    chunk_bytes: int = 4 * MiB
+    chunk_bytes: int = 4 * MiB  # the chunk size a client is told to send
+    max_chunk_bytes: int = 16 * MiB  # the largest chunk accepted (FIELDSYNC_MAX_CHUNK_MB)
     orphan_seconds: int = 24 * 3600  # an unreferenced file or upload lives this long
 
 
@@ -294,8 +295,9 @@ class Files:
             )
         if not data and size:
             raise BadRequest("an empty chunk")
-        if len(data) > max(self.limits.chunk_bytes, 16 * MiB):
-            raise PayloadTooLarge(f"a chunk carries at most {_human(self.limits.chunk_bytes)}")
+        most = max(self.limits.chunk_bytes, self.limits.max_chunk_bytes)
+        if len(data) > most:
+            raise PayloadTooLarge(f"a chunk carries at most {_human(most)}")
         self.blobs.stage(row.uploadid, start, data)
         with self.store.write() as conn:
             moved = conn.execute(

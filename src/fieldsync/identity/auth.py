@@ -345,7 +345,9 @@ class Authenticator:
     ) -> tuple[RecordId, str]:
         if not isinstance(name, str) or not 1 <= len(name) <= 100:
             raise BadRequest("an API token needs a name of 1 to 100 characters")
-        if days is not None and not 1 <= days <= 3650:
+        if days is not None and (
+            isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650
+        ):
             raise BadRequest("an API token lasts 1 to 3650 days")
         token_id = uuid.uuid4()
         token = f"fsk.{token_id.hex}.{secrets.token_urlsafe(32)}"

@@ -29,7 +29,6 @@ from fieldsync.errors import (
     FieldsyncError,
     Forbidden,
     NotFound,
-    PayloadTooLarge,
     ProfileInvalid,
     Unauthorized,
 )
@@ -42,12 +41,13 @@ from fieldsync.offline.tables import offline_tables
 from fieldsync.offline.validation import ProfileDraft
 from fieldsync.platform import Platform
 from fieldsync.portal import editor
-from fieldsync.portal.session import COOKIE, MAX_FORM_BYTES, Form, Session, Signer, csrf_matches
+from fieldsync.portal.session import COOKIE, Form, Session, Signer, csrf_matches
 from fieldsync.query.ast import Condition, Op, all_of
 from fieldsync.schema.builtin import SYSTEM_USER_ID
 from fieldsync.security.context import load_context
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege
+from fieldsync.server.bodies import read_body
 from fieldsync.sync.devices import list_devices, purge_device
 from fieldsync.types import EntityRef, Row
 
@@ -108,14 +108,25 @@ class PortalRoute(APIRoute):
                 response = error_page(request, 400, "the request is not one the portal sends")
             except StarletteHTTPException as exc:
                 response = error_page(request, exc.status_code, str(exc.detail))
-            fresh: Session | None = getattr(request.state, "portal_session", None)
-            if fresh is not None and COOKIE not in response.headers.get("set-cookie", ""):
-                set_session(request, response, fresh)
-            for key, value in SECURITY_HEADERS.items():
-                response.headers.setdefault(key, value)
-            return response
+            return finish(request, response)
 
         return portal_handler
+
+
+def finish(request: Request, response: Response) -> Response:
+    """The session cookie when it changed, and the security headers."""
+    fresh: Session | None = getattr(request.state, "portal_session", None)
+    if fresh is not None and COOKIE not in response.headers.get("set-cookie", ""):
+        set_session(request, response, fresh)
+    for key, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(key, value)
+    return response
+
+
+def refusal(request: Request, status: int, message: str) -> Response:
+    """An error page for a request refused before it reached a portal route (a body past
+    its limit)."""
+    return finish(request, error_page(request, status, message))
 
 
 router = APIRouter(prefix=PREFIX, route_class=PortalRoute, include_in_schema=False)
@@ -177,9 +188,7 @@ def signed_in(request: Request) -> SecurityContext:
 
 async def posted(request: Request) -> Form:
     """The posted form, once its CSRF token matches the session's."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise PayloadTooLarge("the form is too large")
+    body = await read_body(request)  # held to FIELDSYNC_MAX_FORM_KB (fieldsync.server.bodies)
     try:
         form = Form.parse(body)
     except (UnicodeDecodeError, ValueError):

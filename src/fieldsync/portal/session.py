@@ -21,7 +21,6 @@ from urllib.parse import parse_qs
 import orjson
 
 COOKIE = "fieldsync_portal"
-MAX_FORM_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from defusedxml.common import (  # type: ignore[import-untyped]
 from defusedxml.expatreader import DefusedExpatParser  # type: ignore[import-untyped]
 
 from fieldsync.errors import QueryError, ValidationError
+from fieldsync.limits import MAX_CONDITIONS
 from fieldsync.query.ast import (
     COMPARISONS,
     DATE_OPS,
@@ -70,7 +71,7 @@ from fieldsync.query.ast import (
 from fieldsync.schema.model import Column, ColumnType, Schema, Table
 from fieldsync.schema.values import make_coercer
 
-__all__ = ["MAX_BYTES", "FetchXmlError", "parse_fetchxml"]
+__all__ = ["MAX_BYTES", "MAX_CONDITIONS", "FetchXmlError", "parse_fetchxml"]
 
 T = ColumnType
 
@@ -521,6 +522,7 @@ class _Reader:
         self.used: set[str] = set()
         self.root = ""
         self.count = 0
+        self.conditions = 0
 
     # -- <fetch> -----------------------------------------------------------------------------
 
@@ -850,6 +852,9 @@ class _Reader:
     def _condition(
         self, el: _Element, table: Table, scope: dict[str, Table], alias: str | None
     ) -> Node:
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            el.fail(f"the query has more than {MAX_CONDITIONS} conditions")
         for name in el.attrs:
             if name in ("aggregate", "rowaggregate", "alias"):
                 el.fail(f"a condition on an aggregate: {AGGREGATION}")

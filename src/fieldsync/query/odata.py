@@ -64,6 +64,7 @@ from decimal import Decimal
 from typing import Any, Final, NoReturn, TypeAlias
 
 from fieldsync.errors import FieldsyncError, QueryError
+from fieldsync.limits import MAX_CONDITIONS, MAX_FILTER_LENGTH
 from fieldsync.query.ast import (
     FALSE,
     TRUE,
@@ -847,6 +848,8 @@ def parse_filter(
 ) -> Node:
     """One ``$filter`` on ``table`` as a filter node. ``aliases`` are the request's
     parameter aliases (``{"@p1": "'x'"}``); ``where`` names the text in error messages."""
+    if len(text) > MAX_FILTER_LENGTH:
+        raise QueryError(f"{where} is longer than {MAX_FILTER_LENGTH} characters")
     return _Parser(text, schema, where, aliases or {}).parse(table)
 
 
@@ -882,6 +885,7 @@ class _Parser:
         self.tokens = _tokenize(text, where)
         self.i = 0
         self.depth = 0
+        self.conditions = 0
         self.coercers: dict[tuple[str, str], Callable[[Any], Any]] = {}
 
     # -- helpers
@@ -915,6 +919,11 @@ class _Parser:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             self.fail(f"the filter is nested more than {MAX_DEPTH} levels deep", pos)
+
+    def condition(self, pos: int) -> None:
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            self.fail(f"{self.where} has more than {MAX_CONDITIONS} conditions", pos)
 
     # -- grammar
 
@@ -960,6 +969,7 @@ class _Parser:
             self.expect(")", "')'")
             self.depth -= 1
             return node
+        self.condition(tok.pos)
         if tok.kind == "ident" and self.peek(1).kind == "(":
             return self.call(scope)
         left = self.operand(scope)

@@ -3,17 +3,16 @@ members from its external group (an identity provider's sync job calls this)."""
 
 from __future__ import annotations
 
-import json
 import uuid
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from fieldsync.errors import BadRequest
+from fieldsync.limits import parse_json
 from fieldsync.server.auth import Principal, platform
+from fieldsync.server.bodies import read_body
 from fieldsync.server.responses import JSON
-
-MAX_BODY = 1024 * 1024
 
 router = APIRouter(prefix="/admin", tags=["administration"])
 
@@ -27,13 +26,11 @@ async def refresh_group_members(request: Request, team_id: str, ctx: Principal) 
         team = uuid.UUID(team_id)
     except ValueError:
         raise BadRequest(f"{team_id!r} is not a team id") from None
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise BadRequest("the request body is too large")
+    body = await read_body(request)
     try:
-        data = json.loads(body or b"null")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest('the body must be JSON: {"usernames": [...]}') from None
+        data = parse_json(body or b"null")
+    except BadRequest as exc:
+        raise BadRequest(f'the body must be JSON: {{"usernames": [...]}} ({exc.message})') from None
     names = data.get("usernames") if isinstance(data, dict) else None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise BadRequest('the body must be JSON: {"usernames": [...]}')

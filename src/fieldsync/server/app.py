@@ -7,11 +7,14 @@ exception is logged and answered with a 500 in the same shape.
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableMapping
+from typing import Any
 
 import sqlalchemy as sa
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 
 from fieldsync import __version__
 from fieldsync.config import Settings
@@ -20,6 +23,7 @@ from fieldsync.files.blobs import open_blobs
 from fieldsync.files.service import FileLimits, Files
 from fieldsync.identity.auth import AuthSettings
 from fieldsync.platform import Platform, open_platform
+from fieldsync.portal.router import refusal as portal_refusal
 from fieldsync.portal.router import router as portal_router
 from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
@@ -27,9 +31,11 @@ from fieldsync.server import files as files_routes
 from fieldsync.server import live as live_routes
 from fieldsync.server import sync as sync_routes
 from fieldsync.server.auth import Principal
+from fieldsync.server.bodies import BodyLimit, BodyLimits
 from fieldsync.server.metrics import Metrics, MetricsMiddleware
 from fieldsync.server.responses import JSON, HeaderCase
 from fieldsync.sync.service import SyncService
+from fieldsync.webapi import files as webapi_files
 from fieldsync.webapi.router import router as webapi_router
 
 log = logging.getLogger(__name__)
@@ -106,6 +112,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         ),
         FileLimits(
             max_bytes=settings.max_file_mb * 2**20,
+            max_chunk_bytes=settings.max_chunk_mb * 2**20,
             orphan_seconds=settings.files_orphan_hours * 3600,
         ),
     )
@@ -114,7 +121,6 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.include_router(portal_router)
     app.state.metrics = metrics = Metrics()
     metrics.watch(live=lambda: app.state.live.connected, store=store)
-    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.get("/metrics", include_in_schema=False)
     def scrape(ctx: Principal) -> Response:
@@ -126,6 +132,24 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         return Response(body, media_type=content_type)
 
     app.add_middleware(HeaderCase)
+
+    def is_file(method: str, path: str) -> bool:
+        try:
+            return webapi_files.claims(store.schema, method, path) is not None
+        except FieldsyncError:
+            return False
+
+    def refuse(scope: MutableMapping[str, Any], exc: FieldsyncError) -> Response:
+        path = scope["path"]
+        if path == "/portal" or path.startswith("/portal/"):
+            return portal_refusal(Request(scope), exc.status, exc.message)
+        return error_response(exc.status, exc.code, exc.message)
+
+    app.add_middleware(
+        BodyLimit, limits=BodyLimits.from_settings(settings), is_file=is_file, render=refuse
+    )
+    # outermost: every answer is counted, refusals of oversized bodies included
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
 
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:

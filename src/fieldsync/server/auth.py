@@ -3,9 +3,7 @@ token into the caller's security context (endpoints never parse tokens themselve
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
@@ -15,9 +13,10 @@ from fieldsync.platform import Platform
 from fieldsync.schema.builtin import ORGANIZATION_ID
 from fieldsync.security.context import load_context
 from fieldsync.security.model import SecurityContext
+from fieldsync.server.bodies import read_fields
 from fieldsync.server.responses import JSON
 
-MAX_FORM_BYTES = 64 * 1024
+MAX_TOKEN_DAYS = 3650
 
 router = APIRouter(prefix="/auth", tags=["sign-in"])
 
@@ -48,37 +47,20 @@ def authenticate(request: Request) -> SecurityContext:
 Principal = Annotated[SecurityContext, Depends(authenticate)]
 
 
-async def _form(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise BadRequest("the request body is too large")
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    try:
-        if kind == "application/json":
-            data = json.loads(body or b"{}")
-            if not isinstance(data, dict):
-                raise BadRequest("the request body must be a JSON object")
-            return {str(k): v for k, v in data.items() if isinstance(v, str)}
-        text = body.decode("utf-8")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest("the request body is neither form data nor JSON") from None
-    return {k: v[0] for k, v in parse_qs(text, keep_blank_values=True).items()}
-
-
 @router.post("/token")
 async def token(request: Request) -> JSON:
     """OAuth2 token endpoint: ``grant_type=password`` (username, password) or
     ``grant_type=refresh_token`` (refresh_token), form-encoded or JSON."""
-    form = await _form(request)
+    form = await read_fields(request)
     p = platform(request)
-    grant = form.get("grant_type", "password")
+    grant = form.text("grant_type", "password")
     address = request.client.host if request.client else ""
     if grant == "password":
         pair = await run_in_threadpool(
-            p.auth.sign_in, form.get("username", ""), form.get("password", ""), address
+            p.auth.sign_in, form.text("username"), form.text("password"), address
         )
     elif grant == "refresh_token":
-        pair = await run_in_threadpool(p.auth.refresh, form.get("refresh_token", ""))
+        pair = await run_in_threadpool(p.auth.refresh, form.text("refresh_token"))
     else:
         raise BadRequest(f"unsupported grant_type {grant!r}: use password or refresh_token")
     return JSON(pair.to_json(), headers={"Cache-Control": "no-store"})
@@ -88,9 +70,9 @@ async def token(request: Request) -> JSON:
 async def revoke(request: Request) -> JSON:
     """Revoke a refresh token (its whole session), an access token's session, or an API
     token. Unknown tokens are accepted silently (RFC 7009)."""
-    form = await _form(request)
+    form = await read_fields(request)
     p = platform(request)
-    await run_in_threadpool(p.auth.revoke, form.get("token", ""))
+    await run_in_threadpool(p.auth.revoke, form.text("token"))
     return JSON({"revoked": True})
 
 
@@ -108,15 +90,14 @@ def whoami(ctx: Principal) -> JSON:
 
 @router.post("/api-tokens")
 async def create_api_token(request: Request, ctx: Principal) -> JSON:
-    form = await _form(request)
-    days_text = form.get("days")
-    try:
-        days = int(days_text) if days_text else None
-    except ValueError:
-        raise BadRequest("days must be a whole number") from None
+    """A new API token: ``name``, and ``days`` it lasts (1 to 3650; without it, until
+    revoked), form-encoded or JSON."""
+    form = await read_fields(request)
+    days = form.integer("days", 1, MAX_TOKEN_DAYS)
+    name = form.text("name", "api")
     p = platform(request)
     token_id, secret = await run_in_threadpool(
-        p.auth.create_api_token, ctx.user_id, form.get("name", "api"), days=days
+        p.auth.create_api_token, ctx.user_id, name, days=days
     )
     return JSON({"id": str(token_id), "token": secret}, status_code=201)
 

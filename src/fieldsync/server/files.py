@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
@@ -27,12 +26,11 @@ from starlette.responses import Response, StreamingResponse
 from fieldsync.errors import BadRequest, NotFound, RangeNotSatisfiable
 from fieldsync.files.service import FileInfo, Files
 from fieldsync.server.auth import Principal
-from fieldsync.server.bodies import read_body
+from fieldsync.server.bodies import read_body, read_json_object
 from fieldsync.server.responses import JSON
 from fieldsync.sync.files import FileGrants
 
 router = APIRouter(prefix="/sync/v1/files", tags=["sync"])
-MAX_JSON = 1024 * 1024
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
 
@@ -112,14 +110,7 @@ def blob_response(
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    body = await read_body(request, MAX_JSON)
-    try:
-        data = orjson.loads(body or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the request body is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadRequest("the request body must be a JSON object")
-    return data
+    return await read_json_object(request)
 
 
 @router.post("/grants")
@@ -161,7 +152,7 @@ async def upload_status(request: Request, ctx: Principal, upload: str) -> JSON:
 @router.put("/uploads/{upload}")
 async def upload_chunk(request: Request, ctx: Principal, upload: str) -> JSON:
     service = files(request)
-    data = await read_body(request, max(service.limits.chunk_bytes, 16 * 1024 * 1024))
+    data = await read_body(request)  # held to FIELDSYNC_MAX_CHUNK_MB
     start, total = parse_content_range(request.headers.get("content-range"), len(data))
     digest = parse_digest(request.headers.get("content-digest"))
     answer = await run_in_threadpool(

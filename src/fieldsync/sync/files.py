@@ -51,9 +51,9 @@ def rejected_files(schema: Schema, changes: object, results: object) -> list[uui
             continue
         for name, value in values.items():
             col = table.column(name)
-            if col is not None and col.type in FILE_TYPES and value is not None:
+            if col is not None and col.type in FILE_TYPES and isinstance(value, str):
                 with contextlib.suppress(ValueError):
-                    out.append(uuid.UUID(str(value)))
+                    out.append(uuid.UUID(value))
     return out
 
 

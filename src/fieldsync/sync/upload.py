@@ -36,6 +36,7 @@ from fieldsync.errors import (
     PreconditionFailed,
     RecordNotFound,
 )
+from fieldsync.limits import MAX_JSON_DEPTH, json_depth_over
 from fieldsync.query.ast import And, Query, is_in
 from fieldsync.records.plugins import Conflict
 from fieldsync.records.service import Records
@@ -62,6 +63,7 @@ class ClientChange:
     record_id: uuid.UUID
     values: Mapping[str, Any]
     base_version: int | None
+    problem: str | None = None  # why the change is refused before it is tried
 
     @classmethod
     def parse(cls, data: object, position: int) -> ClientChange:
@@ -84,7 +86,15 @@ class ClientChange:
         base = data.get("base_version")
         if base is not None and (isinstance(base, bool) or not isinstance(base, int) or base < 0):
             raise BadRequest(f"{where}: 'base_version' must be a version number or null")
-        return cls(change_id, table, str(operation), record_id, dict(values), base)
+        problem = None
+        if json_depth_over(values, MAX_JSON_DEPTH):
+            # refused on its own (a sync error), not with the batch: the rest applies, and
+            # the device's outbox moves on
+            problem = (
+                f"{where}: 'values' nest objects and arrays more than {MAX_JSON_DEPTH} levels deep"
+            )
+            values = {}
+        return cls(change_id, table, str(operation), record_id, dict(values), base, problem)
 
 
 ERROR_TYPE_CONFLICT, ERROR_TYPE_NOT_FOUND, ERROR_TYPE_EXISTS, ERROR_TYPE_OTHER = 0, 1, 2, 3
@@ -141,15 +151,19 @@ class Uploader:
         runs: list[list[ClientChange]] = []
         for change in changes:
             last = runs[-1] if runs else None
-            batchable = change.operation == "create" or (
-                change.operation == "update"
-                and change.table not in self.server_wins
-                and self.records.plugins.conflict_resolver(change.table) is None
-                and "ownerid" not in change.values
+            batchable = change.problem is None and (
+                change.operation == "create"
+                or (
+                    change.operation == "update"
+                    and change.table not in self.server_wins
+                    and self.records.plugins.conflict_resolver(change.table) is None
+                    and "ownerid" not in change.values
+                )
             )
             if (
                 last is not None
                 and batchable
+                and last[0].problem is None
                 and last[0].table == change.table
                 and last[0].operation == change.operation
                 and all(c.record_id != change.record_id for c in last)
@@ -241,6 +255,8 @@ class Uploader:
         return {**base, "status": "applied", "version": version}
 
     def _write(self, conn: sa.Connection, change: ClientChange) -> int | None:
+        if change.problem is not None:
+            raise BadRequest(change.problem)
         if change.table not in self.plan.tables:
             raise BadRequest(f"table {change.table!r} is not in this device's offline profile")
         table = self.plan.tables[change.table].table

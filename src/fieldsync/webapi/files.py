@@ -95,7 +95,7 @@ async def serve(request: Request, ctx: SecurityContext, target: FileTarget, root
     query = parse_qs(request.url.query)
     token = (query.get("sessiontoken") or [""])[0]
     if token:  # one chunk of an upload begun here
-        data = await read_body(request, max(files.limits.chunk_bytes, 16 * 1024 * 1024))
+        data = await read_body(request)  # held to FIELDSYNC_MAX_CHUNK_MB
         start, total = parse_content_range(request.headers.get("content-range"), len(data))
         digest = parse_digest(request.headers.get("content-digest"))
         answer = await run_in_threadpool(

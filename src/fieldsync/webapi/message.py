@@ -4,7 +4,6 @@ who is calling, on which platform, in which transaction."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,13 +12,12 @@ from urllib.parse import parse_qs, quote, urlencode
 
 import sqlalchemy as sa
 
-from fieldsync.errors import BadRequest, PayloadTooLarge
+from fieldsync.errors import BadRequest
+from fieldsync.limits import parse_json
 from fieldsync.platform import Platform
 from fieldsync.security.model import SecurityContext
 from fieldsync.server.responses import json_bytes
 from fieldsync.webapi.protocol import parse_prefer
-
-MAX_BODY = 16 * 1024 * 1024
 
 
 @dataclass
@@ -55,14 +53,11 @@ class ODataRequest:
         return self.headers.get(name.lower())
 
     def json(self) -> Any:
-        if len(self.body) > MAX_BODY:
-            raise PayloadTooLarge(f"the request body is larger than {MAX_BODY} bytes")
+        """The body as JSON, no deeper than :data:`fieldsync.limits.MAX_JSON_DEPTH` (its
+        size was held to its limit as it arrived: :mod:`fieldsync.server.bodies`)."""
         if not self.body.strip():
             raise BadRequest("the request needs a JSON body")
-        try:
-            return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+        return parse_json(self.body)
 
     def json_object(self) -> dict[str, Any]:
         data = self.json()

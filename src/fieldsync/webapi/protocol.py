@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from fieldsync.errors import BadRequest
+from fieldsync.limits import parse_json
 
 API_PREFIX: Final = "/api/data/v9.2"
 MAX_PAGE_SIZE: Final = 5000
@@ -177,9 +178,9 @@ def encode_skiptoken(offset: int) -> str:
 def decode_skiptoken(token: str) -> int:
     try:
         padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+        data = parse_json(base64.urlsafe_b64decode(padded.encode("ascii")), max_depth=2)
         offset = data["o"]
-    except (ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
+    except (BadRequest, ValueError, KeyError, TypeError, binascii.Error, UnicodeEncodeError):
         raise BadRequest("$skiptoken is not one this server issued") from None
     if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= 10**9:
         raise BadRequest("$skiptoken is not one this server issued")

@@ -21,12 +21,12 @@ from fieldsync.errors import (
     FieldsyncError,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
     TooManyRequests,
 )
 from fieldsync.schema.builtin import ORGANIZATION_ID
 from fieldsync.schema.model import Table
 from fieldsync.server.auth import authenticate
+from fieldsync.server.bodies import read_body
 from fieldsync.server.responses import JSON
 from fieldsync.webapi import (
     batch,
@@ -38,7 +38,7 @@ from fieldsync.webapi import (
     relationships,
     writing,
 )
-from fieldsync.webapi.message import MAX_BODY, Call, ODataRequest, ODataResponse
+from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX, Segment, parse_path
 
 router = APIRouter(tags=["web api"])
@@ -219,9 +219,7 @@ async def web_api(request: Request, path: str) -> Response:
     target = files.claims(request.app.state.platform.store.schema, request.method, path)
     if target is not None:  # file and image columns stream; they never load into memory
         return await files.serve(request, ctx, target, _root(request))
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise PayloadTooLarge(f"the request body is larger than {MAX_BODY} bytes")
+    body = await read_body(request)  # held to its limit (fieldsync.server.bodies)
     req = ODataRequest(
         method=request.method,
         path=request.scope["path"].removeprefix(API_PREFIX),
