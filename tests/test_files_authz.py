@@ -320,6 +320,11 @@ def test_own_uploads_and_readable_references_still_work(world: World) -> None:
     r = tech1.patch(API + f"workorders({wo1})", json={"servicereport": str(mine)})
     assert r.status_code == 204, r.text
     assert org.held("tech1", "servicereport") == mine
+    # a file column is no navigation property: it cannot be bound
+    r = tech1.patch(
+        API + f"workorders({wo1})", json={"servicereport@odata.bind": f"/workorders({wo1})"}
+    )
+    assert r.status_code == 400
     # keeping the value is always fine
     assert (
         tech1.patch(API + f"workorders({wo1})", json={"servicereport": str(mine)}).status_code
