@@ -20,6 +20,7 @@ from PIL import Image
 from fieldsync.errors import RecordNotFound
 from fieldsync.offline.snapshot import Distribution, ItemSnapshot
 from fieldsync.platform import Platform
+from fieldsync.schema.model import Column, ColumnType, define_table
 from fieldsync.store.catalog import fs_file, fs_migration
 from fieldsync.types import EntityRef
 from sync_world import World, field_profile
@@ -478,3 +479,21 @@ def test_the_upgrade_marks_held_files_attached_and_indexes_file_columns(world: W
     assert attached[held] is not None
     assert attached[loose] is None
     assert {"ix_workorder_servicereport", "ix_workorder_sitephoto"} <= indexes
+
+
+def test_file_columns_of_custom_tables_are_indexed_and_still_drop(platform: Platform) -> None:
+    store = platform.store
+    store.create_table(
+        define_table("new_doc", columns=[Column("new_scan", ColumnType.FILE, display_name="Scan")])
+    )
+    store.add_column("new_doc", Column("new_photo", ColumnType.IMAGE, display_name="Photo"))
+
+    def indexes() -> set[str]:
+        with store.read() as conn:
+            return {str(i["name"]) for i in sa.inspect(conn).get_indexes("new_doc")}
+
+    assert {"ix_new_doc_new_scan", "ix_new_doc_new_photo"} <= indexes()
+    store.drop_column("new_doc", "new_scan")
+    store.drop_column("new_doc", "new_photo")
+    assert not {"ix_new_doc_new_scan", "ix_new_doc_new_photo"} & indexes()
+    assert {"new_scan", "new_photo"}.isdisjoint(store.schema.table("new_doc").columns)
