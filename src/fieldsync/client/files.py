@@ -345,6 +345,8 @@ class DeviceFiles:
             except _Corrupt:
                 report.failed += 1
                 continue
+            except _Gone:  # access went between the grant and the download
+                continue
             report.downloaded += 1
             report.bytes += got
             if progress is not None:
@@ -410,7 +412,10 @@ class DeviceFiles:
                     )
                 except ServerError as exc:
                     if exc.status == 403 and not renewed:  # the ticket expired: ask again
-                        tickets.update(self._grant(http, [fid]))
+                        again = self._grant(http, [fid])
+                        if fid not in again:  # no row the user can read holds it any more
+                            raise _Gone(fid) from None
+                        tickets.update(again)
                         renewed = True
                         continue
                     raise
@@ -463,3 +468,7 @@ class DeviceFiles:
 
 class _Corrupt(DeviceError):
     pass
+
+
+class _Gone(DeviceError):
+    """The server no longer grants a file (the row left the user's reach)."""

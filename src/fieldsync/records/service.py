@@ -3,8 +3,9 @@
 Every write runs the same pipeline, in one transaction:
 
     coerce and check types -> pre-validation plugins -> pre-operation plugins -> authorize
-    -> required columns -> system columns -> lookups exist (and may be linked to) -> take
-    versions -> write rows and change log -> post-operation plugins -> commit
+    -> required columns -> system columns -> lookups exist (and may be linked to) -> files
+    exist and the caller may read them (:mod:`fieldsync.records.filerefs`) -> take versions
+    -> write rows and change log -> post-operation plugins -> commit
 
 Batches (``create_many``, ``update_many``) run the pipeline over all their rows at once: one
 version range, one bulk insert (COPY on PostgreSQL), one query per lookup target. Any error
@@ -35,6 +36,7 @@ from fieldsync.query.ast import TRUE, Link, Node, Query
 from fieldsync.query.bind import bind
 from fieldsync.query.compile import compile_query
 from fieldsync.query.evaluate import matches
+from fieldsync.records.filerefs import check_file_references
 from fieldsync.records.links import Links
 from fieldsync.records.pipeline import SCOPE_COLUMNS, SYSTEM, _no_shares, _Op, acting_as
 from fieldsync.records.plugins import Message, Stage
@@ -408,6 +410,7 @@ class Records(Links):
                     raise MissingRequired(table_name, name, "is required")
         self._authorize_links(op, table, ((rid, t) for rid, t, _, _ in items))
         self._check_references(op, table, (t for _, t, _, _ in items), seen)
+        check_file_references(self, op, table, [(t, None) for _, t, _, _ in items])
         existing = self._existing(op.conn, self.store.sql_table(table_name).c[pk], given)
         if existing:
             raise PreconditionFailed(
@@ -507,6 +510,7 @@ class Records(Links):
                 self._authorize_rows(op, table, assigning, Privilege.ASSIGN)
             self._authorize_links(op, table, ((rid, t) for rid, t, _, _ in items))
         self._check_references(op, table, (t for _, t, _, _ in items), set())
+        check_file_references(self, op, table, [(t, pre) for _, t, pre, _ in items])
 
         caller, now = op.caller, utcnow()
         units: dict[tuple[RecordId, str], RecordId] = {}

@@ -86,6 +86,9 @@ fs_file = sa.Table(
     sa.Column("createdby", sa.Uuid),
     sa.Column("thumbnail", sa.String(64)),
     sa.Column("thumbnailsize", sa.BigInteger),
+    # added by migration 0004_file_references: when a row first referenced the file (null: an
+    # upload not yet attached to any row, which only its uploader may attach)
+    sa.Column("attachedon", UTCDateTime),
 )
 
 # -- files: uploads in progress (the bytes are staged in the blob store) ------------------

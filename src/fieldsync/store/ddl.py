@@ -51,11 +51,15 @@ def sql_columns(table: Table, col: Column) -> list[sa.Column[Any]]:
     return cols
 
 
+INDEXED = (T.LOOKUP, T.UNIQUEIDENTIFIER, T.FILE, T.IMAGE)
+
+
 def index_names(table: Table, col: Column) -> str | None:
-    """Columns that get an index: the version (delta reads) and every lookup (scope joins)."""
+    """Columns that get an index: the version (delta reads), every lookup (scope joins) and
+    every file and image column (which rows hold a file: write checks, grants, collection)."""
     if col.name == table.primary_id:
         return None
-    if col.name == "versionnumber" or col.type in (T.LOOKUP, T.UNIQUEIDENTIFIER):
+    if col.name == "versionnumber" or col.type in INDEXED:
         return f"ix_{table.name}_{col.name}"[:63]
     return None
 
@@ -80,7 +84,12 @@ def add_column_ddl(conn: sa.Connection, table: Table, col: Column) -> None:
         sa.Table(table.name, sa.MetaData(), sql_col)  # binds the column to a table for compiling
         spec = CreateColumn(sql_col).compile(dialect=conn.dialect)
         conn.exec_driver_sql(f"ALTER TABLE {quoted} ADD COLUMN {spec}")
+    add_index_ddl(conn, table, col)
+
+
+def add_index_ddl(conn: sa.Connection, table: Table, col: Column) -> None:
+    """CREATE INDEX for a column that gets one (see :func:`index_names`), unless it exists."""
     name = index_names(table, col)
     if name:
         helper = sa.Table(table.name, sa.MetaData(), *sql_columns(table, col))
-        sa.Index(name, helper.c[col.name]).create(conn)
+        sa.Index(name, helper.c[col.name]).create(conn, checkfirst=True)

@@ -31,6 +31,7 @@ from fieldsync.schema.builtin import (
 )
 from fieldsync.schema.model import (
     Column,
+    ColumnType,
     Relationship,
     RelationshipKind,
     Schema,
@@ -41,7 +42,7 @@ from fieldsync.schema.model import (
 from fieldsync.store import catalog
 from fieldsync.store.catalog import fs_change, fs_meta, fs_migration, fs_relationship, fs_sequence
 from fieldsync.store.catalog import fs_table as fs_table_t
-from fieldsync.store.ddl import add_column_ddl, build_sql_table
+from fieldsync.store.ddl import add_column_ddl, add_index_ddl, build_sql_table, index_names
 from fieldsync.store.engine import WRITE_OPTION, create_engine
 from fieldsync.store.notify import install_trigger
 
@@ -326,7 +327,10 @@ class Store:
         new = Table.from_json(table.to_json())
         del new.columns[column_name]
         quoted = self.engine.dialect.identifier_preparer.quote
+        index = index_names(table, column)
         with self.write() as conn:
+            if index and column.type in (ColumnType.FILE, ColumnType.IMAGE):
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {quoted(index)}")
             conn.exec_driver_sql(
                 f"ALTER TABLE {quoted(table_name)} DROP COLUMN {quoted(column_name)}"
             )
@@ -579,8 +583,33 @@ def _file_columns(store: Store, conn: sa.Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE fs_file ADD COLUMN {column} {kind}")
 
 
+def _file_references(store: Store, conn: sa.Connection) -> None:
+    """fs_file gains ``attachedon`` (set for every file a row holds today, so that only new
+    uploads count as not yet attached), and every file and image column its index."""
+    fs_file = catalog.fs_file
+    have = {c["name"] for c in sa.inspect(conn).get_columns("fs_file")}
+    if "attachedon" not in have:
+        kind = fs_file.c.attachedon.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE fs_file ADD COLUMN attachedon {kind}")
+    for table in store.schema.tables.values():
+        for col in table.columns.values():
+            if col.type not in (ColumnType.FILE, ColumnType.IMAGE):
+                continue
+            add_index_ddl(conn, table, col)
+            held = store.sql_table(table.name).c[col.name]
+            conn.execute(
+                fs_file.update()
+                .where(
+                    fs_file.c.attachedon.is_(None),
+                    fs_file.c.fileid.in_(sa.select(held).where(held.is_not(None))),
+                )
+                .values(attachedon=fs_file.c.createdon)
+            )
+
+
 MIGRATIONS: list[tuple[str, Any]] = [
     ("0001_bootstrap_organisation", _bootstrap),
     ("0002_change_notifications", install_trigger),
     ("0003_files", _file_columns),
+    ("0004_file_references", _file_references),
 ]

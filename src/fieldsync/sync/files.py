@@ -3,9 +3,11 @@
 A device names the file ids its rows hold; the server answers, for each id that a row the
 user can read holds in a file or image column that the user's profile selects, the file's
 facts (name, type, size, sha256, thumbnail) and a *ticket*: a signed, short-lived
-``(user, file, expiry)`` that every blob read must present with the user's bearer token. The
-grant runs the read check once per batch of ids (one query per table and column) instead of
-once per chunk; a ticket expires after :data:`TICKET_SECONDS` and the device asks again.
+``(user, app, file, expiry)`` that every blob read must present with the user's bearer token.
+The grant runs the read check once per batch of ids (one query per table and its selected
+columns); every blob read runs it again for its one file, so a user who lost the row (or the
+app) since the grant is refused at once, not when the ticket expires. A ticket expires after
+:data:`TICKET_SECONDS` and the device asks again.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import time
 import uuid
 from typing import Any
 
-from fieldsync.errors import BadRequest, Forbidden
+import sqlalchemy as sa
+
+from fieldsync.errors import BadRequest, Forbidden, NotFound
 from fieldsync.files.service import FILE_TYPES, FileInfo, Files
 from fieldsync.query.ast import Or, is_in
 from fieldsync.schema.model import Schema
@@ -29,10 +33,24 @@ TICKET_SECONDS = 600
 MAX_GRANT = 500
 
 
-def _sign(secret: bytes, user: uuid.UUID, file_id: uuid.UUID, expires: int) -> str:
-    body = f"{user.hex}.{file_id.hex}.{expires}".encode()
+def _sign(secret: bytes, user: uuid.UUID, app: str, file_id: uuid.UUID, expires: int) -> str:
+    """``<expiry>.<app, base64url>.<mac>``: the app names the profile that access is
+    checked against again at every read."""
+    label = base64.urlsafe_b64encode(app.encode()).decode().rstrip("=")
+    body = f"{user.hex}.{file_id.hex}.{expires}.{label}".encode()
     mac = hmac.new(secret, b"file-ticket:" + body, hashlib.sha256).digest()[:18]
-    return f"{expires}.{base64.urlsafe_b64encode(mac).decode()}"
+    return f"{expires}.{label}.{base64.urlsafe_b64encode(mac).decode()}"
+
+
+def _ticket_app(ticket: str) -> str | None:
+    parts = ticket.split(".")
+    if len(parts) != 3:
+        return None
+    label = parts[1]
+    try:
+        return base64.urlsafe_b64decode(label + "=" * (-len(label) % 4)).decode()
+    except ValueError:
+        return None
 
 
 def rejected_files(schema: Schema, changes: object, results: object) -> list[uuid.UUID]:
@@ -78,58 +96,76 @@ class FileGrants:
             ids = list(dict.fromkeys(uuid.UUID(str(f)) for f in files))
         except ValueError:
             raise BadRequest("'files' holds file ids (GUIDs)") from None
-        records = self.sync.records
-        allowed: set[uuid.UUID] = set()
         with self.sync.store.read() as conn:
             self.sync._owned_device(conn, ctx, device_id)
-            access = self.sync.access(conn, ctx, app_name)
-            plan = self.sync.plan(access.profile)
-            for name in plan.order:
-                tp = plan.tables[name]
-                selected = set(tp.item.file_columns) | set(tp.item.image_columns)
-                columns = [
-                    c
-                    for c in tp.columns
-                    if c in selected and (col := tp.table.column(c)) and col.type in FILE_TYPES
-                ]
-                left = [i for i in ids if i not in allowed]
-                if not columns or not left:
-                    continue
-                node = Or(tuple(is_in(c, left) for c in columns))
-                rows = records.retrieve_multiple(
-                    name, columns=columns, filter=node, caller=ctx, conn=conn
-                )
-                allowed |= {r[c] for r in rows for c in columns if r.get(c) in left}
+            allowed = self.readable(conn, ctx, app_name, ids)
             infos = self.files.infos(conn, [i for i in ids if i in allowed])
         moment = int(time.time() if now is None else now)
         expires = moment + TICKET_SECONDS
         secret = self.sync.secret
         return {
             "files": [
-                {**info.to_json(), "ticket": _sign(secret, ctx.user_id, fid, expires)}
+                {**info.to_json(), "ticket": _sign(secret, ctx.user_id, app_name, fid, expires)}
                 for fid, info in infos.items()
             ],
             "missing": [str(i) for i in ids if i not in infos],
             "expires": expires,
         }
 
+    def readable(
+        self, conn: sa.Connection, ctx: SecurityContext, app: str, ids: list[uuid.UUID]
+    ) -> set[uuid.UUID]:
+        """Which of ``ids`` a row the user can read holds in a file or image column that the
+        profile of ``app`` selects: one query per profile table with such columns."""
+        access = self.sync.access(conn, ctx, app)
+        plan = self.sync.plan(access.profile)
+        allowed: set[uuid.UUID] = set()
+        for name in plan.order:
+            tp = plan.tables[name]
+            selected = set(tp.item.file_columns) | set(tp.item.image_columns)
+            columns = [
+                c
+                for c in tp.columns
+                if c in selected and (col := tp.table.column(c)) and col.type in FILE_TYPES
+            ]
+            left = [i for i in ids if i not in allowed]
+            if not columns or not left:
+                continue
+            node = Or(tuple(is_in(c, left) for c in columns))
+            rows = self.sync.records.retrieve_multiple(
+                name, columns=columns, filter=node, caller=ctx, conn=conn
+            )
+            allowed |= {r[c] for r in rows for c in columns if r.get(c) in left}
+        return allowed
+
     def check(self, ctx: SecurityContext, file_id: uuid.UUID, ticket: object) -> FileInfo:
-        """The file a ticket opens, for the ticket's user, until it expires."""
+        """The file a ticket opens, for the ticket's user, until it expires, and only while
+        the user can still read a row of the ticket's app that holds it."""
         if not isinstance(ticket, str) or "." not in ticket:
             raise Forbidden("a file download needs the ticket of a grant (POST /files/grants)")
         raw, _, _ = ticket.partition(".")
+        app = _ticket_app(ticket)
         try:
             expires = int(raw)
         except ValueError:
             raise Forbidden("the file ticket is not valid") from None
-        expected = _sign(self.sync.secret, ctx.user_id, file_id, expires)
+        if app is None:
+            raise Forbidden("the file ticket is not valid: ask for a new grant")
+        expected = _sign(self.sync.secret, ctx.user_id, app, file_id, expires)
         if not hmac.compare_digest(expected, ticket):
             raise Forbidden("the file ticket is not valid for this user and file")
         if expires < time.time():
             raise Forbidden("the file ticket has expired: ask for a new grant")
-        info = self.files.info(file_id)
+        with self.sync.store.read() as conn:
+            try:
+                still = file_id in self.readable(conn, ctx, app, [file_id])
+            except (Forbidden, NotFound):
+                still = False  # the app is no longer the user's to take offline
+            if not still:
+                raise Forbidden(
+                    "the file ticket no longer opens this file: no row you can read holds it"
+                )
+            info = self.files.info(file_id, conn)
         if info is None:
-            from fieldsync.errors import NotFound
-
             raise NotFound(f"file {file_id} no longer exists")
         return info
