@@ -726,14 +726,11 @@ class Device:
             self._notify()
             try:
                 try:
-                    before = (self.replica.handshake or {}).get("profile")
                     answer = self.handshake()
                 except ServerError as exc:
                     if isinstance(exc, AccessRemoved) or exc.status in (403, 404):
                         report.purged = True
                     raise
-                if before != answer["profile"]:
-                    report.rescoped = list(answer["order"])
                 self._online(self.files.upload_pending)
                 self._upload(report)
                 self.files.sweep()

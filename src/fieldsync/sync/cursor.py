@@ -5,6 +5,12 @@ A cursor says where a table's download stands and what it was computed against:
 - ``phase`` ``"snapshot"``: streaming the whole scope in primary-key order, after ``key``;
   ``head`` is the version the stream started at (every change after it is sent afterwards);
 - ``phase`` ``"delta"``: every change up to ``version`` has been sent;
+- ``phase`` ``"diff-in"`` / ``"diff-out"``: the profile was republished and only the table's
+  filter changed: the rows entering the scope stream (after ``key``), then the ids of the rows
+  leaving it, computed against the published version ``old``; then the changes after
+  ``version`` follow under the new version, so the rows staying are never sent again;
+- ``profile`` and ``pversion``: the published profile (and version) the cursor was issued
+  under, so a republish can be answered with the difference;
 - ``fingerprint``: the user's security context, ``item``: the profile item (and what it
   depends on), ``registration``: when the device was registered. When any of them no longer
   matches, the table is re-scoped (a purged device registers anew, so it starts over).
@@ -27,7 +33,7 @@ import orjson
 
 from fieldsync.errors import BadRequest
 
-Phase = Literal["snapshot", "delta"]
+Phase = Literal["snapshot", "delta", "diff-in", "diff-out"]
 
 
 class BadCursor(BadRequest):
@@ -46,6 +52,9 @@ class Cursor:
     head: int = 0  # snapshot: the version the stream started at
     key: str | None = None  # snapshot: the last primary key sent
     registration: str = ""  # the device registration the cursor was issued to
+    profile: str = ""  # the published profile the cursor was issued under
+    pversion: int = 0  # and its version
+    old: int = 0  # diff phases: the published version the device's rows were chosen by
 
     def encode(self, secret: bytes) -> str:
         body = base64.urlsafe_b64encode(orjson.dumps(asdict(self))).rstrip(b"=")

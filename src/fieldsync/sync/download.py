@@ -14,9 +14,19 @@ Two phases per table, both driven by the cursor (:mod:`fieldsync.sync.cursor`):
   scope now. Those travel as upserts, the others as removes (a device drops a remove for a
   row it does not hold). Cost: O(changes + their related rows), nothing in the scope's size.
 
-A change to the user's security context (roles, teams, business unit, manager hierarchy) or
-to the profile item changes the cursor's fingerprint and re-scopes the table; so does a cursor
-older than the pruned change log, and, on every sync, a filter that reads the clock.
+- **diff** (``diff-in``, then ``diff-out``): the profile was republished and the table's
+  filter changed (its item hash), nothing else: the rows in the new scope but not the old one
+  stream as upserts, then the ids in the old scope but not the new one as removes (both sets
+  computed now, in primary-key order, as the user), and the delta resumes from the cursor's
+  version under the new version. The rows staying are not sent again; a row that changed
+  since the cursor is a candidate of that delta, so what the device held is corrected either
+  way. Cost: O(rows moving), plus the two scope queries.
+
+A change to the user's security context (roles, teams, business unit, manager hierarchy), a
+republish that the diff cannot answer (another column set, a filter that reads the clock, an
+old version this server cannot rebuild) or a change to the item of a table whose cursor is not
+in delta re-scopes the table; so does a cursor older than the pruned change log, and, on every
+sync, a filter that reads the clock.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import contextlib
 import datetime as dt
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
@@ -124,10 +134,12 @@ class Downloader:
         secret: bytes,
         now: dt.datetime | None = None,
         registration: str = "",
+        earlier: Callable[[int], ScopePlan | None] | None = None,
     ) -> None:
         self.records = records
         self.store = records.store
         self.plan = plan
+        self.earlier = earlier  # an earlier published version's plan, when it can be rebuilt
         self.ctx = ctx
         self.device = device
         self.fingerprint = fingerprint
@@ -146,6 +158,10 @@ class Downloader:
             or cursor.device != self.device
         ):
             raise BadCursor(f"the download cursor for {table!r} belongs to another sync")
+        if cursor is not None and self._stale(conn, tp, cursor):
+            diff = self._diff_start(conn, tp, cursor)
+            if diff is not None:
+                return self._diff(conn, tp, diff, limit)
         if cursor is None or self._stale(conn, tp, cursor):
             cursor = Cursor(
                 table=table,
@@ -156,12 +172,16 @@ class Downloader:
                 item=tp.item_hash,
                 head=self.store.current_version(conn),
                 registration=self.registration,
+                profile=str(self.plan.profile.profile_id),
+                pversion=self.plan.profile.version,
             )
             page = self._snapshot(conn, tp, cursor, limit)
             page.rescope = True
             return page
         if cursor.phase == "snapshot":
             return self._snapshot(conn, tp, cursor, limit)
+        if cursor.phase in ("diff-in", "diff-out"):
+            return self._diff(conn, tp, cursor, limit)
         return self._delta(conn, tp, cursor, limit)
 
     # -- phases ---------------------------------------------------------------------------
@@ -177,8 +197,107 @@ class Downloader:
             return tp.timed or cursor.version < watermark(conn)
         return False
 
-    def _select(self, conn: sa.Connection, tp: TablePlan, extra: Node, top: int | None) -> Any:
-        node = And((self.plan.node(tp.table.name), extra))
+    def _diff_start(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor) -> Cursor | None:
+        """A diff cursor when only the table's filter changed by a republish and the earlier
+        version can be rebuilt; ``None`` means re-scope."""
+        profile = self.plan.profile
+        if (
+            cursor.phase != "delta"
+            or self.earlier is None
+            or cursor.fingerprint != self.fingerprint
+            or cursor.registration != self.registration
+            or cursor.item == tp.item_hash
+            or cursor.profile != str(profile.profile_id)
+            or not 0 < cursor.pversion != profile.version
+            or tp.timed
+            or cursor.version < watermark(conn)
+        ):
+            return None
+        before = self.earlier(cursor.pversion)
+        old = before.tables.get(tp.table.name) if before is not None else None
+        if old is None or old.item_hash != cursor.item or old.columns != tp.columns or old.timed:
+            return None
+        return replace(
+            cursor,
+            phase="diff-in",
+            item=tp.item_hash,
+            key=None,
+            old=cursor.pversion,
+            pversion=profile.version,
+        )
+
+    def _diff(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor, limit: int) -> TablePage:
+        before = self.earlier(cursor.old) if self.earlier is not None else None
+        if before is None or tp.table.name not in before.tables:
+            # the earlier version is gone (another process, a restart): re-scope instead
+            restart = replace(
+                cursor,
+                phase="snapshot",
+                head=self.store.current_version(conn),
+                key=None,
+                version=0,
+                old=0,
+            )
+            page = self._snapshot(conn, tp, restart, limit)
+            page.rescope = True
+            return page
+        pk = tp.table.primary_id
+        after: Node = (
+            Condition(pk, Op.NOT_NULL)
+            if cursor.key is None
+            else Condition(pk, Op.GT, uuid.UUID(cursor.key))
+        )
+        page = TablePage(tp.table.name, tp.columns)
+        if cursor.phase == "diff-in":
+            # rows of the new scope that the old one did not hold
+            stmt = self._statement(conn, tp, And((self.plan.node(tp.table.name), after)), limit + 1)
+            stmt = stmt.where(stmt.selected_columns[pk].not_in(self._ids(conn, before, tp)))
+            rows = _wire_rows(tp, conn.execute(stmt).fetchmany(limit + 1))
+            index = tp.columns.index(pk)
+            if len(rows) > limit:
+                page.upserts = rows[:limit]
+                nxt = replace(cursor, key=str(rows[limit - 1][index]))
+            else:
+                page.upserts = rows
+                nxt = replace(cursor, phase="diff-out", key=None)
+        else:
+            # ids of the old scope that the new one does not hold
+            old_ids = self._ids(conn, before, tp, after).subquery()
+            stmt = (
+                sa.select(old_ids.c[0])
+                .where(old_ids.c[0].not_in(self._ids(conn, self.plan, tp)))
+                .order_by(old_ids.c[0])
+                .limit(limit + 1)
+            )
+            gone = [str(r[0]) for r in conn.execute(stmt)]
+            if len(gone) > limit:
+                page.removes = gone[:limit]
+                nxt = replace(cursor, key=page.removes[-1])
+            else:
+                page.removes = gone
+                nxt = replace(cursor, phase="delta", key=None, old=0)
+        page.cursor = nxt.encode(self.secret)
+        page.more = True  # then the changes since the cursor's version, under the new version
+        page.after = cursor.version
+        return page
+
+    def _ids(
+        self, conn: sa.Connection, plan: ScopePlan, tp: TablePlan, extra: Node | None = None
+    ) -> sa.Select[Any]:
+        """The ids in ``plan``'s scope of the table, as the user (for IN and NOT IN)."""
+        pk = tp.table.primary_id
+        node = plan.node(tp.table.name)
+        query = Query(
+            table=tp.table.name,
+            columns=(pk,),
+            filter=node if extra is None else And((node, extra)),
+        )
+        stmt = self.records.query_statement(query, caller=self.ctx, now=self.now, conn=conn)
+        return stmt.order_by(None).correlate(None)
+
+    def _statement(
+        self, conn: sa.Connection, tp: TablePlan, node: Node, top: int | None
+    ) -> sa.Select[Any]:
         query = Query(table=tp.table.name, columns=tp.columns, filter=node, top=top)
         stmt = self.records.query_statement(query, caller=self.ctx, now=self.now, conn=conn)
         if self.store.dialect == "sqlite":
@@ -191,7 +310,11 @@ class Downloader:
                 ),
                 maintain_column_froms=True,
             )
-        return conn.execute(stmt)
+        return stmt
+
+    def _select(self, conn: sa.Connection, tp: TablePlan, extra: Node, top: int | None) -> Any:
+        node = And((self.plan.node(tp.table.name), extra))
+        return conn.execute(self._statement(conn, tp, node, top))
 
     def _snapshot(
         self, conn: sa.Connection, tp: TablePlan, cursor: Cursor, limit: int

@@ -25,6 +25,7 @@ from fieldsync import __version__
 from fieldsync.errors import BadRequest, Forbidden, NotFound
 from fieldsync.offline.access import offline_access
 from fieldsync.offline.apps import app_views
+from fieldsync.offline.profiles import published_profile
 from fieldsync.offline.snapshot import OfflineAccess, PublishedProfile
 from fieldsync.records.service import Records
 from fieldsync.security.model import SecurityContext
@@ -103,6 +104,21 @@ class SyncService:
             while len(self._plans) > 64:
                 self._plans.popitem(last=False)
         return built
+
+    def earlier_plan(
+        self, conn: sa.Connection, profile: PublishedProfile, version: int
+    ) -> ScopePlan | None:
+        """The plan of an earlier published version of ``profile``: from the published
+        snapshots, or from this process's plans (profiles not kept in the database)."""
+        stored = published_profile(conn, profile.profile_id, version)
+        if stored is not None:
+            return self.plan(stored)
+        schema = id(self.store.schema)
+        with self._lock:
+            for (pid, v, _, sid), found in reversed(self._plans.items()):
+                if pid == profile.profile_id and v == version and sid == schema:
+                    return found
+        return None
 
     @staticmethod
     def _device(device: object) -> str:
@@ -272,6 +288,7 @@ class SyncService:
                 secret=self.secret,
                 now=now,
                 registration=registration,
+                earlier=lambda version: self.earlier_plan(conn, access.profile, version),
             )
             pages: list[TablePage] = []
             budget = limit
