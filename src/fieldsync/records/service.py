@@ -79,8 +79,7 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> list[RecordId]:
-        with self._op(conn, caller, 0) as op:
-            return self._create(op, table, rows)
+        return self._run(conn, caller, lambda op: self._create(op, table, rows))
 
     def update(
         self,
@@ -101,8 +100,7 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> list[Version]:
-        with self._op(conn, caller, 0) as op:
-            return self._update(op, table, changes, Message.UPDATE)
+        return self._run(conn, caller, lambda op: self._update(op, table, changes, Message.UPDATE))
 
     def assign(
         self,
@@ -120,8 +118,13 @@ class Records(Links):
             )
         if not isinstance(owner, EntityRef):
             raise BadRequest("assign needs an owner reference (a user or a team)")
-        with self._op(conn, caller, 0) as op:
-            return self._update(op, table, [(record_id, {"ownerid": owner})], Message.ASSIGN)[0]
+        return self._run(
+            conn,
+            caller,
+            lambda op: self._update(op, table, [(record_id, {"ownerid": owner})], Message.ASSIGN)[
+                0
+            ],
+        )
 
     def delete(
         self,
@@ -131,8 +134,7 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> Version:
-        with self._op(conn, caller, 0) as op:
-            return self._delete(op, table, record_id)
+        return self._run(conn, caller, lambda op: self._delete(op, table, record_id))
 
     def associate(
         self,
@@ -144,8 +146,7 @@ class Records(Links):
         conn: sa.Connection | None = None,
     ) -> RecordId:
         """Link two rows through a many-to-many relationship; returns the intersect row id."""
-        with self._op(conn, caller, 0) as op:
-            return self._associate(op, relationship, first, second)
+        return self._run(conn, caller, lambda op: self._associate(op, relationship, first, second))
 
     def disassociate(
         self,
@@ -156,8 +157,9 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> Version:
-        with self._op(conn, caller, 0) as op:
-            return self._disassociate(op, relationship, first, second)
+        return self._run(
+            conn, caller, lambda op: self._disassociate(op, relationship, first, second)
+        )
 
     def share(
         self,
@@ -173,8 +175,9 @@ class Records(Links):
         empty rights remove the share. The caller needs Share on the row and must hold every
         right they grant. Returns the share's new version (``None`` if nothing changed)."""
         mask = rights if isinstance(rights, int) else sum({int(p) for p in rights})
-        with self._op(conn, caller, 0) as op:
-            return self._share(op, table, record_id, principal, mask)
+        return self._run(
+            conn, caller, lambda op: self._share(op, table, record_id, principal, mask)
+        )
 
     def unshare(
         self,
