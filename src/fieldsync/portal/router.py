@@ -31,6 +31,7 @@ from fieldsync.errors import (
     NotFound,
     PayloadTooLarge,
     ProfileInvalid,
+    ServiceUnavailable,
     Unauthorized,
 )
 from fieldsync.offline import apps as offline_apps
@@ -104,6 +105,8 @@ class PortalRoute(APIRoute):
                 response.delete_cookie(COOKIE, path=PREFIX)
             except FieldsyncError as exc:
                 response = error_page(request, exc.status, exc.message)
+                if isinstance(exc, ServiceUnavailable):
+                    response.headers["Retry-After"] = str(exc.retry_after)
             except RequestValidationError:
                 response = error_page(request, 400, "the request is not one the portal sends")
             except StarletteHTTPException as exc:

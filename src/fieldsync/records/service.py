@@ -2,9 +2,10 @@
 
 Every write runs the same pipeline, in one transaction:
 
-    coerce and check types -> pre-validation plugins -> pre-operation plugins -> authorize
-    -> required columns -> system columns -> lookups exist (and may be linked to) -> take
-    versions -> write rows and change log -> post-operation plugins -> commit
+    (lock the version counter: Store.transact) -> coerce and check types -> pre-validation
+    plugins -> pre-operation plugins -> authorize -> required columns -> system columns ->
+    lookups exist (and may be linked to) -> take versions -> write rows and change log ->
+    post-operation plugins -> commit
 
 Batches (``create_many``, ``update_many``) run the pipeline over all their rows at once: one
 version range, one bulk insert (COPY on PostgreSQL), one query per lookup target. Any error
