@@ -1,10 +1,10 @@
 """Concurrent writers of every kind against two ``fieldsync serve`` processes sharing one
 PostgreSQL database: no 5xx, and every acknowledged write is in the database afterwards.
 
-    python bench/write_load.py                      # 8 writers for 60 s (issue 16's run)
+    python bench/write_load.py                      # 2 processes x 8 writers for 60 s
     python bench/write_load.py --seconds 20 --json out.json
 
-Writers are threads with their own HTTP client, spread over the two processes. Each loops
+Writers are threads with their own HTTP client, ``--writers`` per process. Each loops
 until the time is up, picking one write at a time: Web API create, update and delete of its
 own accounts; an update or an assign of one of a few *hot* accounts that every writer touches;
 a ``$batch`` change set that updates two hot accounts (in random order) and creates one; an
@@ -420,12 +420,12 @@ def check(world: World, tallies: list[Tally]) -> list[str]:
 
 
 def run(url: str, *, seconds: float, writers: int, log_dir: Path) -> dict[str, Any]:
-    """Seed ``url`` (an empty database), run the writers against two server processes,
-    check the database; returns the figures and the problems found."""
+    """Seed ``url`` (an empty database), run ``writers`` writers against each of two server
+    processes, check the database; returns the figures and the problems found."""
     world = seed(url)
     servers = [Server(url, log_dir / f"server-{i}.log") for i in range(2)]
     try:
-        team = [Writer(i, servers[i % 2].url, world) for i in range(writers)]
+        team = [Writer(i, servers[i % 2].url, world) for i in range(writers * len(servers))]
         threads = [threading.Thread(target=w.run, name=f"writer-{w.n}") for w in team]
         started = time.monotonic()
         for w in team:
@@ -449,7 +449,7 @@ def run(url: str, *, seconds: float, writers: int, log_dir: Path) -> dict[str, A
     acknowledged = sum(t.acknowledged for t in tallies)
     return {
         "seconds": round(elapsed, 1),
-        "writers": writers,
+        "writers": len(team),
         "processes": len(servers),
         "requests": sum(sum(t.statuses.values()) for t in tallies),
         "acknowledged": acknowledged,
@@ -470,7 +470,7 @@ def run(url: str, *, seconds: float, writers: int, log_dir: Path) -> dict[str, A
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--writers", type=int, default=8)
+    parser.add_argument("--writers", type=int, default=8, help="writers per process")
     parser.add_argument(
         "--postgres",
         default=os.environ.get(

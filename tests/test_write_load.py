@@ -1,4 +1,4 @@
-"""Two ``fieldsync serve`` processes on PostgreSQL, eight writers mixing every kind of write
+"""Two ``fieldsync serve`` processes on PostgreSQL, eight writers each mixing every kind of write
 (single creates, updates and deletes, updates and assigns of shared rows, ``$batch`` change
 sets, associates, sync uploads): no 5xx, and every acknowledged write is in the database
 (issue 16, item 5). The run lasts ``FIELDSYNC_WRITE_LOAD_SECONDS`` (20 by default); the full

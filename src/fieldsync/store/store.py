@@ -169,7 +169,8 @@ class Store:
                     raise
                 reason = getattr(exc.orig, "sqlstate", "")
                 if attempt == attempts:
-                    self.conflicts += 1
+                    with self._lock:
+                        self.conflicts += 1
                     log.warning(
                         "write conflict (%s) persisted through %d attempts; answering 503",
                         reason,
@@ -180,7 +181,8 @@ class Store:
                         "nothing was written: try again",
                         retry_after=RETRY_AFTER,
                     ) from exc
-                self.retries += 1
+                with self._lock:
+                    self.retries += 1
                 log.warning(
                     "write conflict (%s); running the transaction again (attempt %d of %d)",
                     reason,
