@@ -479,6 +479,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="the PostgreSQL server to make a scratch schema on",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--logs", type=Path, help="keep the servers' logs in this directory")
     args = parser.parse_args(argv)
     problem = postgres_problem(args.postgres)
     if problem:
@@ -488,7 +489,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="fieldsync-write-load-") as logs,
     ):
         url = dbs.url("writeload")
-        report = run(url, seconds=args.seconds, writers=args.writers, log_dir=Path(logs))
+        log_dir = args.logs or Path(logs)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        report = run(url, seconds=args.seconds, writers=args.writers, log_dir=log_dir)
     print(
         f"{report['writers']} writers on {report['processes']} processes for "
         f"{report['seconds']} s: {report['requests']} requests, {report['acknowledged']} "
