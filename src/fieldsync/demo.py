@@ -255,8 +255,9 @@ def _seed_data(platform: Platform, today: dt.date | None) -> str:
     relationship, user_first = _membership_relationship(store)
     records = platform.records
     anchor = today or dt.datetime.now(dt.UTC).date()
-    created: dict[str, int] = {}
-    with store.write() as conn:
+
+    def work(conn: sa.Connection) -> str:
+        created: dict[str, int] = {}
         if store.dialect == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": DEMO_LOCK})
         plan = _plan(anchor, _user_ids(store, conn))
@@ -286,6 +287,8 @@ def _seed_data(platform: Platform, today: dt.date | None) -> str:
                 records.update_many("account", chunk, caller=_caller(creator), conn=conn)
         create("workorder", plan.workorders)
         return _report(store, conn, created)
+
+    return store.transact(work)
 
 
 def _membership_relationship(store: Store) -> tuple[str, bool]:

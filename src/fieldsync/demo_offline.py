@@ -117,8 +117,9 @@ def seed_offline(platform: Platform, roles: dict[str, uuid.UUID]) -> list[str]:
                 org.set_privilege(role, table, "read", "organization")
     view_sql, app_sql = store.sql_table("savedquery"), store.sql_table("appmodule")
     prof_sql = store.sql_table("mobileofflineprofile")
-    with store.write() as conn:
-        views = []
+
+    def work(conn: sa.Connection) -> tuple[list[uuid.UUID], list[str]]:
+        views, created = [], []
         for name, table, fetchxml in VIEWS:
             vid = _id("savedquery", name)
             views.append(vid)
@@ -141,6 +142,10 @@ def seed_offline(platform: Platform, roles: dict[str, uuid.UUID]) -> list[str]:
         if exists is None or not exists.publishedversion:
             publish(records, PROFILE_ID, conn=conn)
             created.append(f"published profile {PROFILE.name!r}")
+        return views, created
+
+    views, made = store.transact(work)
+    created += made
     with store.read() as conn:
         has_app = conn.execute(
             sa.select(app_sql.c.appmoduleid).where(app_sql.c.appmoduleid == APP_ID)

@@ -31,7 +31,10 @@
     ├── RangeNotSatisfiable             416  0x80040203  (a byte range or chunk offset that
     │                                                    does not fit the file; says where)
     ├── PluginError                     400  0x80040265  (a plugin rejected the operation)
-    └── TooManyRequests                 429  0x80072322
+    ├── TooManyRequests                 429  0x80072322
+    └── ServiceUnavailable              503  0x80040216  (try again after Retry-After seconds)
+        └── WriteConflict               503  0x80040216  (the database kept aborting a write
+                                                          to break deadlocks; nothing written)
 
 Every error renders as ``{"error": {"code": "...", "message": "..."}}`` with its status.
 """
@@ -195,3 +198,20 @@ class TooManyRequests(FieldsyncError):
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ServiceUnavailable(FieldsyncError):
+    """The server cannot answer now but will soon: nothing was done, and the client should
+    try again after ``retry_after`` seconds (sent as ``Retry-After``)."""
+
+    status = 503
+    code = "0x80040216"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class WriteConflict(ServiceUnavailable):
+    """A write the database aborted to break a deadlock (or a serialization failure) on
+    every attempt (:meth:`fieldsync.store.store.Store.transact`); it was rolled back."""

@@ -190,17 +190,18 @@ class Files:
         except ValueError:
             raise BadRequest("'file' is a file id (a GUID)") from None
         self.maybe_collect()
-        with self.store.write() as conn:
+
+        def open_upload(conn: sa.Connection) -> tuple[dict[str, Any] | None, Any]:
             done = conn.execute(sa.select(fs_file).where(fs_file.c.fileid == fid)).first()
             if done is not None:
                 if done.createdby == ctx.user_id and digest == done.sha256:
-                    return {"complete": True, "file": _info(done).to_json()}
+                    return {"complete": True, "file": _info(done).to_json()}, None
                 raise BadRequest(f"file id {fid} is already taken")
             found = conn.execute(sa.select(fs_upload).where(fs_upload.c.fileid == fid)).first()
             if found is not None:
                 same = (found.sha256, found.size, found.tablename, found.columnname)
                 if found.userid == ctx.user_id and same == (digest, size, t.name, col.name):
-                    return self._state(found)
+                    return self._state(found), None
                 raise BadRequest(f"file id {fid} is already being uploaded")
             values = {
                 "uploadid": uuid.uuid4(),
@@ -220,6 +221,11 @@ class Files:
             row = conn.execute(
                 sa.select(fs_upload).where(fs_upload.c.uploadid == values["uploadid"])
             ).one()
+            return None, row
+
+        answer, row = self.store.transact(open_upload)
+        if answer is not None:
+            return answer
         if size == 0:
             return self.append(ctx, row.uploadid, start=0, data=b"")
         return self._state(row)
@@ -276,12 +282,15 @@ class Files:
                 raise BadRequest("the first chunk says the file's size (Content-Range)")
             t, col = self.column(row.tablename, row.columnname)
             self._check_size(t, col, total)
-            with self.store.write() as conn:
+
+            def set_size(conn: sa.Connection) -> None:
                 conn.execute(
                     fs_upload.update()
                     .where(fs_upload.c.uploadid == row.uploadid, fs_upload.c.size == UNKNOWN)
                     .values(size=total)
                 )
+
+            self.store.transact(set_size)
             with self.store.read() as conn:
                 row = self._upload(conn, ctx, upload)
             size = int(row.size)
@@ -299,12 +308,16 @@ class Files:
         if len(data) > most:
             raise PayloadTooLarge(f"a chunk carries at most {_human(most)}")
         self.blobs.stage(row.uploadid, start, data)
-        with self.store.write() as conn:
-            moved = conn.execute(
+
+        def advance(conn: sa.Connection) -> int:
+            moved: int = conn.execute(
                 fs_upload.update()
                 .where(fs_upload.c.uploadid == row.uploadid, fs_upload.c.received == start)
                 .values(received=start + len(data))
             ).rowcount
+            return moved
+
+        moved = self.store.transact(advance)
         if not moved:
             raise RangeNotSatisfiable(
                 "another chunk was written at this offset: ask where to go on"
@@ -325,12 +338,15 @@ class Files:
                 pieces.append(piece)
         digest = h.hexdigest()
         if seen != row.size:
-            with self.store.write() as conn:
+
+            def reset(conn: sa.Connection) -> None:
                 conn.execute(
                     fs_upload.update()
                     .where(fs_upload.c.uploadid == row.uploadid)
                     .values(received=0)
                 )
+
+            self.store.transact(reset)
             raise RangeNotSatisfiable("the staged bytes were lost: send the file from the start")
         try:
             if row.sha256 is not None and digest != row.sha256:
@@ -343,7 +359,8 @@ class Files:
                 small = thumbnail(b"".join(pieces))
                 thumb = (hashlib.sha256(small).hexdigest(), len(small))
                 self.blobs.put(thumb[0], small)
-            with self.store.write() as conn:
+
+            def finish(conn: sa.Connection) -> tuple[FileInfo, Any]:
                 self._exclusive(conn)
                 self.blobs.commit(row.uploadid, digest)
                 info = FileInfo(
@@ -369,7 +386,7 @@ class Files:
                     )
                 )
                 conn.execute(fs_upload.delete().where(fs_upload.c.uploadid == row.uploadid))
-                replaced = None
+                replaced: Any = None
                 if row.recordid is not None:
                     current = self.records.retrieve(
                         row.tablename, row.recordid, columns=[row.columnname], caller=ctx, conn=conn
@@ -382,6 +399,9 @@ class Files:
                         caller=ctx,
                         conn=conn,
                     )
+                return info, replaced
+
+            info, replaced = self.store.transact(finish)
         except FieldsyncError:
             self._drop(row.uploadid)
             raise
@@ -390,8 +410,10 @@ class Files:
         return {"complete": True, "file": info.to_json()}
 
     def _drop(self, upload: uuid.UUID) -> None:
-        with self.store.write() as conn:
+        def work(conn: sa.Connection) -> None:
             conn.execute(fs_upload.delete().where(fs_upload.c.uploadid == upload))
+
+        self.store.transact(work)
         self.blobs.discard(upload)
 
     # -- reading ------------------------------------------------------------------------
@@ -474,18 +496,22 @@ class Files:
         wanted = [uuid.UUID(str(i)) for i in ids if i is not None]
         if not wanted:
             return 0
-        with self.store.write() as conn:
+
+        def work(conn: sa.Connection) -> int:
             self._exclusive(conn)
+            candidates = wanted
             if owner is not None:
-                wanted = list(
+                candidates = list(
                     conn.execute(
                         sa.select(fs_file.c.fileid).where(
                             fs_file.c.fileid.in_(wanted), fs_file.c.createdby == owner
                         )
                     ).scalars()
                 )
-            orphans = [i for i in wanted if i not in self.referenced(conn, wanted)]
+            orphans = [i for i in candidates if i not in self.referenced(conn, candidates)]
             return self._remove(conn, orphans)
+
+        return self.store.transact(work)
 
     def _remove(self, conn: sa.Connection, ids: list[uuid.UUID]) -> int:
         digests: set[str] = set()
@@ -535,7 +561,8 @@ class Files:
         referenced for that long, and blobs that no file uses."""
         now = now or utcnow()
         cutoff = now - dt.timedelta(seconds=self.limits.orphan_seconds)
-        with self.store.write() as conn:
+
+        def work(conn: sa.Connection) -> dict[str, int]:
             self._exclusive(conn)
             stale = list(
                 conn.execute(
@@ -560,7 +587,9 @@ class Files:
                 for digest in set(part) - self._digests_in_use(conn, part):
                     self.blobs.delete(digest)
                     blobs += 1
-        return {"uploads": len(stale), "files": files, "blobs": blobs}
+            return {"uploads": len(stale), "files": files, "blobs": blobs}
+
+        return self.store.transact(work)
 
 
 def _human(size: int) -> str:

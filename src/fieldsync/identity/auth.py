@@ -23,6 +23,8 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import jwt
 import sqlalchemy as sa
@@ -118,8 +120,7 @@ class Authenticator:
         """Store an argon2 hash made by :meth:`hash_password` (one hash may serve several
         users, as the demo's shared password does)."""
         if conn is None:
-            with self.store.write() as c:
-                self._store_password(c, user_id, hashed)
+            self.store.transact(lambda c: self._store_password(c, user_id, hashed))
         else:
             self._store_password(conn, user_id, hashed)
 
@@ -164,7 +165,8 @@ class Authenticator:
             ok = False
         if not ok or row is None:
             window = dt.timedelta(seconds=self.settings.failure_window_seconds)
-            with self.store.write() as conn:
+
+            def count_failure(conn: sa.Connection) -> None:
                 # failures older than the window no longer count: drop them as we go
                 conn.execute(
                     fs_signin_failure.delete().where(fs_signin_failure.c.at < now - window)
@@ -172,18 +174,26 @@ class Authenticator:
                 conn.execute(
                     fs_signin_failure.insert().values(username=username, address=address, at=now)
                 )
+
+            self.store.transact(count_failure)
             raise Unauthorized("invalid username or password")
         if row.isdisabled:
             raise Unauthorized("this user is disabled")
-        with self.store.write() as conn:
+
+        user_id = row.systemuserid
+        rehashed = self._hasher.hash(password) if self._hasher.check_needs_rehash(hashed) else None
+
+        def open_session(conn: sa.Connection) -> TokenPair:
             conn.execute(fs_signin_failure.delete().where(fs_signin_failure.c.username == username))
-            if self._hasher.check_needs_rehash(hashed):
+            if rehashed is not None:
                 conn.execute(
                     fs_credential.update()
-                    .where(fs_credential.c.userid == row.systemuserid)
-                    .values(passwordhash=self._hasher.hash(password))
+                    .where(fs_credential.c.userid == user_id)
+                    .values(passwordhash=rehashed)
                 )
-            return self._open_session(conn, row.systemuserid, now)
+            return self._open_session(conn, user_id, now)
+
+        return self.store.transact(open_session)
 
     def _check_rate(self, username: str, address: str, now: dt.datetime) -> None:
         s = self.settings
@@ -254,7 +264,8 @@ class Authenticator:
         session_id, _ = parsed
         now = utcnow()
         su = self.store.sql_table("systemuser")
-        with self.store.write() as conn:
+
+        def rotate(conn: sa.Connection) -> tuple[bool, TokenPair | None]:
             row = conn.execute(
                 sa.select(fs_session, su.c.isdisabled)
                 .join(su, su.c.systemuserid == fs_session.c.userid)
@@ -277,7 +288,7 @@ class Authenticator:
                     .where(fs_session.c.sessionid == session_id)
                     .values(revokedon=now)
                 )
-                revoked = True
+                revoked, pair = True, None
             else:
                 revoked = False
                 if row.isdisabled:
@@ -294,7 +305,10 @@ class Authenticator:
                     self.settings.access_token_seconds,
                     row.userid,
                 )
-        if revoked:
+            return revoked, pair
+
+        revoked, pair = self.store.transact(rotate)
+        if revoked or pair is None:
             raise Unauthorized("this refresh token was already used; the session is revoked")
         return pair
 
@@ -311,32 +325,51 @@ class Authenticator:
             parsed = _split(token, prefix)
             if parsed is None:
                 continue
-            with self.store.write() as conn:
-                stored = conn.execute(sa.select(column).where(key == parsed[0])).scalar()
-                if stored is None or not hmac.compare_digest(stored, _digest(token)):
-                    return False
-                conn.execute(table.update().where(key == parsed[0]).values(revokedon=now))
-            return True
+            return self.store.transact(
+                partial(self._revoke_row, table, key, column, parsed[0], token, now)
+            )
         try:
             claims = self._decode(token)
         except Unauthorized:
             return False
-        with self.store.write() as conn:
+
+        def work(conn: sa.Connection) -> None:
             conn.execute(
                 fs_session.update()
                 .where(fs_session.c.sessionid == uuid.UUID(hex=claims["sid"]))
                 .values(revokedon=now)
             )
+
+        self.store.transact(work)
+        return True
+
+    @staticmethod
+    def _revoke_row(
+        table: sa.Table,
+        key: sa.Column[Any],
+        column: sa.Column[Any],
+        found: Any,
+        token: str,
+        now: dt.datetime,
+        conn: sa.Connection,
+    ) -> bool:
+        stored = conn.execute(sa.select(column).where(key == found)).scalar()
+        if stored is None or not hmac.compare_digest(stored, _digest(token)):
+            return False
+        conn.execute(table.update().where(key == found).values(revokedon=now))
         return True
 
     def sign_out_everywhere(self, user_id: RecordId) -> None:
         now = utcnow()
-        with self.store.write() as conn:
+
+        def work(conn: sa.Connection) -> None:
             conn.execute(
                 fs_session.update()
                 .where(fs_session.c.userid == user_id, fs_session.c.revokedon.is_(None))
                 .values(revokedon=now)
             )
+
+        self.store.transact(work)
 
     # -- API tokens -----------------------------------------------------------------------
 
@@ -352,7 +385,8 @@ class Authenticator:
         token_id = uuid.uuid4()
         token = f"fsk.{token_id.hex}.{secrets.token_urlsafe(32)}"
         now = utcnow()
-        with self.store.write() as conn:
+
+        def work(conn: sa.Connection) -> None:
             su = self.store.sql_table("systemuser")
             if (
                 conn.execute(
@@ -371,6 +405,8 @@ class Authenticator:
                     expireson=None if days is None else now + dt.timedelta(days=days),
                 )
             )
+
+        self.store.transact(work)
         return token_id, token
 
     def list_api_tokens(self, user_id: RecordId) -> list[dict[str, object]]:
@@ -389,12 +425,15 @@ class Authenticator:
             return [dict(r) for r in rows]
 
     def revoke_api_token(self, user_id: RecordId, token_id: RecordId) -> None:
-        with self.store.write() as conn:
-            done = conn.execute(
+        def work(conn: sa.Connection) -> int:
+            done: int = conn.execute(
                 fs_apitoken.update()
                 .where(fs_apitoken.c.tokenid == token_id, fs_apitoken.c.userid == user_id)
                 .values(revokedon=utcnow())
             ).rowcount
+            return done
+
+        done = self.store.transact(work)
         if not done:
             raise NotFound(f"API token {token_id} does not exist")
 

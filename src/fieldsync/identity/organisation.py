@@ -105,15 +105,23 @@ class Organisation:
             "title": title,
         }
         values.update({k: v for k, v in optional.items() if v is not None})
-        with self.store.write() as conn:
+        role_ids = list(roles)
+        hashed = None
+        if password is not None:
+            if self.auth is None:
+                raise BadRequest("passwords need the authenticator")
+            hashed = self.auth.hash_password(password)  # slow on purpose: before the lock
+        auth = self.auth
+
+        def work(conn: sa.Connection) -> RecordId:
             user = self.records.create("systemuser", values, caller=caller, conn=conn)
-            for role in roles:
+            for role in role_ids:
                 self.records.associate(USER_ROLES, user, role, caller=caller, conn=conn)
-            if password is not None:
-                if self.auth is None:
-                    raise BadRequest("passwords need the authenticator")
-                self.auth.set_password(user, password, conn=conn)
-        return user
+            if hashed is not None and auth is not None:
+                auth.set_password_hash(user, hashed, conn=conn)
+            return user
+
+        return self.store.transact(work)
 
     def set_manager(
         self, user: RecordId, manager: RecordId | None, *, caller: SecurityContext = SYSTEM
@@ -154,11 +162,15 @@ class Organisation:
         }
         if group_id is not None:
             values["azureactivedirectoryobjectid"] = group_id
-        with self.store.write() as conn:
+        member_ids = list(members)
+
+        def work(conn: sa.Connection) -> RecordId:
             team = self.records.create("team", values, caller=caller, conn=conn)
-            for member in members:
+            for member in member_ids:
                 self.records.associate(MEMBERSHIP, member, team, caller=caller, conn=conn)
-        return team
+            return team
+
+        return self.store.transact(work)
 
     def set_team_enabled(
         self, team: RecordId, enabled: bool, *, caller: SecurityContext = SYSTEM
@@ -166,37 +178,46 @@ class Organisation:
         self.records.update("team", team, {"isdisabled": not enabled}, caller=caller)
 
     def members(self, team: RecordId) -> set[RecordId]:
-        tm = self.store.sql_table("teammembership")
         with self.store.read() as conn:
-            return set(
-                conn.execute(sa.select(tm.c.systemuserid).where(tm.c.teamid == team)).scalars()
-            )
+            return self._members(conn, team)
+
+    def _members(self, conn: sa.Connection, team: RecordId) -> set[RecordId]:
+        tm = self.store.sql_table("teammembership")
+        return set(conn.execute(sa.select(tm.c.systemuserid).where(tm.c.teamid == team)).scalars())
 
     def add_members(
         self, team: RecordId, users: Iterable[RecordId], *, caller: SecurityContext = SYSTEM
     ) -> int:
-        current = self.members(team)
-        added = 0
-        with self.store.write() as conn:
-            for user in users:
+        wanted = list(users)
+
+        def work(conn: sa.Connection) -> int:
+            current = self._members(conn, team)
+            added = 0
+            for user in wanted:
                 if user not in current:
                     self.records.associate(MEMBERSHIP, user, team, caller=caller, conn=conn)
                     current.add(user)
                     added += 1
-        return added
+            return added
+
+        return self.store.transact(work)
 
     def remove_members(
         self, team: RecordId, users: Iterable[RecordId], *, caller: SecurityContext = SYSTEM
     ) -> int:
-        current = self.members(team)
-        removed = 0
-        with self.store.write() as conn:
-            for user in users:
+        unwanted = list(users)
+
+        def work(conn: sa.Connection) -> int:
+            current = self._members(conn, team)
+            removed = 0
+            for user in unwanted:
                 if user in current:
                     self.records.disassociate(MEMBERSHIP, user, team, caller=caller, conn=conn)
                     current.discard(user)
                     removed += 1
-        return removed
+            return removed
+
+        return self.store.transact(work)
 
     def refresh_group(
         self, team: RecordId, usernames: Iterable[str], *, caller: SecurityContext = SYSTEM
@@ -208,13 +229,16 @@ class Organisation:
         if row["teamtype"] not in (2, 3):
             raise BadRequest("only group teams take their members from an external group")
         wanted = {self.user_id(name) for name in usernames if name.strip()}
-        current = self.members(team)
-        with self.store.write() as conn:
+
+        def work(conn: sa.Connection) -> tuple[int, int]:
+            current = self._members(conn, team)
             for user in sorted(wanted - current):
                 self.records.associate(MEMBERSHIP, user, team, caller=caller, conn=conn)
             for user in sorted(current - wanted):
                 self.records.disassociate(MEMBERSHIP, user, team, caller=caller, conn=conn)
-        return len(wanted - current), len(current - wanted)
+            return len(wanted - current), len(current - wanted)
+
+        return self.store.transact(work)
 
     # -- roles ----------------------------------------------------------------------------
 
@@ -237,12 +261,15 @@ class Organisation:
         }
         if description:
             values["description"] = description
-        with self.store.write() as conn:
+
+        def work(conn: sa.Connection) -> RecordId:
             role = self.records.create("role", values, caller=caller, conn=conn)
             for table, privs in (privileges or {}).items():
                 for privilege, depth in privs.items():
                     self._set_privilege(conn, role, table, privilege, depth, caller)
-        return role
+            return role
+
+        return self.store.transact(work)
 
     def set_privilege(
         self,
@@ -253,8 +280,9 @@ class Organisation:
         *,
         caller: SecurityContext = SYSTEM,
     ) -> None:
-        with self.store.write() as conn:
-            self._set_privilege(conn, role, table, privilege, depth, caller)
+        self.store.transact(
+            lambda conn: self._set_privilege(conn, role, table, privilege, depth, caller)
+        )
 
     def _set_privilege(
         self,
@@ -312,10 +340,11 @@ class Organisation:
     def ensure_predefined_roles(self) -> list[str]:
         """Create the predefined roles and add any privilege they lack (for tables created
         since); never lowers what an administrator changed. Returns what it did."""
-        done: list[str] = []
         role_sql = self.store.sql_table("role")
         rp = self.store.sql_table("roleprivilege")
-        with self.store.write() as conn:
+
+        def work(conn: sa.Connection) -> list[str]:
+            done: list[str] = []
             for spec in PREDEFINED_ROLES:
                 role = conn.execute(
                     sa.select(role_sql.c.roleid).where(
@@ -351,7 +380,9 @@ class Organisation:
                 if rows:
                     self.records.create_many("roleprivilege", rows, conn=conn)
                     done.append(f"grant {len(rows)} privileges to {spec.name}")
-        return done
+            return done
+
+        return self.store.transact(work)
 
     # -- hierarchy ------------------------------------------------------------------------
 

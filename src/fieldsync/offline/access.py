@@ -189,8 +189,9 @@ def add_members(
     """Give the profile to users and teams (those who hold it already are skipped); returns
     how many were added. Needs administrator rights; no republish is needed."""
     pid = as_id(profile_id)
-    added = 0
-    with records.store.write() as conn:
+
+    def work(conn: sa.Connection) -> int:
+        added = 0
         records.retrieve(PROFILE, pid, columns=["name"], caller=caller, conn=conn)
         current = profile_members(records, pid, caller=SYSTEM, conn=conn)
         for table, column, ids, have in (
@@ -202,7 +203,9 @@ def add_members(
                     values: dict[str, Any] = {column: rid, "mobileofflineprofileid": pid}
                     records.create(table, values, caller=caller, conn=conn)
                     added += 1
-    return added
+        return added
+
+    return records.store.transact(work)
 
 
 def remove_members(
@@ -215,8 +218,9 @@ def remove_members(
 ) -> int:
     """Take the profile from users and teams; returns how many were removed."""
     pid = as_id(profile_id)
-    removed = 0
-    with records.store.write() as conn:
+
+    def work(conn: sa.Connection) -> int:
+        removed = 0
         for table, column, ids in (
             (USER_MEMBERSHIP, "systemuserid", users),
             (TEAM_MEMBERSHIP, "teamid", teams),
@@ -233,4 +237,6 @@ def remove_members(
                 for row in rows:
                     records.delete(table, row[f"{table}id"], caller=caller, conn=conn)
                     removed += 1
-    return removed
+        return removed
+
+    return records.store.transact(work)

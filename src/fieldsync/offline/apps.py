@@ -95,11 +95,15 @@ def create_app(
     }
     if app_id is not None:
         values["appmoduleid"] = app_id
-    with records.store.write() as conn:
+    view_ids = list(views)
+
+    def work(conn: sa.Connection) -> RecordId:
         app = records.create(APP, values, caller=caller, conn=conn)
-        for view in views:
+        for view in view_ids:
             records.associate(APP_VIEWS, app, view, caller=caller, conn=conn)
-    return app
+        return app
+
+    return records.store.transact(work)
 
 
 def app_views(
@@ -199,7 +203,8 @@ def generate_profile(
     """Create a draft profile from the app's tables and views and make it the app's profile
     ("new profile with current app data"). The draft is not published: review it first."""
     store = records.store
-    with store.write() as conn:
+
+    def work(conn: sa.Connection) -> RecordId:
         row = find_app(conn, store, app)
         app_id = row["appmoduleid"]
         records.retrieve(APP, app_id, columns=["name"], caller=caller, conn=conn)
@@ -212,7 +217,9 @@ def generate_profile(
         )
         profile = write_draft(records, conn, draft, caller=caller)
         records.update(APP, app_id, {"mobileofflineprofileid": profile}, caller=caller, conn=conn)
-    return profile
+        return profile
+
+    return store.transact(work)
 
 
 def set_app_profile(
@@ -222,12 +229,14 @@ def set_app_profile(
     *,
     caller: SecurityContext = SYSTEM,
 ) -> None:
-    with records.store.write() as conn:
+    def work(conn: sa.Connection) -> None:
         row = find_app(conn, records.store, app)
         value = None if profile is None else as_id(profile)
         records.update(
             APP, row["appmoduleid"], {"mobileofflineprofileid": value}, caller=caller, conn=conn
         )
+
+    records.store.transact(work)
 
 
 @contextmanager

@@ -279,7 +279,8 @@ def publish(
     The caller needs Write on the profile. Nothing changes when the draft is invalid."""
     pid = as_id(profile_id)
     store = records.store
-    with _writing(store, conn) as c:
+
+    def work(c: sa.Connection) -> PublishedProfile:
         records.retrieve(PROFILE, pid, columns=["name"], caller=caller, conn=c)
         now = utcnow()
         with publishing():
@@ -315,7 +316,9 @@ def publish(
         )
         with publishing():
             records.update(PROFILE, pid, {"publishedversion": version}, caller=caller, conn=c)
-    return published
+        return published
+
+    return work(conn) if conn is not None else store.transact(work)
 
 
 def published_profile(
@@ -333,12 +336,3 @@ def published_profile(
     else:
         data = source.execute(stmt).scalar()
     return None if data is None else PublishedProfile.from_json(data)
-
-
-@contextmanager
-def _writing(store: Store, conn: sa.Connection | None) -> Iterator[sa.Connection]:
-    if conn is not None:
-        yield conn
-        return
-    with store.write() as c:
-        yield c

@@ -43,6 +43,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
 import yaml
 
 from fieldsync.errors import NotFound, ProfileInvalid
@@ -331,7 +332,8 @@ def import_profile(records: Records, text: str, *, caller: SecurityContext = SYS
     nothing. The profile is found by ``id``, else by name, else created."""
     store = records.store
     parsed = validate_profile(store.schema, text)
-    with store.write() as conn:
+
+    def work(conn: sa.Connection) -> RecordId:
         profile_id = parsed.profile_id
         if profile_id is None:
             try:
@@ -359,7 +361,9 @@ def import_profile(records: Records, text: str, *, caller: SecurityContext = SYS
             changed = {k: v for k, v in values.items() if row[k] != v}
             if changed:
                 records.update(APP, row["appmoduleid"], changed, caller=caller, conn=conn)
-    return profile_id
+        return profile_id
+
+    return store.transact(work)
 
 
 def export_profile(

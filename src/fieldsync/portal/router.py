@@ -30,6 +30,7 @@ from fieldsync.errors import (
     Forbidden,
     NotFound,
     ProfileInvalid,
+    ServiceUnavailable,
     Unauthorized,
 )
 from fieldsync.offline import apps as offline_apps
@@ -104,6 +105,8 @@ class PortalRoute(APIRoute):
                 response.delete_cookie(COOKIE, path=PREFIX)
             except FieldsyncError as exc:
                 response = error_page(request, exc.status, exc.message)
+                if isinstance(exc, ServiceUnavailable):
+                    response.headers["Retry-After"] = str(exc.retry_after)
             except RequestValidationError:
                 response = error_page(request, 400, "the request is not one the portal sends")
             except StarletteHTTPException as exc:
@@ -507,9 +510,11 @@ def save_draft(
     store = p.store
     p.records.retrieve(PROFILE, pid, columns=["name"], caller=ctx)
     try:
-        with store.write() as conn:
-            draft = load_draft(conn, store, pid)
-            write_draft(p.records, conn, change(draft), profile_id=pid, caller=ctx)
+        store.transact(
+            lambda conn: write_draft(
+                p.records, conn, change(load_draft(conn, store, pid)), profile_id=pid, caller=ctx
+            )
+        )
     except (BadRequest, FieldsyncError) as exc:
         if exc.status >= 500 or isinstance(exc, (Forbidden, NotFound, Unauthorized)):
             raise
@@ -553,13 +558,16 @@ def remove_item(request: Request, profile_id: str, name: str, ctx: User, form: P
     p = platform_of(request)
     pid = as_uuid(profile_id, "profile")
     p.records.retrieve(PROFILE, pid, columns=["name"], caller=ctx)
-    with p.store.write() as conn:
+
+    def work(conn: sa.Connection) -> None:
         ids = {
             i["selectedentitytypecode"]: i[f"{ITEM}id"] for i, _ in load_items(conn, p.store, pid)
         }
         if name not in ids:
             raise NotFound(f"table {name!r} is not in this profile")
         p.records.delete(ITEM, ids[name], caller=ctx, conn=conn)
+
+    p.store.transact(work)
     return go(f"/profiles/{pid}", "removed")
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -42,6 +42,7 @@ CHUNK = 500
 STATUS_FOR_STATE = {0: 1, 1: 2}
 SCOPE_COLUMNS = ("ownerid", "owneridtype", "owningbusinessunit")
 _ABSENT = object()
+T = TypeVar("T")
 
 
 SYSTEM = SYSTEM_CONTEXT
@@ -114,13 +115,15 @@ class Pipeline:
 
     # -- transactions -------------------------------------------------------------------
 
-    @contextmanager
-    def _op(self, conn: sa.Connection | None, caller: SecurityContext, depth: int) -> Iterator[_Op]:
+    def _run(
+        self, conn: sa.Connection | None, caller: SecurityContext, work: Callable[[_Op], T]
+    ) -> T:
+        """Run one operation: in the caller's transaction when given one (whoever opened it
+        runs it again after a deadlock), otherwise as its own unit of work
+        (:meth:`Store.transact`)."""
         if conn is not None:
-            yield _Op(conn, caller, depth)
-            return
-        with self.store.write() as c:
-            yield _Op(c, caller, depth)
+            return work(_Op(conn, caller, 0))
+        return self.store.transact(lambda c: work(_Op(c, caller, 0)))
 
     @contextmanager
     def _reading(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fieldsync.errors import ConfigurationError, FieldsyncError, PluginError
+from fieldsync.store.store import retryable
 from fieldsync.types import RecordId, Row
 
 if TYPE_CHECKING:
@@ -217,6 +218,8 @@ class PluginRegistry:
             except FieldsyncError:
                 raise
             except Exception as exc:
+                if retryable(exc):
+                    raise  # a deadlock in the plugin's writes: the unit of work runs again
                 log.exception("plugin %s failed", reg.name)
                 raise PluginError(
                     f"plugin {reg.name} failed on {ctx.message} of {ctx.table}: "

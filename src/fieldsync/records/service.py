@@ -2,10 +2,11 @@
 
 Every write runs the same pipeline, in one transaction:
 
-    coerce and check types -> pre-validation plugins -> pre-operation plugins -> authorize
-    -> required columns -> system columns -> lookups exist (and may be linked to) -> files
-    exist and the caller may read them (:mod:`fieldsync.records.filerefs`) -> take versions
-    -> write rows and change log -> post-operation plugins -> commit
+    (lock the version counter: Store.transact) -> coerce and check types -> pre-validation
+    plugins -> pre-operation plugins -> authorize -> required columns -> system columns ->
+    lookups exist (and may be linked to) -> files exist and the caller may read them
+    (:mod:`fieldsync.records.filerefs`) -> take versions -> write rows and change log ->
+    post-operation plugins -> commit
 
 Batches (``create_many``, ``update_many``) run the pipeline over all their rows at once: one
 version range, one bulk insert (COPY on PostgreSQL), one query per lookup target. Any error
@@ -81,8 +82,7 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> list[RecordId]:
-        with self._op(conn, caller, 0) as op:
-            return self._create(op, table, rows)
+        return self._run(conn, caller, lambda op: self._create(op, table, rows))
 
     def update(
         self,
@@ -103,8 +103,7 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> list[Version]:
-        with self._op(conn, caller, 0) as op:
-            return self._update(op, table, changes, Message.UPDATE)
+        return self._run(conn, caller, lambda op: self._update(op, table, changes, Message.UPDATE))
 
     def assign(
         self,
@@ -122,8 +121,13 @@ class Records(Links):
             )
         if not isinstance(owner, EntityRef):
             raise BadRequest("assign needs an owner reference (a user or a team)")
-        with self._op(conn, caller, 0) as op:
-            return self._update(op, table, [(record_id, {"ownerid": owner})], Message.ASSIGN)[0]
+        return self._run(
+            conn,
+            caller,
+            lambda op: self._update(op, table, [(record_id, {"ownerid": owner})], Message.ASSIGN)[
+                0
+            ],
+        )
 
     def delete(
         self,
@@ -133,8 +137,7 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> Version:
-        with self._op(conn, caller, 0) as op:
-            return self._delete(op, table, record_id)
+        return self._run(conn, caller, lambda op: self._delete(op, table, record_id))
 
     def associate(
         self,
@@ -146,8 +149,7 @@ class Records(Links):
         conn: sa.Connection | None = None,
     ) -> RecordId:
         """Link two rows through a many-to-many relationship; returns the intersect row id."""
-        with self._op(conn, caller, 0) as op:
-            return self._associate(op, relationship, first, second)
+        return self._run(conn, caller, lambda op: self._associate(op, relationship, first, second))
 
     def disassociate(
         self,
@@ -158,8 +160,9 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> Version:
-        with self._op(conn, caller, 0) as op:
-            return self._disassociate(op, relationship, first, second)
+        return self._run(
+            conn, caller, lambda op: self._disassociate(op, relationship, first, second)
+        )
 
     def share(
         self,
@@ -175,8 +178,9 @@ class Records(Links):
         empty rights remove the share. The caller needs Share on the row and must hold every
         right they grant. Returns the share's new version (``None`` if nothing changed)."""
         mask = rights if isinstance(rights, int) else sum({int(p) for p in rights})
-        with self._op(conn, caller, 0) as op:
-            return self._share(op, table, record_id, principal, mask)
+        return self._run(
+            conn, caller, lambda op: self._share(op, table, record_id, principal, mask)
+        )
 
     def unshare(
         self,

@@ -18,7 +18,13 @@ from starlette.responses import Response
 
 from fieldsync import __version__
 from fieldsync.config import Settings
-from fieldsync.errors import FieldsyncError, Forbidden, TooManyRequests, Unauthorized
+from fieldsync.errors import (
+    FieldsyncError,
+    Forbidden,
+    ServiceUnavailable,
+    TooManyRequests,
+    Unauthorized,
+)
 from fieldsync.files.blobs import open_blobs
 from fieldsync.files.service import FileLimits, Files
 from fieldsync.identity.auth import AuthSettings
@@ -154,12 +160,14 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:
         headers = {}
-        if isinstance(exc, TooManyRequests):
+        if isinstance(exc, (TooManyRequests, ServiceUnavailable)):
             headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="fieldsync"'
 
-        if exc.status >= 500:
+        if isinstance(exc, ServiceUnavailable):
+            log.warning("service unavailable: %s", exc.message)
+        elif exc.status >= 500:
             log.error("server error: %s", exc.message)
         return error_response(exc.status, exc.code, exc.message, **headers)
 
@@ -190,8 +198,9 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         # pool reconnects on the next request; tell the client to come back
         if exc.connection_invalidated or _connection_lost(exc):
             log.warning("the database is unavailable: %s", exc.orig)
+            down = ServiceUnavailable("the database is unavailable; try again")
             return error_response(
-                503, "0x80040216", "the database is unavailable; try again", **{"Retry-After": "1"}
+                down.status, down.code, down.message, **{"Retry-After": str(down.retry_after)}
             )
         log.exception("unexpected database error")
         return error_response(500, "0x80040216", "an unexpected error occurred")

@@ -3,25 +3,33 @@
 Versions come from one counter row (``fs_sequence``). Taking versions updates that row, which
 locks it until the transaction ends, so transactions that write take their versions in
 commit order: once a reader sees version *v* committed, every smaller version is committed or
-rolled back for good, and a cursor that passed *v* never misses a later commit. Writers take
-their versions as late as they can (after validation and pre-operation plugins), so the lock
-covers only the inserts, the post-operation plugins and the commit.
+rolled back for good, and a cursor that passed *v* never misses a later commit.
+
+Lock order: every write transaction locks the counter row first, at its start, before it
+touches any other row (on SQLite ``BEGIN IMMEDIATE`` does the same for the whole database).
+A writer therefore never holds a row lock while it waits for the counter, which is the cycle
+that deadlocked writers on PostgreSQL when the counter was taken late. Every write goes
+through :meth:`Store.transact`, which also runs the unit of work again when the database
+still reports a deadlock or a serialization failure (a lock taken outside this order), and
+answers :class:`~fieldsync.errors.WriteConflict` (503, ``Retry-After``) if it persists.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import random
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from fieldsync.errors import SchemaError
+from fieldsync.errors import SchemaError, WriteConflict
 from fieldsync.schema.builtin import (
     ORGANIZATION_ID,
     ROOT_BUSINESS_UNIT_ID,
@@ -49,18 +57,33 @@ from fieldsync.store.notify import install_trigger
 SCHEMA_CHECK_SECONDS = 1.0
 COPY_THRESHOLD = 50  # rows from which COPY beats executemany on PostgreSQL
 UPGRADE_LOCK = 0x6669656C64  # advisory lock key for upgrades on PostgreSQL
+WRITE_ATTEMPTS = 5  # a unit of work runs at most this often when the database aborts it
+RETRY_DELAY = 0.02  # seconds before the second attempt; doubled for each further one, jittered
+RETRY_AFTER = 1  # seconds a client is asked to wait when the conflicts persist
+RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+VERSIONS_LOCKED = "fieldsync_versions_locked"  # conn.info key: this transaction holds the counter
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def retryable(exc: BaseException) -> bool:
+    """Whether the database aborted a transaction that may succeed when run again: a
+    deadlock (``40P01``) or a serialization failure (``40001``)."""
+    if not isinstance(exc, sa.exc.DBAPIError) or exc.connection_invalidated:
+        return False
+    return getattr(exc.orig, "sqlstate", None) in RETRYABLE
+
+
 class Store:
     """Holds the engine and the schema; hands out transactions and versions.
 
     >>> store = Store.open("sqlite:////tmp/example.db")   # doctest: +SKIP
-    >>> with store.write() as conn:                        # doctest: +SKIP
-    ...     first = store.allocate_versions(conn, 3)
+    >>> first = store.transact(lambda conn: store.allocate_versions(conn, 3))  # doctest: +SKIP
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -72,6 +95,10 @@ class Store:
         self._generation = -1
         self._checked_at = 0.0
         self.committed: list[Callable[[], None]] = []  # called after each write commits
+        self.write_attempts = WRITE_ATTEMPTS
+        self.retries = 0  # units of work run again after a deadlock or serialization failure
+        self.conflicts = 0  # units of work given up (answered with WriteConflict)
+        self._local = threading.local()
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, pool_size: int = 5) -> Store:
@@ -96,18 +123,93 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        """A write transaction: ``BEGIN IMMEDIATE`` on SQLite; commits on success."""
+        """One write transaction, run once: ``BEGIN IMMEDIATE`` on SQLite, the version
+        counter locked first on PostgreSQL; commits on success. Application code goes through
+        :meth:`transact`, which runs it again after a deadlock; this is its building block.
+
+        A thread that already has a write transaction open may not open a second one: on
+        PostgreSQL it would wait for the counter its own first transaction holds."""
+        if getattr(self._local, "writing", False):
+            raise RuntimeError(
+                "a write transaction is already open in this thread: pass its connection on"
+            )
         self._refresh_schema()
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
+        self._local.writing = True
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(**{WRITE_OPTION: True})
+                try:
+                    with conn.begin():
+                        self._lock_versions(conn)
+                        yield conn
+                finally:
+                    conn.info.pop(VERSIONS_LOCKED, None)
+        finally:
+            self._local.writing = False
         for hook in tuple(self.committed):
             hook()
 
+    def transact(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work(conn)`` in a write transaction and commit; return what it returns.
+
+        This is the one way in for writes. The transaction locks the version counter before
+        anything else (see the module's notes), so writers never wait for each other in a
+        cycle. Should the database still abort it with a deadlock or a serialization failure
+        (a lock some other code took outside that order), the whole unit of work runs again,
+        up to ``write_attempts`` times with a short, jittered pause; after that the caller
+        gets :class:`~fieldsync.errors.WriteConflict` (503 with ``Retry-After``). ``work``
+        must therefore keep its effects inside the transaction: whatever it does outside
+        (files, caches, messages) has to be safe to do twice, or wait until it returns."""
+        attempts = max(1, self.write_attempts)
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.write() as conn:
+                    return work(conn)
+            except sa.exc.DBAPIError as exc:
+                if not retryable(exc):
+                    raise
+                reason = getattr(exc.orig, "sqlstate", "")
+                if attempt == attempts:
+                    with self._lock:
+                        self.conflicts += 1
+                    log.warning(
+                        "write conflict (%s) persisted through %d attempts; answering 503",
+                        reason,
+                        attempts,
+                    )
+                    raise WriteConflict(
+                        "the database kept aborting this write to break a deadlock; "
+                        "nothing was written: try again",
+                        retry_after=RETRY_AFTER,
+                    ) from exc
+                with self._lock:
+                    self.retries += 1
+                log.warning(
+                    "write conflict (%s); running the transaction again (attempt %d of %d)",
+                    reason,
+                    attempt + 1,
+                    attempts,
+                )
+                time.sleep(RETRY_DELAY * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _lock_versions(self, conn: sa.Connection) -> None:
+        """Lock the version counter: the first lock of every write transaction. SQLite's
+        ``BEGIN IMMEDIATE`` has already locked the whole database."""
+        if self.dialect == "postgresql":
+            conn.execute(
+                sa.select(fs_sequence.c.value)
+                .where(fs_sequence.c.name == "version")
+                .with_for_update()
+            )
+        conn.info[VERSIONS_LOCKED] = True
+
     def allocate_versions(self, conn: sa.Connection, count: int) -> int:
-        """Take ``count`` consecutive versions; return the first. Locks the sequence until
-        the transaction ends, so versions are handed out in commit order."""
+        """Take ``count`` consecutive versions; return the first. The transaction holds the
+        counter until it ends, so versions are handed out in commit order; it must have
+        locked the counter when it began (every :meth:`write` does)."""
+        if not conn.info.get(VERSIONS_LOCKED):
+            raise RuntimeError("versions are taken in a write transaction (Store.transact)")
         stmt = (
             fs_sequence.update()
             .where(fs_sequence.c.name == "version")
@@ -212,9 +314,12 @@ class Store:
         """Create a business table (real DDL) and persist its definition.
 
         Each lookup that is not a system column also becomes a one-to-many relationship."""
-        with self.write() as conn:
+
+        def work(conn: sa.Connection) -> None:
             self._create_table(conn, table)
             self._bump_generation(conn)
+
+        self.transact(work)
         self.reload_schema()
         return self._schema.table(table.name)
 
@@ -279,7 +384,8 @@ class Store:
                 raise SchemaError(f"lookup {column.name!r} targets unknown table {target!r}")
         new = Table.from_json(table.to_json())
         new.columns[column.name] = column
-        with self.write() as conn:
+
+        def work(conn: sa.Connection) -> None:
             add_column_ddl(conn, new, column)
             conn.execute(
                 fs_table_t.update()
@@ -289,6 +395,8 @@ class Store:
             if column.type.value == "lookup":
                 self._insert_lookup_relationships(conn, new, column)
             self._bump_generation(conn)
+
+        self.transact(work)
         self.reload_schema()
         return column
 
@@ -302,13 +410,16 @@ class Store:
             return table
         new = Table.from_json(table.to_json())
         new.offline = offline
-        with self.write() as conn:
+
+        def work(conn: sa.Connection) -> None:
             conn.execute(
                 fs_table_t.update()
                 .where(fs_table_t.c.name == table_name)
                 .values(definition=new.to_json())
             )
             self._bump_generation(conn)
+
+        self.transact(work)
         self.reload_schema()
         return self._schema.table(table_name)
 
@@ -328,7 +439,8 @@ class Store:
         del new.columns[column_name]
         quoted = self.engine.dialect.identifier_preparer.quote
         index = index_names(table, column)
-        with self.write() as conn:
+
+        def work(conn: sa.Connection) -> None:
             if index and column.type in (ColumnType.FILE, ColumnType.IMAGE):
                 conn.exec_driver_sql(f"DROP INDEX IF EXISTS {quoted(index)}")
             conn.exec_driver_sql(
@@ -340,6 +452,8 @@ class Store:
                 .values(definition=new.to_json())
             )
             self._bump_generation(conn)
+
+        self.transact(work)
         self.reload_schema()
 
     def create_many_to_many(
@@ -365,10 +479,13 @@ class Store:
             referencing_column=cols[1],
             intersect_table=table.name,
         )
-        with self.write() as conn:
+
+        def work(conn: sa.Connection) -> None:
             self._create_table(conn, table)
             conn.execute(fs_relationship.insert().values(name=rel.name, definition=rel.to_json()))
             self._bump_generation(conn)
+
+        self.transact(work)
         self.reload_schema()
         return rel
 
@@ -380,7 +497,8 @@ class Store:
         users = [f"{t.name}.{c.name}" for t, c in self._schema.referencing(name) if t.name != name]
         if users:
             raise SchemaError(f"table {name!r} is still the target of lookups: {', '.join(users)}")
-        with self.write() as conn:
+
+        def work(conn: sa.Connection) -> None:
             self._sql[name].drop(conn)
             conn.execute(fs_table_t.delete().where(fs_table_t.c.name == name))
             for rel in self._schema.relationships.values():
@@ -388,6 +506,8 @@ class Store:
                     conn.execute(fs_relationship.delete().where(fs_relationship.c.name == rel.name))
             conn.execute(fs_change.delete().where(fs_change.c.tablename == name))
             self._bump_generation(conn)
+
+        self.transact(work)
         self.reload_schema()
 
     # -- upgrade ------------------------------------------------------------------------
@@ -401,23 +521,30 @@ class Store:
         applied: list[str] = []
         with self.engine.connect() as conn:
             conn = conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                if self.dialect == "postgresql":
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_LOCK})
-                catalog.metadata.create_all(conn, checkfirst=True)
-                applied += self._seed_meta(conn)
-                self._load_schema(conn)
-                applied += self._reconcile_builtin(conn)
-                done = set(conn.execute(sa.select(fs_migration.c.name)).scalars())
-                for name, step in MIGRATIONS:
-                    if name not in done:
-                        step(self, conn)
-                        conn.execute(fs_migration.insert().values(name=name, appliedon=utcnow()))
-                        applied.append(name)
-                if applied:
-                    self._bump_generation(conn)
+            try:
+                self._upgrade(conn, applied)
+            finally:
+                conn.info.pop(VERSIONS_LOCKED, None)
         self.reload_schema()
         return applied
+
+    def _upgrade(self, conn: sa.Connection, applied: list[str]) -> None:
+        with conn.begin():
+            if self.dialect == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_LOCK})
+            catalog.metadata.create_all(conn, checkfirst=True)
+            applied += self._seed_meta(conn)
+            self._lock_versions(conn)  # before any business table: the one lock order
+            self._load_schema(conn)
+            applied += self._reconcile_builtin(conn)
+            done = set(conn.execute(sa.select(fs_migration.c.name)).scalars())
+            for name, step in MIGRATIONS:
+                if name not in done:
+                    step(self, conn)
+                    conn.execute(fs_migration.insert().values(name=name, appliedon=utcnow()))
+                    applied.append(name)
+            if applied:
+                self._bump_generation(conn)
 
     def _seed_meta(self, conn: sa.Connection) -> list[str]:
         steps = []

@@ -70,6 +70,9 @@ def purge_device(store: Store, caller: SecurityContext, device_id: str) -> None:
     where = fs_device.c.deviceid == device_id
     if not caller.unrestricted:
         where = sa.and_(where, fs_device.c.userid == caller.user_id)
-    with store.write() as conn:
+
+    def work(conn: sa.Connection) -> None:
         if conn.execute(fs_device.delete().where(where)).rowcount == 0:
             raise NotFound(f"no device {device_id!r} that you can see")
+
+    store.transact(work)

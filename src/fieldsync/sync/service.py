@@ -144,12 +144,15 @@ class SyncService:
         for name in tables:
             self.store.schema.table(name)
         value = orjson.dumps(sorted(set(tables))).decode()
-        with self.store.write() as conn:
+
+        def work(conn: sa.Connection) -> None:
             done = conn.execute(
                 fs_meta.update().where(fs_meta.c.key == SERVER_WINS_KEY).values(value=value)
             )
             if done.rowcount == 0:
                 conn.execute(fs_meta.insert().values(key=SERVER_WINS_KEY, value=value))
+
+        self.store.transact(work)
 
     # -- the protocol ---------------------------------------------------------------------
 
@@ -167,7 +170,8 @@ class SyncService:
             isinstance(pending, bool) or not isinstance(pending, int) or pending < 0
         ):
             raise BadRequest("'pending' is the number of changes in the device's outbox")
-        with self.store.write() as conn:
+
+        def work(conn: sa.Connection) -> tuple[Any, Any, Any, Any]:
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
             self._register(conn, ctx, device_id, app_name, access, sdk, pending)
@@ -177,6 +181,9 @@ class SyncService:
                 )
             ).scalar()
             views = self._views(conn, ctx, access, plan)
+            return access, plan, fullname, views
+
+        access, plan, fullname, views = self.store.transact(work)
         schema = self.store.schema
         tables = [schema.table(name).to_json() for name in plan.order]
         return {
@@ -332,7 +339,8 @@ class SyncService:
         ids = [c.change_id for c in parsed]
         if len(set(ids)) != len(ids):
             raise BadRequest("two changes in the batch share a client change id")
-        with self.store.write() as conn:
+
+        def work(conn: sa.Connection) -> list[dict[str, Any]]:
             self._owned_device(conn, ctx, device_id)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
@@ -365,7 +373,9 @@ class SyncService:
                     ),
                 )
             )
-        return {"results": results}
+            return results
+
+        return {"results": self.store.transact(work)}
 
     def explain(
         self,

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
-from fieldsync.errors import BadRequest, FieldsyncError
+import sqlalchemy as sa
+
+from fieldsync.errors import BadRequest, FieldsyncError, ServiceUnavailable, TooManyRequests
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX
 
@@ -141,7 +143,10 @@ def _inner_request(outer: ODataRequest, part: Part, call: Call) -> ODataRequest:
 
 
 def _error(exc: FieldsyncError) -> ODataResponse:
-    return ODataResponse(exc.status, exc.to_json())
+    headers = {}
+    if isinstance(exc, (ServiceUnavailable, TooManyRequests)):
+        headers["Retry-After"] = str(exc.retry_after)
+    return ODataResponse(exc.status, exc.to_json(), headers)
 
 
 def run(call: Call, outer: ODataRequest, handle: Handler) -> tuple[bytes, str]:
@@ -171,20 +176,26 @@ def _changeset(
     call: Call, outer: ODataRequest, requests: list[Part], boundary: str, handle: Handler
 ) -> tuple[str, bool]:
     inner_boundary = f"changesetresponse_{uuid.uuid4()}"
-    responses: list[tuple[Part, ODataResponse]] = []
+
+    def work(conn: sa.Connection) -> list[tuple[Part, ODataResponse]]:
+        # the whole change set is one unit of work: after a deadlock it runs again from
+        # its first request, with fresh Content-ID references
+        responses: list[tuple[Part, ODataResponse]] = []
+        scoped = Call(call.platform, call.caller, conn, {})
+        for part in requests:
+            if part.method == "GET":
+                raise BadRequest("a change set holds only POST, PATCH, PUT and DELETE requests")
+            response = handle(scoped, _inner_request(outer, part, scoped))
+            if response.status >= 400:  # pragma: no cover - handlers raise instead
+                raise BadRequest("a request of the change set failed")
+            responses.append((part, response))
+            location = response.headers.get("OData-EntityId")
+            if part.content_id and location:
+                scoped.content_ids[part.content_id] = location
+        return responses
+
     try:
-        with call.platform.store.write() as conn:
-            scoped = Call(call.platform, call.caller, conn, {})
-            for part in requests:
-                if part.method == "GET":
-                    raise BadRequest("a change set holds only POST, PATCH, PUT and DELETE requests")
-                response = handle(scoped, _inner_request(outer, part, scoped))
-                if response.status >= 400:  # pragma: no cover - handlers raise instead
-                    raise BadRequest("a request of the change set failed")
-                responses.append((part, response))
-                location = response.headers.get("OData-EntityId")
-                if part.content_id and location:
-                    scoped.content_ids[part.content_id] = location
+        responses = call.platform.store.transact(work)
     except FieldsyncError as exc:
         return _http_part(boundary, _error(exc), None), True
     body = "".join(_http_part(inner_boundary, r, p.content_id) for p, r in responses)

@@ -101,8 +101,11 @@ def ref(call: Call, req: ODataRequest, table: Table, segments: list[Segment]) ->
             raise BadRequest('the body of a $ref is {"@odata.id": "<url of the other row>"}')
         target = other_row(call, body["@odata.id"], other)
         first, second = pair(rel, table, row_id(call, table, head.key), target)
-        with call.writing() as conn:
-            call.platform.records.associate(rel.name, first, second, caller=call.caller, conn=conn)
+        call.write(
+            lambda conn: call.platform.records.associate(
+                rel.name, first, second, caller=call.caller, conn=conn
+            )
+        )
         return ODataResponse(204)
     if req.method == "DELETE":
         if nav.key is not None:
@@ -118,10 +121,11 @@ def ref(call: Call, req: ODataRequest, table: Table, segments: list[Segment]) ->
             raise BadRequest("DELETE …/$ref names the other row: …/<nav>(<id>)/$ref or ?$id=")
         rid = row_id(call, table, head.key)
         first, second = pair(rel, table, rid, target)
-        with call.writing() as conn:
-            call.platform.records.disassociate(
+        call.write(
+            lambda conn: call.platform.records.disassociate(
                 rel.name, first, second, caller=call.caller, conn=conn
             )
+        )
         return ODataResponse(204)
     raise BadRequest(f"{req.method} is not allowed on $ref; use POST or DELETE")
 
@@ -164,8 +168,9 @@ def publish_profile(call: Call, req: ODataRequest, table: Table, key: Key) -> OD
     if req.body.strip() and req.json_object():
         raise BadRequest(f"{PUBLISH_PROFILE} takes no parameters")
     pid = row_id(call, table, key)
-    with call.writing() as conn:
-        published = publish(call.platform.records, pid, caller=call.caller, conn=conn)
+    published = call.write(
+        lambda conn: publish(call.platform.records, pid, caller=call.caller, conn=conn)
+    )
     return ODataResponse(
         200,
         {

@@ -4,10 +4,10 @@ who is calling, on which platform, in which transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlencode
 
 import sqlalchemy as sa
@@ -18,6 +18,8 @@ from fieldsync.platform import Platform
 from fieldsync.security.model import SecurityContext
 from fieldsync.server.responses import json_bytes
 from fieldsync.webapi.protocol import parse_prefer
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -104,13 +106,12 @@ class Call:
     conn: sa.Connection | None = None
     content_ids: dict[str, str] = field(default_factory=dict)  # $batch: Content-ID -> URL
 
-    @contextmanager
-    def writing(self) -> Iterator[sa.Connection]:
+    def write(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work`` in the request's transaction: the change set's, which the change set
+        runs again after a deadlock, or a unit of work of its own (``Store.transact``)."""
         if self.conn is not None:
-            yield self.conn
-            return
-        with self.platform.store.write() as conn:
-            yield conn
+            return work(self.conn)
+        return self.platform.store.transact(work)
 
     @contextmanager
     def reading(self) -> Iterator[sa.Connection]:

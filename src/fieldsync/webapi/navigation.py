@@ -205,14 +205,17 @@ def _lookup_ref(
     else:
         raise MethodNotAllowed(f"{req.method} on a single-valued $ref: use PUT or DELETE")
     rid = links.row_id(call, table, key)
-    with call.writing() as conn:
+
+    def work(conn: sa.Connection) -> None:
         if value is None and nav.column.polymorphic:
             row = reading.find(call, conn, table, key, (table.primary_id, nav.column.type_column))
             if row is not None and row.get(nav.column.type_column) not in nav.targets:
-                return ODataResponse(204)  # points at another table: nothing of this one
+                return  # points at another table: nothing of this one
         call.platform.records.update(
             table.name, rid, {nav.column.name: value}, caller=call.caller, conn=conn
         )
+
+    call.write(work)
     return ODataResponse(204)
 
 
@@ -230,14 +233,15 @@ def _child_ref(
         ref = _reference(call, req)
         if ref.table != child_table.name:
             raise BadRequest(f"{nav.name} holds {child_table.name} rows, not {ref.table} rows")
-        with call.writing() as conn:
-            records.update(
+        call.write(
+            lambda conn: records.update(
                 child_table.name,
                 ref.id,
                 {back.name: EntityRef(table.name, parent)},
                 caller=call.caller,
                 conn=conn,
             )
+        )
         return ODataResponse(204)
     if req.method != "DELETE":
         raise MethodNotAllowed(f"{req.method} on a collection's $ref: use POST or DELETE")
@@ -254,13 +258,16 @@ def _child_ref(
         child = ref.id
     else:
         raise BadRequest("DELETE …/$ref names the row: …/<nav>(<id>)/$ref or ?$id=<url>")
-    with call.writing() as conn:
+
+    def unlink(conn: sa.Connection) -> None:
         row = reading.find(
             call, conn, child_table, Key(value=child), (child_table.primary_id, back.name)
         )
         if row is None or row.get(back.name) != parent:
             raise NotFound(f"{child_table.name} {child} is not in {nav.name} of this row")
         records.update(child_table.name, child, {back.name: None}, caller=call.caller, conn=conn)
+
+    call.write(unlink)
     return ODataResponse(204)
 
 
@@ -305,10 +312,11 @@ def _property(
     else:
         raise MethodNotAllowed(f"{req.method} is not allowed on a property; use GET, PUT, DELETE")
     rid = links.row_id(call, table, key)
-    with call.writing() as conn:
-        call.platform.records.update(
+    call.write(
+        lambda conn: call.platform.records.update(
             table.name, rid, {col.name: new}, caller=call.caller, conn=conn
         )
+    )
     return ODataResponse(204)
 
 

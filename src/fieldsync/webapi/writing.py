@@ -138,12 +138,15 @@ def create(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
         rel, other = links.navigation_of(call, table, name)
         targets.append((rel, links.other_row(call, url, other)))
     records = call.platform.records
-    with call.writing() as conn:
+
+    def work(conn: sa.Connection) -> ODataResponse:
         rid = records.create(table.name, values, caller=call.caller, conn=conn)
         for rel, other_id in targets:
             first, second = links.pair(rel, table, rid, other_id)
             records.associate(rel.name, first, second, caller=call.caller, conn=conn)
         return written(call, conn, req, table, rid, created=True)
+
+    return call.write(work)
 
 
 def _key_values(table: Table, key: Key) -> dict[str, Any]:
@@ -187,13 +190,16 @@ def upsert_row(
 
 def patch(call: Call, req: ODataRequest, table: Table, key: Key) -> ODataResponse:
     values = to_values(call, table, req.json())
-    with call.writing() as conn:
-        rid, created = upsert_row(call, conn, table, key, values, req.headers)
+
+    def work(conn: sa.Connection) -> ODataResponse:
+        rid, created = upsert_row(call, conn, table, key, dict(values), req.headers)
         return written(call, conn, req, table, rid, created=created)
+
+    return call.write(work)
 
 
 def delete(call: Call, req: ODataRequest, table: Table, key: Key) -> ODataResponse:
-    with call.writing() as conn:
+    def work(conn: sa.Connection) -> None:
         row = find(call, conn, table, key, (table.primary_id, "versionnumber"))
         if row is None:
             raise RecordNotFound(table.name, key.value if key.pairs is None else dict(key.pairs))
@@ -203,6 +209,8 @@ def delete(call: Call, req: ODataRequest, table: Table, key: Key) -> ODataRespon
         call.platform.records.delete(
             table.name, row[table.primary_id], caller=call.caller, conn=conn
         )
+
+    call.write(work)
     return ODataResponse(204)
 
 
@@ -231,8 +239,11 @@ def create_multiple(call: Call, req: ODataRequest, table: Table) -> ODataRespons
     for target in _targets(req):
         _check_type(table, target)
         rows.append(to_values(call, table, target))
-    with call.writing() as conn:
-        ids = call.platform.records.create_many(table.name, rows, caller=call.caller, conn=conn)
+    ids = call.write(
+        lambda conn: call.platform.records.create_many(
+            table.name, rows, caller=call.caller, conn=conn
+        )
+    )
     body = {
         "@odata.context": f"{req.root}/$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse",
         "Ids": [str(i) for i in ids],
@@ -249,45 +260,54 @@ def update_multiple(call: Call, req: ODataRequest, table: Table) -> ODataRespons
         if rid is None:
             raise BadRequest(f"every UpdateMultiple target needs its {table.primary_id}")
         changes.append((rid, values))
-    with call.writing() as conn:
-        call.platform.records.update_many(table.name, changes, caller=call.caller, conn=conn)
+    call.write(
+        lambda conn: call.platform.records.update_many(
+            table.name, changes, caller=call.caller, conn=conn
+        )
+    )
     return ODataResponse(204)
 
 
 def upsert_multiple(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
-    results = []
-    with call.writing() as conn:
-        for target in _targets(req):
-            _check_type(table, target)
-            values = to_values(call, table, target)
-            ref = target.get("@odata.id")
-            if ref is not None:
-                if not isinstance(ref, str):
-                    raise BadRequest("@odata.id must be a string such as accounts(name='x')")
-                path = ref.split(API_PREFIX, 1)[1] if API_PREFIX in ref else ref
-                segments = parse_path(path)
-                if len(segments) != 1 or segments[0].key is None:
-                    raise BadRequest(f"@odata.id {ref[:80]!r} does not name one row")
-                if segments[0].name != table.entity_set_name:
-                    raise BadRequest(f"@odata.id {ref[:80]!r} names another entity set")
-                key = segments[0].key
-            elif values.get(table.primary_id) is not None:
-                try:
-                    key = Key(value=uuid.UUID(str(values.pop(table.primary_id))))
-                except ValueError:
-                    raise BadRequest(f"{table.primary_id} must be a GUID") from None
-            else:
-                raise BadRequest(
-                    f"every UpsertMultiple target needs @odata.id or its {table.primary_id}"
-                )
-            rid, created = upsert_row(call, conn, table, key, values, {})
-            results.append({"RecordId": str(rid), "RecordCreated": created})
+    results = call.write(lambda conn: _upsert_targets(call, conn, req, table))
     body = {
         "@odata.context": f"{req.root}/$metadata#Microsoft.Dynamics.CRM.UpsertMultipleResponse",
         "Ids": [r["RecordId"] for r in results],
         "Results": results,
     }
     return ODataResponse(200, body)
+
+
+def _upsert_targets(
+    call: Call, conn: sa.Connection, req: ODataRequest, table: Table
+) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    for target in _targets(req):
+        _check_type(table, target)
+        values = to_values(call, table, target)
+        ref = target.get("@odata.id")
+        if ref is not None:
+            if not isinstance(ref, str):
+                raise BadRequest("@odata.id must be a string such as accounts(name='x')")
+            path = ref.split(API_PREFIX, 1)[1] if API_PREFIX in ref else ref
+            segments = parse_path(path)
+            if len(segments) != 1 or segments[0].key is None:
+                raise BadRequest(f"@odata.id {ref[:80]!r} does not name one row")
+            if segments[0].name != table.entity_set_name:
+                raise BadRequest(f"@odata.id {ref[:80]!r} names another entity set")
+            key = segments[0].key
+        elif values.get(table.primary_id) is not None:
+            try:
+                key = Key(value=uuid.UUID(str(values.pop(table.primary_id))))
+            except ValueError:
+                raise BadRequest(f"{table.primary_id} must be a GUID") from None
+        else:
+            raise BadRequest(
+                f"every UpsertMultiple target needs @odata.id or its {table.primary_id}"
+            )
+        rid, created = upsert_row(call, conn, table, key, values, {})
+        results.append({"RecordId": str(rid), "RecordCreated": created})
+    return results
 
 
 _OPERATORS = {"equal": Op.EQ, "notequal": Op.NE, "in": Op.IN, "null": Op.NULL}
@@ -345,7 +365,8 @@ def bulk_delete(call: Call, req: ODataRequest) -> ODataResponse:
         raise BadRequest("BulkDelete needs a QuerySet: a list of QueryExpression objects")
     schema = call.platform.store.schema
     records = call.platform.records
-    with call.writing() as conn:
+
+    def work(conn: sa.Connection) -> None:
         for q in queries:
             if not isinstance(q, dict):
                 raise BadRequest("each QuerySet item must be a QueryExpression object")
@@ -354,4 +375,6 @@ def bulk_delete(call: Call, req: ODataRequest) -> ODataResponse:
             rows = run(call, conn, Query(table.name, (table.primary_id,), node))
             for row in rows:
                 records.delete(table.name, row[table.primary_id], caller=call.caller, conn=conn)
+
+    call.write(work)
     return ODataResponse(200, {"JobId": str(uuid.uuid4())})
