@@ -645,7 +645,7 @@ class Device:
         with self.replica.read() as conn:
             rows = conn.execute(sa.select(outbox_table).order_by(outbox_table.c.seq)).mappings()
             return [
-                {**dict(r), "changes": orjson.loads(r["changes"]), "sent": bool(r["sent"])}
+                {**_plain(r), "changes": orjson.loads(r["changes"]), "sent": bool(r["sent"])}
                 for r in rows
             ]
 
@@ -655,7 +655,7 @@ class Device:
             rows = conn.execute(sa.select(error_table).order_by(error_table.c.seq.desc()))
             return [
                 {
-                    **dict(r),
+                    **_plain(r),
                     "sent": orjson.loads(r["sent"]),
                     "reverted": None if r["reverted"] is None else orjson.loads(r["reverted"]),
                 }
@@ -950,7 +950,8 @@ class Device:
         self._notify()
 
     def sign_out(self) -> None:
-        """Revoke the session and remove every row from this device."""
+        """Revoke the session and remove every row from this device; the next sign-in
+        registers a new device id (a device id belongs to the user who registered it)."""
         try:
             tokens = self.replica.get_state("tokens") or {}
             if tokens.get("refresh_token"):
@@ -963,6 +964,7 @@ class Device:
         with self.replica.write() as conn:
             conn.execute(outbox_table.delete())
             self.replica.delete_state(conn, "tokens")
+            self.replica.delete_state(conn, "device")
         self.files.sweep()
         self._notify()
 
@@ -1034,3 +1036,9 @@ def _rid(value: object) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise BadRequest(f"{value!r} is not a record id (a GUID)") from None
+
+
+def _plain(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A replica row as a dict keyed by plain ``str``: SQLAlchemy's column names are a ``str``
+    subclass, which JSON encoders such as orjson refuse as keys."""
+    return {str(k): v for k, v in row.items()}
