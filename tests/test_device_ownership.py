@@ -11,6 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from fieldsync.client import Device, DeviceError
 from fieldsync.demo import DEMO_ROLES, FIELD_TECHNICIAN
 from fieldsync.platform import Platform
 from fieldsync.security.roles import SYSTEM_ADMINISTRATOR
@@ -289,3 +290,22 @@ def test_a_role_reaches_further_than_ones_own(world: World) -> None:
     admin = client(world, "admin")
     everyone = {e["syncerrorid"] for e in admin.get(f"{API}/syncerrors").json()["value"]}
     assert everyone == {lena, tom, theirs}
+
+
+def test_a_device_directory_changes_hands_by_signing_out(world: World) -> None:
+    seed(world)
+    first = world.device("tech1", "shared")
+    first.sync()
+    old_id = first.device_id
+    first.close()
+    with pytest.raises(DeviceError, match="signed in as tech1: sign out first"):
+        world.device("tech2", "shared")
+    again = Device(world.tmp / "shared", transport=world.transport())
+    assert again.device_id == old_id  # the refused sign-in changed nothing
+    again.sign_out()
+    again.close()
+    second = world.device("tech2", "shared")
+    assert second.device_id != old_id
+    second.sync()
+    assert registration(world, second.device_id).userid == world.users["tech2"]
+    assert registration(world, old_id).userid == world.users["tech1"]

@@ -175,8 +175,18 @@ class Device:
         transport: httpx.BaseTransport | None = None,
         network: NetworkProvider | None = None,
     ) -> Device:
-        """Sign in, register the device for ``app`` and keep everything in ``directory``."""
+        """Sign in, register the device for ``app`` and keep everything in ``directory``.
+
+        A directory holds one user's device: another user signs in there only after
+        :meth:`sign_out` (the server refuses a device id registered to another user)."""
         device = cls(directory, transport=transport, network=network)
+        previous = (device.replica.handshake or {}).get("user", {}).get("name")
+        if previous and str(previous).casefold() != username.casefold():
+            device.close()
+            raise DeviceError(
+                f"this device is signed in as {previous}: sign out first (its rows and "
+                "unsent changes go), then sign in as another user"
+            )
         with device.replica.write() as conn:
             device.replica.set_state(conn, "server", server.rstrip("/"))
             device.replica.set_state(conn, "app", app)
