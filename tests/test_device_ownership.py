@@ -3,6 +3,7 @@ errors: the attacks of issue 16 (items 2 and 10) over HTTP, on SQLite and Postgr
 
 from __future__ import annotations
 
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 
 from fieldsync.client import Device, DeviceError
 from fieldsync.demo import DEMO_ROLES, FIELD_TECHNICIAN
+from fieldsync.errors import Forbidden
 from fieldsync.platform import Platform
 from fieldsync.security.roles import SYSTEM_ADMINISTRATOR
 from fieldsync.store.catalog import fs_device, fs_migration, fs_sync_applied
@@ -309,3 +311,28 @@ def test_a_device_directory_changes_hands_by_signing_out(world: World) -> None:
     second.sync()
     assert registration(world, second.device_id).userid == world.users["tech2"]
     assert registration(world, old_id).userid == world.users["tech1"]
+
+
+def test_two_users_registering_one_new_id_at_once(world: World) -> None:
+    """One of them owns it; the other is refused, never a server error."""
+    contexts = [world.ctx("tech1"), world.ctx("tech2")]
+
+    def register(ctx: Any, device: str, barrier: threading.Barrier, out: list[str]) -> None:
+        barrier.wait()
+        try:
+            world.sync.handshake(ctx, device=device, app="fieldservice")
+            out.append("registered")
+        except Forbidden as exc:
+            out.append("refused" if str(exc) == NOT_YOURS else str(exc))
+
+    for round_ in range(6):
+        device, barrier, outcomes = f"contested-{round_:04d}", threading.Barrier(2), []
+        threads = [
+            threading.Thread(target=register, args=(c, device, barrier, outcomes)) for c in contexts
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(outcomes) == ["refused", "registered"]
+        assert registration(world, device).userid in {c.user_id for c in contexts}
