@@ -122,3 +122,62 @@ def test_bad_input_is_refused_clearly(
 def test_a_directory_that_is_not_a_device(tmp_path: Path) -> None:
     result = run("status", "--dir", str(tmp_path / "empty"), code=2)
     assert "device login" in result.output
+
+
+def test_every_json_output_with_data_in_it(platform: Platform, tmp_path: Path) -> None:
+    """Each ``device … --json`` command prints one JSON document, also when it has rows,
+    errors and pending changes to show (a sync error used to crash ``errors --json``)."""
+    world = World(platform, tmp_path)
+    ids = seed(world)
+    d = ["--dir", str(tmp_path / "tech1")]
+    with serving(world) as url:
+        login = as_json(
+            "login",
+            "--server",
+            url,
+            "--user",
+            "tech1",
+            "--password",
+            PASSWORD,
+            "--app",
+            "fieldservice",
+            *d,
+        )
+        assert login["user"] == "tech1"
+        assert login["profile_version"] == 1
+        first = as_json("sync", *d)
+        assert first["downloaded"] == {"workorder": 1, "account": 1, "contact": 1}
+        assert set(first["status"]["last_sync"]) == {"workorder", "account", "contact"}
+        # tech1 reads tech2's account but may not change it: the server rejects the change
+        rename = orjson.dumps({"name": "Mine"}).decode()
+        changed = as_json(
+            "update", "--table", "account", "--id", str(ids["acc1"]), "--values", rename, *d
+        )
+        assert changed == {"id": str(ids["acc1"]), "updated": True}
+        created = as_json(
+            "create",
+            "--table",
+            "workorder",
+            "--values",
+            orjson.dumps({"name": "New", "serviceaccountid": str(ids["acc1"])}).decode(),
+            *d,
+        )
+        pending = as_json("status", *d)
+        assert pending["pending_changes"] == 2
+        synced = as_json("sync", *d)
+        assert synced["uploaded"] == 1
+        assert synced["rejected"] == 1
+        [error] = as_json("errors", *d)
+        assert error["tablename"] == "account"
+        assert error["recordid"] == str(ids["acc1"])
+        assert error["sent"] == {"name": "Mine"}
+        assert error["reverted"]["name"] == "Contoso"
+        status = as_json("status", *d)
+        assert status["sync_errors"] == 1
+        assert status["sync_state"] == "ConnectedWithWarning"
+        rows = as_json("query", "--table", "workorder", *d)
+        assert {r["workorderid"] for r in rows} == {str(ids["wo1"]), created["id"]}
+        [account] = as_json("query", "--table", "account", "--top", "1", *d)
+        assert account["name"] == "Contoso"
+        deleted = as_json("delete", "--table", "workorder", "--id", created["id"], *d)
+        assert deleted == {"id": created["id"], "deleted": True}

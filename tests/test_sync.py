@@ -279,7 +279,7 @@ def test_cursors_cannot_be_forged_or_borrowed(world: World) -> None:
             app="fieldservice",
             cursors={"workorder": forged},
         )
-    with pytest.raises(FieldsyncError, match="not registered for you"):
+    with pytest.raises(FieldsyncError, match="registered to another user"):
         world.sync.download(
             ctx, device=one.device_id, app="fieldservice", cursors={"workorder": None}
         )

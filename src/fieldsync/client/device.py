@@ -175,8 +175,18 @@ class Device:
         transport: httpx.BaseTransport | None = None,
         network: NetworkProvider | None = None,
     ) -> Device:
-        """Sign in, register the device for ``app`` and keep everything in ``directory``."""
+        """Sign in, register the device for ``app`` and keep everything in ``directory``.
+
+        A directory holds one user's device: another user signs in there only after
+        :meth:`sign_out` (the server refuses a device id registered to another user)."""
         device = cls(directory, transport=transport, network=network)
+        previous = (device.replica.handshake or {}).get("user", {}).get("name")
+        if previous and str(previous).casefold() != username.casefold():
+            device.close()
+            raise DeviceError(
+                f"this device is signed in as {previous}: sign out first (its rows and "
+                "unsent changes go), then sign in as another user"
+            )
         with device.replica.write() as conn:
             device.replica.set_state(conn, "server", server.rstrip("/"))
             device.replica.set_state(conn, "app", app)
@@ -645,7 +655,7 @@ class Device:
         with self.replica.read() as conn:
             rows = conn.execute(sa.select(outbox_table).order_by(outbox_table.c.seq)).mappings()
             return [
-                {**dict(r), "changes": orjson.loads(r["changes"]), "sent": bool(r["sent"])}
+                {**_plain(r), "changes": orjson.loads(r["changes"]), "sent": bool(r["sent"])}
                 for r in rows
             ]
 
@@ -655,7 +665,7 @@ class Device:
             rows = conn.execute(sa.select(error_table).order_by(error_table.c.seq.desc()))
             return [
                 {
-                    **dict(r),
+                    **_plain(r),
                     "sent": orjson.loads(r["sent"]),
                     "reverted": None if r["reverted"] is None else orjson.loads(r["reverted"]),
                 }
@@ -948,7 +958,8 @@ class Device:
         self._notify()
 
     def sign_out(self) -> None:
-        """Revoke the session and remove every row from this device."""
+        """Revoke the session and remove every row from this device; the next sign-in
+        registers a new device id (a device id belongs to the user who registered it)."""
         try:
             tokens = self.replica.get_state("tokens") or {}
             if tokens.get("refresh_token"):
@@ -961,6 +972,7 @@ class Device:
         with self.replica.write() as conn:
             conn.execute(outbox_table.delete())
             self.replica.delete_state(conn, "tokens")
+            self.replica.delete_state(conn, "device")
         self.files.sweep()
         self._notify()
 
@@ -1043,3 +1055,9 @@ def _byte_shares(pages: list[dict[str, Any]], size: int) -> list[int]:
     ]
     total = sum(weights)
     return [size * w // total for w in weights]
+
+
+def _plain(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A replica row as a dict keyed by plain ``str``: SQLAlchemy's column names are a ``str``
+    subclass, which JSON encoders such as orjson refuse as keys."""
+    return {str(k): v for k, v in row.items()}

@@ -653,13 +653,19 @@ def sync_errors_page(
     rows.reverse()
     for r in rows:
         r["ownerid"] = ref_id(r.get("ownerid"))
-    users = {
-        r["systemuserid"]: r["domainname"]
-        for r in p.records.retrieve_multiple(
-            "systemuser", columns=["systemuserid", "domainname"], order_by="domainname", caller=ctx
-        )
-        if r["systemuserid"] != SYSTEM_USER_ID
-    }
+    try:
+        users = {
+            r["systemuserid"]: r["domainname"]
+            for r in p.records.retrieve_multiple(
+                "systemuser",
+                columns=["systemuserid", "domainname"],
+                order_by="domainname",
+                caller=ctx,
+            )
+            if r["systemuserid"] != SYSTEM_USER_ID
+        }
+    except Forbidden:  # every user reads their own sync errors, whether or not they read users
+        users = {ctx.user_id: ctx.username}
     return render(
         request,
         "sync_errors.html",
@@ -682,7 +688,7 @@ def sync_error_page(request: Request, error_id: str, ctx: User) -> HTMLResponse:
             owner_name = p.records.retrieve(
                 "systemuser", owner, columns=["domainname"], caller=ctx
             )["domainname"]
-        except NotFound:
+        except (NotFound, Forbidden):
             owner_name = None
     current: Row | None = None
     table = row.get("regardingobjecttypecode")

@@ -20,6 +20,7 @@ from fieldsync.security.model import (
     Privilege,
     SecurityContext,
 )
+from fieldsync.security.roles import INHERENT_PRIVILEGES
 from fieldsync.store.store import Store
 from fieldsync.types import RecordId
 
@@ -154,6 +155,10 @@ def _load(store: Store, conn: sa.Connection, user_id: RecordId) -> SecurityConte
         ):
             for owner, unit in anchors[role_id]:
                 grants[(table, Privilege(privilege))].append(Grant(Depth(depth), owner, unit))
+
+    for table, privileges in INHERENT_PRIVILEGES.items():
+        for privilege, depth in privileges.items():
+            grants[(table, privilege)].append(Grant(depth, user_id, user.businessunitid))
 
     org = store.sql_table("organization")
     settings = conn.execute(

@@ -5,6 +5,10 @@ The others list their privileges per table; a table named here that does not exi
 picked up by the upgrade that creates it. Makers, customizers and administrators create,
 read, write, delete and share mobile offline profiles, apps and views, and read who holds a
 profile (only administrators change that); basic users read profiles, apps and views.
+
+Some privileges every user holds whatever their roles (:data:`INHERENT_PRIVILEGES`): a user
+reads the sync errors they own, the changes their own devices sent that the server rejected.
+A role may reach further (a manager reading their business unit's sync errors), never less.
 """
 
 from __future__ import annotations
@@ -29,6 +33,11 @@ PROFILE_TABLES = (
 )
 APP_TABLES = ("appmodule", "savedquery")
 MEMBERSHIP_TABLES = ("usermobileofflineprofilemembership", "teammobileofflineprofilemembership")
+
+
+# held by every user on top of their roles' privileges: their own sync errors (syncerror is
+# user-owned, and a rejected change's error is owned by the user whose device sent it)
+INHERENT_PRIVILEGES: Mapping[str, Mapping[Privilege, Depth]] = {"syncerror": {P.READ: D.USER}}
 
 
 @dataclass(frozen=True)

@@ -174,12 +174,14 @@ fs_device = sa.Table(
     sa.Column("lastsyncon", UTCDateTime),
     sa.Column("pendingchanges", sa.Integer),
 )
+# an applied client change's answer, kept per user as well as device: only the user who sent
+# the change is ever answered from it (migration 0004 re-keys databases made before)
 fs_sync_applied = sa.Table(
     "fs_sync_applied",
     metadata,
+    sa.Column("userid", sa.Uuid, primary_key=True),
     sa.Column("deviceid", sa.String(64), primary_key=True),
     sa.Column("changeid", sa.Uuid, primary_key=True),
-    sa.Column("userid", sa.Uuid, nullable=False),
     sa.Column("result", JSONType, nullable=False),
     sa.Column("appliedon", UTCDateTime, nullable=False, index=True),
 )

@@ -734,9 +734,28 @@ def _file_references(store: Store, conn: sa.Connection) -> None:
             )
 
 
+def _applied_by_user(store: Store, conn: sa.Connection) -> None:
+    """fs_sync_applied is keyed by (user, device, client change id); databases made before
+    keyed it by device and change id only. The rows are kept."""
+    key = sa.inspect(conn).get_pk_constraint("fs_sync_applied")["constrained_columns"]
+    if key and key[0] == "userid":
+        return  # made by this version
+    columns = ", ".join(c.name for c in catalog.fs_sync_applied.columns)
+    conn.exec_driver_sql(
+        f"CREATE TABLE fs_sync_applied_0004 AS SELECT {columns} FROM fs_sync_applied"
+    )
+    conn.exec_driver_sql("DROP TABLE fs_sync_applied")
+    catalog.fs_sync_applied.create(conn)
+    conn.exec_driver_sql(
+        f"INSERT INTO fs_sync_applied ({columns}) SELECT {columns} FROM fs_sync_applied_0004"
+    )
+    conn.exec_driver_sql("DROP TABLE fs_sync_applied_0004")
+
+
 MIGRATIONS: list[tuple[str, Any]] = [
     ("0001_bootstrap_organisation", _bootstrap),
     ("0002_change_notifications", install_trigger),
     ("0003_files", _file_columns),
     ("0004_file_references", _file_references),
+    ("0004_sync_applied_by_user", _applied_by_user),
 ]

@@ -1,11 +1,16 @@
-"""The device registry for admins: which devices sync, for whom, with which app and profile
-version, when they last synced and how many changes they had pending.
+"""The device registry: which devices sync, for whom, with which app and profile version,
+when they last synced and how many changes they had pending.
+
+A device id belongs to the user who registered it (the first handshake naming it). Every
+request that names a device resolves it through :func:`caller_device`, which refuses (403) a
+device registered to another user, whoever the caller is: a handshake cannot take a device
+over, and no other user's device can download, upload or ask for file grants.
 
 Administrators see and purge every device; other users see and purge their own. Purging
 removes the registration: the device's next sync registers it again, and since every
 download cursor carries the registration it was issued to, the device then downloads its
 whole scope again (its pending changes still upload first, once: applied changes are kept
-per device and change id).
+per user, device and change id).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from fieldsync.errors import NotFound
+from fieldsync.errors import Forbidden, NotFound
 from fieldsync.security.model import SecurityContext
 from fieldsync.store.catalog import fs_device
 from fieldsync.store.store import Store
@@ -34,6 +39,39 @@ class DeviceInfo:
     registered_on: dt.datetime
     last_sync_on: dt.datetime | None
     pending_changes: int | None
+
+
+NOT_YOURS = "this device id is registered to another user: sign in with a device id of your own"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """The caller's registration of a device."""
+
+    device_id: str
+    registered_on: dt.datetime
+
+    @property
+    def stamp(self) -> str:
+        """What download cursors carry: a cursor of an earlier registration starts over."""
+        return self.registered_on.isoformat()
+
+
+def caller_device(
+    conn: sa.Connection, caller: SecurityContext, device_id: str
+) -> Registration | None:
+    """The caller's registration of ``device_id``: None when no one registered it; refused
+    (Forbidden, the same answer on every endpoint) when another user did."""
+    row = conn.execute(
+        sa.select(fs_device.c.userid, fs_device.c.registeredon).where(
+            fs_device.c.deviceid == device_id
+        )
+    ).first()
+    if row is None:
+        return None
+    if row.userid != caller.user_id:
+        raise Forbidden(NOT_YOURS)
+    return Registration(device_id, row.registeredon)
 
 
 def list_devices(store: Store, caller: SecurityContext) -> list[DeviceInfo]:

@@ -31,6 +31,7 @@ from fieldsync.records.service import Records
 from fieldsync.security.model import SecurityContext
 from fieldsync.store.catalog import fs_device, fs_meta, fs_sync_applied
 from fieldsync.store.store import utcnow
+from fieldsync.sync.devices import caller_device
 from fieldsync.sync.download import Downloader, TablePage
 from fieldsync.sync.scope import ScopePlan, build_plan
 from fieldsync.sync.upload import MAX_BATCH, SERVER_WINS_KEY, ClientChange, Uploader
@@ -172,6 +173,7 @@ class SyncService:
             raise BadRequest("'pending' is the number of changes in the device's outbox")
 
         def work(conn: sa.Connection) -> tuple[Any, Any, Any, Any]:
+            caller_device(conn, ctx, device_id)  # another user's device: refused, nothing changes
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
             self._register(conn, ctx, device_id, app_name, access, sdk, pending)
@@ -241,24 +243,38 @@ class SyncService:
         }
         if pending is not None:
             values["pendingchanges"] = pending
-        owner = conn.execute(
-            sa.select(fs_device.c.userid).where(fs_device.c.deviceid == device)
-        ).first()
-        if owner is None:
+        if caller_device(conn, ctx, device) is not None:
+            conn.execute(
+                fs_device.update()
+                .where(fs_device.c.deviceid == device, fs_device.c.userid == ctx.user_id)
+                .values(**values)
+            )
+            return
+        # a new device id is the caller's from now on; when another user's first handshake
+        # with the same id commits first, the insert fails and that user's ownership stands
+        savepoint = conn.begin_nested()
+        try:
             conn.execute(fs_device.insert().values(deviceid=device, registeredon=now, **values))
+        except sa.exc.IntegrityError:
+            savepoint.rollback()
+            if caller_device(conn, ctx, device) is None:
+                raise
+            conn.execute(
+                fs_device.update()
+                .where(fs_device.c.deviceid == device, fs_device.c.userid == ctx.user_id)
+                .values(**values)
+            )
         else:
-            conn.execute(fs_device.update().where(fs_device.c.deviceid == device).values(**values))
+            savepoint.commit()
 
     def _owned_device(self, conn: sa.Connection, ctx: SecurityContext, device: str) -> str:
-        """Check the device is registered to the caller; returns its registration stamp."""
-        row = conn.execute(
-            sa.select(fs_device.c.userid, fs_device.c.registeredon).where(
-                fs_device.c.deviceid == device
-            )
-        ).first()
-        if row is None or row.userid != ctx.user_id:
+        """The caller's registration of the device (its stamp), through
+        :func:`fieldsync.sync.devices.caller_device`; refused when the caller has not
+        registered it (run the handshake first) or another user has."""
+        found = caller_device(conn, ctx, device)
+        if found is None:
             raise Forbidden("this device is not registered for you: run the handshake first")
-        return str(row.registeredon.isoformat())
+        return found.stamp
 
     def download(
         self,
@@ -355,13 +371,14 @@ class SyncService:
             for start in range(0, len(acks), 500):
                 conn.execute(
                     fs_sync_applied.delete().where(
+                        fs_sync_applied.c.userid == ctx.user_id,
                         fs_sync_applied.c.deviceid == device_id,
                         fs_sync_applied.c.changeid.in_(acks[start : start + 500]),
                     )
                 )
             conn.execute(
                 fs_device.update()
-                .where(fs_device.c.deviceid == device_id)
+                .where(fs_device.c.deviceid == device_id, fs_device.c.userid == ctx.user_id)
                 .values(
                     lastsyncon=utcnow(),
                     pendingchanges=sa.case(

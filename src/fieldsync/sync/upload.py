@@ -6,8 +6,9 @@ changed columns only, and the version the device last saw. Every change is appli
 records service as the user (so authorization, validation and plugins apply), in its own
 savepoint: a rejected change rolls back alone, is written to the Sync Errors table, and the
 answer carries the server's row so the device can revert. The outcome of every change is kept
-under (device, client change id), in the same transaction, so a retried batch is answered from
-that record instead of being applied twice.
+under (user, device, client change id), in the same transaction, so a retried batch is answered
+from that record instead of being applied twice; only the user who sent a change is ever
+answered from its record.
 
 Merge: an update writes only the columns the device changed, so a concurrent change to
 another column survives; for one column the last write to reach the server wins (the
@@ -220,6 +221,7 @@ class Uploader:
             return {}
         rows = conn.execute(
             sa.select(fs_sync_applied.c.changeid, fs_sync_applied.c.result).where(
+                fs_sync_applied.c.userid == self.ctx.user_id,
                 fs_sync_applied.c.deviceid == self.device,
                 fs_sync_applied.c.changeid.in_(ids),
             )
