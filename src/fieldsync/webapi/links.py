@@ -4,11 +4,15 @@
     DELETE {set}(<id>)/<relationship>(<other id>)/$ref
     DELETE {set}(<id>)/<relationship>/$ref?$id=<url of the other row>
     POST   {set}  with "<relationship>@odata.bind": ["<url>", …]   associates on create
+    PUT    {set}(<id>)/<lookup>/$ref                 {"@odata.id": "<url of the other row>"}
+    DELETE {set}(<id>)/<lookup>/$ref                 sets or clears a lookup (single-valued)
 
 The navigation property of a many-to-many relationship is the relationship's name on both of
 its tables (``systemuserroles_association``, ``teammembership_association``,
 ``teamroles_association``, ``appmodule_savedquery``), as in Dataverse. Linking users, teams
-and roles needs Write on both rows; other links need Append To on both.
+and roles needs Write on both rows; other links need Append and Append To on both. A lookup
+set through its single-valued navigation property is an update of the row (Write and Append
+on it, Append To on the row it points at), exactly as ``<lookup>@odata.bind`` in a PATCH.
 
     POST   mobileofflineprofiles(<id>)/Microsoft.Dynamics.CRM.PublishMobileOfflineProfile
 
@@ -82,6 +86,8 @@ def ref(call: Call, req: ODataRequest, table: Table, segments: list[Segment]) ->
     """``…/<relationship>/$ref`` (POST, DELETE) and ``…/<relationship>(<id>)/$ref`` (DELETE)."""
     head, nav = segments[0], segments[1]
     assert head.key is not None
+    if navigation(call, table, nav.name) is None:
+        return _lookup_ref(call, req, table, head.key, nav)
     rel, other = navigation_of(call, table, nav.name)
     if req.method == "POST":
         if nav.key is not None:
@@ -114,6 +120,34 @@ def ref(call: Call, req: ODataRequest, table: Table, segments: list[Segment]) ->
             )
         return ODataResponse(204)
     raise BadRequest(f"{req.method} is not allowed on $ref; use POST or DELETE")
+
+
+def _lookup_ref(
+    call: Call, req: ODataRequest, table: Table, key: Key, nav: Segment
+) -> ODataResponse:
+    """``PUT …/<lookup>/$ref`` sets a lookup, ``DELETE`` clears it: an update of the row."""
+    from fieldsync.webapi.writing import bind_column, resolve_reference
+
+    column = bind_column(table, nav.name)
+    if nav.key is not None:
+        raise BadRequest(f"{nav.name} is a single-valued navigation property: no key after it")
+    if req.method == "PUT":
+        body = req.json_object()
+        if set(body) != {"@odata.id"}:
+            raise BadRequest('the body of a $ref is {"@odata.id": "<url of the other row>"}')
+        value: Any = resolve_reference(call, body["@odata.id"])
+    elif req.method == "DELETE":
+        value = None
+    else:
+        raise BadRequest(f"{req.method} is not allowed on {nav.name}/$ref; use PUT or DELETE")
+    with call.writing() as conn:
+        row = find(call, conn, table, key, (table.primary_id,))
+        if row is None:
+            raise RecordNotFound(table.name, key.value if key.pairs is None else dict(key.pairs))
+        call.platform.records.update(
+            table.name, row[table.primary_id], {column: value}, caller=call.caller, conn=conn
+        )
+    return ODataResponse(204)
 
 
 def split_associations(call: Call, table: Table, body: Any) -> tuple[Any, list[tuple[str, Any]]]:
