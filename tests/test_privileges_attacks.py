@@ -589,3 +589,32 @@ def test_a_sync_upload_checks_append_per_row(sync_world: World) -> None:
     assert row["primarycontactid"] is None
     assert row["name"] == "Renamed"
     assert r.retrieve("workorder", mine)["primarycontactid"] is None
+
+
+def test_a_session_from_before_the_upgrade_refreshes_and_gets_the_grace_period(
+    platform: Platform,
+) -> None:
+    """A database made before the grace period: its sessions hold random refresh tokens and
+    no seed. The upgrade adds the columns; the old token rotates into a derived one."""
+    import hashlib
+
+    platform.org.user("ann", password=PASSWORD, roles=[platform.org.role_id(BASIC_USER)])
+    pair = platform.auth.sign_in("ann", PASSWORD)
+    session = pair.refresh_token.split(".")[1]
+    legacy = f"fsr.{session}.{uuid.uuid4().hex}"
+    store = platform.store
+    with store.write() as conn:
+        conn.execute(
+            fs_session.update().values(
+                refreshhash=hashlib.sha256(legacy.encode()).hexdigest(), seed=None
+            )
+        )
+        for column in ("seed", "previoushash", "rotatedon"):
+            conn.exec_driver_sql(f"ALTER TABLE fs_session DROP COLUMN {column}")
+        conn.exec_driver_sql("DELETE FROM fs_migration WHERE name = '0004_refresh_grace'")
+    assert store.upgrade() == ["0004_refresh_grace"]
+    assert store.upgrade() == []
+    fresh = platform.auth.refresh(legacy)
+    assert platform.auth.refresh(legacy).refresh_token == fresh.refresh_token  # the grace
+    newer = platform.auth.refresh(fresh.refresh_token)
+    assert platform.auth.authenticate(newer.access_token) == pair.user_id
