@@ -412,6 +412,52 @@ async def test_many_to_many_links_need_append_and_append_to_on_both_rows(world: 
     r = await link(world.dee_order, world.dee_contact)
     assert r.status_code == 204, r.text
     assert intersect_rows(world) == {(world.dee_order, world.dee_contact)}
+    # unlinking is checked as linking is
+    world.platform.records.associate(M2M, world.bob_order, world.dee_contact)
+    r = await api.delete(
+        API + f"workorders({world.bob_order})/{nav}({world.dee_contact})/$ref", headers=dee
+    )
+    refused(r, 403, "append")
+    r = await api.delete(
+        API + f"workorders({world.dee_order})/{nav}({world.dee_contact})/$ref", headers=dee
+    )
+    assert r.status_code == 204, r.text
+    assert intersect_rows(world) == {(world.bob_order, world.dee_contact)}
+
+
+@pytest.mark.anyio
+async def test_a_change_set_binding_a_lookup_without_append_changes_nothing(world: Org) -> None:
+    boundary, changeset = "batch_a", "changeset_b"
+
+    def part(n: int, line: str, body: str) -> str:
+        return (
+            f"--{changeset}\r\nContent-Type: application/http\r\n"
+            f"Content-Transfer-Encoding: binary\r\nContent-ID: {n}\r\n\r\n"
+            f"{line} HTTP/1.1\r\nContent-Type: application/json\r\n\r\n{body}\r\n"
+        )
+
+    body = (
+        f"--{boundary}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
+        + part(1, f"PATCH https://test{API}workorders({world.dee_order})", '{"name": "first"}')
+        + part(
+            2,
+            f"PATCH https://test{API}workorders({world.bob_order})",
+            f'{{"primarycontactid@odata.bind": "/contacts({world.dee_contact})"}}',
+        )
+        + f"--{changeset}--\r\n--{boundary}--\r\n"
+    )
+    r = await world.api.post(
+        API + "$batch",
+        content=body.encode(),
+        headers={
+            **world.as_("dee"),
+            "Content-Type": f'multipart/mixed; boundary="{boundary}"',
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert "HTTP/1.1 403" in r.text
+    assert world.row(world.dee_order)["name"] == "Dee's"
+    assert world.row(world.bob_order)["primarycontactid"] is None
 
 
 # -- item 9: no "already exists" for rows the caller cannot read ------------------------------
