@@ -3,12 +3,14 @@ forms.
 
 The cookie holds the access and refresh tokens the authenticator issued at sign-in (so a
 session is exactly an API session: revoking it, disabling the user or a password change ends
-it) and a random CSRF token. An expired access token is refreshed on the next page; two pages
-loading at once both refresh with the same refresh token, and the authenticator's grace
-period for a just-rotated token gives both the same successor, so neither signs the user out. It is signed with a key derived from the store's secret, so any
+it) and a random CSRF token. It is signed with a key derived from the store's secret, so any
 server process reads it, and it is ``HttpOnly`` and ``SameSite=Strict`` (``Secure`` over
 HTTPS). Every form repeats the CSRF token in a hidden field; a POST without the token of its
 session is refused before anything runs.
+
+An expired access token is refreshed on the next page. Two pages loading at once both
+refresh with the same refresh token; the authenticator's grace period for a just-rotated
+token gives both the same successor, so neither signs the user out.
 """
 
 from __future__ import annotations
