@@ -46,6 +46,11 @@ class Settings:
     )
     access_token_seconds: int = setting(900, "lifetime of an access token, in seconds")
     refresh_token_days: int = setting(30, "lifetime of a sign-in session (refresh token), in days")
+    refresh_grace_seconds: int = setting(
+        30,
+        "seconds a just-rotated refresh token is still accepted (concurrent refreshes get the "
+        "same successor); 0 turns the grace off",
+    )
     signin_max_failures: int = setting(
         5, "failed sign-ins per user name before sign-in is refused for a while"
     )

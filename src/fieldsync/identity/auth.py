@@ -3,7 +3,15 @@
 - A password (argon2id) signs a user in and opens a **session**: a short-lived access token
   (a signed JWT naming the user and the session) and a refresh token.
 - A refresh token is used once: refreshing rotates it. Presenting an already used refresh
-  token again is taken as theft and revokes the whole session.
+  token again is taken as theft and revokes the whole session, with one allowance: for a
+  short grace period after a rotation (``refresh_grace_seconds``, 30 s by default) the token
+  just rotated is accepted again and answers with the same successor, so two requests that
+  refreshed at once (two portal pages loading with the same cookie, a device retrying a
+  refresh whose answer it lost) both succeed and leave the client holding one valid token.
+  The successor is not stored: a session's refresh tokens are derived from a random seed
+  kept with the session and the signing key (an HMAC of the session and its generation), so
+  every server process can answer the grace request; only hashes of tokens are stored. Past
+  the grace period, or for any older token, a replay revokes the session as before.
 - Revoking a refresh token revokes its session, and with it every access token of that
   session, at once: each request checks that its session is still open.
 - **API tokens** are long-lived bearer tokens for services and scripts, revocable one by one.
@@ -17,6 +25,7 @@ only their SHA-256 is stored.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
@@ -51,6 +60,7 @@ class AuthSettings:
     secret_key: str = ""
     access_token_seconds: int = 900
     refresh_token_days: int = 30
+    refresh_grace_seconds: int = 30
     max_failures: int = 5
     failure_window_seconds: int = 900
     argon2_time_cost: int = 3
@@ -76,6 +86,10 @@ class TokenPair:
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _matches(stored: str | None, token: str) -> bool:
+    return stored is not None and hmac.compare_digest(stored, _digest(token))
 
 
 def _split(token: str, prefix: str) -> tuple[uuid.UUID, str] | None:
@@ -226,12 +240,14 @@ class Authenticator:
             )
         )
         session_id = uuid.uuid4()
-        refresh = f"fsr.{session_id.hex}.{secrets.token_urlsafe(32)}"
+        seed = secrets.token_hex(32)
+        refresh = self._refresh_token(session_id, seed, 1)
         conn.execute(
             fs_session.insert().values(
                 sessionid=session_id,
                 userid=user_id,
                 refreshhash=_digest(refresh),
+                seed=seed,
                 generation=1,
                 createdon=now,
                 expireson=now + dt.timedelta(days=self.settings.refresh_token_days),
@@ -256,56 +272,83 @@ class Authenticator:
         }
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
+    def _refresh_token(self, session_id: uuid.UUID, seed: str, generation: int) -> str:
+        """The refresh token of a session's generation: derived, so that the successor of a
+        just-rotated token can be given again without being stored."""
+        mac = hmac.new(
+            self._secret.encode(),
+            f"fieldsync-refresh:{session_id.hex}:{seed}:{generation}".encode(),
+            hashlib.sha256,
+        ).digest()
+        secret = base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+        return f"fsr.{session_id.hex}.{secret}"
+
     def refresh(self, refresh_token: str) -> TokenPair:
-        """Rotate a refresh token; a reused one revokes its session."""
+        """Rotate a refresh token. The token rotated last is accepted again for the grace
+        period and answers with the same successor; any other used token revokes its
+        session."""
         parsed = _split(refresh_token, "fsr") if isinstance(refresh_token, str) else None
         if parsed is None:
             raise Unauthorized("invalid refresh token")
         session_id, _ = parsed
         now = utcnow()
+        grace = dt.timedelta(seconds=max(self.settings.refresh_grace_seconds, 0))
         su = self.store.sql_table("systemuser")
 
         def rotate(conn: sa.Connection) -> tuple[bool, TokenPair | None]:
+            # the row lock orders concurrent refreshes of one session (on SQLite the write
+            # transaction does): the second one sees the first one's rotation
             row = conn.execute(
                 sa.select(fs_session, su.c.isdisabled)
                 .join(su, su.c.systemuserid == fs_session.c.userid)
                 .where(fs_session.c.sessionid == session_id)
                 .with_for_update(of=fs_session)
             ).first()
-            if (
-                row is not None
-                and row.isdisabled
-                and hmac.compare_digest(row.refreshhash, _digest(refresh_token))
-            ):
+            current = row is not None and _matches(row.refreshhash, refresh_token)
+            previous = row is not None and _matches(row.previoushash, refresh_token)
+            if row is not None and row.isdisabled and (current or previous):
                 # said before "revoked": disabling a user revokes their sessions, and a device
                 # told "disabled" knows to remove the user's data
                 raise Unauthorized("this user is disabled")
             if row is None or row.revokedon is not None or row.expireson <= now:
                 raise Unauthorized("the refresh token is expired or revoked")
-            if not hmac.compare_digest(row.refreshhash, _digest(refresh_token)):
+            if current:
+                seed = row.seed or secrets.token_hex(32)
+                generation = row.generation + 1
+                new = self._refresh_token(session_id, seed, generation)
+                conn.execute(
+                    fs_session.update()
+                    .where(fs_session.c.sessionid == session_id)
+                    .values(
+                        refreshhash=_digest(new),
+                        previoushash=row.refreshhash,
+                        rotatedon=now,
+                        seed=seed,
+                        generation=generation,
+                    )
+                )
+            elif (
+                previous
+                and row.seed is not None
+                and row.rotatedon is not None
+                and now - row.rotatedon <= grace
+            ):
+                # a concurrent refresh of the token just rotated: the same successor
+                new = self._refresh_token(session_id, row.seed, row.generation)
+            else:
                 conn.execute(
                     fs_session.update()
                     .where(fs_session.c.sessionid == session_id)
                     .values(revokedon=now)
                 )
-                revoked, pair = True, None
-            else:
-                revoked = False
-                if row.isdisabled:
-                    raise Unauthorized("this user is disabled")
-                new = f"fsr.{session_id.hex}.{secrets.token_urlsafe(32)}"
-                conn.execute(
-                    fs_session.update()
-                    .where(fs_session.c.sessionid == session_id)
-                    .values(refreshhash=_digest(new), generation=row.generation + 1)
-                )
-                pair = TokenPair(
-                    self._access(row.userid, session_id, now),
-                    new,
-                    self.settings.access_token_seconds,
-                    row.userid,
-                )
-            return revoked, pair
+                return True, None
+            pair = TokenPair(
+                self._access(row.userid, session_id, now),
+                new,
+                self.settings.access_token_seconds,
+                row.userid,
+            )
+            return False, pair
 
         revoked, pair = self.store.transact(rotate)
         if revoked or pair is None:
@@ -354,7 +397,14 @@ class Authenticator:
         conn: sa.Connection,
     ) -> bool:
         stored = conn.execute(sa.select(column).where(key == found)).scalar()
-        if stored is None or not hmac.compare_digest(stored, _digest(token)):
+        # the token rotated last still signs its session out (a client that lost the race of
+        # two refreshes may hold it)
+        previous = (
+            conn.execute(sa.select(fs_session.c.previoushash).where(key == found)).scalar()
+            if table is fs_session
+            else None
+        )
+        if not (_matches(stored, token) or _matches(previous, token)):
             return False
         conn.execute(table.update().where(key == found).values(revokedon=now))
         return True

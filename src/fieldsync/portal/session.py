@@ -7,6 +7,10 @@ it) and a random CSRF token. It is signed with a key derived from the store's se
 server process reads it, and it is ``HttpOnly`` and ``SameSite=Strict`` (``Secure`` over
 HTTPS). Every form repeats the CSRF token in a hidden field; a POST without the token of its
 session is refused before anything runs.
+
+An expired access token is refreshed on the next page. Two pages loading at once both
+refresh with the same refresh token; the authenticator's grace period for a just-rotated
+token gives both the same successor, so neither signs the user out.
 """
 
 from __future__ import annotations

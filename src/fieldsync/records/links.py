@@ -257,15 +257,19 @@ class Links(Pipeline):
     def _authorize_association(
         self, op: _Op, relationship: str, pairs: list[tuple[str, RecordId]]
     ) -> None:
-        """Linking rows needs Append To on both; linking users, teams and roles (membership
-        and role assignment) needs Write on both."""
+        """Linking two rows links each to the other: it needs Append and Append To on both,
+        each checked at its depth against the row; linking users, teams and roles
+        (membership and role assignment) needs Write on both."""
         if op.caller.unrestricted:
             return
-        privilege = (
-            Privilege.WRITE if relationship in SECURITY_RELATIONSHIPS else Privilege.APPEND_TO
+        privileges = (
+            (Privilege.WRITE,)
+            if relationship in SECURITY_RELATIONSHIPS
+            else (Privilege.APPEND, Privilege.APPEND_TO)
         )
         for table_name, rid in pairs:
-            self._authorize_rows(op, self.store.schema.table(table_name), [rid], privilege)
+            for privilege in privileges:
+                self._authorize_rows(op, self.store.schema.table(table_name), [rid], privilege)
 
     def _intersect(self, relationship: str) -> tuple[Table, str, str, str, str]:
         rel = self.store.schema.relationships.get(relationship)

@@ -407,13 +407,9 @@ class Pipeline:
             f"privilege on {table.name} {refused[0]}"
         )
 
-    def _authorize_links(
-        self, op: _Op, table: Table, targets: Iterable[tuple[RecordId, Row]]
-    ) -> None:
-        """Setting a lookup needs Append on the row and Append To on the row it points at."""
-        if op.caller.unrestricted:
-            return
-        linking = [
+    def _linking(self, table: Table, targets: Iterable[tuple[RecordId, Row]]) -> list[RecordId]:
+        """The rows that set a lookup (other than the owner): those need Append."""
+        return [
             rid
             for rid, t in targets
             if any(
@@ -421,8 +417,19 @@ class Pipeline:
                 for k, v in t.items()
             )
         ]
+
+    def _authorize_links(
+        self, op: _Op, table: Table, targets: Iterable[tuple[RecordId, Row]]
+    ) -> None:
+        """Setting a lookup on existing rows needs Append on each of them, at its depth (as
+        Write is); Append To on the row it points at is checked with the references. A new
+        row's Append is checked on the row as it will be stored (see the create)."""
+        if op.caller.unrestricted:
+            return
+        linking = self._linking(table, targets)
         if linking:
             self._require(op.caller, table, Privilege.APPEND)
+            self._authorize_rows(op, table, linking, Privilege.APPEND)
 
     def _owner_units(
         self, op: _Op, table: Table, owners: Iterable[tuple[RecordId, str]]

@@ -412,14 +412,15 @@ class Records(Links):
             for name in required:
                 if target.get(name) is None:
                     raise MissingRequired(table_name, name, "is required")
-        self._authorize_links(op, table, ((rid, t) for rid, t, _, _ in items))
+        linking = (
+            set()
+            if op.caller.unrestricted
+            else set(self._linking(table, ((rid, t) for rid, t, _, _ in items)))
+        )
+        append_filter = self._require(op.caller, table, Privilege.APPEND) if linking else TRUE
         self._check_references(op, table, (t for _, t, _, _ in items), seen)
         check_file_references(self, op, table, [(t, None) for _, t, _, _ in items])
-        existing = self._existing(op.conn, self.store.sql_table(table_name).c[pk], given)
-        if existing:
-            raise PreconditionFailed(
-                f"{table_name} {sorted(existing)[0]} already exists", code="0x80040237"
-            )
+        self._refuse_existing(op, table, given)
 
         caller, now = op.caller, utcnow()
         units: dict[tuple[RecordId, str], RecordId] = {}
@@ -444,6 +445,15 @@ class Records(Links):
                 raise Forbidden(
                     f"{caller.username or caller.user_id} may not create {table_name} rows "
                     "with this owner or business unit (create privilege depth)"
+                )
+            if (
+                append_filter != TRUE
+                and row[pk] in linking
+                and not matches(append_filter, row, shared=_no_shares)
+            ):
+                raise Forbidden(
+                    f"{caller.username or caller.user_id} may not set lookups on {table_name} "
+                    "rows with this owner or business unit (append privilege depth)"
                 )
             rows.append(row)
         self._complete_columns(table, rows)
@@ -472,6 +482,28 @@ class Records(Links):
                 ],
             )
         return [row[pk] for row in rows]
+
+    def _refuse_existing(self, op: _Op, table: Table, given: list[RecordId]) -> None:
+        """A create may not reuse an id. One the caller can read is refused as existing
+        (412); one they cannot read is refused exactly as a missing row is everywhere else
+        (404, as updating or deleting it answers), so a create never tells that a row the
+        caller may not see exists. (A create with an id no row has succeeds: that one
+        cannot be told apart, and ids are random GUIDs.)"""
+        existing = self._existing(
+            op.conn, self.store.sql_table(table.name).c[table.primary_id], given
+        )
+        if not existing:
+            return
+        if not op.caller.unrestricted:
+            readable = self._permitted(
+                op.conn, table, existing, privilege_filter(op.caller, table, Privilege.READ)
+            )
+            hidden = sorted(existing - readable)
+            if hidden:
+                raise RecordNotFound(table.name, hidden[0])
+        raise PreconditionFailed(
+            f"{table.name} {sorted(existing)[0]} already exists", code="0x80040237"
+        )
 
     # -- update and assign --------------------------------------------------------------
 

@@ -27,7 +27,10 @@ The rules, in order of precedence:
    a user holding the privilege at user depth or more): read reaches the rows owned by the
    users below the caller in the manager hierarchy, down to the configured depth; write,
    append and append to reach the rows owned by direct reports when managers may write.
-6. Create is checked on the new row with rules 1-3.
+6. Create is checked on the new row with rules 1-3, and so is Append when the new row sets a
+   lookup. On existing rows every privilege is checked per row: Write and Append on the row
+   that changes (Append when it sets a lookup), Append To on the row a lookup points at,
+   Append and Append To on both rows a many-to-many link joins (see ``records``).
 """
 
 from __future__ import annotations

@@ -87,6 +87,7 @@ def auth_settings(settings: Settings) -> AuthSettings:
         secret_key=settings.secret_key,
         access_token_seconds=settings.access_token_seconds,
         refresh_token_days=settings.refresh_token_days,
+        refresh_grace_seconds=settings.refresh_grace_seconds,
         max_failures=settings.signin_max_failures,
         failure_window_seconds=settings.signin_window_seconds,
     )

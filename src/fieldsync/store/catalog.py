@@ -130,6 +130,11 @@ fs_session = sa.Table(
     sa.Column("createdon", UTCDateTime, nullable=False),
     sa.Column("expireson", UTCDateTime, nullable=False),
     sa.Column("revokedon", UTCDateTime),
+    # added by migration 0004_refresh_grace (fieldsync.identity.auth): the secret the
+    # session's refresh tokens derive from, the one rotated last, and when
+    sa.Column("seed", sa.String(64)),
+    sa.Column("previoushash", sa.String(64)),
+    sa.Column("rotatedon", UTCDateTime),
 )
 
 fs_apitoken = sa.Table(

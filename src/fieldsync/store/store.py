@@ -752,10 +752,21 @@ def _applied_by_user(store: Store, conn: sa.Connection) -> None:
     conn.exec_driver_sql("DROP TABLE fs_sync_applied_0004")
 
 
+def _session_grace_columns(store: Store, conn: sa.Connection) -> None:
+    """fs_session gains what accepting a just-rotated refresh token needs (databases made
+    before): the seed its tokens derive from, the previous token's hash, when it rotated."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("fs_session")}
+    for column in ("seed", "previoushash", "rotatedon"):
+        if column not in have:
+            kind = catalog.fs_session.c[column].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE fs_session ADD COLUMN {column} {kind}")
+
+
 MIGRATIONS: list[tuple[str, Any]] = [
     ("0001_bootstrap_organisation", _bootstrap),
     ("0002_change_notifications", install_trigger),
     ("0003_files", _file_columns),
     ("0004_file_references", _file_references),
     ("0004_sync_applied_by_user", _applied_by_user),
+    ("0004_refresh_grace", _session_grace_columns),
 ]

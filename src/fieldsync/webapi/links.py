@@ -8,7 +8,8 @@
 The navigation property of a many-to-many relationship is the relationship's name on both of
 its tables (``systemuserroles_association``, ``teammembership_association``,
 ``teamroles_association``, ``appmodule_savedquery``), as in Dataverse. Linking users, teams
-and roles needs Write on both rows; other links need Append To on both.
+and roles needs Write on both rows; other links need Append and Append To on both. (A lookup
+set through its single-valued ``$ref`` is an update of the row: :mod:`.navigation`.)
 
     POST   mobileofflineprofiles(<id>)/Microsoft.Dynamics.CRM.PublishMobileOfflineProfile
 

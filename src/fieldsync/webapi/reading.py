@@ -177,13 +177,6 @@ def linked_ids(
     return out
 
 
-def exists(conn: sa.Connection, call: Call, table: Table, rid: RecordId) -> bool:
-    """Whether a row exists at all (readable or not): to refuse creating it again."""
-    sql = call.platform.store.sql_table(table.name)
-    pk = sql.c[table.primary_id]
-    return conn.execute(sa.select(pk).where(pk == rid)).first() is not None
-
-
 # -- expansions ------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from fieldsync.types import EntityRef, RecordId
 from fieldsync.webapi import links
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX, Key, etag, etag_version, parse_path
-from fieldsync.webapi.reading import exists, find, representation, run
+from fieldsync.webapi.reading import find, representation, run
 
 MAX_TARGETS = 5000
 
@@ -59,7 +59,7 @@ def resolve_reference(call: Call, text: Any) -> EntityRef:
     return EntityRef(table.name, row[table.primary_id])
 
 
-def _bind_column(table: Table, name: str) -> str:
+def bind_column(table: Table, name: str) -> str:
     col = table.columns.get(name.lower())
     if col is not None and col.type is ColumnType.LOOKUP:
         return col.name
@@ -83,7 +83,7 @@ def to_values(call: Call, table: Table, body: Any) -> dict[str, Any]:
             name, _, annotation = key.partition("@")
             if annotation != "odata.bind":
                 raise BadRequest(f"{key!r}: the only annotation a body may carry is @odata.bind")
-            column = _bind_column(table, name)
+            column = bind_column(table, name)
             out[column] = None if value is None else resolve_reference(call, value)
             continue
         out[key] = value
@@ -180,9 +180,8 @@ def upsert_row(
         return rid, False
     if if_match is not None:
         raise RecordNotFound(table.name, key.value if key.pairs is None else dict(key.pairs))
-    if key.pairs is None and exists(conn, call, table, key.value):
-        # there, but not for this caller: as missing, and not to be created again
-        raise RecordNotFound(table.name, key.value)
+    # a row there but unreadable (by its id or an alternate key naming the id) is refused by
+    # the create as missing, never as "already exists"
     new = {**values, **_key_values(table, key)}
     rid = records.create(table.name, new, caller=call.caller, conn=conn)
     return rid, True
