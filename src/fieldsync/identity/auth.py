@@ -149,7 +149,11 @@ class Authenticator:
         username = username.strip().lower()
         address = address[:64]
         now = utcnow()
-        self._check_rate(username, address, now)
+        try:
+            self._check_rate(username, address, now)
+        except TooManyRequests as exc:
+            self.store.audit.signin_refused(username, exc.message, address=address or None)
+            raise
         su = self.store.sql_table("systemuser")
         with self.store.read() as conn:
             row = conn.execute(
@@ -172,8 +176,14 @@ class Authenticator:
                 conn.execute(
                     fs_signin_failure.insert().values(username=username, address=address, at=now)
                 )
+            self.store.audit.signin_refused(
+                username, "invalid username or password", address=address or None
+            )
             raise Unauthorized("invalid username or password")
         if row.isdisabled:
+            self.store.audit.signin_refused(
+                username, "this user is disabled", address=address or None
+            )
             raise Unauthorized("this user is disabled")
         with self.store.write() as conn:
             conn.execute(fs_signin_failure.delete().where(fs_signin_failure.c.username == username))
@@ -295,6 +305,7 @@ class Authenticator:
                     row.userid,
                 )
         if revoked:
+            self.store.audit.session_reused(row.userid, session_id)
             raise Unauthorized("this refresh token was already used; the session is revoked")
         return pair
 
@@ -312,10 +323,14 @@ class Authenticator:
             if parsed is None:
                 continue
             with self.store.write() as conn:
-                stored = conn.execute(sa.select(column).where(key == parsed[0])).scalar()
-                if stored is None or not hmac.compare_digest(stored, _digest(token)):
+                stored = conn.execute(
+                    sa.select(column, table.c.userid).where(key == parsed[0])
+                ).first()
+                if stored is None or not hmac.compare_digest(stored[0], _digest(token)):
                     return False
                 conn.execute(table.update().where(key == parsed[0]).values(revokedon=now))
+                kind = "session" if prefix == "fsr" else "API token"
+                self.store.audit.token_revoked(stored.userid, kind, parsed[0])
             return True
         try:
             claims = self._decode(token)
@@ -326,6 +341,9 @@ class Authenticator:
                 fs_session.update()
                 .where(fs_session.c.sessionid == uuid.UUID(hex=claims["sid"]))
                 .values(revokedon=now)
+            )
+            self.store.audit.token_revoked(
+                uuid.UUID(claims["sub"]), "session", uuid.UUID(hex=claims["sid"])
             )
         return True
 
@@ -395,6 +413,7 @@ class Authenticator:
             ).rowcount
         if not done:
             raise NotFound(f"API token {token_id} does not exist")
+        self.store.audit.token_revoked(user_id, "API token", token_id)
 
     # -- every request --------------------------------------------------------------------
 

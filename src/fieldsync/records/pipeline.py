@@ -116,11 +116,16 @@ class Pipeline:
 
     @contextmanager
     def _op(self, conn: sa.Connection | None, caller: SecurityContext, depth: int) -> Iterator[_Op]:
-        if conn is not None:
-            yield _Op(conn, caller, depth)
-            return
-        with self.store.write() as c:
-            yield _Op(c, caller, depth)
+        try:
+            if conn is not None:
+                yield _Op(conn, caller, depth)
+                return
+            with self.store.write() as c:
+                yield _Op(c, caller, depth)
+        except Forbidden as exc:
+            if depth == 0:  # a plugin's own operations are part of the one refused
+                self.store.audit.write_refused(caller.user_id, caller.username, exc.message)
+            raise
 
     @contextmanager
     def _reading(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:

@@ -39,6 +39,7 @@ from fieldsync.schema.model import (
     define_intersect,
 )
 from fieldsync.store import catalog
+from fieldsync.store.audit import AuditLog
 from fieldsync.store.catalog import fs_change, fs_meta, fs_migration, fs_relationship, fs_sequence
 from fieldsync.store.catalog import fs_table as fs_table_t
 from fieldsync.store.ddl import add_column_ddl, build_sql_table
@@ -71,6 +72,7 @@ class Store:
         self._generation = -1
         self._checked_at = 0.0
         self.committed: list[Callable[[], None]] = []  # called after each write commits
+        self.audit = AuditLog(self)
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, pool_size: int = 5) -> Store:
@@ -97,10 +99,17 @@ class Store:
     def write(self) -> Iterator[sa.Connection]:
         """A write transaction: ``BEGIN IMMEDIATE`` on SQLite; commits on success."""
         self._refresh_schema()
-        with self.engine.connect() as conn:
-            conn = conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
+        committed = False
+        self.audit.enter()
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    yield conn
+            committed = True
+        finally:
+            # audit events raised in the transaction: written now, in their own transaction
+            self.audit.leave(committed)
         for hook in tuple(self.committed):
             hook()
 

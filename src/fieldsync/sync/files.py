@@ -121,10 +121,13 @@ class FileGrants:
         try:
             expires = int(raw)
         except ValueError:
+            self.sync.store.audit.ticket_forged(ctx.user_id, file_id, "not a ticket")
             raise Forbidden("the file ticket is not valid") from None
         expected = _sign(self.sync.secret, ctx.user_id, file_id, expires)
         if not hmac.compare_digest(expected, ticket):
-            raise Forbidden("the file ticket is not valid for this user and file")
+            reason = "the file ticket is not valid for this user and file"
+            self.sync.store.audit.ticket_forged(ctx.user_id, file_id, reason)
+            raise Forbidden(reason)
         if expires < time.time():
             raise Forbidden("the file ticket has expired: ask for a new grant")
         info = self.files.info(file_id)

@@ -224,6 +224,10 @@ class SyncService:
         if owner is None:
             conn.execute(fs_device.insert().values(deviceid=device, registeredon=now, **values))
         else:
+            if owner.userid != ctx.user_id:
+                self.store.audit.device_takeover(
+                    ctx.user_id, device, owner=owner.userid, username=ctx.username
+                )
             conn.execute(fs_device.update().where(fs_device.c.deviceid == device).values(**values))
 
     def _owned_device(self, conn: sa.Connection, ctx: SecurityContext, device: str) -> str:

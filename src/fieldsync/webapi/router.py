@@ -28,7 +28,7 @@ from fieldsync.schema.builtin import ORGANIZATION_ID
 from fieldsync.schema.model import Table
 from fieldsync.server.auth import authenticate
 from fieldsync.server.responses import JSON
-from fieldsync.webapi import batch, files, links, metadata, reading, relationships, writing
+from fieldsync.webapi import audit, batch, files, links, metadata, reading, relationships, writing
 from fieldsync.webapi.message import MAX_BODY, Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX, Segment, parse_path
 
@@ -136,6 +136,8 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
         raise NotImplementedHere(f"{method} on RelationshipDefinitions is not supported yet")
     if name in ("RetrieveMetadataChanges", "GlobalOptionSetDefinitions"):
         raise NotImplementedHere(f"{name} is not supported yet")
+    if name == audit.ENTITY_SET:
+        return audit.get(call, req, segments)
     table = _table(call, head)
     if len(segments) == 1 and head.key is None:
         if method == "GET":
