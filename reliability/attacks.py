@@ -101,7 +101,8 @@ class Tally:
 
     def lines(self) -> list[str]:
         out = [
-            f"{'backend':11} {'category':22} {'attempts':>8} {'refused':>8} {'through':>8} {'5xx':>5}"
+            f"{'backend':11} {'category':22} {'attempts':>8} {'refused':>8} "
+            f"{'through':>8} {'5xx':>5}"
         ]
         for (backend, category), r in self.rows.items():
             out.append(
@@ -140,13 +141,16 @@ class Attack:
     # -- set-up -------------------------------------------------------------------------------
 
     def seed(self) -> None:
+        from fieldsync.identity.auth import AuthSettings
         from fieldsync.platform import build
         from fieldsync.security.roles import SYSTEM_ADMINISTRATOR
         from fieldsync.store.store import Store
         from fieldsync.types import EntityRef
         from sync_world import World
 
-        platform = build(Store.open(self.url))
+        # cheap hashes to seed with (the server rehashes each at its first sign-in)
+        cheap = AuthSettings(argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1)
+        platform = build(Store.open(self.url), auth_settings=cheap)
         try:
             world = World(platform, self.work)
             world.bridge.close()
@@ -306,8 +310,13 @@ class Attack:
     # -- the run ------------------------------------------------------------------------------
 
     def run(self) -> None:
+        started = time.perf_counter()
         self.seed()
+        if self.verbose:
+            print(f"  seeded: {time.perf_counter() - started:.1f} s")
         with self.serving() as c:
+            if self.verbose:
+                print(f"  serving: {time.perf_counter() - started:.1f} s")
             self.victim = self.sign_in(c, "tech1")["access_token"]
             self.attacker_pair = self.sign_in(c, "tech3")
             self.attacker = self.attacker_pair["access_token"]
@@ -950,7 +959,11 @@ class Attack:
         plain = self.send(c, "PATCH", f"{API}/workorders({self.v})", json={"name": "x"}, headers=h)
         expected = (plain.status_code,) if plain.status_code < 500 else (404,)
         tries: list[tuple[str, str, Any]] = [
-            ("PATCH", f"{API}/workorders(workorderid={self.v})", {"name": "x"}),
+            (
+                "PATCH",
+                f"{API}/workorders(workorderid={self.v})",
+                {"name": "x", "serviceaccountid@odata.bind": f"/accounts({self.a3})"},
+            ),
             (
                 "POST",
                 f"{API}/workorders",
