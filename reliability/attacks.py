@@ -376,8 +376,12 @@ class Attack:
                 finally:
                     if self.verbose:
                         print(f"  {attack.__name__}: {time.perf_counter() - started:.1f} s")
-        if self.store is not None:
-            self.store.close()
+        self.row("workorder", self.ids["v"])  # opens the store
+        counts: dict[str, int] = {}
+        for r in self.store.audit.read(limit=100_000):
+            counts[r["event"]] = counts.get(r["event"], 0) + 1
+        self.audit_counts = counts
+        self.store.close()
 
     def upload_victim_file(self, c: httpx.Client) -> None:
         answer = c.patch(
@@ -650,7 +654,20 @@ class Attack:
             "operation": "create",
             "values": {"name": f"{self.marker} device order", "serviceaccountid": self.a1},
         }
-        self.upload(c, self.victim, device, [create]).raise_for_status()
+        # a change the server rejects: its stored answer carries the server's row
+        rejected = {
+            "id": str(uuid.uuid4()),
+            "record": self.v,
+            "table": "workorder",
+            "operation": "update",
+            "values": {"name": "n" * 10_000},
+        }
+        first = self.upload(c, self.victim, device, [create, rejected])
+        first.raise_for_status()
+        if self.marker not in first.text:
+            self.tally.problems.append(
+                f"{self.backend} device ids: the rejected change's answer has no server row"
+            )
         taken = self.send(
             c,
             "POST",
@@ -661,11 +678,11 @@ class Attack:
         owner = self.device_owner(device)
         held = taken.status_code == 403 or owner == self.ids["users"]["tech1"]
         self.expect(cat, "handshake with another's device", taken.status_code, held)
-        replay = self.upload(c, self.attacker, device, [create])
-        self.refused(cat, "replay a change id on their device", replay, (403, 200))
+        replay = self.upload(c, self.attacker, device, [create, rejected])
+        self.refused(cat, "replay change ids on their device", replay, (403, 200))
         own = self.handshake(c, self.attacker, f"attacker-{uuid.uuid4().hex[:6]}")
-        replay = self.upload(c, self.attacker, own, [create])
-        self.refused(cat, "replay a change id on own device", replay, (200, 400, 403, 404))
+        replay = self.upload(c, self.attacker, own, [create, rejected])
+        self.refused(cat, "replay change ids on own device", replay, (200, 400, 403, 404))
         still = self.send(
             c,
             "POST",
@@ -1082,8 +1099,11 @@ def run(pg: str | None, tally: Tally) -> None:
         with make() as scratch:
             work = Path(tempfile.mkdtemp(prefix=f"fieldsync-attacks-{name}-"))
             start = time.perf_counter()
-            Attack(name, scratch.url("attacks"), work, tally).run()
+            attack = Attack(name, scratch.url("attacks"), work, tally)
+            attack.run()
             print(f"{name}: {time.perf_counter() - start:.1f} s", flush=True)
+            seen = ", ".join(f"{k} {v}" for k, v in sorted(attack.audit_counts.items()))
+            print(f"  audit log: {seen}", flush=True)
 
 
 def main() -> None:
