@@ -798,6 +798,14 @@ class Attack:
 
     def token_replay(self, c: httpx.Client) -> None:
         cat = "token replay"
+        for user, password in (("tech1", "not the password"), ("nobody", PASSWORD)):
+            answer = self.send(
+                c,
+                "POST",
+                "/auth/token",
+                data={"grant_type": "password", "username": user, "password": password},
+            )
+            self.refused(cat, f"sign in as {user} with a wrong password", answer, (401,))
         pair = self.sign_in(c, "tech2")
         first = c.post(
             "/auth/token",
