@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from fieldsync.cli import main
@@ -285,3 +286,14 @@ def portal_page(client: httpx.Client, user: str, path: str) -> httpx.Response:
     )
     assert signed.status_code == 303
     return client.get(path)
+
+
+def test_upgrading_a_database_made_before_the_audit_log_adds_it(platform: Platform) -> None:
+    store = platform.store
+    with store.write() as conn:
+        fs_audit.drop(conn)
+    assert "fs_audit" not in sa.inspect(store.engine).get_table_names()
+    store.upgrade()
+    assert "fs_audit" in sa.inspect(store.engine).get_table_names()
+    store.audit.signin_refused("ann", "invalid username or password", address="10.0.0.1")
+    assert [r["username"] for r in store.audit.read()] == ["ann"]
