@@ -31,6 +31,7 @@ unit: $(VENV)/.installed
 
 reliability: $(VENV)/.installed
 	$(PY) reliability/run.py
+	$(PY) reliability/attacks.py
 
 soak: $(VENV)/.installed
 	$(PY) reliability/run.py --soak

@@ -211,6 +211,60 @@ def tables(data_dir: str | None, database_url: str | None) -> None:
         store.close()
 
 
+@main.command()
+@click.option("--since", help="Only rows from this moment (ISO 8601, UTC unless given).")
+@click.option("--event", help="Only this event (signin.refused…), or a prefix ending in '.'.")
+@click.option("--user", help="Only this user: a user name or id.")
+@click.option("--limit", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines.")
+@database_options
+def audit(
+    since: str | None,
+    event: str | None,
+    user: str | None,
+    limit: int,
+    as_json: bool,
+    data_dir: str | None,
+    database_url: str | None,
+) -> None:
+    """The security audit log, newest first: refused sign-ins and writes, forged cursors and
+    tickets, device takeover attempts, revoked tokens, role and membership changes."""
+    import datetime as dt
+    import json
+
+    start = None
+    if since:
+        try:
+            start = dt.datetime.fromisoformat(since)
+        except ValueError:
+            raise click.BadParameter(
+                f"{since!r} is not a date and time", param_hint="--since"
+            ) from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=dt.UTC)
+    store = _open_store(_settings(data_dir=data_dir, database_url=database_url))
+    try:
+        rows = store.audit.read(since=start, event=event, user=user, limit=limit)
+    finally:
+        store.close()
+    for r in rows:
+        if as_json:
+            out = {k: (str(v) if k == "userid" and v is not None else v) for k, v in r.items()}
+            out["createdon"] = r["createdon"].isoformat()
+            click.echo(json.dumps(out, default=str))
+            continue
+        who = r["username"] or (str(r["userid"]) if r["userid"] else "-")
+        detail = (
+            r["detail"]
+            if isinstance(r["detail"], str) or r["detail"] is None
+            else (json.dumps(r["detail"], default=str))
+        )
+        click.echo(
+            f"{r['createdon']:%Y-%m-%d %H:%M:%S}  {r['event']:28} {r['outcome']:10} "
+            f"{who:20} {r['address'] or '-':15} {r['target'] or '-'}  {detail or ''}".rstrip()
+        )
+
+
 from fieldsync.cli_org import register as _register_org  # noqa: E402
 
 _register_org(main, _platform, database_options)

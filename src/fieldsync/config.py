@@ -57,6 +57,13 @@ class Settings:
     signin_window_seconds: int = setting(
         900, "the window failed sign-ins are counted in, and how long sign-in stays refused"
     )
+    audit_rows: int = setting(100_000, "the security audit log keeps at most this many rows")
+    audit_days: int = setting(90, "the security audit log keeps rows for this many days")
+    audit_per_minute: int = setting(
+        20,
+        "audit rows per minute for one event and one user or address; the rest are counted "
+        "in a summary row",
+    )
     live_keepalive_seconds: int = setting(
         15, "seconds between keep-alives on a live sync stream (proxies drop idle streams)"
     )

@@ -164,7 +164,11 @@ class Authenticator:
         username = username.strip().lower()
         address = address[:64]
         now = utcnow()
-        self._check_rate(username, address, now)
+        try:
+            self._check_rate(username, address, now)
+        except TooManyRequests as exc:
+            self.store.audit.signin_refused(username, exc.message, address=address or None)
+            raise
         su = self.store.sql_table("systemuser")
         with self.store.read() as conn:
             row = conn.execute(
@@ -190,8 +194,14 @@ class Authenticator:
                 )
 
             self.store.transact(count_failure)
+            self.store.audit.signin_refused(
+                username, "invalid username or password", address=address or None
+            )
             raise Unauthorized("invalid username or password")
         if row.isdisabled:
+            self.store.audit.signin_refused(
+                username, "this user is disabled", address=address or None
+            )
             raise Unauthorized("this user is disabled")
 
         user_id = row.systemuserid
@@ -341,6 +351,7 @@ class Authenticator:
                     .where(fs_session.c.sessionid == session_id)
                     .values(revokedon=now)
                 )
+                self.store.audit.session_reused(row.userid, session_id)
                 return True, None
             pair = TokenPair(
                 self._access(row.userid, session_id, now),
@@ -382,12 +393,15 @@ class Authenticator:
                 .where(fs_session.c.sessionid == uuid.UUID(hex=claims["sid"]))
                 .values(revokedon=now)
             )
+            self.store.audit.token_revoked(
+                uuid.UUID(claims["sub"]), "session", uuid.UUID(hex=claims["sid"])
+            )
 
         self.store.transact(work)
         return True
 
-    @staticmethod
     def _revoke_row(
+        self,
         table: sa.Table,
         key: sa.Column[Any],
         column: sa.Column[Any],
@@ -396,7 +410,9 @@ class Authenticator:
         now: dt.datetime,
         conn: sa.Connection,
     ) -> bool:
-        stored = conn.execute(sa.select(column).where(key == found)).scalar()
+        stored = conn.execute(sa.select(column, table.c.userid).where(key == found)).first()
+        if stored is None:
+            return False
         # the token rotated last still signs its session out (a client that lost the race of
         # two refreshes may hold it)
         previous = (
@@ -404,9 +420,11 @@ class Authenticator:
             if table is fs_session
             else None
         )
-        if not (_matches(stored, token) or _matches(previous, token)):
+        if not (_matches(stored[0], token) or _matches(previous, token)):
             return False
         conn.execute(table.update().where(key == found).values(revokedon=now))
+        kind = "session" if table is fs_session else "API token"
+        self.store.audit.token_revoked(stored.userid, kind, found)
         return True
 
     def sign_out_everywhere(self, user_id: RecordId) -> None:
@@ -486,6 +504,7 @@ class Authenticator:
         done = self.store.transact(work)
         if not done:
             raise NotFound(f"API token {token_id} does not exist")
+        self.store.audit.token_revoked(user_id, "API token", token_id)
 
     # -- every request --------------------------------------------------------------------
 

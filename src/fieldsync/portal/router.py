@@ -49,6 +49,7 @@ from fieldsync.security.context import load_context
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege
 from fieldsync.server.bodies import read_body
+from fieldsync.store import audit
 from fieldsync.sync.devices import list_devices, purge_device
 from fieldsync.types import EntityRef, Row
 
@@ -736,6 +737,31 @@ def devices_page(request: Request, ctx: User) -> HTMLResponse:
 def purge(request: Request, device_id: str, ctx: User, form: Posted) -> Response:
     purge_device(platform_of(request).store, ctx, device_id)
     return go("/devices", "purged")
+
+
+# -- the security audit log (administrators) --------------------------------------------------
+
+AUDIT_PAGE_ROWS = 500
+
+
+@router.get("/audit")
+def audit_page(
+    request: Request, ctx: User, event: str = "", user: str = "", since: str = ""
+) -> HTMLResponse:
+    if not ctx.unrestricted:
+        raise Forbidden("only administrators read the audit log")
+    log = platform_of(request).store.audit
+    start = parse_time(since, "from")
+    rows = log.read(since=start, event=event or None, user=user or None, limit=AUDIT_PAGE_ROWS + 1)
+    return render(
+        request,
+        "audit.html",
+        rows=rows[:AUDIT_PAGE_ROWS],
+        more=len(rows) > AUDIT_PAGE_ROWS,
+        limit=AUDIT_PAGE_ROWS,
+        events=audit.EVENTS,
+        chosen={"event": event, "user": user, "since": since},
+    )
 
 
 # -- static files and unknown pages -----------------------------------------------------------

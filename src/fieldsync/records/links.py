@@ -18,9 +18,12 @@ from fieldsync.records.pipeline import SECURITY_RELATIONSHIPS, SHARE_TABLE, Pipe
 from fieldsync.records.plugins import Message, Stage
 from fieldsync.schema.model import RelationshipKind, Table
 from fieldsync.security.model import Privilege
+from fieldsync.store import audit
 from fieldsync.store.catalog import fs_change
 from fieldsync.store.store import utcnow
 from fieldsync.types import EntityRef, RecordId, Row, Version
+
+MEMBERSHIP_RELATIONSHIP = "teammembership_association"
 
 
 class Links(Pipeline):
@@ -324,6 +327,7 @@ class Links(Pipeline):
             Stage.POST_OPERATION,
             [(rid, {col1: a, col2: b}, None, None)],
         )
+        self._audit_link(op, relationship, f"{t1} {a}, {t2} {b}", added=True)
         return rid
 
     def _disassociate(
@@ -363,4 +367,17 @@ class Links(Pipeline):
             Stage.POST_OPERATION,
             [(rid, {col1: a, col2: b}, dict(row), None)],
         )
+        self._audit_link(op, relationship, f"{t1} {a}, {t2} {b}", added=False)
         return version
+
+    def _audit_link(self, op: _Op, relationship: str, target: str, *, added: bool) -> None:
+        """Role assignments and team membership go to the audit log (if they commit)."""
+        if relationship == MEMBERSHIP_RELATIONSHIP:
+            event = audit.TEAM_MEMBER_ADDED if added else audit.TEAM_MEMBER_REMOVED
+        elif relationship in SECURITY_RELATIONSHIPS:
+            event = audit.ROLE_ASSIGNED if added else audit.ROLE_REMOVED
+        else:
+            return
+        self.store.audit.change(
+            event, op.caller.user_id, op.caller.username, target, {"relationship": relationship}
+        )

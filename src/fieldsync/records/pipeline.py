@@ -120,10 +120,15 @@ class Pipeline:
     ) -> T:
         """Run one operation: in the caller's transaction when given one (whoever opened it
         runs it again after a deadlock), otherwise as its own unit of work
-        (:meth:`Store.transact`)."""
-        if conn is not None:
-            return work(_Op(conn, caller, 0))
-        return self.store.transact(lambda c: work(_Op(c, caller, 0)))
+        (:meth:`Store.transact`). A refusal goes to the audit log (a plugin's own operations
+        are part of the one refused, so only the outermost is written)."""
+        try:
+            if conn is not None:
+                return work(_Op(conn, caller, 0))
+            return self.store.transact(lambda c: work(_Op(c, caller, 0)))
+        except Forbidden as exc:
+            self.store.audit.write_refused(caller.user_id, caller.username, exc.message)
+            raise
 
     @contextmanager
     def _reading(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:

@@ -46,6 +46,7 @@ from fieldsync.schema.model import ColumnType, Ownership, Schema, Table
 from fieldsync.security.context import user_binding
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege, privilege_filter
+from fieldsync.store import audit
 from fieldsync.store.catalog import fs_change
 from fieldsync.store.store import utcnow
 from fieldsync.types import EntityRef, RecordId, Row, Version
@@ -598,6 +599,21 @@ class Records(Links):
                     (rid, target, pre, {**pre, **row}) for rid, target, pre, row in writes
                 ]
                 self._run_stage(op, table, message, Stage.POST_OPERATION, post)
+            if table_name == "systemuser":
+                for rid, target, pre, _ in writes:
+                    if "businessunitid" in target and target["businessunitid"] != pre.get(
+                        "businessunitid"
+                    ):
+                        self.store.audit.change(
+                            audit.BUSINESS_UNIT_CHANGED,
+                            caller.user_id,
+                            caller.username,
+                            f"systemuser {rid}",
+                            {
+                                "from": str(pre.get("businessunitid")),
+                                "to": str(target["businessunitid"]),
+                            },
+                        )
         return [versions[rid] for rid, *_ in items]
 
     # -- delete -------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fieldsync import __version__
 from fieldsync.config import Settings
@@ -40,6 +41,7 @@ from fieldsync.server.auth import Principal
 from fieldsync.server.bodies import BodyLimit, BodyLimits
 from fieldsync.server.metrics import Metrics, MetricsMiddleware
 from fieldsync.server.responses import JSON, HeaderCase
+from fieldsync.store.audit import AuditLimits, client_address
 from fieldsync.sync.service import SyncService
 from fieldsync.webapi import files as webapi_files
 from fieldsync.webapi.router import router as webapi_router
@@ -82,6 +84,24 @@ def _connection_lost(exc: sa.exc.DBAPIError) -> bool:
     )
 
 
+class ClientAddress:
+    """Puts the client's address where the audit log finds it, for the whole request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        token = client_address.set(str(client[0])[:64] if client else "")
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            client_address.reset(token)
+
+
 def auth_settings(settings: Settings) -> AuthSettings:
     return AuthSettings(
         secret_key=settings.secret_key,
@@ -103,7 +123,15 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
             auth_settings=auth_settings(settings),
         )
     store = platform.store
+    store.audit.configure(
+        AuditLimits(
+            rows=settings.audit_rows,
+            days=settings.audit_days,
+            per_minute=settings.audit_per_minute,
+        )
+    )
     app = FastAPI(title="fieldsync", version=__version__, default_response_class=JSON)
+    app.add_middleware(ClientAddress)
     app.state.settings = settings
     app.state.platform = platform
     app.include_router(auth_routes.router)

@@ -164,6 +164,27 @@ fs_signin_failure = sa.Table(
 )
 
 
+# -- the security audit log (fieldsync.store.audit): refusals and security changes --------
+
+fs_audit = sa.Table(
+    "fs_audit",
+    metadata,
+    sa.Column(
+        "auditid",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("createdon", UTCDateTime, nullable=False, index=True),
+    sa.Column("event", sa.String(64), nullable=False, index=True),
+    sa.Column("userid", sa.Uuid, index=True),  # who acted (null: not signed in)
+    sa.Column("username", sa.String(256)),  # the name given (a refused sign-in has no id)
+    sa.Column("address", sa.String(64)),  # the client's IP address
+    sa.Column("target", sa.String(512)),  # what it was about: a row, a device, a token
+    sa.Column("outcome", sa.String(32), nullable=False),  # refused, done, suppressed
+    sa.Column("detail", JSONType),  # the refusal's message; a summary row's count
+)
+
 # -- sync: devices and the client changes already applied ---------------------------------
 
 fs_device = sa.Table(

@@ -48,6 +48,7 @@ from fieldsync.schema.model import (
     define_intersect,
 )
 from fieldsync.store import catalog
+from fieldsync.store.audit import AuditLog
 from fieldsync.store.catalog import fs_change, fs_meta, fs_migration, fs_relationship, fs_sequence
 from fieldsync.store.catalog import fs_table as fs_table_t
 from fieldsync.store.ddl import add_column_ddl, add_index_ddl, build_sql_table, index_names
@@ -99,6 +100,7 @@ class Store:
         self.retries = 0  # units of work run again after a deadlock or serialization failure
         self.conflicts = 0  # units of work given up (answered with WriteConflict)
         self._local = threading.local()
+        self.audit = AuditLog(self)
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, pool_size: int = 5) -> Store:
@@ -135,6 +137,8 @@ class Store:
             )
         self._refresh_schema()
         self._local.writing = True
+        committed = False
+        self.audit.enter()
         try:
             with self.engine.connect() as conn:
                 conn = conn.execution_options(**{WRITE_OPTION: True})
@@ -144,8 +148,11 @@ class Store:
                         yield conn
                 finally:
                     conn.info.pop(VERSIONS_LOCKED, None)
+            committed = True
         finally:
             self._local.writing = False
+            # audit events raised in the transaction: written now, in their own transaction
+            self.audit.leave(committed)
         for hook in tuple(self.committed):
             hook()
 

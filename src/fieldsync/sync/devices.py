@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from fieldsync.errors import Forbidden, NotFound
 from fieldsync.security.model import SecurityContext
+from fieldsync.store.audit import AuditLog
 from fieldsync.store.catalog import fs_device
 from fieldsync.store.store import Store
 
@@ -58,10 +59,15 @@ class Registration:
 
 
 def caller_device(
-    conn: sa.Connection, caller: SecurityContext, device_id: str
+    conn: sa.Connection,
+    caller: SecurityContext,
+    device_id: str,
+    *,
+    audit: AuditLog | None = None,
 ) -> Registration | None:
     """The caller's registration of ``device_id``: None when no one registered it; refused
-    (Forbidden, the same answer on every endpoint) when another user did."""
+    (Forbidden, the same answer on every endpoint, written to ``audit`` as a takeover
+    attempt) when another user did."""
     row = conn.execute(
         sa.select(fs_device.c.userid, fs_device.c.registeredon).where(
             fs_device.c.deviceid == device_id
@@ -70,6 +76,10 @@ def caller_device(
     if row is None:
         return None
     if row.userid != caller.user_id:
+        if audit is not None:
+            audit.device_takeover(
+                caller.user_id, device_id, owner=row.userid, username=caller.username
+            )
         raise Forbidden(NOT_YOURS)
     return Registration(device_id, row.registeredon)
 

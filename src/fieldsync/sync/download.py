@@ -151,13 +151,17 @@ class Downloader:
 
     def page(self, conn: sa.Connection, table: str, token: str | None, limit: int) -> TablePage:
         tp = self.plan.plan(table)
-        cursor = None if token is None else Cursor.decode(token, self.secret)
-        if cursor is not None and (
-            cursor.table != table
-            or cursor.user != str(self.ctx.user_id)
-            or cursor.device != self.device
-        ):
-            raise BadCursor(f"the download cursor for {table!r} belongs to another sync")
+        try:
+            cursor = None if token is None else Cursor.decode(token, self.secret)
+            if cursor is not None and (
+                cursor.table != table
+                or cursor.user != str(self.ctx.user_id)
+                or cursor.device != self.device
+            ):
+                raise BadCursor(f"the download cursor for {table!r} belongs to another sync")
+        except BadCursor as exc:
+            self.store.audit.cursor_forged(self.ctx.user_id, self.device, exc.message)
+            raise
         if cursor is not None and self._stale(conn, tp, cursor):
             diff = self._diff_start(conn, tp, cursor)
             if diff is not None:

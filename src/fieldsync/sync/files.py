@@ -148,12 +148,15 @@ class FileGrants:
         try:
             expires = int(raw)
         except ValueError:
+            self.sync.store.audit.ticket_forged(ctx.user_id, file_id, "not a ticket")
             raise Forbidden("the file ticket is not valid") from None
         if app is None:
             raise Forbidden("the file ticket is not valid: ask for a new grant")
         expected = _sign(self.sync.secret, ctx.user_id, app, file_id, expires)
         if not hmac.compare_digest(expected, ticket):
-            raise Forbidden("the file ticket is not valid for this user and file")
+            reason = "the file ticket is not valid for this user and file"
+            self.sync.store.audit.ticket_forged(ctx.user_id, file_id, reason)
+            raise Forbidden(reason)
         if expires < time.time():
             raise Forbidden("the file ticket has expired: ask for a new grant")
         with self.sync.store.read() as conn:

@@ -173,7 +173,9 @@ class SyncService:
             raise BadRequest("'pending' is the number of changes in the device's outbox")
 
         def work(conn: sa.Connection) -> tuple[Any, Any, Any, Any]:
-            caller_device(conn, ctx, device_id)  # another user's device: refused, nothing changes
+            caller_device(
+                conn, ctx, device_id, audit=self.store.audit
+            )  # another user's device: refused, nothing changes
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
             self._register(conn, ctx, device_id, app_name, access, sdk, pending)
@@ -243,7 +245,7 @@ class SyncService:
         }
         if pending is not None:
             values["pendingchanges"] = pending
-        if caller_device(conn, ctx, device) is not None:
+        if caller_device(conn, ctx, device, audit=self.store.audit) is not None:
             conn.execute(
                 fs_device.update()
                 .where(fs_device.c.deviceid == device, fs_device.c.userid == ctx.user_id)
@@ -257,7 +259,7 @@ class SyncService:
             conn.execute(fs_device.insert().values(deviceid=device, registeredon=now, **values))
         except sa.exc.IntegrityError:
             savepoint.rollback()
-            if caller_device(conn, ctx, device) is None:
+            if caller_device(conn, ctx, device, audit=self.store.audit) is None:
                 raise
             conn.execute(
                 fs_device.update()
@@ -271,7 +273,7 @@ class SyncService:
         """The caller's registration of the device (its stamp), through
         :func:`fieldsync.sync.devices.caller_device`; refused when the caller has not
         registered it (run the handshake first) or another user has."""
-        found = caller_device(conn, ctx, device)
+        found = caller_device(conn, ctx, device, audit=self.store.audit)
         if found is None:
             raise Forbidden("this device is not registered for you: run the handshake first")
         return found.stamp

@@ -29,6 +29,7 @@ from fieldsync.server.auth import authenticate
 from fieldsync.server.bodies import read_body
 from fieldsync.server.responses import JSON
 from fieldsync.webapi import (
+    audit,
     batch,
     files,
     links,
@@ -145,6 +146,8 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
         raise NotImplementedHere(f"{method} on RelationshipDefinitions is not supported yet")
     if name in ("RetrieveMetadataChanges", "GlobalOptionSetDefinitions"):
         raise NotImplementedHere(f"{name} is not supported yet")
+    if name == audit.ENTITY_SET:
+        return audit.get(call, req, segments)
     table = _table(call, head)
     if len(segments) == 1 and head.key is None:
         if method == "GET":
