@@ -254,8 +254,9 @@ class RecordForm(_Screen):
     """One row: a field per column, lookups picked from the replica; save, delete, cancel."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+s", "save", "Save"),
-        Binding("ctrl+d", "delete", "Delete"),
+        # priority: a text field has the focus, and its own ctrl+d deletes a character
+        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding("ctrl+d", "delete", "Delete", priority=True),
         Binding("escape", "cancel", "Cancel"),
     ]
     DEFAULT_CSS = """

@@ -150,7 +150,8 @@ class FileGrants:
         except ValueError:
             self.sync.store.audit.ticket_forged(ctx.user_id, file_id, "not a ticket")
             raise Forbidden("the file ticket is not valid") from None
-        if app is None:
+        if app is None:  # forged, or issued before tickets named their app
+            self.sync.store.audit.ticket_forged(ctx.user_id, file_id, "not a ticket")
             raise Forbidden("the file ticket is not valid: ask for a new grant")
         expected = _sign(self.sync.secret, ctx.user_id, app, file_id, expires)
         if not hmac.compare_digest(expected, ticket):
