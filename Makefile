@@ -22,6 +22,7 @@ test: lint typecheck unit reliability
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench reliability
 	$(BIN)/ruff format --check src tests bench reliability
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy

@@ -5,7 +5,7 @@ thousand levels deep would otherwise end in a ``RecursionError``, and a query of
 conditions in a database error).
 
 The sizes of request bodies are settings (:mod:`fieldsync.config`), enforced as the body
-arrives (:mod:`fieldsync.server.bodies`).
+arrives (:mod:`fieldsync.http.bodies`).
 """
 
 from __future__ import annotations

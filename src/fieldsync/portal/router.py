@@ -33,6 +33,7 @@ from fieldsync.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
+from fieldsync.http.bodies import read_body
 from fieldsync.offline import apps as offline_apps
 from fieldsync.offline.access import APP
 from fieldsync.offline.profiles import ITEM, PROFILE, load_draft, load_items, write_draft
@@ -48,7 +49,6 @@ from fieldsync.schema.builtin import SYSTEM_USER_ID
 from fieldsync.security.context import load_context
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege
-from fieldsync.server.bodies import read_body
 from fieldsync.store import audit
 from fieldsync.sync.devices import list_devices, purge_device
 from fieldsync.types import EntityRef, Row
@@ -192,7 +192,7 @@ def signed_in(request: Request) -> SecurityContext:
 
 async def posted(request: Request) -> Form:
     """The posted form, once its CSRF token matches the session's."""
-    body = await read_body(request)  # held to FIELDSYNC_MAX_FORM_KB (fieldsync.server.bodies)
+    body = await read_body(request)  # held to FIELDSYNC_MAX_FORM_KB (fieldsync.http.bodies)
     try:
         form = Form.parse(body)
     except (UnicodeDecodeError, ValueError):

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from fieldsync.errors import BadRequest
+from fieldsync.http.bodies import read_body
+from fieldsync.http.principal import Principal, platform
+from fieldsync.http.responses import JSON
 from fieldsync.limits import parse_json
-from fieldsync.server.auth import Principal, platform
-from fieldsync.server.bodies import read_body
-from fieldsync.server.responses import JSON
 
 router = APIRouter(prefix="/admin", tags=["administration"])
 

@@ -28,6 +28,9 @@ from fieldsync.errors import (
 )
 from fieldsync.files.blobs import open_blobs
 from fieldsync.files.service import FileLimits, Files
+from fieldsync.http.bodies import BodyLimit, BodyLimits
+from fieldsync.http.principal import Principal
+from fieldsync.http.responses import JSON, HeaderCase
 from fieldsync.identity.auth import AuthSettings
 from fieldsync.platform import Platform, open_platform
 from fieldsync.portal.router import refusal as portal_refusal
@@ -37,10 +40,7 @@ from fieldsync.server import auth as auth_routes
 from fieldsync.server import files as files_routes
 from fieldsync.server import live as live_routes
 from fieldsync.server import sync as sync_routes
-from fieldsync.server.auth import Principal
-from fieldsync.server.bodies import BodyLimit, BodyLimits
 from fieldsync.server.metrics import Metrics, MetricsMiddleware
-from fieldsync.server.responses import JSON, HeaderCase
 from fieldsync.store.audit import AuditLimits, client_address
 from fieldsync.sync.service import SyncService
 from fieldsync.webapi import files as webapi_files

@@ -1,50 +1,23 @@
-"""Authentication over HTTP: the sign-in endpoints, and the dependency that turns a bearer
-token into the caller's security context (endpoints never parse tokens themselves)."""
+"""The sign-in endpoints under ``/auth``. The dependency that turns a bearer token into the
+caller's security context lives in :mod:`fieldsync.http.principal` (endpoints never parse
+tokens themselves)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
-from fieldsync.errors import BadRequest, Unauthorized
-from fieldsync.platform import Platform
+from fieldsync.errors import BadRequest
+from fieldsync.http.bodies import read_fields
+from fieldsync.http.principal import Principal, platform
+from fieldsync.http.responses import JSON
 from fieldsync.schema.builtin import ORGANIZATION_ID
-from fieldsync.security.context import load_context
-from fieldsync.security.model import SecurityContext
-from fieldsync.server.bodies import read_fields
-from fieldsync.server.responses import JSON
 
 MAX_TOKEN_DAYS = 3650
 
 router = APIRouter(prefix="/auth", tags=["sign-in"])
-
-
-def platform(request: Request) -> Platform:
-    found: Platform = request.app.state.platform
-    return found
-
-
-def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("sign in first: send 'Authorization: Bearer <token>'")
-    return token.strip()
-
-
-def authenticate(request: Request) -> SecurityContext:
-    """The security context of the request's bearer token (checked on every request: the
-    token, its session, and that the user is still enabled)."""
-    p = platform(request)
-    user_id = p.auth.authenticate(bearer_token(request))
-    ctx = load_context(p.store, user_id)
-    request.state.principal = ctx
-    return ctx
-
-
-Principal = Annotated[SecurityContext, Depends(authenticate)]
 
 
 @router.post("/token")

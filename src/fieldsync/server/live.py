@@ -40,8 +40,8 @@ from starlette.responses import StreamingResponse
 
 from fieldsync.config import Settings
 from fieldsync.errors import BadRequest
+from fieldsync.http.principal import Principal
 from fieldsync.security.model import SecurityContext
-from fieldsync.server.auth import Principal
 from fieldsync.store.notify import ChangeListener, TouchBatch, head_version, read_touches
 from fieldsync.store.store import Store
 from fieldsync.sync.live import Interest

@@ -16,12 +16,12 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from fieldsync.errors import BadRequest, Forbidden
+from fieldsync.http.bodies import read_json_object
+from fieldsync.http.principal import Principal
+from fieldsync.http.responses import JSON
 from fieldsync.platform import Platform
 from fieldsync.security.context import load_context
-from fieldsync.server.auth import Principal
-from fieldsync.server.bodies import read_json_object
 from fieldsync.server.metrics import Metrics
-from fieldsync.server.responses import JSON
 from fieldsync.sync.files import rejected_files
 from fieldsync.sync.service import SyncService
 

@@ -30,10 +30,10 @@ from starlette.responses import Response
 
 from fieldsync.errors import BadRequest, MethodNotAllowed, PreconditionFailed
 from fieldsync.files.service import FILE_TYPES, Files
+from fieldsync.http.blobs import blob_response, parse_content_range, parse_digest
+from fieldsync.http.bodies import read_body
 from fieldsync.schema.model import Column, ColumnType, Schema, Table
 from fieldsync.security.model import SecurityContext
-from fieldsync.server.bodies import read_body
-from fieldsync.server.files import blob_response, parse_content_range, parse_digest
 from fieldsync.webapi.protocol import parse_path
 
 SLICE = 4 * 1024 * 1024

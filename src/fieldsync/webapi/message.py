@@ -13,10 +13,10 @@ from urllib.parse import parse_qs, quote, urlencode
 import sqlalchemy as sa
 
 from fieldsync.errors import BadRequest
+from fieldsync.http.responses import json_bytes
 from fieldsync.limits import parse_json
 from fieldsync.platform import Platform
 from fieldsync.security.model import SecurityContext
-from fieldsync.server.responses import json_bytes
 from fieldsync.webapi.protocol import parse_prefer
 
 T = TypeVar("T")
@@ -56,7 +56,7 @@ class ODataRequest:
 
     def json(self) -> Any:
         """The body as JSON, no deeper than :data:`fieldsync.limits.MAX_JSON_DEPTH` (its
-        size was held to its limit as it arrived: :mod:`fieldsync.server.bodies`)."""
+        size was held to its limit as it arrived: :mod:`fieldsync.http.bodies`)."""
         if not self.body.strip():
             raise BadRequest("the request needs a JSON body")
         return parse_json(self.body)

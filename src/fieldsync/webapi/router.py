@@ -23,11 +23,11 @@ from fieldsync.errors import (
     NotFound,
     TooManyRequests,
 )
+from fieldsync.http.bodies import read_body
+from fieldsync.http.principal import authenticate
+from fieldsync.http.responses import JSON
 from fieldsync.schema.builtin import ORGANIZATION_ID
 from fieldsync.schema.model import Table
-from fieldsync.server.auth import authenticate
-from fieldsync.server.bodies import read_body
-from fieldsync.server.responses import JSON
 from fieldsync.webapi import (
     audit,
     batch,
@@ -222,7 +222,7 @@ async def web_api(request: Request, path: str) -> Response:
     target = files.claims(request.app.state.platform.store.schema, request.method, path)
     if target is not None:  # file and image columns stream; they never load into memory
         return await files.serve(request, ctx, target, _root(request))
-    body = await read_body(request)  # held to its limit (fieldsync.server.bodies)
+    body = await read_body(request)  # held to its limit (fieldsync.http.bodies)
     req = ODataRequest(
         method=request.method,
         path=request.scope["path"].removeprefix(API_PREFIX),
