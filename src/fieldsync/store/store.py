@@ -163,6 +163,11 @@ class Store:
     def schema(self) -> Schema:
         return self._schema
 
+    @property
+    def schema_generation(self) -> int:
+        """Goes up with every schema change (any process's); caches of metadata key on it."""
+        return self._generation
+
     def sql_table(self, name: str) -> sa.Table:
         table = self._sql.get(name)
         if table is None:
