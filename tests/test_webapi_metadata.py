@@ -94,7 +94,8 @@ async def test_schema_names_keep_their_case_and_survive_a_restart(
     assert table["PrimaryNameAttribute"] == "new_name"
     r = await api.get(API + "EntityDefinitions(LogicalName='new_product')/Attributes")
     names = {a["LogicalName"]: a["SchemaName"] for a in r.json()["value"]}
-    assert names["new_score"] == "new_Score" and names["new_name"] == "new_Name"
+    assert names["new_score"] == "new_Score"
+    assert names["new_name"] == "new_Name"
     assert names["createdon"] == "createdon"
     reopened = Store.open(database_url)
     try:
@@ -115,13 +116,15 @@ async def test_entity_definitions_filter_on_enums_and_managed_properties(
     )
     assert r.status_code == 200, r.text
     [product] = [t for t in r.json()["value"] if t["LogicalName"] == "new_product"]
-    assert product["HasActivities"] is False and product["HasNotes"] is False
+    assert product["HasActivities"] is False
+    assert product["HasNotes"] is False
     assert product["IsActivity"] is False
     r = await api.get(
         API + "EntityDefinitions?$select=LogicalName&$filter=CanCreateAttributes/Value eq true"
     )
     custom = {t["LogicalName"] for t in r.json()["value"]}
-    assert "new_product" in custom and "account" not in custom
+    assert "new_product" in custom
+    assert "account" not in custom
     r = await api.get(
         API + f"EntityDefinitions?$filter=OwnershipType eq {CRM}OwnershipTypes'Nobody'"
     )
@@ -195,7 +198,7 @@ async def test_relationship_definitions_filter_cast_per_table_and_delete(
     [many] = r.json()["value"]
     assert many["SchemaName"] == "new_Product_Contact"
     assert many["IntersectEntityName"] == "new_product_contact"
-    r = await api.get(API + f"RelationshipDefinitions(SchemaName='new_Product_Contact')")
+    r = await api.get(API + "RelationshipDefinitions(SchemaName='new_Product_Contact')")
     assert r.json()["MetadataId"] == many_id
     r = await api.get(
         API + f"RelationshipDefinitions({many_id})/{CRM}OneToManyRelationshipMetadata"
@@ -208,7 +211,8 @@ async def test_relationship_definitions_filter_cast_per_table_and_delete(
         "?$select=SchemaName,ReferencingEntity&$filter=ReferencingEntity eq 'contact'"
     )
     assert r.status_code == 200, r.text
-    assert r.json()["value"] and all(v["ReferencingEntity"] == "contact" for v in r.json()["value"])
+    assert r.json()["value"]
+    assert all(v["ReferencingEntity"] == "contact" for v in r.json()["value"])
     r = await api.get(API + "EntityDefinitions(LogicalName='contact')/ManyToOneRelationships")
     assert {v["ReferencedEntity"] for v in r.json()["value"]} >= {"account", "contact"}
     r = await api.get(API + "EntityDefinitions(LogicalName='contact')/ManyToManyRelationships")
@@ -217,7 +221,8 @@ async def test_relationship_definitions_filter_cast_per_table_and_delete(
         API + "EntityDefinitions(LogicalName='account')?$select=LogicalName"
         "&$expand=OneToManyRelationships,Keys"
     )
-    assert r.json()["OneToManyRelationships"] and r.json()["Keys"] == []
+    assert r.json()["OneToManyRelationships"]
+    assert r.json()["Keys"] == []
 
     headers = await maker(platform)
     r = await api.delete(API + f"RelationshipDefinitions({many_id})", headers=headers)
@@ -247,14 +252,16 @@ async def test_every_attribute_type_casts_and_a_column_updates_by_put(
     by_type: dict[str, set[str]] = {}
     for attr in r.json()["value"]:
         by_type.setdefault(attr["@odata.type"].removeprefix("#"), set()).add(attr["LogicalName"])
-    assert f"{CRM}StateAttributeMetadata" in by_type and f"{CRM}LookupAttributeMetadata" in by_type
+    assert f"{CRM}StateAttributeMetadata" in by_type
+    assert f"{CRM}LookupAttributeMetadata" in by_type
     for odata_type, names in by_type.items():
         r = await api.get(API + f"{table}/{odata_type}?$select=LogicalName")
         assert r.status_code == 200, (odata_type, r.text)
         assert {a["LogicalName"] for a in r.json()["value"]} == names
         one = sorted(names)[0]
         r = await api.get(API + f"{table}(LogicalName='{one}')/{odata_type}")
-        assert r.status_code == 200 and r.json()["LogicalName"] == one
+        assert r.status_code == 200
+        assert r.json()["LogicalName"] == one
     r = await api.get(API + f"{table}(LogicalName='new_score')/{CRM}StringAttributeMetadata")
     assert r.status_code == 404
     r = await api.get(API + f"{table}/{CRM}EnumAttributeMetadata")
@@ -373,11 +380,13 @@ async def test_retrieve_metadata_changes(api: httpx.AsyncClient) -> None:
     [entity] = r.json()["EntityMetadata"]
     assert entity["LogicalName"] == "new_product"
     [attribute] = entity["Attributes"]
-    assert attribute["MaxLength"] == 20 and "DisplayName" not in attribute
+    assert attribute["MaxLength"] == 20
+    assert "DisplayName" not in attribute
     stamp = r.json()["ServerVersionStamp"]
     url = API + f"RetrieveMetadataChanges(Query=@p1,ClientVersionStamp=@p2)?@p1={p1}&@p2='{stamp}'"
     r = await api.get(url)
-    assert r.status_code == 200 and r.json()["EntityMetadata"] == []
+    assert r.status_code == 200
+    assert r.json()["EntityMetadata"] == []
     r = await api.post(
         API + "EntityDefinitions(LogicalName='new_product')/Attributes",
         json={"@odata.type": f"{CRM}MemoAttributeMetadata", "SchemaName": "new_Notes"},
@@ -408,7 +417,8 @@ async def test_the_csdl_document_describes_the_schema(
     account = types["account"]
     assert account.find("edm:Key/edm:PropertyRef", ns).get("Name") == "accountid"  # type: ignore[union-attr]
     props = {p.get("Name"): p.get("Type") for p in account.findall("edm:Property", ns)}
-    assert props["name"] == "Edm.String" and props["_primarycontactid_value"] == "Edm.Guid"
+    assert props["name"] == "Edm.String"
+    assert props["_primarycontactid_value"] == "Edm.Guid"
     navs = {n.get("Name"): n for n in account.findall("edm:NavigationProperty", ns)}
     primary = navs["primarycontactid"]
     assert primary.get("Type") == "mscrm.contact"
@@ -419,7 +429,8 @@ async def test_the_csdl_document_describes_the_schema(
     assert contact_navs[partner].get("Type") == "Collection(mscrm.account)"  # type: ignore[index]
     assert contact_navs[partner].get("Partner") == "primarycontactid"  # type: ignore[index]
     constraint = primary.find("edm:ReferentialConstraint", ns)
-    assert constraint is not None and constraint.get("Property") == "_primarycontactid_value"
+    assert constraint is not None
+    assert constraint.get("Property") == "_primarycontactid_value"
     # every partner and every type named exists
     for et in types.values():
         for nav in et.findall("edm:NavigationProperty", ns):
