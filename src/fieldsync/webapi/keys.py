@@ -96,7 +96,8 @@ def create(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
     store = call.platform.store
     store.create_key(table.name, key)
     table = store.schema.table(table.name)
-    link = req.link(f"EntityDefinitions({defs.table_id(table)})/Keys({key_id(table, key)})")
+    # the table by name: clients take the first GUID in parentheses as the key's id
+    link = req.link(f"EntityDefinitions(LogicalName='{table.name}')/Keys({key_id(table, key)})")
     return ODataResponse(204, None, {"OData-EntityId": link})
 
 
