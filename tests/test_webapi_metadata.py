@@ -266,6 +266,8 @@ async def test_every_attribute_type_casts_and_a_column_updates_by_put(
     assert r.status_code == 404
     r = await api.get(API + f"{table}/{CRM}EnumAttributeMetadata")
     assert r.status_code == 404
+    r = await api.get(API + f"{table}/{CRM}ManagedPropertyAttributeMetadata")
+    assert r.json()["value"] == []
 
     r = await api.get(API + f"{table}(LogicalName='new_code')/{CRM}StringAttributeMetadata")
     full = {k: v for k, v in r.json().items() if not k.startswith("@odata.")}
@@ -337,6 +339,10 @@ async def test_alternate_keys_are_unique_indexes_used_by_upserts(
     r = await api.get(API + "new_products?$select=new_name")
     assert len(r.json()["value"]) == 1
 
+    column = API + "EntityDefinitions(LogicalName='new_product')/Attributes(LogicalName='new_code')"
+    r = await api.delete(column)
+    assert r.status_code == 400
+    assert "new_Code_Key" in r.json()["error"]["message"]
     r = await api.delete(keys + f"({key_id})")
     assert r.status_code == 204
     assert platform.store.schema.table("new_product").keys == ()

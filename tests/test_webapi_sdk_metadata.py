@@ -6,6 +6,8 @@ alternate keys); and a generic OData client (python-odata) that builds its model
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from typing import Any
 
 import pytest
@@ -21,8 +23,15 @@ from PowerPlatform.Dataverse.models.relationship import (
 )
 from PowerPlatform.Dataverse.models.upsert import UpsertItem
 
+from fieldsync.devcert import DevCertificate
 from fieldsync.platform import Platform
-from test_webapi_sdk import admin, certificate, server  # noqa: F401 - the live fixtures
+from fieldsync.security.roles import SYSTEM_ADMINISTRATOR
+from test_webapi_sdk import (  # the live fixtures
+    AsyncStaticTokenCredential,
+    admin,  # noqa: F401
+    certificate,  # noqa: F401
+    server,  # noqa: F401
+)
 
 ONE_TO_MANY = "RelationshipType eq Microsoft.Dynamics.CRM.RelationshipType'OneToManyRelationship'"
 
@@ -219,3 +228,81 @@ def test_a_generic_odata_client_builds_its_model_from_metadata(
     assert "contacts" in service.entities
     found = service.query(account).filter(account.name == "Contoso").all()
     assert [a.name for a in found] == ["Contoso"]
+
+
+def test_the_async_client_s_metadata_operations(
+    platform: Platform,
+    server: str,  # noqa: F811
+    certificate: DevCertificate,  # noqa: F811
+) -> None:
+    import aiohttp
+    from PowerPlatform.Dataverse.aio import AsyncDataverseClient
+
+    platform.org.user("async", roles=[platform.org.role_id(SYSTEM_ADMINISTRATOR)])
+    _, secret = platform.auth.create_api_token(platform.org.user_id("async"), "aio")
+
+    async def walk() -> None:
+        client = AsyncDataverseClient(server, AsyncStaticTokenCredential(secret))
+        trust = ssl.create_default_context(cafile=certificate.ca)
+        client._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust))
+        async with client:
+            tables = client.tables
+            await tables.create("new_Crate", {"new_Label": "string", "new_Weight": "int"})
+            got = await tables.get("new_crate")
+            assert got is not None
+            assert got["table_schema_name"] == "new_Crate"
+            assert "new_crate" in {t["LogicalName"] for t in await tables.list()}
+            await tables.add_columns("new_crate", {"new_Flag": "bool"})
+            await tables.update_column("new_crate", "new_label", {"max_length": 250})
+            column = await tables.get_column("new_crate", "new_label", typed=True)
+            assert column is not None
+            assert column["MaxLength"] == 250
+            await tables.update_columns("new_crate", {"new_weight": {"max_value": 99}})
+            assert [
+                c["LogicalName"]
+                for c in await tables.list_columns("new_crate", filter="AttributeType eq 'Integer'")
+            ] == ["new_weight"]
+            await tables.remove_columns("new_crate", ["new_flag"])
+            lookup = await tables.create_lookup_field(
+                referencing_table="new_crate",
+                lookup_field_name="new_AccountId",
+                referenced_table="account",
+            )
+            custom = await tables.create_one_to_many_relationship(
+                LookupAttributeMetadata(schema_name="new_ContactId", display_name=label("Contact")),
+                OneToManyRelationshipMetadata(
+                    schema_name="new_Contact_Crates",
+                    referenced_entity="contact",
+                    referencing_entity="new_crate",
+                    referenced_attribute="contactid",
+                ),
+            )
+            many = await tables.create_many_to_many_relationship(
+                ManyToManyRelationshipMetadata(
+                    schema_name="new_Crate_Account",
+                    entity1_logical_name="new_crate",
+                    entity2_logical_name="account",
+                )
+            )
+            found = await tables.get_relationship("new_Contact_Crates")
+            assert found is not None
+            assert found.relationship_id == custom.relationship_id
+            listed = await tables.list_relationships(filter=ONE_TO_MANY)
+            assert lookup.relationship_schema_name in {r["SchemaName"] for r in listed}
+            per_table = await tables.list_table_relationships("new_crate")
+            assert {r["SchemaName"] for r in per_table} >= {
+                "new_Contact_Crates",
+                "new_Crate_Account",
+            }
+            key = await tables.create_alternate_key("new_crate", "new_Label_Key", ["new_label"])
+            keys = await tables.get_alternate_keys("new_crate")
+            assert [(k.schema_name, k.status) for k in keys] == [("new_Label_Key", "Active")]
+            await tables.delete_alternate_key("new_crate", key.metadata_id)
+            assert await tables.get_alternate_keys("new_crate") == []
+            await tables.delete_relationship(many.relationship_id)
+            await tables.delete_relationship(custom.relationship_id)
+            assert await tables.get_relationship("new_Contact_Crates") is None
+            await tables.delete("new_crate")
+            assert await tables.get("new_crate") is None
+
+    asyncio.run(walk())

@@ -347,6 +347,12 @@ class Store:
             raise SchemaError(f"{table_name}.{column_name} is indexed (a lookup or an id column)")
         if not table.custom:
             raise SchemaError(f"{table_name!r} is a built-in table; its columns stay")
+        keys = [k.schema for k in table.keys if column_name in k.columns]
+        if keys:
+            raise SchemaError(
+                f"{table_name}.{column_name} is part of the alternate key {keys[0]!r}; "
+                "delete the key first"
+            )
         new = Table.from_json(table.to_json())
         del new.columns[column_name]
         quoted = self.engine.dialect.identifier_preparer.quote

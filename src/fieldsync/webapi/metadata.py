@@ -348,8 +348,15 @@ def _column(table: Table, key: Key | None) -> Column:
     return col
 
 
+# Dataverse's castable attribute types; the ones fieldsync has no column of answer empty lists
 CAST_TYPES = frozenset(
-    {t for _, t in ATTRIBUTE_TYPES.values()} | {"StateAttributeMetadata", "StatusAttributeMetadata"}
+    {t for _, t in ATTRIBUTE_TYPES.values()}
+    | {
+        "StateAttributeMetadata",
+        "StatusAttributeMetadata",
+        "EntityNameAttributeMetadata",
+        "ManagedPropertyAttributeMetadata",
+    }
 )
 
 
