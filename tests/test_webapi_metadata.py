@@ -97,6 +97,7 @@ async def test_schema_names_keep_their_case_and_survive_a_restart(
     assert names["new_score"] == "new_Score"
     assert names["new_name"] == "new_Name"
     assert names["createdon"] == "createdon"
+    assert names["new_productid"] == "new_ProductId"
     reopened = Store.open(database_url)
     try:
         table_def = reopened.schema.table("new_product")
@@ -297,7 +298,7 @@ async def test_every_attribute_type_casts_and_a_column_updates_by_put(
 
 
 async def test_alternate_keys_are_unique_indexes_used_by_upserts(
-    api: httpx.AsyncClient, platform: Platform
+    api: httpx.AsyncClient, platform: Platform, database_url: str
 ) -> None:
     await create_product(api)
     keys = API + "EntityDefinitions(LogicalName='new_product')/Keys"
@@ -320,6 +321,11 @@ async def test_alternate_keys_are_unique_indexes_used_by_upserts(
         "Active",
     )
     assert key["MetadataId"] == key_id
+    reopened = Store.open(database_url)  # the key is part of the stored definition
+    try:
+        assert [k.schema for k in reopened.schema.table("new_product").keys] == ["new_Code_Key"]
+    finally:
+        reopened.close()
     r = await api.post(keys, json={**body, "SchemaName": "new_other"})
     assert r.status_code == 400  # the same columns again
     r = await api.post(keys, json={"SchemaName": "new_bad", "KeyAttributes": ["nosuch"]})

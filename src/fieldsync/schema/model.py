@@ -513,6 +513,8 @@ def define_table(
             0, Column(primary_name, ColumnType.STRING, display_name="Name").normalised()
         )
     system = system_columns(name, ownership, primary_id)
+    if schema_name and f"{schema_name}Id".lower() == primary_id:
+        system[0] = replace(system[0], schema_name=f"{schema_name}Id")  # new_ProductId
     for col in business:
         check_name("column", col.name)
         clash = [s.name for s in system if s.name == col.name]
