@@ -291,6 +291,7 @@ async def test_every_attribute_type_casts_and_a_column_updates_by_put(
         {**full, "@odata.type": f"{CRM}IntegerAttributeMetadata"},
         {**full, "SchemaName": "new_Other"},
         {**full, "MaxLength": 0},
+        {**full, "MaxLength": 100},  # a stored value has 250 characters
     ):
         r = await api.put(url, json=bad)
         assert r.status_code == 400, r.text

@@ -437,6 +437,15 @@ class Store:
         new.columns[column.name] = column
         quoted = self.engine.dialect.identifier_preparer.quote
         with self.write() as conn:
+            shorter = (old.max_length or 0) > (column.max_length or 0)
+            if column.type.value in ("string", "memo") and shorter:
+                sql_col = self.sql_table(table_name).c[column.name]
+                longest = conn.execute(sa.select(sa.func.max(sa.func.length(sql_col)))).scalar()
+                if longest is not None and longest > (column.max_length or 0):
+                    raise SchemaError(
+                        f"{table_name}.{column.name}: a stored value has {longest} characters, "
+                        f"more than the new maximum length {column.max_length}"
+                    )
             if (
                 column.type.value == "string"
                 and column.max_length != old.max_length
