@@ -83,8 +83,6 @@ def build_sql_table(table: Table, metadata: sa.MetaData) -> sa.Table:
         name = index_names(table, col)
         if name:
             columns.append(sa.Index(name, col.name))
-    for key in table.keys:
-        columns.append(sa.Index(key_index_name(table, key), *key.columns, unique=True))
     if table.intersect:
         lookups = [c.name for c in table.lookups()]
         columns.append(sa.UniqueConstraint(*lookups, name=f"uq_{table.name}"[:63]))

@@ -247,6 +247,10 @@ class Store:
                         f"{target!r}"
                     )
         build_sql_table(table, sa.MetaData()).create(conn)
+        # alternate keys are the server's: a device's replica holds a subset of the rows and
+        # applies changes in version order, so it builds its tables without them
+        for key in table.keys:
+            create_key_index(conn, table, key)
         position = conn.execute(
             sa.select(sa.func.coalesce(sa.func.max(fs_table_t.c.position), 0))
         ).scalar_one()
