@@ -669,7 +669,9 @@ def test_collection_valued_navigation_with_any_and_all() -> None:
 
 def test_navigation_names() -> None:
     account, contact = SCHEMA.table("account"), SCHEMA.table("contact")
-    nav = resolve_navigation(account, SCHEMA, "PrimaryContactId")
+    with pytest.raises(QueryError, match="case-sensitive"):
+        resolve_navigation(account, SCHEMA, "PrimaryContactId")
+    nav = resolve_navigation(account, SCHEMA, "primarycontactid")
     assert (nav.name, nav.column.name, nav.target.name, nav.collection) == (
         "primarycontactid",
         "primarycontactid",
@@ -1530,10 +1532,12 @@ def test_expand_single_valued() -> None:
     assert opts.expand == (
         Expand("parentcustomerid_account", "parentcustomerid", "account", columns=("name",)),
     )
-    opts = q({"$expand": " PrimaryContactId ( $select = fullname ; ) "})
+    opts = q({"$expand": " primarycontactid ( $select = fullname ; ) "})
     assert opts.expand == (
         Expand("primarycontactid", "primarycontactid", "contact", columns=("fullname",)),
     )
+    with pytest.raises(QueryError, match="case-sensitive: account has 'primarycontactid'"):
+        q({"$expand": "PrimaryContactId"})
 
 
 def test_expand_collection_valued_with_every_option() -> None:

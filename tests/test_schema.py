@@ -27,6 +27,7 @@ from fieldsync.errors import (
 from fieldsync.records.service import Records
 from fieldsync.schema.builtin import ROOT_BUSINESS_UNIT_ID, SYSTEM_USER_ID
 from fieldsync.schema.model import (
+    AlternateKey,
     Column,
     ColumnType,
     Option,
@@ -1021,3 +1022,35 @@ def test_upgrade_restores_a_missing_builtin_column_and_keeps_data(
     assert (row["name"], row["telephone1"], row["websiteurl"]) == ("Contoso", "555", None)
     records.update("account", account, {"websiteurl": "https://x.example"})
     assert records.retrieve("account", account)["websiteurl"] == "https://x.example"
+
+
+def test_schema_names_and_keys_round_trip_and_a_defined_key_is_a_unique_index(
+    store: Store, database_url: str
+) -> None:
+    table = define_table(
+        "new_bin",
+        schema_name="new_Bin",
+        columns=[Column("new_code", ColumnType.STRING, schema_name="new_Code")],
+    )
+    table.keys = (AlternateKey("new_code_key", ("new_code",), schema_name="new_Code_Key"),)
+    assert Table.from_json(table.to_json()) == table
+    assert table.columns["new_binid"].schema == "new_BinId"
+    store.create_table(table)
+    rel = store.create_many_to_many("new_Bin_Contact", "new_bin", "contact")
+    assert (rel.name, rel.schema) == ("new_bin_contact", "new_Bin_Contact")
+    sql = store.sql_table("new_bin")
+    with store.write() as conn:
+        conn.execute(sql.insert().values(new_binid=uuid.uuid4(), new_code="same"))
+    with pytest.raises(sa.exc.IntegrityError), store.write() as conn:
+        conn.execute(sql.insert().values(new_binid=uuid.uuid4(), new_code="same"))
+    reopened = Store.open(database_url)
+    try:
+        again = reopened.schema.table("new_bin")
+        assert again.schema == "new_Bin"
+        assert again.columns["new_code"].schema == "new_Code"
+        assert [k.schema for k in again.keys] == ["new_Code_Key"]
+        assert reopened.schema.relationships["new_bin_contact"].schema == "new_Bin_Contact"
+    finally:
+        reopened.close()
+    with pytest.raises(SchemaError, match="must be the logical name"):
+        Column("new_code", ColumnType.STRING, schema_name="new_Other").normalised()

@@ -283,5 +283,7 @@ async def test_relationship_definitions_refuse_bad_input_and_non_administrators(
     )
     [found] = r.json()["value"]
     assert found["ReferencingAttribute"] == "new_other"
+    assert found["SchemaName"] == "account_contact_new_Other"  # kept as given
     r = await api.delete(API + f"RelationshipDefinitions({found['MetadataId']})")
-    assert r.status_code == 501
+    assert r.status_code == 204
+    assert "new_other" not in platform.store.schema.table("contact").columns

@@ -34,6 +34,8 @@ $filter``), counting characters from 1.
 
 Navigation properties (``$expand`` and paths in ``$filter``):
 
+- names are case-sensitive, as in Dataverse: a custom lookup's navigation property is its
+  schema name (``new_AccountId``), a relationship's its schema name;
 - single-valued: a lookup's logical name (``primarycontactid``); a lookup to several tables
   names its target: ``parentcustomerid_account``, ``ownerid_team`` (``owninguser`` and
   ``owningteam`` are the owner's);
@@ -406,12 +408,17 @@ def resolve_navigation(
 
     col = table.columns.get(key)
     if col is not None and col.type is T.LOOKUP:
+        if name != col.navigation:
+            raise QueryError(
+                f"navigation property names are case-sensitive: {table.name} has "
+                f"{col.navigation!r}, not {name!r}"
+            )
         if col.polymorphic:
             choices = " or ".join(f"{col.name}_{t}" for t in col.targets)
             raise QueryError(
                 f"{col.name!r} can point at {', '.join(col.targets)}: name the target, {choices}"
             )
-        return Navigation(col.name, col, target_of(col.targets[0]), collection=False)
+        return Navigation(col.navigation, col, target_of(col.targets[0]), collection=False)
     alias = {"owninguser": "ownerid_systemuser", "owningteam": "ownerid_team"}.get(key)
     if alias is not None and "ownerid" in table.columns:
         nav = resolve_navigation(table, schema, alias)
@@ -421,8 +428,13 @@ def resolve_navigation(
         if key.startswith(prefix) and key[len(prefix) :] in lookup.targets:
             return Navigation(key, lookup, target_of(key[len(prefix) :]), collection=False)
     for rel in schema.relationships.values():
-        if rel.name.lower() != key:
+        if rel.name != key:
             continue
+        if name != rel.schema:
+            raise QueryError(
+                f"navigation property names are case-sensitive: {rel.schema!r}, not {name!r}"
+            )
+        key = rel.schema
         if rel.kind is RelationshipKind.ONE_TO_MANY and rel.referenced_table == table.name:
             many = target_of(rel.referencing_table)
             back = many.column(rel.referencing_column)
@@ -444,7 +456,7 @@ def resolve_navigation(
             )
             many = target_of(other)
             return Navigation(
-                rel.name, many.columns[many.primary_id], many, True, relationship=rel.name
+                rel.schema, many.columns[many.primary_id], many, True, relationship=rel.name
             )
     for many, back in schema.referencing(table.name):
         if f"{many.name}_{back.name}" == key:

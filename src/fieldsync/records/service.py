@@ -19,7 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -462,7 +463,8 @@ class Records(Links):
         first = self.store.allocate_versions(op.conn, len(rows))
         for i, row in enumerate(rows):
             row["versionnumber"] = first + i
-        self.store.bulk_insert(op.conn, self.store.sql_table(table_name), rows)
+        with _alternate_keys(table):
+            self.store.bulk_insert(op.conn, self.store.sql_table(table_name), rows)
         self.store.bulk_insert(
             op.conn,
             fs_change,
@@ -591,8 +593,9 @@ class Records(Links):
                     )
                 )
             key = sa.bindparam("_fs_key", type_=sa.Uuid())
-            for params in groups.values():
-                op.conn.execute(sql.update().where(sql.c[pk] == key), params)
+            with _alternate_keys(table):
+                for params in groups.values():
+                    op.conn.execute(sql.update().where(sql.c[pk] == key), params)
             self.store.bulk_insert(op.conn, fs_change, log)
             if self.plugins.has(table_name, message, Stage.POST_OPERATION):
                 post: list[tuple[RecordId, Row, Row | None, Row | None]] = [
@@ -756,3 +759,18 @@ class BoundRecords:
 
 
 __all__ = ["SYSTEM", "BoundRecords", "Records", "acting_as"]
+
+
+@contextmanager
+def _alternate_keys(table: Table) -> Iterator[None]:
+    """A write that breaks an alternate key's unique index is a 412 naming the keys (the
+    index, not a check before the write, is what holds under concurrent writers)."""
+    try:
+        yield
+    except sa.exc.IntegrityError as exc:
+        if not table.keys:
+            raise
+        keys = "; ".join(f"{k.schema} ({', '.join(k.columns)})" for k in table.keys)
+        raise PreconditionFailed(
+            f"a {table.name} row with the same alternate key values already exists: {keys}"
+        ) from exc

@@ -111,6 +111,7 @@ class Column:
     system: bool = False
     read_only: bool = False
     max_size_kb: int | None = None
+    schema_name: str = ""  # the name as created, in its case (``new_Score``); "" = ``name``
 
     @property
     def polymorphic(self) -> bool:
@@ -128,11 +129,27 @@ class Column:
     def label(self) -> str:
         return self.display_name or self.name
 
+    @property
+    def schema(self) -> str:
+        """The schema name: the name in the case it was created with."""
+        return self.schema_name or self.name
+
+    @property
+    def navigation(self) -> str:
+        """A lookup's navigation property: its schema name, case-sensitive as in Dataverse
+        (built-in lookups have lowercase ones, ``primarycontactid``)."""
+        return self.schema
+
     def normalised(self) -> Column:
         """Fill defaults and check the definition; raise :class:`SchemaError` if it is wrong."""
         t = self.type
         if not isinstance(t, ColumnType):
             raise SchemaError(f"column {self.name!r}: unknown type {t!r}")
+        if self.schema_name and self.schema_name.lower() != self.name:
+            raise SchemaError(
+                f"column {self.name!r}: the schema name {self.schema_name!r} must be the "
+                "logical name in another case"
+            )
         col = self
         if t in (ColumnType.STRING, ColumnType.MEMO):
             limit = STRING_MAX if t is ColumnType.STRING else MEMO_MAX
@@ -177,6 +194,8 @@ class Column:
         for key in ("display_name", "description"):
             if getattr(self, key):
                 out[key] = getattr(self, key)
+        if self.schema_name and self.schema_name != self.name:
+            out["schema_name"] = self.schema_name
         for key in ("required", "system", "read_only"):
             if getattr(self, key):
                 out[key] = True
@@ -245,6 +264,11 @@ class Relationship:
     referencing_column: str
     referenced_column: str = ""
     intersect_table: str = ""
+    schema_name: str = ""  # as created, in its case; "" = ``name``
+
+    @property
+    def schema(self) -> str:
+        return self.schema_name or self.name
 
     def to_json(self) -> dict[str, Any]:
         out = {
@@ -258,11 +282,61 @@ class Relationship:
             out["referenced_column"] = self.referenced_column
         if self.intersect_table:
             out["intersect_table"] = self.intersect_table
+        if self.schema_name and self.schema_name != self.name:
+            out["schema_name"] = self.schema_name
         return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Relationship:
         return cls(**{**data, "kind": RelationshipKind(data["kind"])})
+
+
+@dataclass(frozen=True, slots=True)
+class AlternateKey:
+    """An alternate key: columns whose values together name one row (a unique index).
+
+    ``name`` is the logical (lowercase) name, ``schema_name`` the name as created."""
+
+    name: str
+    columns: tuple[str, ...]
+    schema_name: str = ""
+    display_name: str = ""
+
+    @property
+    def schema(self) -> str:
+        return self.schema_name or self.name
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "columns": list(self.columns)}
+        if self.schema_name and self.schema_name != self.name:
+            out["schema_name"] = self.schema_name
+        if self.display_name:
+            out["display_name"] = self.display_name
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> AlternateKey:
+        return cls(
+            name=data["name"],
+            columns=tuple(data["columns"]),
+            schema_name=data.get("schema_name", ""),
+            display_name=data.get("display_name", ""),
+        )
+
+
+KEY_COLUMN_TYPES = frozenset(
+    {
+        ColumnType.STRING,
+        ColumnType.INTEGER,
+        ColumnType.BIGINT,
+        ColumnType.DECIMAL,
+        ColumnType.DATETIME,
+        ColumnType.DATE,
+        ColumnType.LOOKUP,
+        ColumnType.CHOICE,
+        ColumnType.UNIQUEIDENTIFIER,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -280,6 +354,17 @@ class Table:
     description: str = ""
     intersect: bool = False
     columns: dict[str, Column] = field(default_factory=dict)
+    schema_name: str = ""  # as created, in its case (``new_Product``); "" = ``name``
+    keys: tuple[AlternateKey, ...] = ()
+
+    @property
+    def schema(self) -> str:
+        return self.schema_name or self.name
+
+    def key_named(self, columns: Iterable[str]) -> AlternateKey | None:
+        """The alternate key made of exactly these columns, if one is defined."""
+        wanted = frozenset(columns)
+        return next((k for k in self.keys if frozenset(k.columns) == wanted), None)
 
     def column(self, name: str) -> Column | None:
         return self.columns.get(name)
@@ -309,6 +394,10 @@ class Table:
             "description": self.description,
             "intersect": self.intersect,
             "columns": [c.to_json() for c in self.columns.values()],
+            **(
+                {"schema_name": self.schema_name} if self.schema_name not in ("", self.name) else {}
+            ),
+            **({"keys": [k.to_json() for k in self.keys]} if self.keys else {}),
         }
 
     @classmethod
@@ -326,6 +415,8 @@ class Table:
             description=data.get("description", ""),
             intersect=bool(data.get("intersect", False)),
             columns={c.name: c for c in columns},
+            schema_name=data.get("schema_name", ""),
+            keys=tuple(AlternateKey.from_json(k) for k in data.get("keys", ())),
         )
 
 
@@ -390,6 +481,7 @@ def define_table(
     custom: bool = True,
     description: str = "",
     columns: Iterable[Column] = (),
+    schema_name: str = "",
 ) -> Table:
     """Build a checked table definition with its system columns.
 
@@ -400,6 +492,8 @@ def define_table(
     ('new_sites', 'new_siteid', 'name', True)
     """
     check_name("table", name)
+    if schema_name and schema_name.lower() != name:
+        raise SchemaError(f"table {name!r}: the schema name {schema_name!r} must be the name")
     try:
         ownership = Ownership(ownership)
     except ValueError:
@@ -419,6 +513,8 @@ def define_table(
             0, Column(primary_name, ColumnType.STRING, display_name="Name").normalised()
         )
     system = system_columns(name, ownership, primary_id)
+    if schema_name and f"{schema_name}Id".lower() == primary_id:
+        system[0] = replace(system[0], schema_name=f"{schema_name}Id")  # new_ProductId
     for col in business:
         check_name("column", col.name)
         clash = [s.name for s in system if s.name == col.name]
@@ -443,6 +539,7 @@ def define_table(
         custom=custom,
         description=description,
         columns=columns_by_name,
+        schema_name=schema_name if schema_name != name else "",
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.schema import CreateColumn
 
-from fieldsync.schema.model import Column, ColumnType, Table
+from fieldsync.schema.model import AlternateKey, Column, ColumnType, Table
 from fieldsync.store.sqltypes import ExactDecimal, MultiChoice, UTCDateTime
 
 T = ColumnType
@@ -62,6 +62,22 @@ def index_names(table: Table, col: Column) -> str | None:
     if col.name == "versionnumber" or col.type in INDEXED:
         return f"ix_{table.name}_{col.name}"[:63]
     return None
+
+
+def key_index_name(table: Table, key: AlternateKey) -> str:
+    """The unique index behind an alternate key."""
+    return f"ak_{table.name}_{key.name}"[:63]
+
+
+def create_key_index(conn: sa.Connection, table: Table, key: AlternateKey) -> None:
+    helper = sa.Table(
+        table.name,
+        sa.MetaData(),
+        *(c for name in key.columns for c in sql_columns(table, table.columns[name])[:1]),
+    )
+    sa.Index(key_index_name(table, key), *(helper.c[n] for n in key.columns), unique=True).create(
+        conn
+    )
 
 
 def build_sql_table(table: Table, metadata: sa.MetaData) -> sa.Table:

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -38,6 +39,8 @@ from fieldsync.schema.builtin import (
     builtin_tables,
 )
 from fieldsync.schema.model import (
+    KEY_COLUMN_TYPES,
+    AlternateKey,
     Column,
     ColumnType,
     Relationship,
@@ -51,7 +54,14 @@ from fieldsync.store import catalog
 from fieldsync.store.audit import AuditLog
 from fieldsync.store.catalog import fs_change, fs_meta, fs_migration, fs_relationship, fs_sequence
 from fieldsync.store.catalog import fs_table as fs_table_t
-from fieldsync.store.ddl import add_column_ddl, add_index_ddl, build_sql_table, index_names
+from fieldsync.store.ddl import (
+    add_column_ddl,
+    add_index_ddl,
+    build_sql_table,
+    create_key_index,
+    index_names,
+    key_index_name,
+)
 from fieldsync.store.engine import WRITE_OPTION, create_engine
 from fieldsync.store.notify import install_trigger
 
@@ -264,6 +274,11 @@ class Store:
     def schema(self) -> Schema:
         return self._schema
 
+    @property
+    def schema_generation(self) -> int:
+        """Goes up with every schema change (any process's); caches of metadata key on it."""
+        return self._generation
+
     def sql_table(self, name: str) -> sa.Table:
         table = self._sql.get(name)
         if table is None:
@@ -346,6 +361,10 @@ class Store:
                         f"{target!r}"
                     )
         build_sql_table(table, sa.MetaData()).create(conn)
+        # alternate keys are the server's: a device's replica holds a subset of the rows and
+        # applies changes in version order, so it builds its tables without them
+        for key in table.keys:
+            create_key_index(conn, table, key)
         position = conn.execute(
             sa.select(sa.func.coalesce(sa.func.max(fs_table_t.c.position), 0))
         ).scalar_one()
@@ -358,11 +377,17 @@ class Store:
             if not col.system and not table.intersect:
                 self._insert_lookup_relationships(conn, table, col)
 
-    def _insert_lookup_relationships(self, conn: sa.Connection, table: Table, col: Column) -> None:
+    def _insert_lookup_relationships(
+        self, conn: sa.Connection, table: Table, col: Column, schema_name: str = ""
+    ) -> None:
         for target in col.targets:
             referenced = table if target == table.name else self._schema.tables.get(target)
+            name = schema_name.lower() or f"{target}_{table.name}_{col.name}"
+            if name in self._schema.relationships:
+                raise SchemaError(f"relationship {schema_name or name!r} already exists")
             rel = Relationship(
-                name=f"{target}_{table.name}_{col.name}",
+                name=name,
+                schema_name=schema_name if schema_name != name else "",
                 kind=RelationshipKind.ONE_TO_MANY,
                 referenced_table=target,
                 referencing_table=table.name,
@@ -371,9 +396,13 @@ class Store:
             )
             conn.execute(fs_relationship.insert().values(name=rel.name, definition=rel.to_json()))
 
-    def add_column(self, table_name: str, column: Column) -> Column:
+    def add_column(self, table_name: str, column: Column, *, relationship: str = "") -> Column:
         """Add a column to an existing table (``ALTER TABLE … ADD COLUMN``): safe on existing
-        rows, which read the new column as null."""
+        rows, which read the new column as null. A lookup also makes a one-to-many
+        relationship, named ``relationship`` (its schema name, kept in its case) or
+        ``<referenced>_<referencing>_<lookup>``."""
+        if relationship:
+            check_name("relationship", relationship.lower())
         table = self._schema.table(table_name)
         if table.intersect:
             raise SchemaError(f"{table_name!r} is an intersect table; it takes no columns")
@@ -400,7 +429,7 @@ class Store:
                 .values(definition=new.to_json())
             )
             if column.type.value == "lookup":
-                self._insert_lookup_relationships(conn, new, column)
+                self._insert_lookup_relationships(conn, new, column, relationship)
             self._bump_generation(conn)
 
         self.transact(work)
@@ -442,6 +471,12 @@ class Store:
             raise SchemaError(f"{table_name}.{column_name} is indexed (a lookup or an id column)")
         if not table.custom:
             raise SchemaError(f"{table_name!r} is a built-in table; its columns stay")
+        keys = [k.schema for k in table.keys if column_name in k.columns]
+        if keys:
+            raise SchemaError(
+                f"{table_name}.{column_name} is part of the alternate key {keys[0]!r}; "
+                "delete the key first"
+            )
         new = Table.from_json(table.to_json())
         del new.columns[column_name]
         quoted = self.engine.dialect.identifier_preparer.quote
@@ -466,7 +501,9 @@ class Store:
     def create_many_to_many(
         self, name: str, first: str, second: str, *, intersect: str | None = None
     ) -> Relationship:
-        """A many-to-many relationship between two tables, with its intersect table."""
+        """A many-to-many relationship between two tables, with its intersect table. ``name``
+        is its schema name, kept in its case; it is known by its lowercase form."""
+        schema_name, name = name, name.lower()
         check_name("relationship", name)
         if name in self._schema.relationships:
             raise SchemaError(f"relationship {name!r} already exists")
@@ -485,6 +522,7 @@ class Store:
             referenced_column=cols[0],
             referencing_column=cols[1],
             intersect_table=table.name,
+            schema_name=schema_name if schema_name != name else "",
         )
 
         def work(conn: sa.Connection) -> None:
@@ -495,6 +533,176 @@ class Store:
         self.transact(work)
         self.reload_schema()
         return rel
+
+    def _save_table(self, conn: sa.Connection, table: Table) -> None:
+        conn.execute(
+            fs_table_t.update()
+            .where(fs_table_t.c.name == table.name)
+            .values(definition=table.to_json())
+        )
+
+    def update_column(self, table_name: str, column: Column) -> Column:
+        """Change a column's definition in place: labels, description, required level, length,
+        range, options, file size. Its type, precision and targets stay (changing them would
+        rewrite stored values); a string's length changes the SQL type on PostgreSQL, and
+        shrinking below a stored value is refused there."""
+        table = self._schema.table(table_name)
+        old = table.columns.get(column.name)
+        if old is None:
+            raise SchemaError(f"table {table_name!r} has no column {column.name!r}")
+        column = column.normalised()
+        if old.system:
+            column = replace(
+                old,
+                display_name=column.display_name,
+                description=column.description,
+            )
+        for attr in ("type", "precision", "targets"):
+            if getattr(old, attr) != getattr(column, attr):
+                raise SchemaError(
+                    f"{table_name}.{column.name}: its {attr} cannot change "
+                    f"({getattr(old, attr)!r} to {getattr(column, attr)!r})"
+                )
+        column = replace(column, read_only=old.read_only, system=old.system)
+        if old.schema_name and not column.schema_name:
+            column = replace(column, schema_name=old.schema_name)
+        new = Table.from_json(table.to_json())
+        new.columns[column.name] = column
+        quoted = self.engine.dialect.identifier_preparer.quote
+        with self.write() as conn:
+            shorter = (old.max_length or 0) > (column.max_length or 0)
+            if column.type.value in ("string", "memo") and shorter:
+                sql_col = self.sql_table(table_name).c[column.name]
+                longest = conn.execute(sa.select(sa.func.max(sa.func.length(sql_col)))).scalar()
+                if longest is not None and longest > (column.max_length or 0):
+                    raise SchemaError(
+                        f"{table_name}.{column.name}: a stored value has {longest} characters, "
+                        f"more than the new maximum length {column.max_length}"
+                    )
+            if (
+                column.type.value == "string"
+                and column.max_length != old.max_length
+                and self.dialect == "postgresql"
+            ):
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {quoted(table_name)} ALTER COLUMN {quoted(column.name)} "
+                    f"TYPE VARCHAR({column.max_length})"
+                )
+            self._save_table(conn, new)
+            self._bump_generation(conn)
+        self.reload_schema()
+        return column
+
+    def create_key(self, table_name: str, key: AlternateKey) -> AlternateKey:
+        """An alternate key: a unique index over its columns, built at once. Refused when
+        rows already share values (Dataverse would mark the index Failed)."""
+        table = self._schema.table(table_name)
+        check_name("key", key.name)
+        if table.intersect:
+            raise SchemaError(f"{table_name!r} is an intersect table; it takes no keys")
+        if any(k.name == key.name for k in table.keys):
+            raise SchemaError(f"table {table_name!r} already has a key {key.schema!r}")
+        if not key.columns or len(key.columns) > 16 or len(set(key.columns)) != len(key.columns):
+            raise SchemaError("a key needs 1 to 16 distinct columns")
+        for name in key.columns:
+            col = table.columns.get(name)
+            if col is None:
+                raise SchemaError(f"table {table_name!r} has no column {name!r}")
+            if col.type not in KEY_COLUMN_TYPES or col.polymorphic:
+                raise SchemaError(
+                    f"{table_name}.{name} is {col.type.value}: a key takes string, whole "
+                    "number, decimal, date, lookup, choice or unique identifier columns"
+                )
+        if table.key_named(key.columns) is not None:
+            raise SchemaError(f"table {table_name!r} already has a key on {list(key.columns)}")
+        new = Table.from_json(table.to_json())
+        new.keys = (*table.keys, key)
+        sql = self.sql_table(table_name)
+        with self.write() as conn:
+            cols = [sql.c[n] for n in key.columns]
+            dup = conn.execute(
+                sa.select(*cols)
+                .where(*(c.is_not(None) for c in cols))
+                .group_by(*cols)
+                .having(sa.func.count() > 1)
+                .limit(1)
+            ).first()
+            if dup is not None:
+                values = ", ".join(f"{n}={v!r}" for n, v in zip(key.columns, dup, strict=True))
+                raise SchemaError(
+                    f"key {key.schema!r}: several {table_name} rows share {values}; make them "
+                    "unique first"
+                )
+            create_key_index(conn, table, key)
+            self._save_table(conn, new)
+            self._bump_generation(conn)
+        self.reload_schema()
+        return key
+
+    def delete_key(self, table_name: str, key_name: str) -> None:
+        table = self._schema.table(table_name)
+        key = next((k for k in table.keys if k.name == key_name), None)
+        if key is None:
+            raise SchemaError(f"table {table_name!r} has no key {key_name!r}")
+        new = Table.from_json(table.to_json())
+        new.keys = tuple(k for k in table.keys if k.name != key_name)
+        quoted = self.engine.dialect.identifier_preparer.quote
+        with self.write() as conn:
+            conn.exec_driver_sql(f"DROP INDEX {quoted(key_index_name(table, key))}")
+            self._save_table(conn, new)
+            self._bump_generation(conn)
+        self.reload_schema()
+
+    def delete_relationship(self, name: str) -> None:
+        """Delete a custom relationship: a one-to-many one takes its lookup column with it
+        (as in Dataverse), a many-to-many one its intersect table and links."""
+        rel = self._schema.relationships.get(name)
+        if rel is None:
+            raise SchemaError(f"no relationship {name!r}")
+        quoted = self.engine.dialect.identifier_preparer.quote
+        if rel.kind is RelationshipKind.MANY_TO_MANY:
+            intersect = self._schema.table(rel.intersect_table)
+            with self.write() as conn:
+                self._sql[intersect.name].drop(conn)
+                conn.execute(fs_table_t.delete().where(fs_table_t.c.name == intersect.name))
+                conn.execute(fs_relationship.delete().where(fs_relationship.c.name == rel.name))
+                conn.execute(fs_change.delete().where(fs_change.c.tablename == intersect.name))
+                self._bump_generation(conn)
+            self.reload_schema()
+            return
+        table = self._schema.table(rel.referencing_table)
+        column = table.columns[rel.referencing_column]
+        builtin = {t.name: t for t in builtin_tables()}
+        if (
+            column.system
+            or rel.name in {r.name for r in builtin_relationships()}
+            or column.name in (builtin[table.name].columns if table.name in builtin else ())
+        ):
+            raise SchemaError(f"{rel.schema!r} is a system relationship and cannot be deleted")
+        if any(rel.referencing_column in k.columns for k in table.keys):
+            raise SchemaError(f"{table.name}.{column.name} is part of an alternate key")
+        others = [
+            r.name
+            for r in self._schema.relationships.values()
+            if r.name != rel.name
+            and r.referencing_table == table.name
+            and r.referencing_column == column.name
+            and r.kind is RelationshipKind.ONE_TO_MANY
+        ]
+        new = Table.from_json(table.to_json())
+        with self.write() as conn:
+            conn.execute(fs_relationship.delete().where(fs_relationship.c.name == rel.name))
+            if not others:
+                index = index_names(table, column)
+                if index:
+                    conn.exec_driver_sql(f"DROP INDEX {quoted(index)}")
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {quoted(table.name)} DROP COLUMN {quoted(column.name)}"
+                )
+                del new.columns[column.name]
+                self._save_table(conn, new)
+            self._bump_generation(conn)
+        self.reload_schema()
 
     def delete_table(self, name: str) -> None:
         """Drop a custom table, its relationships and its change log."""

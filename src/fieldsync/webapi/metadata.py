@@ -1,21 +1,22 @@
 """``EntityDefinitions``: tables and their columns described the Dataverse way, and the
 runtime DDL behind ``CreateEntities``, ``POST EntityDefinitions``, ``POST …/Attributes``,
-``DELETE EntityDefinitions(<id>)`` and ``DELETE …/Attributes(<id>)``.
+``PUT …/Attributes(<id>)``, ``DELETE EntityDefinitions(<id>)`` and
+``DELETE …/Attributes(<id>)``; the table's keys and relationships are read (and keys
+written) through ``keys`` and ``relationships``.
 
-fieldsync has logical names only, so ``SchemaName`` is the logical name. ``MetadataId``s are
-stable: a UUID derived from the table (and column) name. ``$filter`` on definitions takes
-the same OData syntax as on rows, over the listed properties."""
+Logical names are lowercase; schema names keep the case they were created with
+(``new_Product``, ``new_Score``). ``MetadataId``s are stable: a UUID derived from the table
+(and column) name. ``$filter`` on definitions takes the same OData syntax as on rows, over
+the listed properties, with enum literals and ``Property/Value`` paths
+(:mod:`fieldsync.webapi.definitions`)."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterable
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from fieldsync.errors import BadRequest, Forbidden, NotFound, SchemaError
-from fieldsync.query.evaluate import matches
-from fieldsync.query.odata import parse_filter
+from fieldsync.errors import BadRequest, NotFound
 from fieldsync.schema.model import (
     Column,
     ColumnType,
@@ -25,12 +26,14 @@ from fieldsync.schema.model import (
     Table,
     define_table,
 )
+from fieldsync.webapi import definitions as defs
+from fieldsync.webapi import keys, relationships
+from fieldsync.webapi.definitions import column_id, label, label_text, table_id
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import Key, Segment
 
 T = ColumnType
-NAMESPACE = uuid.UUID("6f1c2a8e-2b0e-4d6c-9a51-3c7f0e9b5d21")
-CRM = "Microsoft.Dynamics.CRM."
+CRM = defs.CRM
 OWNERSHIP = {
     Ownership.NONE: "None",
     Ownership.USER: "UserOwned",
@@ -72,81 +75,123 @@ FROM_TYPE = {
 }
 
 
-def table_id(table: Table) -> uuid.UUID:
-    return uuid.uuid5(NAMESPACE, f"table:{table.name}")
-
-
-def column_id(table: Table, col: Column) -> uuid.UUID:
-    return uuid.uuid5(NAMESPACE, f"column:{table.name}.{col.name}")
-
-
-def label(text: str) -> dict[str, Any]:
-    localized = {"Label": text, "LanguageCode": 1033}
-    return {"LocalizedLabels": [localized] if text else [], "UserLocalizedLabel": localized}
-
-
-def label_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        for item in value.get("LocalizedLabels") or []:
-            if isinstance(item, dict) and isinstance(item.get("Label"), str):
-                return str(item["Label"])
-    return ""
-
-
 def entity_json(table: Table) -> dict[str, Any]:
+    """An ``EntityMetadata``: what the table is, and the flags clients read before they use
+    a feature (fieldsync has no activities, notes, queues, connections, auditing or mail
+    merge, so those flags are false)."""
+    custom = table.custom
     return {
         "@odata.type": f"#{CRM}EntityMetadata",
         "MetadataId": str(table_id(table)),
         "LogicalName": table.name,
-        "SchemaName": table.name,
+        "SchemaName": table.schema,
         "EntitySetName": table.entity_set_name,
         "LogicalCollectionName": table.entity_set_name,
         "CollectionSchemaName": table.entity_set_name,
         "PrimaryIdAttribute": table.primary_id,
         "PrimaryNameAttribute": table.primary_name or None,
+        "PrimaryImageAttribute": next(
+            (c.name for c in table.columns.values() if c.type is T.IMAGE), None
+        ),
         "DisplayName": label(table.display_name),
         "DisplayCollectionName": label(table.display_name),
         "Description": label(table.description),
         "OwnershipType": OWNERSHIP[table.ownership],
-        "IsCustomEntity": table.custom,
+        "TableType": "Standard",
+        "IsCustomEntity": custom,
+        "IsManaged": False,
         "IsIntersect": table.intersect,
         "IsPrivate": False,
+        "IsLogicalEntity": False,
         "IsAvailableOffline": table.offline,
+        "IsOfflineInMobileClient": defs.managed(table.offline),
         "IsActivity": False,
+        "IsActivityParty": False,
+        "HasActivities": False,
+        "HasNotes": False,
+        "HasFeedback": False,
+        "HasEmailAddresses": any(c.startswith("emailaddress") for c in table.columns),
+        "IsStateModelAware": "statecode" in table.columns,
+        "IsValidForAdvancedFind": not table.intersect,
+        "IsBusinessProcessEnabled": False,
+        "IsValidForQueue": defs.managed(False),
+        "IsConnectionsEnabled": defs.managed(False),
+        "IsAuditEnabled": defs.managed(False),
+        "IsDuplicateDetectionEnabled": defs.managed(False),
+        "IsMailMergeEnabled": defs.managed(False),
+        "IsQuickCreateEnabled": False,
+        "ChangeTrackingEnabled": True,
+        "IsCustomizable": defs.managed(custom),
+        "IsRenameable": defs.managed(custom),
+        "CanCreateAttributes": defs.managed(custom and not table.intersect),
+        "CanCreateForms": defs.managed(False),
+        "CanCreateViews": defs.managed(False),
+        "CanCreateCharts": defs.managed(False),
+        "AutoCreateAccessTeams": False,
+        "IntroducedVersion": "1.0",
     }
 
 
-def attribute_json(table: Table, col: Column) -> dict[str, Any]:
-    kind, odata_type = ATTRIBUTE_TYPES[col.type]
+def attribute_type(col: Column) -> tuple[str, str]:
+    """(``AttributeType``, the metadata type name) of a column."""
     if col.name == "statecode":
-        kind, odata_type = "State", "StateAttributeMetadata"
-    elif col.name == "statuscode":
-        kind, odata_type = "Status", "StatusAttributeMetadata"
-    elif col.name == "ownerid":
-        kind = "Owner"
+        return "State", "StateAttributeMetadata"
+    if col.name == "statuscode":
+        return "Status", "StatusAttributeMetadata"
+    kind, odata_type = ATTRIBUTE_TYPES[col.type]
+    if col.type is T.LOOKUP and col.polymorphic:
+        kind = "Owner" if col.name == "ownerid" else "Customer"
+    return kind, odata_type
+
+
+def attribute_json(table: Table, col: Column) -> dict[str, Any]:
+    kind, odata_type = attribute_type(col)
     required = "SystemRequired" if col.name == table.primary_id else None
     out: dict[str, Any] = {
         "@odata.type": f"#{CRM}{odata_type}",
         "MetadataId": str(column_id(table, col)),
         "LogicalName": col.name,
-        "SchemaName": col.name,
+        "SchemaName": col.schema,
         "EntityLogicalName": table.name,
         "AttributeType": kind,
         "AttributeTypeName": {"Value": f"{kind}Type"},
+        "AttributeOf": None,
         "DisplayName": label(col.label()),
         "Description": label(col.description),
-        "RequiredLevel": {"Value": required or ("ApplicationRequired" if col.required else "None")},
+        "RequiredLevel": {
+            "Value": required or ("ApplicationRequired" if col.required else "None"),
+            "CanBeChanged": not col.system,
+            "ManagedPropertyLogicalName": "canmodifyrequirementlevelsettings",
+        },
         "IsPrimaryId": col.name == table.primary_id,
         "IsPrimaryName": col.name == table.primary_name,
         "IsCustomAttribute": not col.system and table.custom,
+        "IsManaged": False,
+        "IsLogical": False,
+        "IsSecured": False,
+        "IsFilterable": col.type not in (T.FILE, T.IMAGE, T.MEMO),
+        "IsSearchable": col.type not in (T.FILE, T.IMAGE),
+        "IsSortableEnabled": defs.managed(col.type not in (T.FILE, T.IMAGE, T.MULTICHOICE)),
+        "IsValidForAdvancedFind": defs.managed(col.type not in (T.FILE, T.IMAGE)),
+        "IsAuditEnabled": defs.managed(False),
+        "IsCustomizable": defs.managed(not col.system),
+        "IsRenameable": defs.managed(not col.system),
         "IsValidForCreate": not col.read_only,
         "IsValidForUpdate": not col.read_only and col.name != table.primary_id,
         "IsValidForRead": True,
+        "SourceType": 0,
+        "IntroducedVersion": "1.0",
     }
     if col.max_length is not None:
         out["MaxLength"] = col.max_length
+        out["DatabaseLength"] = col.max_length * 2
+    if col.type is T.STRING:
+        out["FormatName"] = {"Value": "Text"}
+        out["Format"] = "Text"
+    elif col.type is T.MEMO:
+        out["Format"] = "TextArea"
+    elif col.type in (T.INTEGER, T.BIGINT):
+        out["Format"] = "None"
     if col.precision is not None:
         out["Precision"] = col.precision
     for key, value in (("MinValue", col.min_value), ("MaxValue", col.max_value)):
@@ -156,9 +201,23 @@ def attribute_json(table: Table, col: Column) -> dict[str, Any]:
         out["Targets"] = list(col.targets)
     if col.type is T.DATETIME or col.type is T.DATE:
         out["Format"] = "DateOnly" if col.type is T.DATE else "DateAndTime"
+        out["DateTimeBehavior"] = {"Value": "DateOnly" if col.type is T.DATE else "UserLocal"}
+    if col.type is T.FILE or col.type is T.IMAGE:
+        out["MaxSizeInKB"] = col.max_size_kb or 32768
+    if col.type is T.BOOLEAN:
+        out["DefaultValue"] = False
+        out["OptionSet"] = {
+            "@odata.type": f"#{CRM}BooleanOptionSetMetadata",
+            "IsGlobal": False,
+            "OptionSetType": "Boolean",
+            "TrueOption": {"Value": 1, "Label": label("Yes")},
+            "FalseOption": {"Value": 0, "Label": label("No")},
+        }
     if col.options:
         out["OptionSet"] = {
+            "@odata.type": f"#{CRM}OptionSetMetadata",
             "IsGlobal": False,
+            "OptionSetType": "Picklist",
             "Options": [{"Value": o.value, "Label": label(o.label)} for o in col.options],
         }
     return out
@@ -166,18 +225,7 @@ def attribute_json(table: Table, col: Column) -> dict[str, Any]:
 
 # -- filtering definitions -------------------------------------------------------------------
 
-
-def _shape(name: str, properties: dict[str, ColumnType]) -> Table:
-    """A table-like description of definitions' properties, so that ``$filter`` parses
-    with the same parser as rows."""
-    columns = {
-        p.lower(): Column(p.lower(), t, max_length=4000 if t is T.STRING else None)
-        for p, t in properties.items()
-    }
-    return Table(name, name, name, "metadataid", "logicalname", Ownership.NONE, columns=columns)
-
-
-ENTITY_SHAPE = _shape(
+ENTITY_SHAPE = defs.Shape(
     "entitydefinition",
     {
         "MetadataId": T.UNIQUEIDENTIFIER,
@@ -185,17 +233,37 @@ ENTITY_SHAPE = _shape(
         "SchemaName": T.STRING,
         "EntitySetName": T.STRING,
         "LogicalCollectionName": T.STRING,
+        "CollectionSchemaName": T.STRING,
         "PrimaryIdAttribute": T.STRING,
         "PrimaryNameAttribute": T.STRING,
         "OwnershipType": T.STRING,
+        "TableType": T.STRING,
         "IsCustomEntity": T.BOOLEAN,
+        "IsManaged": T.BOOLEAN,
         "IsIntersect": T.BOOLEAN,
         "IsPrivate": T.BOOLEAN,
+        "IsLogicalEntity": T.BOOLEAN,
         "IsAvailableOffline": T.BOOLEAN,
         "IsActivity": T.BOOLEAN,
+        "IsActivityParty": T.BOOLEAN,
+        "HasActivities": T.BOOLEAN,
+        "HasNotes": T.BOOLEAN,
+        "IsStateModelAware": T.BOOLEAN,
+        "IsValidForAdvancedFind": T.BOOLEAN,
+        "ChangeTrackingEnabled": T.BOOLEAN,
+        "CanCreateAttributes_Value": T.BOOLEAN,
+        "IsCustomizable_Value": T.BOOLEAN,
+        "IsOfflineInMobileClient_Value": T.BOOLEAN,
+        "IsAuditEnabled_Value": T.BOOLEAN,
     },
+    paths=(
+        "CanCreateAttributes/Value",
+        "IsCustomizable/Value",
+        "IsOfflineInMobileClient/Value",
+        "IsAuditEnabled/Value",
+    ),
 )
-ATTRIBUTE_SHAPE = _shape(
+ATTRIBUTE_SHAPE = defs.Shape(
     "attributedefinition",
     {
         "MetadataId": T.UNIQUEIDENTIFIER,
@@ -203,49 +271,51 @@ ATTRIBUTE_SHAPE = _shape(
         "SchemaName": T.STRING,
         "EntityLogicalName": T.STRING,
         "AttributeType": T.STRING,
+        "AttributeTypeName_Value": T.STRING,
+        "AttributeOf": T.STRING,
         "IsPrimaryId": T.BOOLEAN,
         "IsPrimaryName": T.BOOLEAN,
         "IsCustomAttribute": T.BOOLEAN,
+        "IsManaged": T.BOOLEAN,
+        "IsLogical": T.BOOLEAN,
+        "IsSecured": T.BOOLEAN,
+        "IsFilterable": T.BOOLEAN,
+        "IsSearchable": T.BOOLEAN,
         "IsValidForCreate": T.BOOLEAN,
         "IsValidForUpdate": T.BOOLEAN,
         "IsValidForRead": T.BOOLEAN,
+        "MaxLength": T.INTEGER,
+        "RequiredLevel_Value": T.STRING,
+        "IsCustomizable_Value": T.BOOLEAN,
     },
+    paths=("AttributeTypeName/Value", "RequiredLevel/Value", "IsCustomizable/Value"),
 )
+ENTITY_NAVIGATION = ("Attributes", "Keys", *relationships.PER_TABLE)
 
 
-def _select_filter(
-    req: ODataRequest, items: Iterable[dict[str, Any]], shape: Table, schema: Schema
-) -> list[dict[str, Any]]:
-    params = req.params
-    node = None
-    if params.get("$filter"):
-        node = parse_filter(params["$filter"], shape, schema)
-    out = []
-    for item in items:
-        if node is not None:
-            row = {k.lower(): v for k, v in item.items()}
-            if "metadataid" in row:
-                row["metadataid"] = uuid.UUID(row["metadataid"])
-            if not matches(node, row):
-                continue
-        out.append(_select(req, item))
-    return out
-
-
-def _select(req: ODataRequest, item: dict[str, Any]) -> dict[str, Any]:
-    raw = req.params.get("$select")
-    if not raw:
-        return item
-    wanted = {s.strip().lower() for s in raw.split(",") if s.strip()}
-    expanded = {e.split("(")[0].strip().lower() for e in req.params.get("$expand", "").split(",")}
-    keep = {"metadataid", "@odata.type"} | wanted | expanded
-    return {k: v for k, v in item.items() if k.lower() in keep or k.split("@")[0].lower() in keep}
+def _expand(req: ODataRequest, schema: Schema, table: Table, body: dict[str, Any]) -> None:
+    """``$expand=Attributes,Keys,OneToManyRelationships…`` on an entity definition (the
+    expanded definitions come whole; options inside parentheses are not applied)."""
+    raw = req.params.get("$expand", "")
+    for item in (e.split("(")[0].strip() for e in raw.split(",") if e.strip()):
+        if item == "Attributes":
+            body["Attributes"] = [attribute_json(table, c) for c in table.columns.values()]
+        elif item == "Keys":
+            body["Keys"] = [keys.key_json(table, k) for k in table.keys]
+        elif item in relationships.PER_TABLE:
+            rels = relationships.for_table(schema, table, item)
+            body[item] = [relationships.relationship_json(schema, r) for r in rels]
+        else:
+            raise BadRequest(
+                f"EntityDefinitions cannot expand {item!r}; it expands "
+                f"{', '.join(ENTITY_NAVIGATION)}"
+            )
 
 
 # -- reads -----------------------------------------------------------------------------------
 
 
-def _table(schema: Schema, key: Key | None) -> Table:
+def table_for(schema: Schema, key: Key | None) -> Table:
     if key is None:
         raise BadRequest("name the table: EntityDefinitions(LogicalName='x') or (<MetadataId>)")
     if key.pairs is not None:
@@ -278,14 +348,28 @@ def _column(table: Table, key: Key | None) -> Column:
     return col
 
 
-CASTS: dict[str, Callable[[Column], bool]] = {
-    f"{CRM}PicklistAttributeMetadata": lambda c: c.type is T.CHOICE and not c.system,
-    f"{CRM}MultiSelectPicklistAttributeMetadata": lambda c: c.type is T.MULTICHOICE,
-    f"{CRM}LookupAttributeMetadata": lambda c: c.type is T.LOOKUP,
-    f"{CRM}StringAttributeMetadata": lambda c: c.type is T.STRING,
-    f"{CRM}FileAttributeMetadata": lambda c: c.type is T.FILE,
-    f"{CRM}BooleanAttributeMetadata": lambda c: c.type is T.BOOLEAN,
-}
+# Dataverse's castable attribute types; the ones fieldsync has no column of answer empty lists
+CAST_TYPES = frozenset(
+    {t for _, t in ATTRIBUTE_TYPES.values()}
+    | {
+        "StateAttributeMetadata",
+        "StatusAttributeMetadata",
+        "EntityNameAttributeMetadata",
+        "ManagedPropertyAttributeMetadata",
+    }
+)
+
+
+def _cast(name: str) -> str:
+    """The metadata type a ``Microsoft.Dynamics.CRM.<Type>AttributeMetadata`` segment names."""
+    kind = name.removeprefix(CRM)
+    if not name.startswith(CRM) or kind not in CAST_TYPES:
+        raise NotFound(
+            f"no attribute type {name!r}; the types are "
+            f"{', '.join(CRM + t for t in sorted(CAST_TYPES))}",
+            code="0x80060888",
+        )
+    return kind
 
 
 def get(call: Call, req: ODataRequest, segments: list[Segment]) -> ODataResponse:
@@ -293,37 +377,38 @@ def get(call: Call, req: ODataRequest, segments: list[Segment]) -> ODataResponse
     root = f"{req.root}/$metadata#EntityDefinitions"
     if len(segments) == 1 and segments[0].key is None:
         items = [entity_json(t) for t in schema.tables.values()]
-        return ODataResponse(
-            200,
-            {
-                "@odata.context": root,
-                "value": _select_filter(req, items, ENTITY_SHAPE, schema),
-            },
-        )
-    table = _table(schema, segments[0].key)
+        value = defs.query(req, items, ENTITY_SHAPE, schema)
+        if "$expand" in req.params:
+            for item in value:
+                _expand(req, schema, schema.table(item["LogicalName"]), item)
+        return ODataResponse(200, {"@odata.context": root, "value": value})
+    table = table_for(schema, segments[0].key)
     if len(segments) == 1:
-        body = _select(req, entity_json(table))
-        expand = req.params.get("$expand", "")
-        if expand.split("(")[0].strip().lower() == "attributes":
-            body["Attributes"] = [attribute_json(table, c) for c in table.columns.values()]
+        body = defs.select(req, entity_json(table))
+        _expand(req, schema, table, body)
         return ODataResponse(200, {"@odata.context": f"{root}/$entity", **body})
-    if segments[1].name != "Attributes":
-        raise NotFound(f"EntityDefinitions has no {segments[1].name!r}", code="0x80060888")
-    columns = list(table.columns.values())
-    rest = segments[2:]
-    if segments[1].key is not None:
-        col = _column(table, segments[1].key)
-        if rest:
-            cast = CASTS.get(rest[0].name)
-            if cast is None or not cast(col):
-                raise NotFound(f"{table.name}.{col.name} is not a {rest[0].name}")
-        body = _select(req, attribute_json(table, col))
+    nav, rest = segments[1], segments[2:]
+    if nav.name == "Keys" and not rest:
+        return keys.get(req, schema, table, nav)
+    if nav.name in relationships.PER_TABLE and nav.key is None and not rest:
+        return relationships.of_table(req, schema, table, nav.name)
+    if nav.name != "Attributes":
+        raise NotFound(
+            f"EntityDefinitions has no {nav.name!r}; it has {', '.join(ENTITY_NAVIGATION)}",
+            code="0x80060888",
+        )
+    if len(rest) > 1:
+        raise NotFound("no such attribute resource", code="0x80060888")
+    cast = _cast(rest[0].name) if rest else None
+    if nav.key is not None:
+        col = _column(table, nav.key)
+        if cast is not None and attribute_type(col)[1] != cast:
+            raise NotFound(f"{table.name}.{col.name} is not a {CRM}{cast}", code="0x80060888")
+        body = defs.select(req, attribute_json(table, col))
         return ODataResponse(200, {"@odata.context": f"{root}/Attributes/$entity", **body})
-    if rest:
-        cast = CASTS.get(rest[0].name)
-        if cast is None or len(rest) > 1:
-            raise NotFound(f"no attribute type {rest[0].name!r}", code="0x80060888")
-        columns = [c for c in columns if cast(c)]
+    columns = list(table.columns.values())
+    if cast is not None:
+        columns = [c for c in columns if attribute_type(c)[1] == cast]
     items = [attribute_json(table, c) for c in columns]
     if "$expand" in req.params:
         items = [{**i, "OptionSet": i.get("OptionSet")} for i in items]
@@ -331,20 +416,12 @@ def get(call: Call, req: ODataRequest, segments: list[Segment]) -> ODataResponse
         200,
         {
             "@odata.context": f"{root}/Attributes",
-            "value": _select_filter(req, items, ATTRIBUTE_SHAPE, schema),
+            "value": defs.query(req, items, ATTRIBUTE_SHAPE, schema),
         },
     )
 
 
 # -- DDL -------------------------------------------------------------------------------------
-
-
-def _customizer(call: Call) -> None:
-    if not call.caller.unrestricted:
-        raise Forbidden(
-            f"{call.caller.username or call.caller.user_id} may not change tables or columns: "
-            "that needs the System Administrator role"
-        )
 
 
 def column_from_payload(payload: Any) -> tuple[Column, bool]:
@@ -398,7 +475,9 @@ def column_from_payload(payload: Any) -> tuple[Column, bool]:
         raise BadRequest(
             f"attribute {schema_name!r}: a size, range or option is malformed"
         ) from None
-    column = Column(schema_name.lower(), ctype, **kw).normalised()
+    name = schema_name.lower()
+    kw["schema_name"] = schema_name if schema_name != name else ""
+    column = Column(name, ctype, **kw).normalised()
     return column, bool(payload.get("IsPrimaryName"))
 
 
@@ -424,6 +503,7 @@ def table_from_payload(payload: Any) -> Table:
             primary = column.name
     return define_table(
         schema_name.lower(),
+        schema_name=schema_name,
         display_name=label_text(payload.get("DisplayName")),
         entity_set_name=str(payload.get("EntitySetName") or ""),
         primary_name=primary or "name",
@@ -434,7 +514,7 @@ def table_from_payload(payload: Any) -> Table:
 
 
 def create_entities(call: Call, req: ODataRequest) -> ODataResponse:
-    _customizer(call)
+    defs.customizer(call)
     body = req.json_object()
     entities = body.get("Entities")
     if not isinstance(entities, list) or not entities:
@@ -448,16 +528,16 @@ def create_entities(call: Call, req: ODataRequest) -> ODataResponse:
 
 
 def create_entity(call: Call, req: ODataRequest) -> ODataResponse:
-    _customizer(call)
+    defs.customizer(call)
     table = call.platform.store.create_table(table_from_payload(req.json_object()))
     link = req.link(f"EntityDefinitions({table_id(table)})")
     return ODataResponse(204, None, {"OData-EntityId": link})
 
 
 def delete(call: Call, req: ODataRequest, segments: list[Segment]) -> ODataResponse:
-    _customizer(call)
+    defs.customizer(call)
     store = call.platform.store
-    table = _table(store.schema, segments[0].key)
+    table = table_for(store.schema, segments[0].key)
     if len(segments) == 1:
         store.delete_table(table.name)
         return ODataResponse(204)
@@ -465,18 +545,66 @@ def delete(call: Call, req: ODataRequest, segments: list[Segment]) -> ODataRespo
         col = _column(table, segments[1].key)
         store.drop_column(table.name, col.name)
         return ODataResponse(204)
+    if len(segments) == 2 and segments[1].name == "Keys" and segments[1].key is not None:
+        return keys.delete(call, table, segments[1])
     raise NotFound("no such metadata resource", code="0x80060888")
 
 
-def add_attribute(call: Call, req: ODataRequest, segments: list[Segment]) -> ODataResponse:
-    _customizer(call)
+def post(call: Call, req: ODataRequest, segments: list[Segment]) -> ODataResponse:
+    """``POST EntityDefinitions``, ``…(<table>)/Attributes`` or ``…(<table>)/Keys``."""
+    if len(segments) == 1 and segments[0].key is None:
+        return create_entity(call, req)
+    if len(segments) == 2 and segments[1].key is None:
+        if segments[1].name == "Attributes":
+            return add_attribute(call, req, segments)
+        if segments[1].name == "Keys":
+            defs.customizer(call)
+            table = table_for(call.platform.store.schema, segments[0].key)
+            return keys.create(call, req, table)
+    raise NotFound("POST creates EntityDefinitions, Attributes or Keys", code="0x80060888")
+
+
+def update_attribute(call: Call, req: ODataRequest, segments: list[Segment]) -> ODataResponse:
+    """``PUT EntityDefinitions(…)/Attributes(…)`` with the whole typed definition (what
+    ``update_column`` sends): labels, description, required level, length, range, options
+    and file size change; the type, precision and targets cannot. ``MSCRM.MergeLabels``
+    changes nothing here: fieldsync keeps one label per definition."""
+    defs.customizer(call)
+    if len(segments) != 2 or segments[1].name != "Attributes" or segments[1].key is None:
+        raise NotFound("PUT updates one attribute: EntityDefinitions(…)/Attributes(…)")
     store = call.platform.store
-    table = _table(store.schema, segments[0].key)
+    table = table_for(store.schema, segments[0].key)
+    old = _column(table, segments[1].key)
+    payload = req.json_object()
+    given = payload.get("SchemaName", old.schema)
+    if not isinstance(given, str) or given.lower() != old.name:
+        raise BadRequest(f"SchemaName {given!r} is not the column's; a column is not renamed")
+    kind = str(payload.get("@odata.type", "")).lstrip("#").removeprefix(CRM)
+    if kind and kind.removeprefix("Complex") != attribute_type(old)[1]:
+        raise BadRequest(
+            f"{table.name}.{old.name} is a {CRM}{attribute_type(old)[1]}; its type cannot change"
+        )
+    level = (payload.get("RequiredLevel") or {}).get("Value")
+    display = label_text(payload.get("DisplayName")) or old.display_name
+    description = label_text(payload.get("Description"))
+    required = old.required if level is None else level != "None"
+    if old.system or old.type is T.LOOKUP or old.type is T.UNIQUEIDENTIFIER:
+        new = old
+    else:
+        new, _ = column_from_payload({**payload, "SchemaName": old.schema})
+    new = replace(new, display_name=display, description=description, required=required)
+    if old.type is T.DATE and new.type is T.DATETIME:
+        new = replace(new, type=T.DATE)
+    store.update_column(table.name, new)
+    return ODataResponse(204)
+
+
+def add_attribute(call: Call, req: ODataRequest, segments: list[Segment]) -> ODataResponse:
+    defs.customizer(call)
+    store = call.platform.store
+    table = table_for(store.schema, segments[0].key)
     column, _ = column_from_payload(req.json_object())
-    try:
-        store.add_column(table.name, column)
-    except SchemaError:
-        raise
+    store.add_column(table.name, column)
     table = store.schema.table(table.name)
     link = req.link(f"EntityDefinitions({table_id(table)})/Attributes({column_id(table, column)})")
     return ODataResponse(204, None, {"OData-EntityId": link})

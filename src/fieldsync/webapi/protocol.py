@@ -33,6 +33,14 @@ class Key:
 
 
 @dataclass(frozen=True, slots=True)
+class Alias:
+    """A parameter alias in a key or function parameter (``Query=@p1``); its value is the
+    query parameter of that name."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
 class Segment:
     name: str
     key: Key | None = None
@@ -89,6 +97,8 @@ def parse_literal(text: str) -> Any:
         return low == "true"
     if low == "null":
         return None
+    if re.fullmatch(r"@[A-Za-z_][A-Za-z0-9_]*", text):
+        return Alias(text)
     if _NUMBER.fullmatch(text):
         if "." not in text:
             return int(text)

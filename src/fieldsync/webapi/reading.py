@@ -29,6 +29,7 @@ from fieldsync.types import RecordId, Row
 from fieldsync.webapi import render
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import (
+    Alias,
     Key,
     decode_skiptoken,
     encode_skiptoken,
@@ -87,6 +88,8 @@ def key_filter(table: Table, key: Key) -> Node:
             raise BadRequest(f"{table.name} has no key column {name!r}")
         if value is None:
             raise BadRequest(f"the key value of {name!r} cannot be null")
+        if isinstance(value, Alias):
+            raise BadRequest(f"the key value of {name!r}: parameter aliases are not taken here")
         coerced = make_coercer(table, col)(str(value) if col.type is ColumnType.STRING else value)
         if isinstance(coerced, tuple):
             coerced = coerced[0]

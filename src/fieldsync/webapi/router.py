@@ -31,9 +31,12 @@ from fieldsync.schema.model import Table
 from fieldsync.webapi import (
     audit,
     batch,
+    csdl,
     files,
     links,
+    messages,
     metadata,
+    metadatachanges,
     navigation,
     reading,
     relationships,
@@ -113,7 +116,11 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
             },
         )
     if name == "$metadata":
-        raise NotImplementedHere("$metadata (CSDL) is not served; use EntityDefinitions")
+        if method != "GET" or len(segments) != 1:
+            raise MethodNotAllowed("$metadata is read with GET")
+        return ODataResponse(
+            200, csdl.document(call.platform.store.schema), media_type=csdl.MEDIA_TYPE
+        )
     if name == "$batch":
         raise BadRequest("$batch cannot be nested")
     if name == "EntityDefinitions":
@@ -121,13 +128,13 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
             raise BadRequest("table and column changes cannot be part of a change set")
         if method == "GET":
             return metadata.get(call, req, segments)
-        if method == "POST" and len(segments) == 1 and head.key is None:
-            return metadata.create_entity(call, req)
-        if method == "POST" and len(segments) == 2 and segments[1].name == "Attributes":
-            return metadata.add_attribute(call, req, segments)
+        if method == "POST":
+            return metadata.post(call, req, segments)
+        if method == "PUT":
+            return metadata.update_attribute(call, req, segments)
         if method == "DELETE":
             return metadata.delete(call, req, segments)
-        raise NotImplementedHere(f"{method} on EntityDefinitions is not supported")
+        raise MethodNotAllowed(f"{method} is not allowed on EntityDefinitions")
     if name in ("CreateEntities", f"{ACTIONS}CreateEntities") and len(segments) == 1:
         if call.conn is not None:
             raise BadRequest("table and column changes cannot be part of a change set")
@@ -139,12 +146,22 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
     if name == "RelationshipDefinitions":
         if call.conn is not None and method != "GET":
             raise BadRequest("relationship changes cannot be part of a change set")
-        if method == "GET" and len(segments) == 1:
+        if method == "GET":
             return relationships.get(call, req, segments)
         if method == "POST" and len(segments) == 1 and head.key is None:
             return relationships.create(call, req)
-        raise NotImplementedHere(f"{method} on RelationshipDefinitions is not supported yet")
-    if name in ("RetrieveMetadataChanges", "GlobalOptionSetDefinitions"):
+        if method == "DELETE" and head.key is not None:
+            return relationships.delete(call, req, segments)
+        raise MethodNotAllowed(f"{method} is not allowed here on RelationshipDefinitions")
+    if name in ("RetrieveMetadataChanges", f"{ACTIONS}RetrieveMetadataChanges"):
+        if method != "GET":
+            raise MethodNotAllowed("RetrieveMetadataChanges is a function: use GET")
+        return metadatachanges.retrieve(call, req, head)
+    if name in messages.SETS and len(segments) == 1:
+        if method != "GET":
+            raise MethodNotAllowed(f"{name} is read-only")
+        return messages.get(call, req, name, head.key)
+    if name == "GlobalOptionSetDefinitions":
         raise NotImplementedHere(f"{name} is not supported yet")
     if name == audit.ENTITY_SET:
         return audit.get(call, req, segments)
