@@ -36,6 +36,7 @@ from fieldsync.webapi import (
     navigation,
     reading,
     relationships,
+    sqlquery,
     writing,
 )
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
@@ -149,9 +150,7 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
     if len(segments) == 1 and head.key is None:
         if method == "GET":
             if "sql" in req.params:
-                raise BadRequest(
-                    "the sql= query is not supported: use $filter, QueryBuilder or FetchXML"
-                )
+                return sqlquery.sql_query(call, req, table)
             return reading.list_entities(call, req, table)
         if method == "POST":
             return writing.create(call, req, table)
