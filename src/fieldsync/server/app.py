@@ -34,6 +34,7 @@ from fieldsync.server.auth import Principal
 from fieldsync.server.bodies import BodyLimit, BodyLimits
 from fieldsync.server.metrics import Metrics, MetricsMiddleware
 from fieldsync.server.responses import JSON, HeaderCase
+from fieldsync.server.throttle import Limits, Throttle
 from fieldsync.sync.service import SyncService
 from fieldsync.webapi import files as webapi_files
 from fieldsync.webapi.router import router as webapi_router
@@ -117,6 +118,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         ),
     )
     app.include_router(files_routes.router)
+    app.state.throttle = Throttle(Limits.from_settings(settings), store)
     app.include_router(webapi_router)
     app.include_router(portal_router)
     app.state.metrics = metrics = Metrics()
@@ -155,6 +157,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:
         headers = {}
         if isinstance(exc, TooManyRequests):
+            headers.update(exc.headers)
             headers["Retry-After"] = str(exc.retry_after)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="fieldsync"'
