@@ -225,6 +225,21 @@ def test_an_oversized_or_deeply_nested_query_is_refused() -> None:
     deep = "SELECT name FROM account WHERE " + "(" * 3000 + "name = 'x'" + ")" * 3000
     with pytest.raises(QueryError):
         parse_sql(deep, SCHEMA)
+    for levels in (30, 60):
+        nested = "SELECT name FROM account WHERE " + "NOT (" * levels + "name = 'x'" + ")" * levels
+        with pytest.raises(SqlError, match="nested"):
+            parse_sql(nested.replace("NOT (", "((((") if levels == 30 else nested, SCHEMA)
+    flat = " OR ".join(f"numberofemployees = {i}" for i in range(500))
+    assert parse_sql(f"SELECT name FROM account WHERE {flat}", SCHEMA).query.filter is not None
+    with pytest.raises(SqlError, match="more than 500 conditions"):
+        parse_sql(f"SELECT name FROM account WHERE {flat} OR name = 'x'", SCHEMA)
+    with pytest.raises(SqlError, match="TOP is at most 5000"):
+        parse_sql("SELECT TOP 5001 name FROM account", SCHEMA)
+    joins = " ".join(
+        f"JOIN account a{i} ON a{i}.parentaccountid = a{i - 1}.accountid" for i in range(1, 17)
+    )
+    with pytest.raises(SqlError, match="more than 15 joins"):
+        parse_sql(f"SELECT a0.name FROM account a0 {joins}", SCHEMA)
 
 
 PIECES = [

@@ -34,6 +34,7 @@ import sqlglot.errors
 from sqlglot import exp
 
 from fieldsync.errors import QueryError, ValidationError
+from fieldsync.limits import MAX_CONDITIONS
 from fieldsync.query.ast import (
     TRUE,
     ColumnCompare,
@@ -54,6 +55,9 @@ from fieldsync.schema.values import make_coercer
 
 T = ColumnType
 MAX_CHARS = 65_536  # a long query comes in a $batch body; past this it is refused unread
+MAX_DEPTH = 50  # nesting of parentheses, NOT and AND/OR groups (as $filter)
+MAX_JOINS = 15  # as FetchXML's link entities
+MAX_TOP = 5000
 ATTRIBUTE_NAME = "OData.Community.Display.V1.AttributeName"
 
 # SELECT clauses served; any other clause the parser finds is refused by name
@@ -195,7 +199,9 @@ def parse_sql(text: str, schema: Schema) -> SqlQuery:
         _fail(f"the query is longer than {MAX_CHARS} characters")
     try:
         statements = sqlglot.parse(text, read="tsql")
-    except (sqlglot.errors.SqlglotError, RecursionError, ValueError) as exc:
+    except RecursionError:
+        _fail("the query is nested too deeply")
+    except (sqlglot.errors.SqlglotError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         _fail(f"the query cannot be parsed: {first[:200]}")
     found = [s for s in statements if s is not None]
@@ -221,6 +227,7 @@ class _Translator:
         self.scope: dict[str, _Source] = {}
         self.root: _Source | None = None
         self.count_filter: Node | None = None  # COUNT(column): the column is not null
+        self.conditions = 0
 
     # -- the statement -------------------------------------------------------------------
 
@@ -236,7 +243,10 @@ class _Translator:
             _fail("name the table: SELECT … FROM <table>")
         root = self._source(frm.this, None, "FROM")
         self.root = root
-        for join in node.args.get("joins") or []:
+        joins = node.args.get("joins") or []
+        if len(joins) > MAX_JOINS:
+            _fail(f"more than {MAX_JOINS} joins")
+        for join in joins:
             self._join(join)
         outputs, count = self._outputs(node.expressions)
         where = node.args.get("where")
@@ -450,26 +460,34 @@ class _Translator:
             isinstance(value, exp.Literal) and not value.is_string and _INT.fullmatch(value.name)
         ):
             _fail("TOP takes a whole number")
+        if int(value.name) > MAX_TOP:
+            _fail(f"TOP is at most {MAX_TOP}")
         return int(value.name)
 
     # -- conditions ----------------------------------------------------------------------
 
-    def _condition(self, node: exp.Expression) -> Node:
+    def _condition(self, node: exp.Expression, depth: int = 0) -> Node:
+        if depth > MAX_DEPTH:
+            _fail(f"conditions are nested more than {MAX_DEPTH} levels deep")
         if isinstance(node, exp.Paren):
-            return self._condition(node.this)
+            return self._condition(node.this, depth + 1)
         if isinstance(node, exp.And):
-            return all_of([self._condition(node.this), self._condition(node.expression)])
+            return all_of([self._condition(n, depth + 1) for n in _operands(node)])
         if isinstance(node, exp.Or):
-            return any_of([self._condition(node.this), self._condition(node.expression)])
+            return any_of([self._condition(n, depth + 1) for n in _operands(node)])
         if isinstance(node, exp.Not):
-            return _negated(self._condition(node.this))
+            return _negated(self._condition(node.this, depth + 1))
+        self.conditions += 1
+        if self.conditions > MAX_CONDITIONS:
+            _fail(f"more than {MAX_CONDITIONS} conditions")
         if type(node) in _COMPARE:
             _only(node, "this", "expression")
             return self._compare(node, _COMPARE[type(node)])
         if isinstance(node, exp.Like | exp.Is) and node.args.get("negate"):
             plain = node.copy()
             plain.set("negate", None)
-            return _negated(self._condition(plain))
+            self.conditions -= 1  # counted again as the plain condition
+            return _negated(self._condition(plain, depth))
         if isinstance(node, exp.Like):
             _only(node, "this", "expression")
             source, col = self._subject(node.this, "LIKE")
@@ -601,6 +619,11 @@ class _Translator:
         except ValidationError as exc:
             _fail(f"bad value for {exc.message}")
         return coerced[0] if t is T.LOOKUP else coerced
+
+
+def _operands(node: exp.Expression) -> list[exp.Expression]:
+    """The operands of a chain of one connector (``a OR b OR c``), parentheses unwrapped."""
+    return [n for n in node.flatten() if isinstance(n, exp.Expression)]
 
 
 def _points_at(col: Column, table: Table) -> bool:
