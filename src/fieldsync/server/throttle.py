@@ -42,6 +42,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from fieldsync.config import Settings
 from fieldsync.errors import TooManyRequests
 from fieldsync.store.catalog import fs_throttle
+from fieldsync.store.engine import WRITE_OPTION
 from fieldsync.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -331,75 +332,97 @@ class Throttle:
         oldest: int,
     ) -> tuple[dict[uuid.UUID, _Usage], dict[uuid.UUID, int]]:
         assert self.store is not None
+        wanted = list(dict.fromkeys(users))
+        # a write transaction of its own, not Store.write(): no commit hooks (live sync
+        # listeners) run for these rows
+        with self.store.engine.connect() as raw:
+            conn = raw.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                self._write(conn, counts, flights, wanted, now, oldest)
+                return self._read(conn, wanted, now, oldest)
+
+    def _write(
+        self,
+        conn: sa.Connection,
+        counts: list[dict[str, Any]],
+        flights: list[dict[str, Any]],
+        wanted: list[uuid.UUID],
+        now: float,
+        oldest: int,
+    ) -> None:
+        """Add this process's new counts, publish its requests in flight, and drop what left
+        the window (and in-flight rows of processes gone for a minute)."""
+        assert self.store is not None
         t = fs_throttle
         insert: Any = postgresql.insert if self.store.dialect == "postgresql" else sqlite.insert
-        wanted = list(dict.fromkeys(users))
-        others: dict[uuid.UUID, _Usage] = {}
-        others_active: dict[uuid.UUID, int] = {}
-        with self.store.write() as conn:
-            if counts:
-                stmt = insert(t).values(
-                    [
-                        {"processid": self.process, "active": 0, "seen": int(now), **c}
-                        for c in counts
-                    ]
-                )
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[t.c.processid, t.c.userid, t.c.bucket],
-                        set_={
-                            "requests": t.c.requests + stmt.excluded.requests,
-                            "milliseconds": t.c.milliseconds + stmt.excluded.milliseconds,
-                            "seen": stmt.excluded.seen,
-                        },
-                    )
-                )
-            if flights:
-                stmt = insert(t).values(
-                    [
-                        {"processid": self.process, "requests": 0, "milliseconds": 0, **f}
-                        for f in flights
-                    ]
-                )
-                conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[t.c.processid, t.c.userid, t.c.bucket],
-                        set_={"active": stmt.excluded.active, "seen": stmt.excluded.seen},
-                    )
-                )
-            # what left the window, and in-flight rows of processes gone for a minute
+        if counts:
+            stmt = insert(t).values(
+                [{"processid": self.process, "active": 0, "seen": int(now), **c} for c in counts]
+            )
             conn.execute(
-                t.delete().where(
-                    sa.or_(
-                        sa.and_(t.c.bucket != IN_FLIGHT, t.c.bucket < oldest - 1),
-                        sa.and_(t.c.bucket == IN_FLIGHT, t.c.seen < int(now) - 60),
-                    )
+                stmt.on_conflict_do_update(
+                    index_elements=[t.c.processid, t.c.userid, t.c.bucket],
+                    set_={
+                        "requests": t.c.requests + stmt.excluded.requests,
+                        "milliseconds": t.c.milliseconds + stmt.excluded.milliseconds,
+                        "seen": stmt.excluded.seen,
+                    },
                 )
             )
-            fresh = int(now - 3 * self.limits.sync_seconds - 1)
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                rows = conn.execute(
-                    sa.select(
-                        t.c.userid,
-                        t.c.bucket,
-                        sa.func.sum(t.c.requests),
-                        sa.func.sum(t.c.milliseconds),
-                        sa.func.sum(sa.case((t.c.seen >= fresh, t.c.active), else_=0)),
-                    )
-                    .where(
-                        t.c.processid != self.process,
-                        t.c.userid.in_(chunk),
-                        sa.or_(t.c.bucket >= oldest, t.c.bucket == IN_FLIGHT),
-                    )
-                    .group_by(t.c.userid, t.c.bucket)
+        if flights:
+            stmt = insert(t).values(
+                [
+                    {"processid": self.process, "requests": 0, "milliseconds": 0, **f}
+                    for f in flights
+                ]
+            )
+            conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[t.c.processid, t.c.userid, t.c.bucket],
+                    set_={"active": stmt.excluded.active, "seen": stmt.excluded.seen},
                 )
-                for user, bucket, requests, ms, active in rows:
-                    if bucket == IN_FLIGHT:
-                        if active:
-                            others_active[user] = int(active)
-                    else:
-                        others.setdefault(user, _Usage()).add(
-                            int(bucket), int(requests or 0), int(ms or 0)
-                        )
+            )
+        conn.execute(
+            t.delete().where(
+                sa.or_(
+                    sa.and_(t.c.bucket != IN_FLIGHT, t.c.bucket < oldest - 1),
+                    sa.and_(t.c.bucket == IN_FLIGHT, t.c.seen < int(now) - 60),
+                )
+            )
+        )
+
+    def _read(
+        self, conn: sa.Connection, wanted: list[uuid.UUID], now: float, oldest: int
+    ) -> tuple[dict[uuid.UUID, _Usage], dict[uuid.UUID, int]]:
+        """The other processes' counts in the window and requests in flight (as of their
+        last three intervals) for ``wanted`` users."""
+        t = fs_throttle
+        others: dict[uuid.UUID, _Usage] = {}
+        others_active: dict[uuid.UUID, int] = {}
+        fresh = int(now - 3 * self.limits.sync_seconds - 1)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = conn.execute(
+                sa.select(
+                    t.c.userid,
+                    t.c.bucket,
+                    sa.func.sum(t.c.requests),
+                    sa.func.sum(t.c.milliseconds),
+                    sa.func.sum(sa.case((t.c.seen >= fresh, t.c.active), else_=0)),
+                )
+                .where(
+                    t.c.processid != self.process,
+                    t.c.userid.in_(chunk),
+                    sa.or_(t.c.bucket >= oldest, t.c.bucket == IN_FLIGHT),
+                )
+                .group_by(t.c.userid, t.c.bucket)
+            )
+            for user, bucket, requests, ms, active in rows:
+                if bucket == IN_FLIGHT:
+                    if active:
+                        others_active[user] = int(active)
+                else:
+                    others.setdefault(user, _Usage()).add(
+                        int(bucket), int(requests or 0), int(ms or 0)
+                    )
         return others, others_active
