@@ -296,9 +296,11 @@ class Throttle:
         with self._lock:
             pending, self._pending = self._pending, {}
             active = dict(self._active)
-            users = [u for u, usage in self._mine.items() if usage.buckets] + list(active)
+            for usage in self._mine.values():
+                usage.trim(oldest)
             for u in [u for u, usage in self._mine.items() if not usage.buckets]:
-                del self._mine[u]
+                del self._mine[u]  # users gone from the window are forgotten
+            users = [*self._mine, *active]
             publish = set(active) | self._published
         counts = [
             {"userid": u, "bucket": b, "requests": r, "milliseconds": m}
