@@ -49,6 +49,8 @@ from fieldsync.query.ast import (
     any_of,
     negate,
 )
+from fieldsync.query.fetchxml import _OPS_BY_TYPE as OPS_BY_TYPE
+from fieldsync.query.fetchxml import _family as column_family
 from fieldsync.query.odata import resolve_column
 from fieldsync.schema.model import Column, ColumnType, Schema, Table
 from fieldsync.schema.values import make_coercer
@@ -85,6 +87,7 @@ _COMPARE: dict[type[exp.Expression], Op] = {
     exp.LT: Op.LT,
     exp.LTE: Op.LE,
 }
+_SQL_OPS = {Op.EQ: "=", Op.NE: "<>", Op.GT: ">", Op.GE: ">=", Op.LT: "<", Op.LE: "<="}
 _FLIPPED = {Op.EQ: Op.EQ, Op.NE: Op.NE, Op.GT: Op.LT, Op.GE: Op.LE, Op.LT: Op.GT, Op.LE: Op.GE}
 _NEGATED = {
     Op.NULL: Op.NOT_NULL,
@@ -502,6 +505,7 @@ class _Translator:
                 _fail("subqueries are not supported (IN takes a list of values)")
             _only(node, "this", "expressions")
             source, col = self._subject(node.this, "IN")
+            _usable(col, Op.IN, "IN")
             values = tuple(
                 dict.fromkeys(self._typed(source, col, self._literal(v)) for v in node.expressions)
             )
@@ -517,6 +521,7 @@ class _Translator:
         if isinstance(node, exp.Between):
             _only(node, "this", "low", "high")
             source, col = self._subject(node.this, "BETWEEN")
+            _usable(col, Op.GT, "BETWEEN")
             low = self._typed(source, col, self._literal(node.args["low"]))
             high = self._typed(source, col, self._literal(node.args["high"]))
             return all_of(
@@ -541,12 +546,19 @@ class _Translator:
             (ls, lc), (rs, rc) = self._subject(left, op.value), self._subject(right, op.value)
             if ls is not rs:
                 _fail("columns of two tables compare only in JOIN … ON")
+            _usable(lc, op, _SQL_OPS[op])
+            if column_family(lc.type) != column_family(rc.type):
+                _fail(
+                    f"cannot compare {lc.name!r} ({lc.type.value}) with {rc.name!r} "
+                    f"({rc.type.value})"
+                )
             return ColumnCompare(lc.name, op, rc.name, ls.entity)
         if not isinstance(left, exp.Column):
             if not isinstance(right, exp.Column):
                 _fail(f"{node.sql(dialect='tsql')[:60]!r}: compare a column with a value")
             left, right, op = right, left, _FLIPPED[op]
         source, col = self._subject(left, op.value)
+        _usable(col, op, _SQL_OPS[op])
         raw = self._literal(right)
         if raw is None:
             _fail("compare with NULL using IS NULL or IS NOT NULL")
@@ -619,6 +631,13 @@ class _Translator:
         except ValidationError as exc:
             _fail(f"bad value for {exc.message}")
         return coerced[0] if t is T.LOOKUP else coerced
+
+
+def _usable(col: Column, op: Op, what: str) -> None:
+    """The operators each column type takes, as in FetchXML (a yes/no or a choice column
+    compares for equality only)."""
+    if op not in OPS_BY_TYPE[col.type]:
+        _fail(f"{what} cannot be used on {col.name!r} (type {col.type.value})")
 
 
 def _operands(node: exp.Expression) -> list[exp.Expression]:
