@@ -478,3 +478,33 @@ def test_sql_joins_find_the_rows_fetchxml_finds(
             caller=caller,
         )
         assert {str(r["c.contactid"]) for r in rows} <= readable
+
+
+LITERALS = ["1", "-1", "1.5", "'abc'", "''", "'2024-01-01'", "'2024-01-01T10:00:00Z'", f"'{GUID}'"]
+LITERALS += ["TRUE", "N'x'", "99999999999999999999", "1e5", "'1'", "0", "NULL"]
+
+
+@PROPERTY
+@given(
+    st.sampled_from(["account", "contact"]),
+    st.data(),
+    st.sampled_from(["=", "<", ">=", "<>", "LIKE", "IN", "BETWEEN", "IS NOT"]),
+    st.sampled_from(LITERALS),
+)
+def test_any_column_operator_and_literal_is_rows_or_a_400(
+    world: World, table: str, data: st.DataObject, op: str, literal: str
+) -> None:
+    """Whatever the column's type: the query runs on the database, or is refused with a
+    ``QueryError`` (400); never another error (a 500)."""
+    schema = world.platform.store.schema
+    t = schema.table(table)
+    column = data.draw(st.sampled_from(sorted(t.columns)))
+    if op == "IN":
+        where = f"{column} IN ({literal}, {literal})"
+    elif op == "BETWEEN":
+        where = f"{column} BETWEEN {literal} AND {literal}"
+    else:
+        where = f"{column} {op} {literal}"
+    text = f"SELECT {t.primary_id} FROM {table} WHERE {where} ORDER BY {column}"
+    with contextlib.suppress(QueryError):
+        world.platform.records.query(parse_sql(text, schema).query, caller=world.clerk)
