@@ -1,6 +1,6 @@
 """The Web API's OData conventions, in process: entity tags and If-Match / If-None-Match,
 upserts, paging with a server-enforced $top, errors, refusals by the security model,
-$batch atomicity and the rate limit."""
+$batch atomicity (the service protection limits: test_throttle.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from fieldsync.platform import Platform
 from fieldsync.security.roles import BASIC_USER, SYSTEM_ADMINISTRATOR
 from fieldsync.server.app import create_app
 from fieldsync.webapi.protocol import parse_prefer, split_outside_quotes
-from fieldsync.webapi.router import RateLimit
 
 API = "/api/data/v9.2/"
 pytestmark = pytest.mark.anyio
@@ -225,17 +224,6 @@ async def test_a_failing_change_set_changes_nothing(api: httpx.AsyncClient) -> N
     assert '"value":[]' in r.text  # the GET after the change set sees nothing created
     r = await api.get(API + "accounts?$select=name")
     assert r.json()["value"] == []
-
-
-async def test_too_many_requests_get_429_with_retry_after(api: httpx.AsyncClient) -> None:
-    state = api.app.state  # type: ignore[attr-defined]
-    state.webapi_rate_limit = RateLimit(requests=2, seconds=60)
-    assert (await api.get(API + "WhoAmI()")).status_code == 200
-    assert (await api.get(API + "WhoAmI()")).status_code == 200
-    r = await api.get(API + "WhoAmI()")
-    assert r.status_code == 429
-    assert int(r.headers["Retry-After"]) >= 1
-    assert r.json()["error"]["code"] == "0x80072322"
 
 
 def test_prefer_splits_outside_quotes() -> None:

@@ -215,7 +215,7 @@ def test_records_crud_bulk_and_paged_queries(admin: DataverseClient, platform: P
     assert sorted(left) == ["One again", "Two"]
 
 
-def test_fetchxml_paging_and_the_sql_error(admin: DataverseClient) -> None:
+def test_fetchxml_paging_and_sql(admin: DataverseClient) -> None:
     client = admin
     client.records.create("account", [{"name": f"F{i}"} for i in range(7)])
     xml = (
@@ -226,10 +226,12 @@ def test_fetchxml_paging_and_the_sql_error(admin: DataverseClient) -> None:
     assert [len(p.records) for p in pages] == [3, 3, 1]
     assert [r["name"] for p in pages for r in p.records] == [f"F{i}" for i in range(7)]
 
+    rows = client.query.sql("SELECT TOP 5 name FROM account WHERE name = 'F1'")
+    assert [r["name"] for r in rows] == ["F1"]  # more in tests/test_webapi_sdk_sql.py
     with pytest.raises(HttpError) as refused:
-        client.query.sql("SELECT TOP 5 name FROM account WHERE name = 'F1'")
+        client.query.sql("SELECT name, COUNT(*) FROM account GROUP BY name")
     assert refused.value.status_code == 400
-    assert "sql" in str(refused.value)
+    assert "GROUP BY" in str(refused.value)
 
 
 def test_tables_and_columns(admin: DataverseClient) -> None:

@@ -97,6 +97,26 @@ class Settings:
         16, "the largest chunk of a chunked file upload (Web API and sync), in MB"
     )
     max_form_kb: int = setting(256, "the largest portal form or sign-in (/auth) body, in KB")
+    webapi_max_requests: int = setting(
+        6000, "Web API requests per user in the window, across every server process (429 past it)"
+    )
+    webapi_max_execution_seconds: int = setting(
+        1200, "seconds of Web API execution time per user in the window, across every process"
+    )
+    webapi_window_seconds: int = setting(
+        300, "the sliding window of the Web API's request and execution time limits, in seconds"
+    )
+    webapi_max_concurrent: int = setting(
+        52, "Web API requests in flight at once per user, across every server process"
+    )
+    webapi_max_batch_operations: int = setting(
+        1000, "operations in one Web API $batch, change set members included (400 past it)"
+    )
+    webapi_limits_sync_ms: int = setting(
+        1000,
+        "how often each server process shares its Web API limit counts through the database, "
+        "in milliseconds",
+    )
 
     @property
     def database(self) -> str:

@@ -195,9 +195,12 @@ class TooManyRequests(FieldsyncError):
     status = 429
     code = "0x80072322"
 
-    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+    def __init__(
+        self, message: str, *, retry_after: int = 1, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.headers = dict(headers or {})  # more headers for the answer (service protection)
 
 
 class ServiceUnavailable(FieldsyncError):

@@ -31,6 +31,7 @@ from fieldsync.files.service import FileLimits, Files
 from fieldsync.http.bodies import BodyLimit, BodyLimits
 from fieldsync.http.principal import Principal
 from fieldsync.http.responses import JSON, HeaderCase
+from fieldsync.http.throttle import Limits, Throttle
 from fieldsync.identity.auth import AuthSettings
 from fieldsync.platform import Platform, open_platform
 from fieldsync.portal.router import refusal as portal_refusal
@@ -152,6 +153,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         ),
     )
     app.include_router(files_routes.router)
+    app.state.throttle = Throttle(Limits.from_settings(settings), store)
     app.include_router(webapi_router)
     app.include_router(portal_router)
     app.state.metrics = metrics = Metrics()
@@ -191,6 +193,8 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
         headers = {}
         if isinstance(exc, (TooManyRequests, ServiceUnavailable)):
             headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, TooManyRequests):
+            headers.update(exc.headers)
         if isinstance(exc, Unauthorized):
             headers["WWW-Authenticate"] = 'Bearer realm="fieldsync"'
 

@@ -163,6 +163,22 @@ fs_signin_failure = sa.Table(
     sa.Column("at", UTCDateTime, nullable=False),
 )
 
+# Service protection counts shared by the server processes (fieldsync.http.throttle): per
+# process, user and time bucket, the requests and execution time counted; the row of bucket
+# -1 holds the process's requests in flight for the user, as of ``seen`` (epoch seconds).
+fs_throttle = sa.Table(
+    "fs_throttle",
+    metadata,
+    sa.Column("processid", sa.String(32), primary_key=True),
+    sa.Column("userid", sa.Uuid, primary_key=True),
+    sa.Column("bucket", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("milliseconds", sa.BigInteger, nullable=False),
+    sa.Column("active", sa.Integer, nullable=False),
+    sa.Column("seen", sa.BigInteger, nullable=False),
+    sa.Index("ix_fs_throttle_userid_bucket", "userid", "bucket"),
+)
+
 
 # -- the security audit log (fieldsync.store.audit): refusals and security changes --------
 

@@ -111,11 +111,11 @@ def parse_part(raw: bytes, *, nested: bool) -> Part:
     )
 
 
-def parse(content_type: str, body: bytes) -> list[Part]:
+def parse(content_type: str, body: bytes, most: int = MAX_REQUESTS) -> list[Part]:
     parts = [parse_part(p, nested=False) for p in split_parts(body, boundary_of(content_type))]
     count = sum(len(p.changeset) if p.changeset is not None else 1 for p in parts)
-    if count > MAX_REQUESTS:
-        raise BadRequest(f"a $batch holds at most {MAX_REQUESTS} requests, not {count}")
+    if count > most:
+        raise BadRequest(f"a $batch holds at most {most} requests, not {count}")
     ids = [q.content_id for p in parts for q in (p.changeset or [p]) if q.content_id]
     if len(ids) != len(set(ids)):
         raise BadRequest("Content-ID values must be unique within a $batch")
@@ -149,9 +149,12 @@ def _error(exc: FieldsyncError) -> ODataResponse:
     return ODataResponse(exc.status, exc.to_json(), headers)
 
 
-def run(call: Call, outer: ODataRequest, handle: Handler) -> tuple[bytes, str]:
-    """Run the batch; returns the multipart body and its content type."""
-    parts = parse(outer.header("content-type") or "", outer.body)
+def run(
+    call: Call, outer: ODataRequest, handle: Handler, most: int = MAX_REQUESTS
+) -> tuple[bytes, str]:
+    """Run the batch (at most ``most`` operations, change set members included); returns the
+    multipart body and its content type."""
+    parts = parse(outer.header("content-type") or "", outer.body, most)
     keep_going = "odata.continue-on-error" in outer.prefer
     boundary = f"batchresponse_{uuid.uuid4()}"
     out: list[str] = []

@@ -6,10 +6,6 @@ plain request runs."""
 
 from __future__ import annotations
 
-import threading
-import time
-import uuid
-from collections import deque
 from typing import ClassVar
 
 from fastapi import APIRouter, Request
@@ -21,13 +17,14 @@ from fieldsync.errors import (
     FieldsyncError,
     MethodNotAllowed,
     NotFound,
-    TooManyRequests,
 )
 from fieldsync.http.bodies import read_body
 from fieldsync.http.principal import authenticate
 from fieldsync.http.responses import JSON
+from fieldsync.http.throttle import Throttle
 from fieldsync.schema.builtin import ORGANIZATION_ID
 from fieldsync.schema.model import Table
+from fieldsync.security.model import SecurityContext
 from fieldsync.webapi import (
     audit,
     batch,
@@ -40,6 +37,7 @@ from fieldsync.webapi import (
     navigation,
     reading,
     relationships,
+    sqlquery,
     writing,
 )
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
@@ -54,33 +52,6 @@ class NotImplementedHere(FieldsyncError):
 
     status: ClassVar[int] = 501
     code: ClassVar[str] = "0x8004800d"
-
-
-class RateLimit:
-    """At most ``requests`` per ``seconds`` for each user, in this process (Dataverse's
-    service protection limit is 6000 requests in 5 minutes); past it, 429 with
-    ``Retry-After``."""
-
-    def __init__(self, requests: int = 6000, seconds: float = 300.0) -> None:
-        self.requests = requests
-        self.seconds = seconds
-        self._seen: dict[uuid.UUID, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, user: uuid.UUID) -> None:
-        now = time.monotonic()
-        with self._lock:
-            times = self._seen.setdefault(user, deque())
-            while times and times[0] <= now - self.seconds:
-                times.popleft()
-            if len(times) >= self.requests:
-                wait = max(1, int(times[0] + self.seconds - now + 0.999))
-                raise TooManyRequests(
-                    f"more than {self.requests} requests in {int(self.seconds)} seconds; "
-                    f"retry after {wait} s",
-                    retry_after=wait,
-                )
-            times.append(now)
 
 
 def _table(call: Call, segment: Segment) -> Table:
@@ -169,9 +140,7 @@ def handle(call: Call, req: ODataRequest) -> ODataResponse:
     if len(segments) == 1 and head.key is None:
         if method == "GET":
             if "sql" in req.params:
-                raise BadRequest(
-                    "the sql= query is not supported: use $filter, QueryBuilder or FetchXML"
-                )
+                return sqlquery.sql_query(call, req, table)
             return reading.list_entities(call, req, table)
         if method == "POST":
             return writing.create(call, req, table)
@@ -227,14 +196,20 @@ def _render(response: ODataResponse) -> Response:
     return Response(payload, status_code=response.status, headers=headers, media_type=media)
 
 
-DEFAULT_LIMIT = RateLimit()
-
-
 @router.api_route(API_PREFIX + "/{path:path}", methods=["GET", "POST", "PATCH", "PUT", "DELETE"])
 async def web_api(request: Request, path: str) -> Response:
     ctx = await run_in_threadpool(authenticate, request)
-    limit: RateLimit = getattr(request.app.state, "webapi_rate_limit", DEFAULT_LIMIT)
-    limit.check(ctx.user_id)
+    throttle: Throttle = request.app.state.throttle  # service protection limits
+    ticket = throttle.admit(ctx.user_id)
+    try:
+        response = await _serve(request, ctx)
+    finally:
+        throttle.finish(ticket)
+    response.headers.update(ticket.headers)
+    return response
+
+
+async def _serve(request: Request, ctx: SecurityContext) -> Response:
     path = request.scope["path"].removeprefix(API_PREFIX)
     target = files.claims(request.app.state.platform.store.schema, request.method, path)
     if target is not None:  # file and image columns stream; they never load into memory
@@ -252,7 +227,8 @@ async def web_api(request: Request, path: str) -> Response:
     if req.path.strip("/") == "$batch":
         if req.method != "POST":
             raise MethodNotAllowed("$batch takes POST")
-        payload, content_type = await run_in_threadpool(batch.run, call, req, handle)
+        most = request.app.state.settings.webapi_max_batch_operations
+        payload, content_type = await run_in_threadpool(batch.run, call, req, handle, most)
         return Response(payload, status_code=200, media_type=content_type)
     response = await run_in_threadpool(handle, call, req)
     return _render(response)
