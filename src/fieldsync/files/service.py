@@ -198,29 +198,36 @@ class Files:
             found = conn.execute(sa.select(fs_upload).where(fs_upload.c.fileid == fid)).first()
             if found is not None:
                 same = (found.sha256, found.size, found.tablename, found.columnname)
-                if found.userid == ctx.user_id and same == (digest, size, t.name, col.name):
-                    return self._state(found)
-                raise BadRequest(f"file id {fid} is already being uploaded")
-            values = {
-                "uploadid": uuid.uuid4(),
-                "fileid": fid,
-                "userid": ctx.user_id,
-                "tablename": t.name,
-                "columnname": col.name,
-                "recordid": record_id,
-                "name": fname,
-                "mimetype": mime,
-                "size": size,
-                "sha256": digest,
-                "received": 0,
-                "createdon": utcnow(),
-            }
-            conn.execute(fs_upload.insert().values(**values))
-            row = conn.execute(
-                sa.select(fs_upload).where(fs_upload.c.uploadid == values["uploadid"])
-            ).one()
+                if found.userid != ctx.user_id or same != (digest, size, t.name, col.name):
+                    raise BadRequest(f"file id {fid} is already being uploaded")
+            else:
+                values = {
+                    "uploadid": uuid.uuid4(),
+                    "fileid": fid,
+                    "userid": ctx.user_id,
+                    "tablename": t.name,
+                    "columnname": col.name,
+                    "recordid": record_id,
+                    "name": fname,
+                    "mimetype": mime,
+                    "size": size,
+                    "sha256": digest,
+                    "received": 0,
+                    "createdon": utcnow(),
+                }
+                conn.execute(fs_upload.insert().values(**values))
+                found = conn.execute(
+                    sa.select(fs_upload).where(fs_upload.c.uploadid == values["uploadid"])
+                ).one()
         if size == 0:
-            return self.append(ctx, row.uploadid, start=0, data=b"")
+            return self.append(ctx, found.uploadid, start=0, data=b"")
+        return self._resume(ctx, found)
+
+    def _resume(self, ctx: SecurityContext, row: Any) -> dict[str, Any]:
+        """Where an upload stands; one that has every byte but no file yet (the last chunk's
+        request, or its server process, died after the offset was stored) is finished now."""
+        if row.size != UNKNOWN and int(row.received) == int(row.size) > 0:
+            return self._finish(ctx, row)
         return self._state(row)
 
     def _check_size(self, t: Table, col: Column, size: int) -> None:
@@ -253,7 +260,8 @@ class Files:
 
     def status(self, ctx: SecurityContext, upload: object) -> dict[str, Any]:
         with self.store.read() as conn:
-            return self._state(self._upload(conn, ctx, upload))
+            row = self._upload(conn, ctx, upload)
+        return self._resume(ctx, row)
 
     def append(
         self,
@@ -323,6 +331,9 @@ class Files:
                 pieces.append(piece)
         digest = h.hexdigest()
         if seen != row.size:
+            finished = self._made(row)
+            if finished is not None:  # another request finished it meanwhile
+                return finished
             with self.store.write() as conn:
                 conn.execute(
                     fs_upload.update()
@@ -343,6 +354,9 @@ class Files:
                 self.blobs.put(thumb[0], small)
             with self.store.write() as conn:
                 self._exclusive(conn)
+                finished = self._made(row, conn)
+                if finished is not None:  # another request finished it meanwhile
+                    return finished
                 self.blobs.commit(row.uploadid, digest)
                 info = FileInfo(
                     row.fileid,
@@ -386,6 +400,14 @@ class Files:
         if replaced is not None and replaced != info.file_id:
             self.discard([replaced])
         return {"complete": True, "file": info.to_json()}
+
+    def _made(self, row: Any, conn: sa.Connection | None = None) -> dict[str, Any] | None:
+        """The answer of an upload whose file exists already (finished by a concurrent
+        request of the same user), or None."""
+        done = self.info(row.fileid, conn)
+        if done is None:
+            return None
+        return {"complete": True, "file": done.to_json()}
 
     def _drop(self, upload: uuid.UUID) -> None:
         with self.store.write() as conn:
