@@ -90,6 +90,7 @@ class S3Server:
         port = _free_port()
         args = [binary, "serve", "s3", str(root / "buckets"), "--addr", f"127.0.0.1:{port}"]
         args += ["--auth-key", f"{ACCESS_KEY},{SECRET_KEY}", "--config", os.devnull]
+        # listings come from rclone's directory cache: keep it short (0 makes it spin)
         args += ["--log-file", str(root / "rclone.log"), "--dir-cache-time", "1s"]
         (root / "buckets").mkdir(exist_ok=True)
         proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -72,6 +72,10 @@ class Settings:
     files_orphan_hours: int = setting(
         24, "hours before an unreferenced file or an abandoned upload is removed"
     )
+    files_chunk_kb: int = setting(
+        4096,
+        "the chunk size asked of file uploads, in KB (keep it under a reverse proxy's body limit)",
+    )
 
     @property
     def database(self) -> str:
