@@ -110,9 +110,10 @@ class Figures:
     files_verified: int = 0  # copies checked byte for byte (server blobs, device files)
     corrupt: int = 0  # blobs whose bytes do not hash to their name
     live_restarts: int = 0
-    live_reconnects: list[float] = field(default_factory=list)
-    live_notices: list[float] = field(default_factory=list)
-    live_arrivals: list[float] = field(default_factory=list)
+    # seconds, per backend: reconnect after a restart, notice and row after a change
+    live_reconnects: dict[str, list[float]] = field(default_factory=dict)
+    live_notices: dict[str, list[float]] = field(default_factory=dict)
+    live_arrivals: dict[str, list[float]] = field(default_factory=dict)
     live_missed: int = 0
     portal_requests: int = 0
     portal_restarts: int = 0
@@ -157,9 +158,13 @@ class Figures:
             f"corrupt blobs        {self.corrupt} (blobs: "
             + ", ".join(f"{k} in {v}" for k, v in self.blob_stores.items())
             + ")",
-            f"live restarts        {self.live_restarts}: reconnected "
-            f"{_spread(self.live_reconnects)} after the restart; notice "
-            f"{_spread(self.live_notices)}, row {_spread(self.live_arrivals)} after a change",
+            f"live restarts        {self.live_restarts}",
+            *(
+                f"  {name:<18} reconnected {_spread(self.live_reconnects.get(name, []))} "
+                f"after the restart; notice {_spread(self.live_notices.get(name, []))}, "
+                f"row {_spread(self.live_arrivals.get(name, []))} after a change"
+                for name in sorted(self.live_reconnects)
+            ),
             f"live notices missed  {self.live_missed}",
             f"portal               {self.portal_requests} requests, {self.portal_restarts} "
             f"restarts, {self.portal_posts} form posts after a restart",
@@ -234,7 +239,11 @@ class Server:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            self.proc.wait(30)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:  # streams still held open: end it
+                self.proc.kill()
+                self.proc.wait(10)
             if self.proc.stderr is not None:
                 self.proc.stderr.close()
             self.proc = None
@@ -262,6 +271,7 @@ class Scenario:
         self.rng = random.Random(seed)
         self.figures = figures
         self.restart_database = restart_database
+        self.backend = url.split(":", 1)[0]
         from fieldsync.identity.auth import AuthSettings
 
         # cheap password hashes (their parameters travel in the hash, so the server process
@@ -621,50 +631,56 @@ class Scenario:
         began = time.monotonic()
         for t in threads:
             t.start()
-        if not wait(lambda: all(first(u, "ready", began) for u in self.devices)):
-            self.figures.problems.append("live: not every device connected")
-        f = self.figures
-        for _ in range(restarts):
-            self.server.kill()
-            f.server_kills += 1
-            f.live_restarts += 1
-            time.sleep(self.rng.uniform(0.2, 0.6))  # the devices notice and back off
-            self.server.start()
-            up = time.monotonic()
-            for user in self.devices:
-                if wait(lambda user=user, up=up: first(user, "ready", up) is not None):
-                    f.live_reconnects.append(first(user, "ready", up) - up)  # type: ignore[operator]
-                else:
-                    f.live_missed += 1
-                    f.problems.append(f"{user}: no live reconnect within 20 s of the restart")
-            created: dict[str, tuple[uuid.UUID, float]] = {}
-            for user in self.devices:
-                rid = self.platform.records.create(
-                    "workorder",
-                    {
-                        "name": f"live job for {user}",
-                        "serviceaccountid": self.rng.choice(self.rows["account"]),
-                        "ownerid": EntityRef("systemuser", self.world.users[user]),
-                    },
-                )
-                self.rows["workorder"].append(rid)
-                created[user] = (rid, time.monotonic())
-            for user, (rid, at) in created.items():
-                device = self.devices[user]
-                heard = wait(lambda user=user, at=at: first(user, "changes", at, "workorder"))
-                arrived = wait(lambda device=device, rid=rid: device.get("workorder", rid))
-                if heard:
-                    f.live_notices.append(first(user, "changes", at, "workorder") - at)  # type: ignore[operator]
-                if arrived:
-                    f.live_arrivals.append(time.monotonic() - at)
-                else:
-                    f.live_missed += 1
-                    f.problems.append(f"{user}: work order {rid} did not arrive by live sync")
-        stop.set()
-        for t in threads:
-            t.join(15)
-            if t.is_alive():
-                f.problems.append("live: a device did not stop")
+        try:
+            if not wait(lambda: all(first(u, "ready", began) for u in self.devices)):
+                self.figures.problems.append("live: not every device connected")
+            f = self.figures
+            for _ in range(restarts):
+                self.server.kill()
+                f.server_kills += 1
+                f.live_restarts += 1
+                time.sleep(self.rng.uniform(0.2, 0.6))  # the devices notice and back off
+                self.server.start()
+                up = time.monotonic()
+                for user in self.devices:
+                    if wait(lambda user=user, up=up: first(user, "ready", up) is not None):
+                        f.live_reconnects.setdefault(self.backend, []).append(
+                            first(user, "ready", up) - up  # type: ignore[operator]
+                        )
+                    else:
+                        f.live_missed += 1
+                        f.problems.append(f"{user}: no live reconnect within 20 s of the restart")
+                created: dict[str, tuple[uuid.UUID, float]] = {}
+                for user in self.devices:
+                    rid = self.platform.records.create(
+                        "workorder",
+                        {
+                            "name": f"live job for {user}",
+                            "serviceaccountid": self.rng.choice(self.rows["account"]),
+                            "ownerid": EntityRef("systemuser", self.world.users[user]),
+                        },
+                    )
+                    self.rows["workorder"].append(rid)
+                    created[user] = (rid, time.monotonic())
+                for user, (rid, at) in created.items():
+                    device = self.devices[user]
+                    heard = wait(lambda user=user, at=at: first(user, "changes", at, "workorder"))
+                    arrived = wait(lambda device=device, rid=rid: device.get("workorder", rid))
+                    if heard:
+                        f.live_notices.setdefault(self.backend, []).append(
+                            first(user, "changes", at, "workorder") - at  # type: ignore[operator]
+                        )
+                    if arrived:
+                        f.live_arrivals.setdefault(self.backend, []).append(time.monotonic() - at)
+                    else:
+                        f.live_missed += 1
+                        f.problems.append(f"{user}: work order {rid} did not arrive by live sync")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(15)
+                if t.is_alive():
+                    self.figures.problems.append("live: a device did not stop")
 
     # -- the portal ---------------------------------------------------------------------------
 
