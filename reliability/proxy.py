@@ -15,7 +15,7 @@ random part of the answer, ``lose_response`` forwards the whole request, waits f
 answer, and drops it (the server committed; the client sees a broken connection). Counters say
 what was injected, and what status each answer began with (``statuses``: every response passes
 here, so a 5xx cannot hide behind a client that retries). ``on_request`` is called with each
-request line as it passes (the reliability suite kills the server when a file transfer
+request's line and headers as they pass (the reliability suite kills the server when a file transfer
 starts).
 """
 
@@ -115,8 +115,8 @@ class FaultProxy:
 
     def _request(self, chunk: bytes) -> None:
         if self.on_request is not None:
-            line = chunk.split(b"\r\n", 1)[0].decode("latin-1")
-            self.on_request(line)
+            head = chunk.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            self.on_request(head)
 
     def _status(self, chunk: bytes) -> None:
         parts = chunk.split(b"\r\n", 1)[0].split(b" ")

@@ -556,18 +556,29 @@ class Scenario:
     def kill_during_transfer(self, user: str) -> None:
         """SIGKILL the server the moment this device's sync sends a file chunk or asks for
         a file range (within a few milliseconds: before, during or after the server handles
-        it), restart it, and let the device go on. No file moving, no kill."""
+        it), or, in half of these, while the server makes a file from its last chunk (up to
+        150 ms after the chunk is sent); restart it, and let the device go on. No file
+        moving, no kill."""
+        import re
         import threading
 
         delay = self.rng.uniform(0.0, 0.03)
+        finishing = self.rng.uniform(0.0, 0.15)  # while the server makes the file
+        last = self.rng.random() < 0.5  # wait for the last chunk of a file
         fired: list[threading.Timer] = []
 
-        def hook(line: str) -> None:
+        def hook(head: str) -> None:
+            line, _, headers = head.partition("\r\n")
             method, _, rest = line.partition(" ")
-            if not fired and method in ("PUT", "GET") and rest.startswith("/sync/v1/files/"):
-                timer = threading.Timer(delay, self.server.kill)
-                fired.append(timer)
-                timer.start()
+            if fired or method not in ("PUT", "GET") or not rest.startswith("/sync/v1/files/"):
+                return
+            span = re.search(r"(?im)^content-range: bytes \d+-(\d+)/(\d+)", headers)
+            final = span is not None and int(span.group(1)) + 1 == int(span.group(2))
+            if last and not final:
+                return
+            timer = threading.Timer(finishing if final else delay, self.server.kill)
+            fired.append(timer)
+            timer.start()
 
         self.proxy.on_request = hook
         try:
