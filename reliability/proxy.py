@@ -13,7 +13,10 @@ Each connection draws its fate once, when it opens: ``cut_request`` closes it af
 part of what the client sent (the server never sees a whole request), ``cut_response`` after a
 random part of the answer, ``lose_response`` forwards the whole request, waits for the whole
 answer, and drops it (the server committed; the client sees a broken connection). Counters say
-what was injected.
+what was injected, and what status each answer began with (``statuses``: every response passes
+here, so a 5xx cannot hide behind a client that retries). ``on_request`` is called with each
+request's line and headers as they pass (the reliability suite kills the server when a file transfer
+starts).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncio
 import random
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -40,6 +44,8 @@ class FaultProxy:
         self.faults = Faults()
         self.random = random.Random(seed)
         self.injected: Counter[str] = Counter()
+        self.statuses: Counter[int] = Counter()
+        self.on_request: Callable[[str], None] | None = None
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -60,6 +66,11 @@ class FaultProxy:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
+            # connections still open (live streams): end them before the loop stops
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -76,7 +87,13 @@ class FaultProxy:
             return
         budget = self.random.randint(1, 400)  # bytes let through before a cut
         up = asyncio.create_task(
-            self._pipe(client_r, server_w, faults, budget if fate == "cut_request" else None)
+            self._pipe(
+                client_r,
+                server_w,
+                faults,
+                budget if fate == "cut_request" else None,
+                first=self._request,
+            )
         )
         down = asyncio.create_task(
             self._pipe(
@@ -85,6 +102,7 @@ class FaultProxy:
                 faults,
                 budget if fate == "cut_response" else None,
                 hold=fate == "lose_response",
+                first=self._status,
             )
         )
         done, _ = await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
@@ -94,6 +112,16 @@ class FaultProxy:
             task.cancel()
         for writer in (client_w, server_w):
             writer.close()
+
+    def _request(self, chunk: bytes) -> None:
+        if self.on_request is not None:
+            head = chunk.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+            self.on_request(head)
+
+    def _status(self, chunk: bytes) -> None:
+        parts = chunk.split(b"\r\n", 1)[0].split(b" ")
+        if len(parts) >= 2 and parts[0].startswith(b"HTTP/") and parts[1].isdigit():
+            self.statuses[int(parts[1])] += 1
 
     def _draw(self, faults: Faults) -> str:
         roll = self.random.random()
@@ -116,12 +144,17 @@ class FaultProxy:
         cut_after: int | None,
         *,
         hold: bool = False,
+        first: Callable[[bytes], None] | None = None,
     ) -> bool:
-        """Copy until EOF; returns True when the copy was cut short on purpose."""
+        """Copy until EOF; returns True when the copy was cut short on purpose. ``first``
+        sees the first chunk (where the request or status line is)."""
         sent = 0
         try:
             while True:
                 chunk = await reader.read(65536)
+                if first is not None and chunk:
+                    first(chunk)
+                    first = None
                 if not chunk:
                     if not hold and writer.can_write_eof():
                         writer.write_eof()

@@ -117,6 +117,10 @@ class Settings:
         "how often each server process shares its Web API limit counts through the database, "
         "in milliseconds",
     )
+    files_chunk_kb: int = setting(
+        4096,
+        "the chunk size asked of file uploads, in KB (keep it under a reverse proxy's body limit)",
+    )
 
     @property
     def database(self) -> str:

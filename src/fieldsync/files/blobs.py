@@ -149,16 +149,32 @@ class LocalBlobs:
         self._staging(upload).unlink(missing_ok=True)
 
 
+def s3_client(endpoint: str = "", **options: Any) -> Any:
+    """A boto3 S3 client for AWS (no endpoint) or an S3-compatible server at ``endpoint``.
+
+    Checksums are sent and checked only where S3 requires them: servers other than AWS may
+    refuse the newer trailing checksums, or send the whole object's checksum with a ranged
+    read, which boto3 would then reject. Every blob is verified against its sha256 anyway.
+    Another endpoint is addressed by path (``endpoint/bucket/key``), as MinIO and most
+    S3-compatible servers expect."""
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config  # type: ignore[import-untyped]
+
+    config = Config(
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        retries={"mode": "standard", "max_attempts": 5},
+        s3={"addressing_style": "path"} if endpoint else {},
+    )
+    return boto3.client("s3", endpoint_url=endpoint or None, config=config, **options)
+
+
 class S3Blobs:
     """Blobs in an S3-compatible bucket under ``prefix``; credentials come the usual boto3
     way (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, a profile or an instance role)."""
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint: str = "", client: Any = None):
-        if client is None:
-            import boto3  # type: ignore[import-untyped]
-
-            client = boto3.client("s3", endpoint_url=endpoint or None)
-        self.s3 = client
+        self.s3 = s3_client(endpoint) if client is None else client
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
 
@@ -185,8 +201,10 @@ class S3Blobs:
     def read(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         if end is not None and end <= start:
             return
-        span = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
-        body = self.s3.get_object(Bucket=self.bucket, Key=self._key(digest), Range=span)["Body"]
+        ask: dict[str, str] = {}
+        if start or end is not None:  # a Range on an empty object is refused (416)
+            ask["Range"] = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
+        body = self.s3.get_object(Bucket=self.bucket, Key=self._key(digest), **ask)["Body"]
         try:
             yield from body.iter_chunks(READ_SIZE)
         finally:

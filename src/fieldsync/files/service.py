@@ -201,7 +201,7 @@ class Files:
             if found is not None:
                 same = (found.sha256, found.size, found.tablename, found.columnname)
                 if found.userid == ctx.user_id and same == (digest, size, t.name, col.name):
-                    return self._state(found), None
+                    return None, found  # resumed: finished below if every byte arrived
                 raise BadRequest(f"file id {fid} is already being uploaded")
             values = {
                 "uploadid": uuid.uuid4(),
@@ -228,6 +228,13 @@ class Files:
             return answer
         if size == 0:
             return self.append(ctx, row.uploadid, start=0, data=b"")
+        return self._resume(ctx, row)
+
+    def _resume(self, ctx: SecurityContext, row: Any) -> dict[str, Any]:
+        """Where an upload stands; one that has every byte but no file yet (the last chunk's
+        request, or its server process, died after the offset was stored) is finished now."""
+        if row.size != UNKNOWN and int(row.received) == int(row.size) > 0:
+            return self._finish(ctx, row)
         return self._state(row)
 
     def _check_size(self, t: Table, col: Column, size: int) -> None:
@@ -260,7 +267,8 @@ class Files:
 
     def status(self, ctx: SecurityContext, upload: object) -> dict[str, Any]:
         with self.store.read() as conn:
-            return self._state(self._upload(conn, ctx, upload))
+            row = self._upload(conn, ctx, upload)
+        return self._resume(ctx, row)
 
     def append(
         self,
@@ -338,6 +346,9 @@ class Files:
                 pieces.append(piece)
         digest = h.hexdigest()
         if seen != row.size:
+            finished = self._made(row)
+            if finished is not None:  # another request finished it meanwhile
+                return finished
 
             def reset(conn: sa.Connection) -> None:
                 conn.execute(
@@ -360,8 +371,10 @@ class Files:
                 thumb = (hashlib.sha256(small).hexdigest(), len(small))
                 self.blobs.put(thumb[0], small)
 
-            def finish(conn: sa.Connection) -> tuple[FileInfo, Any]:
+            def finish(conn: sa.Connection) -> tuple[FileInfo | None, Any]:
                 self._exclusive(conn)
+                if self.info(row.fileid, conn) is not None:
+                    return None, None  # another request finished it meanwhile
                 self.blobs.commit(row.uploadid, digest)
                 info = FileInfo(
                     row.fileid,
@@ -405,9 +418,21 @@ class Files:
         except FieldsyncError:
             self._drop(row.uploadid)
             raise
+        if info is None:
+            finished = self._made(row)
+            assert finished is not None
+            return finished
         if replaced is not None and replaced != info.file_id:
             self.discard([replaced])
         return {"complete": True, "file": info.to_json()}
+
+    def _made(self, row: Any, conn: sa.Connection | None = None) -> dict[str, Any] | None:
+        """The answer of an upload whose file exists already (finished by a concurrent
+        request of the same user), or None."""
+        done = self.info(row.fileid, conn)
+        if done is None:
+            return None
+        return {"complete": True, "file": done.to_json()}
 
     def _drop(self, upload: uuid.UUID) -> None:
         def work(conn: sa.Connection) -> None:

@@ -150,6 +150,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
             max_bytes=settings.max_file_mb * 2**20,
             max_chunk_bytes=settings.max_chunk_mb * 2**20,
             orphan_seconds=settings.files_orphan_hours * 3600,
+            chunk_bytes=max(1, settings.files_chunk_kb) * 1024,
         ),
     )
     app.include_router(files_routes.router)
