@@ -16,6 +16,7 @@ from PowerPlatform.Dataverse.models.relationship import (
     ManyToManyRelationshipMetadata,
     OneToManyRelationshipMetadata,
 )
+from PowerPlatform.Dataverse.models.upsert import UpsertItem
 
 from fieldsync.platform import Platform
 from test_webapi_sdk import (  # the live HTTPS server and the SDK client
@@ -332,3 +333,89 @@ def test_dataframes_inside_a_batch(admin: DataverseClient, platform: Platform) -
     result = batch.execute()
     assert not result.failed, [(f.status_code, f.error_message) for f in result.failed]
     assert platform.records.retrieve_multiple("account", columns=["name"]) == []
+
+
+def test_batch_record_writes_changesets_and_continue_on_error(
+    admin: DataverseClient, platform: Platform
+) -> None:
+    client = admin
+    client.tables.create("new_Part", {"new_Code": "string"})
+    client.tables.create_alternate_key("new_part", "new_Code_Key", ["new_code"])
+    ids = client.records.create("account", [{"name": f"BR {i}"} for i in range(6)])
+
+    batch = client.batch.new()
+    batch.records.update("account", ids[0], {"telephone1": "0"})  # one PATCH
+    batch.records.update("account", ids[1:3], {"telephone1": "same"})  # UpdateMultiple
+    batch.records.update("account", ids[3:5], [{"telephone1": "3"}, {"telephone1": "4"}])
+    with pytest.deprecated_call():
+        batch.records.get("account", ids[0], select=["name"])
+    batch.records.upsert(
+        "new_part", [UpsertItem(alternate_key={"new_code": "P-1"}, record={"new_name": "One"})]
+    )
+    batch.records.upsert(
+        "new_part",
+        [
+            UpsertItem(alternate_key={"new_code": "P-1"}, record={"new_name": "One again"}),
+            UpsertItem(alternate_key={"new_code": "P-2"}, record={"new_name": "Two"}),
+        ],
+    )
+    result = batch.execute()
+    assert not result.failed, [(f.status_code, f.error_message) for f in result.failed]
+    read = result.responses[3].data
+    assert read is not None
+    assert read["name"] == "BR 0"
+    rows = platform.records.retrieve_multiple(
+        "account", columns=["name", "telephone1"], order_by="name"
+    )
+    assert [r["telephone1"] for r in rows] == ["0", "same", "same", "3", "4", None]
+    parts = platform.records.retrieve_multiple(
+        "new_part", columns=["new_code", "new_name"], order_by="new_code"
+    )
+    assert [(r["new_code"], r["new_name"]) for r in parts] == [("P-1", "One again"), ("P-2", "Two")]
+
+    batch = client.batch.new()
+    with batch.changeset() as cs:
+        ref = cs.records.create("contact", {"lastname": "Temp"})
+        cs.records.update("contact", ref, {"firstname": "Tess"})  # by content-ID
+        cs.records.delete("account", ids[5])
+    batch.records.delete("account", ids[0])  # one DELETE
+    batch.records.delete("account", ids[1:3], use_bulk_delete=False)  # one DELETE each
+    batch.records.delete("account", ids[3:5])  # BulkDelete
+    result = batch.execute()
+    assert not result.failed, [(f.status_code, f.error_message) for f in result.failed]
+    assert platform.records.retrieve_multiple("account", columns=["name"]) == []
+    [contact] = platform.records.retrieve_multiple("contact", columns=["firstname", "lastname"])
+    assert (contact["firstname"], contact["lastname"]) == ("Tess", "Temp")
+
+    batch = client.batch.new()
+    batch.records.create("account", {"name": "Kept 1"})
+    batch.records.create("account", {"name": "x" * 500})  # too long: this one fails
+    batch.records.create("account", {"name": "Kept 2"})
+    result = batch.execute(continue_on_error=True)
+    assert [r.status_code for r in result.responses] == [204, 400, 204]
+    assert len(result.entity_ids) == 2
+    names = {r["name"] for r in platform.records.retrieve_multiple("account", columns=["name"])}
+    assert names == {"Kept 1", "Kept 2"}
+
+
+def test_choice_labels_are_resolved_from_metadata_and_the_cache_flushed(
+    admin: DataverseClient, platform: Platform
+) -> None:
+    """The SDK turns a choice label into its value with one read of
+    ``Attributes/Microsoft.Dynamics.CRM.PicklistAttributeMetadata``, cached per table."""
+    client = admin
+    account = client.records.create("account", {"name": "Choices"})
+    order = client.records.create(
+        "workorder",
+        {
+            "name": "WO-C",
+            "priority": "High",
+            "serviceaccountid@odata.bind": f"/accounts({account})",
+        },
+    )
+    row = client.records.retrieve("workorder", order, select=["priority"])
+    assert row["priority"] == 3
+    client.records.update("workorder", order, {"priority": "urgent"})  # labels match any case
+    assert client.records.retrieve("workorder", order, select=["priority"])["priority"] == 4
+    assert client.flush_cache("picklist") >= 1
+    assert client.flush_cache("picklist") == 0
