@@ -7,9 +7,14 @@ and the DataFrame ones. Each result is read back from the server, not taken on t
 
 from __future__ import annotations
 
+import asyncio
+import ssl
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from PowerPlatform.Dataverse.client import DataverseClient
+from PowerPlatform.Dataverse.models.filters import col
 from PowerPlatform.Dataverse.models.labels import Label, LocalizedLabel
 from PowerPlatform.Dataverse.models.relationship import (
     LookupAttributeMetadata,
@@ -18,8 +23,11 @@ from PowerPlatform.Dataverse.models.relationship import (
 )
 from PowerPlatform.Dataverse.models.upsert import UpsertItem
 
+from fieldsync.devcert import DevCertificate
 from fieldsync.platform import Platform
-from test_webapi_sdk import (  # the live HTTPS server and the SDK client
+from fieldsync.security.roles import SYSTEM_ADMINISTRATOR
+from test_webapi_sdk import (  # the live HTTPS server and the SDK clients
+    AsyncStaticTokenCredential,
     admin,
     certificate,
     server,
@@ -419,3 +427,158 @@ def test_choice_labels_are_resolved_from_metadata_and_the_cache_flushed(
     assert client.records.retrieve("workorder", order, select=["priority"])["priority"] == 4
     assert client.flush_cache("picklist") >= 1
     assert client.flush_cache("picklist") == 0
+
+
+def test_the_async_client_s_records_dataframes_files_and_batches(
+    platform: Platform, server: str, certificate: DevCertificate, tmp_path: Path
+) -> None:
+    """What the other async tests leave out: the same operations as above through
+    ``AsyncDataverseClient``, over the same live server."""
+    import aiohttp
+    from PowerPlatform.Dataverse.aio import AsyncDataverseClient
+
+    platform.org.user("async", roles=[platform.org.role_id(SYSTEM_ADMINISTRATOR)])
+    _, secret = platform.auth.create_api_token(platform.org.user_id("async"), "aio")
+    report = tmp_path / "report.pdf"
+    report.write_bytes(b"%PDF-1.7 async report")
+
+    def names(table: str = "account", column: str = "name") -> list[str]:
+        rows = platform.records.retrieve_multiple(table, columns=[column], order_by=column)
+        return [r[column] for r in rows]
+
+    async def walk() -> None:
+        client = AsyncDataverseClient(server, AsyncStaticTokenCredential(secret))
+        trust = ssl.create_default_context(cafile=certificate.ca)
+        client._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=trust))
+        async with client:
+            ids = await client.records.create("account", [{"name": f"A {i}"} for i in range(5)])
+            await client.records.update("account", ids[0], {"numberofemployees": 10})
+            await client.records.update("account", ids[1:3], {"numberofemployees": 20})
+            listed = await client.records.list(
+                "account", select=["name"], filter="numberofemployees ge 10", orderby=["name"]
+            )
+            assert [r["name"] for r in listed] == ["A 0", "A 1", "A 2"]
+            pages = [
+                [r["name"] for r in page]
+                async for page in client.records.list_pages(
+                    "account", select=["name"], orderby=["name desc"], page_size=2
+                )
+            ]
+            assert pages == [["A 4", "A 3"], ["A 2", "A 1"], ["A 0"]]
+            built = await (
+                client.query.builder("account")
+                .select("name")
+                .where(col("numberofemployees") == 20)
+                .order_by("name")
+                .execute()
+            )
+            assert [r["name"] for r in built] == ["A 1", "A 2"]
+            xml = (
+                '<fetch count="2"><entity name="account"><attribute name="name"/>'
+                '<order attribute="name"/></entity></fetch>'
+            )
+            fetched = [len(page) async for page in client.query.fetchxml(xml).execute_pages()]
+            assert fetched == [2, 2, 1]
+            await client.records.delete("account", ids[4])
+            await client.records.delete("account", ids[2:4])  # BulkDelete
+            assert names() == ["A 0", "A 1"]
+            await client.records.delete("account", ids[:2], use_bulk_delete=False)
+            assert names() == []
+
+            columns = await client.query.sql_columns("workorder")
+            assert columns[0] == {
+                "name": "workorderid",
+                "type": "Uniqueidentifier",
+                "is_pk": True,
+                "is_name": False,
+                "label": columns[0]["label"],
+            }
+            expands = await client.query.odata_expands("workorder")
+            to_account = [e for e in expands if e["lookup_attribute"] == "serviceaccountid"]
+            assert [(e["nav_property"], e["target_entity_set"]) for e in to_account] == [
+                ("serviceaccountid", "accounts")
+            ]
+
+            frame = pd.DataFrame({"name": ["DF 1", "DF 2"], "numberofemployees": [1, 2]})
+            created = await client.dataframe.create("account", frame)
+            await client.dataframe.update(
+                "account",
+                pd.DataFrame({"accountid": list(created), "numberofemployees": [11, 22]}),
+                id_column="accountid",
+            )
+            got = await client.dataframe.sql(
+                "SELECT name, numberofemployees FROM account ORDER BY name"
+            )
+            assert list(got["numberofemployees"]) == [11, 22]
+            order = await client.records.create(
+                "workorder",
+                {
+                    "name": "WO-A",
+                    "priority": "Normal",  # a label, resolved through the metadata
+                    "serviceaccountid@odata.bind": f"/accounts({created[0]})",
+                },
+            )
+            assert (await client.records.retrieve("workorder", order, select=["priority"]))[
+                "priority"
+            ] == 2
+            assert await client.flush_cache("picklist") >= 1
+            await client.files.upload("workorder", order, "servicereport", str(report))
+            await client.records.delete("workorder", order)
+            await client.dataframe.delete("account", created)
+            assert names() == []
+
+            await client.tables.create("new_Part", {"new_Code": "string"})
+            await client.tables.create_alternate_key("new_part", "new_Code_Key", ["new_code"])
+            await client.records.upsert(
+                "new_part",
+                [
+                    UpsertItem(alternate_key={"new_code": "P-1"}, record={"new_name": "One"}),
+                    UpsertItem(alternate_key={"new_code": "P-2"}, record={"new_name": "Two"}),
+                ],
+            )
+            assert names("new_part", "new_name") == ["One", "Two"]
+
+            batch = client.batch.new()
+            batch.tables.create("new_Bin", {"new_Size": "int"})
+            batch.dataframe.create("account", pd.DataFrame({"name": ["B 1", "B 2"]}))
+            async with batch.changeset() as cs:
+                ref = cs.records.create("contact", {"lastname": "Async"})
+                cs.records.update("contact", ref, {"firstname": "Ann"})
+            result = await batch.execute()
+            assert not result.failed, [(f.status_code, f.error_message) for f in result.failed]
+            assert "new_bin" in platform.store.schema.tables
+            assert names() == ["B 1", "B 2"]
+            [ann] = platform.records.retrieve_multiple("contact", columns=["fullname"])
+            assert ann["fullname"] == "Ann Async"
+
+            batch = client.batch.new()
+            batch.tables.get("new_bin")
+            batch.tables.add_columns("new_bin", {"new_Label": "string"})
+            batch.tables.create_lookup_field(
+                referencing_table="new_bin",
+                lookup_field_name="new_AccountId",
+                referenced_table="account",
+            )
+            result = await batch.execute()
+            assert not result.failed, [(f.status_code, f.error_message) for f in result.failed]
+            got_table = result.responses[0].data
+            assert got_table is not None
+            assert got_table["value"][0]["SchemaName"] == "new_Bin"
+            bin_columns = platform.store.schema.table("new_bin").columns
+            assert {"new_label", "new_accountid"} <= set(bin_columns)
+
+            ids = [str(r["accountid"]) for r in platform.records.retrieve_multiple("account")]
+            batch = client.batch.new()
+            batch.dataframe.update(
+                "account",
+                pd.DataFrame({"accountid": ids, "telephone1": ["1", "2"]}),
+                id_column="accountid",
+            )
+            batch.dataframe.delete("account", pd.Series(ids))
+            batch.tables.delete("new_bin")
+            result = await batch.execute()
+            assert not result.failed, [(f.status_code, f.error_message) for f in result.failed]
+            assert names() == []
+            assert await client.tables.get("new_bin") is None
+
+    asyncio.run(walk())
