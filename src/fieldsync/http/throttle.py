@@ -268,6 +268,12 @@ class Throttle:
         try:
             while True:
                 time.sleep(self.limits.sync_seconds)
+                if self.store is not None and self.store.closed:
+                    # the store is gone (the server stops): a connection opened now would
+                    # belong to no pool anyone closes
+                    with self._lock:
+                        self._syncing = False
+                    return
                 try:
                     self.sync()
                     failures = 0

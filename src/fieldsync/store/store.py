@@ -98,6 +98,7 @@ class Store:
     """
 
     def __init__(self, engine: Engine) -> None:
+        self.closed = False
         self.engine = engine
         self.dialect = engine.dialect.name
         self._lock = threading.RLock()
@@ -122,6 +123,7 @@ class Store:
         return store
 
     def close(self) -> None:
+        self.closed = True  # background work (the Web API's throttle) stops touching the pool
         self.engine.dispose()
 
     # -- transactions -------------------------------------------------------------------
