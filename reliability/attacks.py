@@ -27,7 +27,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -113,31 +112,6 @@ class Tally:
         return out
 
 
-class LoggedServer(Server):
-    """``fieldsync serve`` with its log in a file: a pipe nobody reads fills up with the long
-    error lines huge queries make, and then blocks the server."""
-
-    def __init__(self, url: str, log: Path) -> None:
-        super().__init__(url)
-        self.log = log
-
-    def start(self) -> None:
-        args = [sys.executable, "-m", "fieldsync.cli", "serve", "--database", self.url]
-        args += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error"]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=out)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    tail = self.log.read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"the server did not start: {tail}") from None
-                time.sleep(0.05)
-
-
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -157,7 +131,7 @@ class Attack:
         self.marker = f"SECRET{uuid.uuid4().hex[:12]}"
         self.account_number = f"ACC-{uuid.uuid4().hex[:8]}"
         self.file_bytes = f"VICTIM-BYTES-{uuid.uuid4().hex}".encode()
-        self.server = LoggedServer(url, work / "server.log")
+        self.server = Server(url, log=work / "server.log")
         self.ids: dict[str, Any] = {}
         self.store: Any = None
         self.verbose = bool(

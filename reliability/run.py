@@ -203,20 +203,27 @@ def free_port() -> int:
 
 class Server:
     """``fieldsync serve`` in a child process; ``kill()`` is SIGKILL, ``start()`` restarts it
-    on the same port."""
+    on the same port. Its log goes to a file (a temporary one unless ``log`` is given): a
+    pipe nobody reads fills up with long error lines and then blocks the server."""
 
-    def __init__(self, url: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, env: dict[str, str] | None = None, *, log: Path | None = None
+    ) -> None:
         self.url = url
         self.env = {**os.environ, **(env or {})}
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        if log is None:
+            handle, name = tempfile.mkstemp(prefix="fieldsync-server-", suffix=".log")
+            os.close(handle)
+            log = Path(name)
+        self.log = log
 
     def start(self) -> None:
         args = [sys.executable, "-m", "fieldsync.cli", "serve", "--database", self.url]
         args += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "error"]
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env
-        )
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=out, env=self.env)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -224,16 +231,14 @@ class Server:
                     return
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                    raise RuntimeError(f"the server did not start: {err}") from None
+                    tail = self.log.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"the server did not start: {tail}") from None
                 time.sleep(0.05)
 
     def kill(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-            if self.proc.stderr is not None:
-                self.proc.stderr.close()
             self.proc = None
 
     def stop(self) -> None:
@@ -244,8 +249,6 @@ class Server:
             except subprocess.TimeoutExpired:  # streams still held open: end it
                 self.proc.kill()
                 self.proc.wait(10)
-            if self.proc.stderr is not None:
-                self.proc.stderr.close()
             self.proc = None
 
 
@@ -304,7 +307,7 @@ class Scenario:
             blobs = LocalBlobs(work / "server" / "files")
         self.blob_kind = "an S3 bucket" if s3 is not None else "the data directory"
         self.files = Files(self.platform.records, blobs, FileLimits(chunk_bytes=CHUNK))
-        self.server = Server(url, env)
+        self.server = Server(url, env, log=work / "server.log")
         self.proxy = FaultProxy(0, seed=seed)
         self.devices: dict[str, Any] = {}
         self.created: dict[str, set[str]] = {}  # device -> record ids it created

@@ -313,7 +313,7 @@ _ID_OPS = (USER_OPS - {Op.EQ_USERLANGUAGE}) | _EQUALITY | _NULLS
 _NUMERIC = COMPARISONS | _NULLS | {Op.IN, Op.NOT_IN}
 
 # Which operators each column type takes (Dataverse's "condition operator values" by type).
-_OPS_BY_TYPE: dict[ColumnType, frozenset[Op]] = {
+OPS_BY_TYPE: dict[ColumnType, frozenset[Op]] = {
     T.STRING: COMPARISONS | _NULLS | _LIKE | {Op.IN, Op.NOT_IN},
     T.MEMO: COMPARISONS | _NULLS | _LIKE | {Op.IN, Op.NOT_IN},
     T.INTEGER: _NUMERIC | {Op.EQ_USERLANGUAGE},
@@ -404,7 +404,7 @@ _UNSUPPORTED_OPS = frozenset(
 _OPS_BY_NAME = {op.value: op for op in Op}
 
 
-def _family(t: ColumnType) -> str:
+def column_family(t: ColumnType) -> str:
     """Which column types hold comparable values."""
     if t in (T.INTEGER, T.BIGINT, T.DECIMAL, T.MONEY, T.FLOAT):
         return "number"
@@ -795,7 +795,7 @@ class _Reader:
         for col, where in ((from_col, left), (to_col, right)):
             if col.type in (T.MULTICHOICE, T.FILE, T.IMAGE, T.MEMO):
                 el.fail(f"cannot join on {where} (type {col.type.value})")
-        if _family(from_col.type) != _family(to_col.type):
+        if column_family(from_col.type) != column_family(to_col.type):
             el.fail(
                 f"cannot join {left} ({from_col.type.value}) to {right} ({to_col.type.value}): "
                 "they hold different kinds of values"
@@ -878,7 +878,7 @@ class _Reader:
         else:
             el.fail(f"{_q(op_name)} is not a FetchXML condition operator")
 
-        allowed = _OPS_BY_TYPE[column.type]
+        allowed = OPS_BY_TYPE[column.type]
         usable = column.type in _BETWEEN_TYPES if between is not None else op in allowed
         if not usable:
             el.fail(f"operator {_q(op_name)} cannot be used on {where} (type {column.type.value})")
@@ -994,7 +994,9 @@ class _Reader:
                 "not supported"
             )
         other = _column(el, table, other_name)
-        if op not in _OPS_BY_TYPE[other.type] or _family(column.type) != _family(other.type):
+        if op not in OPS_BY_TYPE[other.type] or column_family(column.type) != column_family(
+            other.type
+        ):
             el.fail(
                 f"cannot compare {table.name}.{column.name} ({column.type.value}) with "
                 f"{table.name}.{other.name} ({other.type.value}) using {_q(op_name)}"

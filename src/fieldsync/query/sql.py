@@ -49,8 +49,7 @@ from fieldsync.query.ast import (
     any_of,
     negate,
 )
-from fieldsync.query.fetchxml import _OPS_BY_TYPE as OPS_BY_TYPE
-from fieldsync.query.fetchxml import _family as column_family
+from fieldsync.query.fetchxml import OPS_BY_TYPE, column_family
 from fieldsync.query.odata import resolve_column
 from fieldsync.schema.model import Column, ColumnType, Schema, Table
 from fieldsync.schema.values import make_coercer

@@ -201,6 +201,21 @@ class Downloader:
             return tp.timed or cursor.version < watermark(conn)
         return False
 
+    def _rescope(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor, limit: int) -> TablePage:
+        """Stream the table's whole scope again from this cursor; the device marks what
+        arrives and drops the rest when the stream completes."""
+        restart = replace(
+            cursor,
+            phase="snapshot",
+            head=self.store.current_version(conn),
+            key=None,
+            version=0,
+            old=0,
+        )
+        page = self._snapshot(conn, tp, restart, limit)
+        page.rescope = True
+        return page
+
     def _diff_start(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor) -> Cursor | None:
         """A diff cursor when only the table's filter changed by a republish and the earlier
         version can be rebuilt; ``None`` means re-scope."""
@@ -234,17 +249,7 @@ class Downloader:
         before = self.earlier(cursor.old) if self.earlier is not None else None
         if before is None or tp.table.name not in before.tables:
             # the earlier version is gone (another process, a restart): re-scope instead
-            restart = replace(
-                cursor,
-                phase="snapshot",
-                head=self.store.current_version(conn),
-                key=None,
-                version=0,
-                old=0,
-            )
-            page = self._snapshot(conn, tp, restart, limit)
-            page.rescope = True
-            return page
+            return self._rescope(conn, tp, cursor, limit)
         pk = tp.table.primary_id
         after: Node = (
             Condition(pk, Op.NOT_NULL)
@@ -351,16 +356,7 @@ class Downloader:
             linked |= self.plan.tables[dep].linked
         if any(c.table in linked for c in changes.changes):
             # a custom filter reads this table through a link: re-scope rather than trace
-            restart = replace(
-                cursor,
-                phase="snapshot",
-                head=self.store.current_version(conn),
-                key=None,
-                version=0,
-            )
-            page = self._snapshot(conn, tp, restart, limit)
-            page.rescope = True
-            return page
+            return self._rescope(conn, tp, cursor, limit)
         page = TablePage(tp.table.name, tp.columns, after=cursor.version)
         tracer = _Candidates(self, conn, changes.changes)
         candidates = tracer.affected(tp.table.name)
