@@ -52,6 +52,7 @@ from fieldsync.types import RecordId
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
+MAX_NAME = 1024  # fs_signin_failure.username (and systemuser.domainname) hold no more
 ISSUER = "fieldsync"
 
 
@@ -161,6 +162,12 @@ class Authenticator:
     def sign_in(self, username: str, password: str, address: str = "") -> TokenPair:
         if not isinstance(username, str) or not isinstance(password, str) or not username:
             raise BadRequest("sign-in needs a username and a password")
+        if len(username) > MAX_NAME or len(password) > MAX_PASSWORD:
+            # no user has such a name or password: refused before it is hashed or stored
+            raise BadRequest(
+                f"a user name has at most {MAX_NAME} characters and a password at most "
+                f"{MAX_PASSWORD}"
+            )
         username = username.strip().lower()
         address = address[:64]
         now = utcnow()
