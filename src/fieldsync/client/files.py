@@ -27,19 +27,19 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from fieldsync.client.replica import outbox_table
+from fieldsync.client.outbox import Outbox
+from fieldsync.client.reads import Reader
+from fieldsync.client.replica import Replica, outbox_table
+from fieldsync.client.session import Session
 from fieldsync.client.transport import BytesTransport, DeviceError, ServerError
 from fieldsync.errors import BadRequest, PayloadTooLarge, RecordNotFound
 from fieldsync.schema.model import ColumnType
-
-if TYPE_CHECKING:
-    from fieldsync.client.device import Device
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,14 @@ class FileReport:
 
 
 class DeviceFiles:
-    def __init__(self, device: Device) -> None:
-        self.device = device
-        self.replica = device.replica
-        self.root = device.directory / "files"
+    def __init__(
+        self, root: Path, replica: Replica, session: Session, outbox: Outbox, reader: Reader
+    ) -> None:
+        self.replica = replica
+        self.session = session
+        self.outbox = outbox
+        self.reader = reader
+        self.root = root
         with self.replica.write() as conn:
             meta.create_all(conn)
 
@@ -157,7 +161,7 @@ class DeviceFiles:
             conn.execute(
                 upload_table.insert().values(fileid=str(fid), tablename=table, columnname=column)
             )
-        self.device.update(table, rid, {column: str(fid)})
+        self.outbox.update(table, rid, {column: str(fid)})
         return fid
 
     def _take(
@@ -197,7 +201,7 @@ class DeviceFiles:
             tmp.unlink(missing_ok=True)
 
     def info(self, table: str, record_id: uuid.UUID | str, column: str) -> dict[str, Any] | None:
-        row = self.device.get(table, record_id)
+        row = self.reader.get(table, record_id)
         if row is None:
             raise RecordNotFound(table, uuid.UUID(str(record_id)))
         value = row.get(column)
@@ -358,7 +362,7 @@ class DeviceFiles:
         answer = http.call(
             "POST",
             "/sync/v1/files/grants",
-            {"device": self.device.device_id, "app": self.device.app, "files": ids},
+            {"device": self.session.device_id, "app": self.session.app, "files": ids},
         )
         tickets: dict[str, str] = {}
         with self.replica.write() as conn:
