@@ -18,6 +18,8 @@ from fieldsync.portal.pages import (
     apps,
     audit,
     devices,
+    explain,
+    preview,
     profiles,
     signin,
     static,
@@ -28,7 +30,7 @@ from fieldsync.portal.web import PREFIX, PortalRoute, refusal
 
 __all__ = ["PREFIX", "refusal", "router"]
 
-PAGES = (signin, tables, apps, profiles, sync_errors, devices, audit, static)
+PAGES = (signin, tables, apps, profiles, preview, sync_errors, devices, explain, audit, static)
 
 router = APIRouter(route_class=PortalRoute, include_in_schema=False)
 for page in PAGES:

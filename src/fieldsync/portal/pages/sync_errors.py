@@ -93,6 +93,7 @@ def sync_error_page(request: Request, error_id: str, ctx: User) -> HTMLResponse:
         request,
         "sync_error.html",
         error=row,
+        owner=owner,
         owner_name=owner_name,
         sent=pretty(row.get("requestdata")),
         current=current,
