@@ -51,8 +51,13 @@ def held(device: Device) -> dict[str, dict[str, Any]]:
     return out
 
 
+def call(device: Device, method: str, path: str, body: Any = None) -> Any:
+    return device._session.call(method, path, body)
+
+
 def report(device: Device, tables: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    answer: dict[str, Any] = device._call(
+    answer: dict[str, Any] = call(
+        device,
         "POST",
         "/sync/v1/inventory",
         {"device": device.device_id, "app": device.app, "tables": tables},
@@ -116,8 +121,14 @@ def test_a_synced_device_matches_and_a_changed_one_is_behind(world: World) -> No
         "account": 1,
         "contact": 1,
     }
-    # a change the device has not downloaded yet: nothing to compare for the tables it moves
+    # the same report at the same cursor stays a match (verified there), even with changes
+    # since that the device has not downloaded
     world.platform.records.update("account", ids["acc1"], {"name": "Contoso Ltd"})
+    assert statuses(report(device, held(device))) == dict.fromkeys(TABLES, "match")
+    # another report at that cursor: changes since could move rows, nothing is compared
+    _t, sql = device.replica.table("account")
+    with device.replica.write() as conn:
+        conn.execute(sql.update().values(versionnumber=sql.c.versionnumber + 1000))
     later = statuses(report(device, held(device)))
     assert later["account"] == "behind"
     assert later["workorder"] == "match"
@@ -169,6 +180,15 @@ def test_bad_reports_change_nothing(world: World) -> None:
     device = world.device("tech1")
     device.sync()
     good = held(device)
+
+    def recorded() -> Any:
+        with world.platform.store.read() as conn:
+            return conn.execute(
+                sa.select(fs_device.c.inventoryon).where(fs_device.c.deviceid == device.device_id)
+            ).scalar_one()
+
+    before = recorded()
+    assert before is not None  # the sync reported
     for bad in (
         {},
         {"workorder": {"rows": -1, "checksum": EMPTY, "cursor": None}},
@@ -181,13 +201,12 @@ def test_bad_reports_change_nothing(world: World) -> None:
         with pytest.raises(ServerError) as caught:
             report(device, bad)
         assert caught.value.status == 400, bad
-    with world.platform.store.read() as conn:
-        row = conn.execute(sa.select(fs_device).where(fs_device.c.deviceid == device.device_id))
-        assert row.one().inventoryon is None
+    assert recorded() == before
     other = world.device("tech2")
     other.sync()
     with pytest.raises(ServerError) as caught:
-        other._call(
+        call(
+            other,
             "POST",
             "/sync/v1/inventory",
             {"device": device.device_id, "app": "fieldservice", "tables": good},
@@ -203,9 +222,8 @@ def test_remote_wipe_refuses_every_call_until_the_wipe_receipt(
     device.sync()
     tech = world.device("tech2")
     tech.sync()
-    refused = tech._call  # a technician may not wipe
-    with pytest.raises(ServerError) as caught:
-        refused("POST", f"/admin/devices/{device.device_id}/wipe")
+    with pytest.raises(ServerError) as caught:  # a technician may not wipe
+        call(tech, "POST", f"/admin/devices/{device.device_id}/wipe")
     assert caught.value.status == 403
     assert admin.post("/admin/devices/nosuchdevice/wipe").status_code == 404
     answer = admin.post(f"/admin/devices/{device.device_id}/wipe")
@@ -217,12 +235,13 @@ def test_remote_wipe_refuses_every_call_until_the_wipe_receipt(
         ("/sync/v1/upload", {"changes": []}),
     ):
         with pytest.raises(ServerError) as caught:
-            device._call("POST", path, {**body, **extra})
+            call(device, "POST", path, {**body, **extra})
         assert (caught.value.status, caught.value.code) == (403, "0x80040F01"), path
     # a purge receipt does not close a wipe; the wipe receipt does
     with pytest.raises(ServerError):
-        device._call("POST", "/sync/v1/receipt", {**body, "kind": "purge", "tables": {}})
-    receipt = device._call(
+        call(device, "POST", "/sync/v1/receipt", {**body, "kind": "purge", "tables": {}})
+    receipt = call(
+        device,
         "POST",
         "/sync/v1/receipt",
         {**body, "kind": "wipe", "tables": {"workorder": 1, "account": 1}, "outbox": 2},
@@ -238,9 +257,9 @@ def test_remote_wipe_refuses_every_call_until_the_wipe_receipt(
         "files": 0,
     }
     # the wipe is over: the device may sync again (the user still has access)
-    device._call("POST", "/sync/v1/handshake", body)
+    call(device, "POST", "/sync/v1/handshake", body)
     with pytest.raises(ServerError) as caught:
-        device._call("POST", "/sync/v1/receipt", {**body, "kind": "wipe", "tables": {}})
+        call(device, "POST", "/sync/v1/receipt", {**body, "kind": "wipe", "tables": {}})
     assert caught.value.status == 400
     events = [e["event"] for e in world.platform.store.audit.read(event="device.")]
     assert "device.wipe_requested" in events
@@ -260,27 +279,81 @@ def test_devices_still_holding_data_after_access_ended_until_their_receipt(
     stranded = admin.get("/admin/devices", params={"stranded": "true"}).json()["value"]
     assert [d["device"] for d in stranded] == [one.device_id]
     assert "may not take this app offline" in stranded[0]["lost"]
-    # the device learns at its next handshake, removes the data and says how much
+    # the device learns at its next sync, removes the data and says how much
     with pytest.raises(ServerError):
-        one._call("POST", "/sync/v1/handshake", {"device": one.device_id, "app": "fieldservice"})
-    one._call(
-        "POST",
-        "/sync/v1/receipt",
-        {
-            "device": one.device_id,
-            "app": "fieldservice",
-            "kind": "purge",
-            "tables": {"workorder": 1, "account": 1, "contact": 1},
-            "reason": "access removed",
-        },
-    )
+        one.sync()
+    assert one.replica.handshake is None
+    listed = admin.get(f"/admin/devices/{one.device_id}").json()
+    assert listed["receipts"][0]["kind"] == "purge"
+    assert listed["receipts"][0]["counts"]["tables"] == {
+        "workorder": 1,
+        "account": 1,
+        "contact": 1,
+    }
+    # a second refused sync holds nothing and sends no second receipt
+    with pytest.raises(ServerError):
+        one.sync()
+    assert len(admin.get(f"/admin/devices/{one.device_id}").json()["receipts"]) == 1
     assert admin.get("/admin/devices", params={"stranded": "true"}).json()["value"] == []
     # only administrators list other users' devices
     with pytest.raises(ServerError) as caught:
-        two._call("GET", "/admin/devices?stranded=true")
+        call(two, "GET", "/admin/devices?stranded=true")
     assert caught.value.status == 403
-    mine = two._call("GET", "/admin/devices")["value"]
+    mine = call(two, "GET", "/admin/devices")["value"]
     assert [d["device"] for d in mine] == [two.device_id]
+
+
+def test_the_device_reports_after_each_sync_and_heals_in_the_same_sync(world: World) -> None:
+    ids = seed(world)
+    device = world.device("tech1")
+    first = device.sync()
+    assert first.inventory == dict.fromkeys(TABLES, "match")
+    # nothing moved: the device reads no rows to report, the server counts nothing again
+    assert device.sync().inventory == dict.fromkeys(TABLES, "match")
+    _t, sql = device.replica.table("contact")
+    with device.replica.write() as conn:
+        conn.execute(sql.delete().where(sql.c.contactid == ids["con1"]))
+    device._syncer.inventory.forget(["contact"])  # what a device that lost rows computes
+    healed = device.sync()
+    assert healed.inventory["contact"] == "mismatch"
+    assert healed.rescoped == ["contact"]
+    assert device.get("contact", ids["con1"]) is not None
+    assert device.sync().inventory == dict.fromkeys(TABLES, "match")
+    # a table with a change in the outbox is not reported
+    device.update("workorder", ids["wo1"], {"name": "Pump, urgent"})
+    world.down = True
+    with pytest.raises(Exception):  # noqa: B017, PT011 - offline
+        device.sync()
+    world.down = False
+    tables = device._syncer.inventory.held(TABLES)
+    assert "workorder" not in tables
+    assert set(tables) == {"account", "contact"}
+
+
+def test_a_wiped_device_removes_everything_and_sends_its_receipt(
+    world: World, admin: httpx.Client
+) -> None:
+    ids = seed(world)
+    device = world.device("tech1")
+    device.sync()
+    device.update("workorder", ids["wo1"], {"name": "Never sent"})
+    assert admin.post(f"/admin/devices/{device.device_id}/wipe").status_code == 200
+    with pytest.raises(ServerError) as caught:
+        device.sync()
+    assert caught.value.code == "0x80040F01"
+    assert device.pending_changes() == 0
+    assert device.replica.handshake is None
+    assert device.replica.sql == {}
+    # the change was not uploaded
+    assert world.platform.records.retrieve("workorder", ids["wo1"])["name"] == "Pump"
+    one = admin.get(f"/admin/devices/{device.device_id}").json()
+    assert one["wipe_pending"] is False
+    assert one["receipts"][0]["kind"] == "wipe"
+    assert one["receipts"][0]["counts"]["outbox"] == 1
+    assert one["receipts"][0]["counts"]["tables"] == {"workorder": 1, "account": 1, "contact": 1}
+    # the wipe is over: the user (who still has access) syncs again from nothing
+    again = device.sync()
+    assert again.downloaded["workorder"] == 1
 
 
 def test_the_upgrade_adds_the_device_columns_to_an_older_database(platform: Platform) -> None:

@@ -1,5 +1,7 @@
 """Sync on the device: handshake, files up, the outbox up (in order, each change once), every
-table's pages down, files down; and the purge when access is gone.
+table's pages down, files down, the inventory (:mod:`~fieldsync.client.inventory`; a table the
+server re-scopes is downloaded again at once); the purge when access is gone and the wipe an
+administrator asked for, each acknowledged with a receipt.
 
 The bodies are the types of :mod:`fieldsync.sync.protocol`; ``docs/protocol.md`` tells the
 protocol whole.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -21,6 +24,7 @@ import sqlalchemy as sa
 
 from fieldsync import __version__
 from fieldsync.client.files import DeviceFiles, FileReport
+from fieldsync.client.inventory import Inventory
 from fieldsync.client.outbox import Outbox
 from fieldsync.client.replica import Replica, error_table, outbox_table
 from fieldsync.client.session import Session
@@ -29,6 +33,7 @@ from fieldsync.client.transport import AccessRemoved, DeviceError, Offline, Serv
 from fieldsync.errors import BadRequest
 from fieldsync.sync.merge import settle
 from fieldsync.sync.protocol import (
+    WIPE_CODE,
     ChangeAnswer,
     ClientChange,
     DownloadAnswer,
@@ -39,6 +44,8 @@ from fieldsync.sync.protocol import (
     UploadAnswer,
     UploadRequest,
 )
+
+log = logging.getLogger(__name__)
 
 UPLOAD_BATCH = 200
 PAGE_SIZE = 2000
@@ -60,12 +67,19 @@ class SyncReport:
     bytes: int = 0
     rescoped: list[str] = field(default_factory=list)
     purged: bool = False
+    wiped: bool = False  # an administrator asked: every row, the outbox and the files went
     files: FileReport | None = None  # blobs fetched after the rows (``sync(files=True)``)
+    inventory: dict[str, str] = field(default_factory=dict)  # the server's verdict per table
+
+
+def wipe_asked(exc: ServerError) -> bool:
+    """The answer means an administrator asked to wipe this device."""
+    return exc.code == WIPE_CODE
 
 
 def access_gone(exc: ServerError) -> bool:
     """The answer means the user may no longer take the app offline: purge."""
-    return isinstance(exc, AccessRemoved) or exc.status in (403, 404)
+    return not wipe_asked(exc) and (isinstance(exc, AccessRemoved) or exc.status in (403, 404))
 
 
 class Syncer:
@@ -84,6 +98,7 @@ class Syncer:
         self.files = files
         self.monitor = monitor
         self.lock = lock
+        self.inventory = Inventory(replica, session)
 
     def handshake(self) -> HandshakeAnswer:
         """Register with the server; adopt the published profile (a new version re-scopes
@@ -94,10 +109,13 @@ class Syncer:
             "sdk": __version__,
             "pending": self.outbox.pending_changes(),
         }
+        self.inventory.flush()  # a receipt the server has not had yet
         try:
             answer: HandshakeAnswer = self.session.call("POST", "/sync/v1/handshake", request)
         except ServerError as exc:
-            if access_gone(exc):
+            if wipe_asked(exc):
+                self.wipe()
+            elif access_gone(exc):
                 self.purge(exc)
             raise
         self.replica.adopt(answer)
@@ -119,14 +137,21 @@ class Syncer:
                 try:
                     answer = self.handshake()
                 except ServerError as exc:
-                    if access_gone(exc):
-                        report.purged = True
+                    report.purged = access_gone(exc)
+                    report.wiped = wipe_asked(exc)
                     raise
-                self.session.online(self.files.upload_pending)
-                self.upload(report)
-                self.files.sweep()
-                wanted = list(answer["order"]) if tables is None else list(tables)
-                self.download(wanted, report, progress, page_size)
+                try:
+                    self.session.online(self.files.upload_pending)
+                    self.upload(report)
+                    self.files.sweep()
+                    wanted = list(answer["order"]) if tables is None else list(tables)
+                    self.download(wanted, report, progress, page_size)
+                    self.check(wanted, report, progress, page_size)
+                except ServerError as exc:
+                    if wipe_asked(exc):  # asked while this sync ran
+                        self.wipe()
+                        report.wiped = True
+                    raise
                 if files:
                     report.files = self.session.online(self.files.fetch)
                 self.session.link(True, None)
@@ -311,13 +336,45 @@ class Syncer:
                 pending = None
         report.downloaded = counts
 
+    # -- inventory --------------------------------------------------------------------------
+
+    def check(
+        self,
+        tables: list[str],
+        report: SyncReport,
+        progress: Callable[[Progress], None] | None,
+        page_size: int,
+    ) -> None:
+        """Report the inventory of the tables just downloaded; download again at once the
+        tables the server re-scopes (their counts went wrong)."""
+        try:
+            answer = self.inventory.report(tables)
+        except ServerError as exc:
+            if wipe_asked(exc):
+                raise
+            # the rows are in; a server that cannot take the report does not fail the sync
+            log.warning("the server did not take the inventory: %s", exc)
+            return
+        if answer is None:
+            return
+        report.inventory = {v["table"]: v["status"] for v in answer["tables"]}
+        if answer["rescope"]:
+            before = dict(report.downloaded)
+            self.download(list(answer["rescope"]), report, progress, page_size)
+            for name, rows in before.items():
+                report.downloaded[name] = report.downloaded.get(name, 0) + rows
+
     # -- access gone ------------------------------------------------------------------------
 
     def purge(self, exc: ServerError) -> None:
-        """Access is gone: pending changes become sync errors, the profile's data goes."""
+        """Access is gone: pending changes become sync errors, the profile's data goes, and
+        a receipt says how much (once: a device that holds nothing sends none)."""
         now = dt.datetime.now(dt.UTC).isoformat()
+        held = self.replica.handshake is not None
+        counts = self.inventory.counts()
         with self.replica.write() as conn:
-            for entry in conn.execute(sa.select(outbox_table)).mappings().all():
+            entries = conn.execute(sa.select(outbox_table)).mappings().all()
+            for entry in entries:
                 conn.execute(
                     error_table.insert().values(
                         changeid=entry["changeid"],
@@ -334,8 +391,32 @@ class Syncer:
                 )
             conn.execute(outbox_table.delete())
         self.replica.purge()
-        self.files.sweep()
+        self.inventory.forget()
+        removed = self.files.sweep()
         self.monitor.notify()
+        if held:
+            self.inventory.receipt(
+                "purge", counts, outbox=len(entries), files=removed, reason=exc.message
+            )
+
+    def wipe(self) -> None:
+        """An administrator asked: every row, the outbox (pending changes are not sent), the
+        sync errors and the files go; a receipt says how much."""
+        counts = self.inventory.counts()
+        with self.replica.write() as conn:
+            outbox = int(
+                conn.execute(sa.select(sa.func.count()).select_from(outbox_table)).scalar_one()
+            )
+            conn.execute(outbox_table.delete())
+            conn.execute(error_table.delete())
+            self.replica.delete_state(conn, "acked")
+        self.replica.purge()
+        self.inventory.forget()
+        removed = self.files.sweep()
+        self.monitor.notify()
+        self.inventory.receipt(
+            "wipe", counts, outbox=outbox, files=removed, reason="asked by an administrator"
+        )
 
     def sign_out(self) -> None:
         """Revoke the session and remove every row from this device."""

@@ -240,6 +240,9 @@ fs_device_inventory = sa.Table(
     sa.Column("expectedchecksum", sa.String(16)),
     sa.Column("heal", sa.Integer, nullable=False, server_default="0"),
     sa.Column("mismatches", sa.Integer, nullable=False, server_default="0"),
+    # the cursor a match was verified at (a hash): the same report at the same cursor is
+    # answered without counting the scope again
+    sa.Column("verified", sa.String(64)),
 )
 # a device's acknowledgement that it removed data: ``purge`` (access ended) or ``wipe`` (an
 # administrator asked), with the counts it removed per table

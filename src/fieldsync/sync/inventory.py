@@ -42,32 +42,25 @@ from sqlalchemy.dialects.postgresql import BIT
 from fieldsync.errors import BadRequest
 from fieldsync.store.catalog import fs_device, fs_device_inventory
 from fieldsync.store.store import utcnow
+from fieldsync.sync.protocol import (
+    CHECKSUM_EMPTY,
+    format_checksum,
+    inventory_checksum,
+    row_hash,
+)
+
+__all__ = ["EMPTY", "checksum", "format_checksum", "row_hash"]
 
 Status = Literal["match", "mismatch", "behind", "clock"]
 MODULUS = 1 << 64
-EMPTY = "0" * 16
+EMPTY = CHECKSUM_EMPTY
 MAX_TABLES = 500
 MISMATCH_EVENT = "device.inventory_mismatch"
 
 
-def row_hash(record_id: uuid.UUID | str, version: int | None) -> int:
-    """One row's 64-bit hash of ``"<id>:<version>"``."""
-    rid = record_id if isinstance(record_id, uuid.UUID) else uuid.UUID(str(record_id))
-    text = f"{rid}:{int(version or 0)}".encode()
-    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big")
-
-
-def format_checksum(total: int) -> str:
-    return f"{total % MODULUS:016x}"
-
-
 def checksum(pairs: Iterable[tuple[Any, Any]]) -> tuple[int, str]:
     """The row count and checksum of ``(id, version)`` pairs."""
-    count = total = 0
-    for rid, version in pairs:
-        count += 1
-        total += row_hash(rid, version)
-    return count, format_checksum(total)
+    return inventory_checksum(pairs)
 
 
 def pg_hash_sum(id_column: Any, version_column: Any) -> Any:
@@ -128,12 +121,28 @@ class Verdict:
     checksum: str
     expected_rows: int | None = None
     expected_checksum: str | None = None
+    verified: str | None = None  # a match: the hash of the cursor it was verified at
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"table": self.table, "status": self.status, "rows": self.rows}
         if self.expected_rows is not None:
             out["expected_rows"] = self.expected_rows
         return out
+
+
+def cursor_key(cursor: str | None) -> str | None:
+    return None if cursor is None else hashlib.sha256(cursor.encode()).hexdigest()[:32]
+
+
+def verified(conn: sa.Connection, device: str) -> dict[str, tuple[int, str, str]]:
+    """Per table, the last match of the device: rows, checksum and the cursor's hash."""
+    t = fs_device_inventory
+    rows = conn.execute(
+        sa.select(t.c.tablename, t.c.rows, t.c.checksum, t.c.verified).where(
+            t.c.deviceid == device, t.c.status == "match", t.c.verified.is_not(None)
+        )
+    )
+    return {r.tablename: (int(r.rows), r.checksum, r.verified) for r in rows}
 
 
 def heals(conn: sa.Connection, device: str) -> dict[str, int]:
@@ -159,6 +168,7 @@ def record(conn: sa.Connection, device: str, user: uuid.UUID, verdicts: list[Ver
             "checksum": v.checksum,
             "expectedrows": v.expected_rows,
             "expectedchecksum": v.expected_checksum,
+            "verified": v.verified,
         }
         if v.status == "mismatch":
             values["heal"] = t.c.heal + 1

@@ -25,9 +25,10 @@ from fieldsync.offline.profiles import PROFILE, check, load_draft, published_pro
 from fieldsync.offline.snapshot import PublishedProfile
 from fieldsync.offline.validation import snapshot
 from fieldsync.query.ast import Node, Query
+from fieldsync.query.bind import UserBinding
 from fieldsync.records.service import Records
 from fieldsync.schema.model import ColumnType
-from fieldsync.security.context import load_context
+from fieldsync.security.context import load_context, user_binding
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege
 from fieldsync.store.catalog import fs_file
@@ -136,13 +137,16 @@ def preview_profile(
         published = published_profile(conn, profile_id)
         version = (published.version + 1) if published else 1
         proposed = snapshot(draft, store.schema, profile_id, version, moment)
-        audience, holders = _holders(records, conn, profile_id)
+        contexts: dict[Any, SecurityContext] = {}
+        audience, holders = _holders(records, conn, profile_id, contexts)
         chosen = users if users is not None else holders
         total = len(chosen)
         if users is None and len(chosen) > sample:
             chosen = random.Random(seed).sample(sorted(chosen, key=str), sample)
         counter = _Counter(records, conn, proposed, published, moment)
-        previews = [counter.user(load_context(store, uid, conn)) for uid in chosen]
+        previews = [
+            counter.user(contexts.get(uid) or load_context(store, uid, conn)) for uid in chosen
+        ]
     return Preview(
         profile=draft.name,
         published_version=published.version if published else None,
@@ -152,9 +156,15 @@ def preview_profile(
     )
 
 
-def _holders(records: Records, conn: sa.Connection, profile_id: RecordId) -> tuple[str, list[Any]]:
+def _holders(
+    records: Records,
+    conn: sa.Connection,
+    profile_id: RecordId,
+    contexts: dict[Any, SecurityContext] | None = None,
+) -> tuple[str, list[Any]]:
     """Who would hold the profile: the selected users and teams' members when every app using
-    it is restricted; every enabled user who may use an app otherwise."""
+    it is restricted; every enabled user who may use an app otherwise (their security
+    contexts, loaded to decide, are kept in ``contexts``)."""
     store = records.store
     apps = store.sql_table(APP)
     modes = list(
@@ -190,6 +200,8 @@ def _holders(records: Records, conn: sa.Connection, profile_id: RecordId) -> tup
             ctx, profile_table, Privilege.READ
         ):
             holders.append(uid)
+            if contexts is not None:
+                contexts[uid] = ctx
     return "everyone who may use an app of the profile", holders
 
 
@@ -215,12 +227,17 @@ class _Counter:
         self.draft = build_plan(proposed, schema)
         self.current: ScopePlan | None = build_plan(published, schema) if published else None
         self.widths: dict[str, float] = {}
+        self.binding: UserBinding | None = None  # the user's, for every query of theirs
 
     def _ids(self, plan: ScopePlan, table: str, ctx: SecurityContext) -> sa.Select[Any]:
         t = plan.plan(table).table
         node: Node = plan.node(table)
         query = Query(table=table, columns=(t.primary_id,), filter=node)
-        stmt = self.records.query_statement(query, caller=ctx, now=self.now, conn=self.conn)
+        if self.binding is None or self.binding.user_id != ctx.user_id:
+            self.binding = user_binding(self.records.store, self.conn, ctx)
+        stmt = self.records.query_statement(
+            query, caller=ctx, now=self.now, conn=self.conn, binding=self.binding
+        )
         # counted and compared as sets (SQLite refuses an ORDER BY inside EXCEPT)
         return stmt.order_by(None)
 

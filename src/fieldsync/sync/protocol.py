@@ -254,3 +254,82 @@ class LiveChanges(TypedDict):
 
 
 LIVE_EVENTS = ("ready", "changes", "bye")
+
+
+# -- inventory, receipts, remote wipe --------------------------------------------------------
+
+WIPE_CODE = "0x80040F01"
+"""The error code (with 403) of every sync call naming a device an administrator asked to wipe:
+remove every row, the outbox and the files, then send a ``wipe`` receipt."""
+
+CHECKSUM_EMPTY = "0" * 16
+
+
+def row_hash(record_id: object, version: int | None) -> int:
+    """One row's 64-bit hash: the first 8 bytes, big-endian, of SHA-256 over the UTF-8 text
+    ``"<id>:<version>"`` (the id lowercase with dashes; the version in decimal, 0 when none)."""
+    import hashlib
+    import uuid
+
+    rid = record_id if isinstance(record_id, uuid.UUID) else uuid.UUID(str(record_id))
+    text = f"{rid}:{int(version or 0)}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big")
+
+
+def format_checksum(total: int) -> str:
+    return f"{total % (1 << 64):016x}"
+
+
+def inventory_checksum(pairs: Any) -> tuple[int, str]:
+    """The row count and checksum of ``(id, version)`` pairs: the sum of their hashes mod
+    2**64, as 16 lowercase hex digits (any order gives the same)."""
+    count = total = 0
+    for rid, version in pairs:
+        count += 1
+        total += row_hash(rid, version)
+    return count, format_checksum(total)
+
+
+class TableInventory(TypedDict):
+    rows: int  # rows the device holds of the table
+    checksum: str  # inventory_checksum of their (id, versionnumber) pairs
+    cursor: str | None  # the table's download cursor, as the last page gave it
+
+
+class InventoryRequest(TypedDict):
+    device: str
+    app: str
+    tables: dict[str, TableInventory]  # tables with changes in the outbox are left out
+
+
+InventoryStatus: TypeAlias = Literal["match", "mismatch", "behind", "clock"]
+
+
+class InventoryVerdict(TypedDict):
+    table: str
+    status: InventoryStatus
+    rows: int  # as the device reported
+    expected_rows: NotRequired[int]  # what its scope holds (when compared)
+
+
+class InventoryAnswer(TypedDict):
+    tables: list[InventoryVerdict]
+    rescope: list[str]  # mismatched tables: download them again (their cursors are stale)
+
+
+ReceiptKind: TypeAlias = Literal["purge", "wipe"]
+
+
+class ReceiptRequest(TypedDict):
+    device: str
+    app: str
+    kind: ReceiptKind  # purge: access ended; wipe: an administrator asked
+    tables: dict[str, int]  # rows removed per table
+    outbox: NotRequired[int]  # changes discarded
+    files: NotRequired[int]  # files removed
+    reason: NotRequired[str | None]
+
+
+class ReceiptAnswer(TypedDict):
+    receipt: str  # its id
+    received_on: str
