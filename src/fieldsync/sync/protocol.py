@@ -11,8 +11,7 @@ A new protocol version is a new path prefix (``/sync/v2``); within one version t
 adds keys, never removes or re-types one, and a device ignores keys it does not know.
 """
 
-from __future__ import annotations
-
+# (no postponed annotations here: TypedDict reads NotRequired at run time)
 from typing import Any, Literal, NotRequired, TypeAlias, TypedDict
 
 PROTOCOL_VERSION = 1
