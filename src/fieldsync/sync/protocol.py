@@ -243,7 +243,7 @@ class LiveReady(TypedDict):
     """``event: ready``: the subscription is in place; sync every table now."""
 
     tables: list[str]
-    keepalive: int  # seconds between keep-alive comments
+    keepalive: float  # seconds between keep-alive comments
 
 
 class LiveChanges(TypedDict):
