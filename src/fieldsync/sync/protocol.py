@@ -11,8 +11,7 @@ A new protocol version is a new path prefix (``/sync/v2``); within one version t
 adds keys, never removes or re-types one, and a device ignores keys it does not know.
 """
 
-from __future__ import annotations
-
+# (no postponed annotations here: TypedDict reads NotRequired at run time)
 from typing import Any, Literal, NotRequired, TypeAlias, TypedDict
 
 PROTOCOL_VERSION = 1
@@ -244,7 +243,7 @@ class LiveReady(TypedDict):
     """``event: ready``: the subscription is in place; sync every table now."""
 
     tables: list[str]
-    keepalive: int  # seconds between keep-alive comments
+    keepalive: float  # seconds between keep-alive comments
 
 
 class LiveChanges(TypedDict):
