@@ -484,3 +484,53 @@ def test_cli_device_report_and_wipe(world: World) -> None:
     missing = runner.invoke(main, ["device-wipe", "nosuchdevice", "--database", url])
     assert missing.exit_code == 2
     assert "no device" in missing.output
+
+
+def test_the_portal_devices_page_shows_verdicts_receipts_and_wipes(
+    world: World, admin: httpx.Client
+) -> None:
+    from portal_world import csrf_of, sign_in
+
+    ids = seed(world)
+    device, other = world.device("tech1"), world.device("tech2")
+    device.sync()
+    other.sync()
+    _t, sql = device.replica.table("account")
+    with device.replica.write() as conn:
+        conn.execute(sql.delete().where(sql.c.accountid == ids["acc1"]))
+    report(device, held(device))
+    lost = world.users["tech2"]
+    world.allowed = lambda ctx: ctx.user_id != lost
+    bridge = AsgiBridge(world.app)
+    try:
+        with httpx.Client(transport=bridge, base_url="http://testserver") as client:
+            sign_in(client, "boss")
+            page = client.get("/portal/devices").text
+            assert "<strong>mismatch</strong>" in page
+            assert "Still holding data after access ended" in page
+            assert "may not take this app offline" in page  # tech2's device
+            detail = client.get(f"/portal/devices/{device.device_id}").text
+            assert '<th scope="row">account</th>' in detail
+            assert "<strong>mismatch</strong>" in detail
+            assert client.get("/portal/devices/nosuchdevice").status_code == 404
+            # a wipe needs the form's CSRF token
+            url = f"/portal/devices/{device.device_id}/wipe"
+            assert client.post(url, data={}).status_code in (400, 403)
+            done = client.post(url, data={"csrf": csrf_of(page)})
+            assert done.status_code == 303
+            assert "<strong>wipe pending</strong>" in client.get("/portal/devices").text
+            # a technician sees only their device, with no wipe button and no stranded list
+            client.cookies.clear()
+            sign_in(client, "tech1")
+            mine = client.get("/portal/devices").text
+            assert device.device_id in mine
+            assert other.device_id not in mine
+            assert "Still holding data" not in mine
+            assert "/wipe" not in mine
+            refused = client.post(
+                f"/portal/devices/{other.device_id}/wipe", data={"csrf": csrf_of(mine)}
+            )
+            assert refused.status_code == 403
+    finally:
+        bridge.close()
+        bridge.loop.close()
