@@ -25,6 +25,7 @@ REQUESTS = {
     "/sync/v1/upload": (p.UploadRequest, p.UploadAnswer),
     "/sync/v1/inventory": (p.InventoryRequest, p.InventoryAnswer),
     "/sync/v1/receipt": (p.ReceiptRequest, p.ReceiptAnswer),
+    "/sync/v1/backfill": (p.BackfillRequest, p.BackfillAnswer),
 }
 
 

@@ -24,11 +24,26 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from fieldsync.client.transport import StorageFull
 from fieldsync.schema.model import ColumnType, Schema, Table
-from fieldsync.store.ddl import build_sql_table
+from fieldsync.store.ddl import add_column_ddl, build_sql_table, index_names, sql_columns
 from fieldsync.store.engine import WRITE_OPTION, create_engine
 from fieldsync.store.sqltypes import UTCDateTime
 
 T = ColumnType
+BACKFILL = "backfill"  # state: per table, the columns to fill and how far it got
+COLUMN_GONE = "0x80060888"  # the sync error of a pending change to a column that went
+
+
+def compatible(was: Table, now: Table) -> bool:
+    """Whether a table's new definition can be migrated in place: the same primary key and
+    every column kept with its type (limits, labels and options may change)."""
+    if was.primary_id != now.primary_id:
+        return False
+    for name, col in was.columns.items():
+        other = now.columns.get(name)
+        if other is not None and (other.type != col.type or other.polymorphic != col.polymorphic):
+            return False
+    return True
+
 
 meta = sa.MetaData()
 state_table = sa.Table(
@@ -250,31 +265,182 @@ class Replica:
             self.columns[t.name] = tuple(handshake["columns"][t.name])
 
     def adopt(self, handshake: Mapping[str, Any]) -> list[str]:
-        """Take a handshake's tables: create new ones, drop ones no longer in the profile,
-        rebuild ones whose definition changed (their cursors restart). Returns the tables
-        that were reset."""
+        """Take a handshake's tables: create new ones, drop ones no longer in the profile, and
+        migrate the ones whose definition or travelling columns changed in place
+        (:meth:`_migrate`: columns added or dropped, values that no longer travel cleared, the
+        columns gained queued for a backfill). Only a table whose change cannot be migrated
+        (a column's type changed, another primary key) is rebuilt: its cursor restarts and it
+        downloads again. The outbox survives every migration. Returns the tables reset."""
         old = self.handshake or {"tables": [], "columns": {}}
         before = {t["name"]: t for t in old["tables"]}
         after = {t["name"]: t for t in handshake["tables"]}
         reset: list[str] = []
         with self.write() as conn:
+            backfill: dict[str, Any] = self.get_state(BACKFILL, conn) or {}
             for name, definition in before.items():
-                changed = name in after and (
-                    after[name] != definition
-                    or handshake["columns"].get(name) != old["columns"].get(name)
-                )
-                if name not in after or changed:
-                    conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
-                    conn.execute(cursor_table.delete().where(cursor_table.c.tablename == name))
-                    conn.execute(seen_table.delete().where(seen_table.c.tablename == name))
-                    reset.append(name)
+                old_cols = list(old["columns"].get(name) or [])
+                new_cols = list(handshake["columns"].get(name) or [])
+                if name in after and after[name] == definition and old_cols == new_cols:
+                    continue
+                if name in after:
+                    was, now = Table.from_json(definition), Table.from_json(after[name])
+                    if compatible(was, now):
+                        self._migrate(conn, was, now, old_cols, new_cols, backfill)
+                        continue
+                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
+                conn.execute(cursor_table.delete().where(cursor_table.c.tablename == name))
+                conn.execute(seen_table.delete().where(seen_table.c.tablename == name))
+                backfill.pop(name, None)
+                reset.append(name)
             md = sa.MetaData()
             for definition in handshake["tables"]:
                 build_sql_table(Table.from_json(definition), md)
             md.create_all(conn)
+            self.set_state(conn, BACKFILL, backfill)
             self.set_state(conn, "handshake", dict(handshake))
         self._load()
         return reset
+
+    def _migrate(
+        self,
+        conn: sa.Connection,
+        was: Table,
+        now: Table,
+        old_cols: list[str],
+        new_cols: list[str],
+        backfill: dict[str, Any],
+    ) -> None:
+        """Bring one table to its new definition without downloading its rows again: add
+        the new columns, drop the removed ones (their indexes first), clear the values of
+        columns that no longer travel, turn pending changes to those columns into sync
+        errors, and queue the columns that now travel for a backfill (rows x new columns)."""
+        name = now.name
+        quoted = conn.dialect.identifier_preparer.quote
+        present = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({quoted(name)})")}
+        for col in now.columns.values():
+            if col.name not in present:
+                add_column_ddl(conn, now, col)
+        for col in was.columns.values():
+            if col.name in now.columns:
+                continue
+            index = index_names(was, col)
+            if index:
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {quoted(index)}")
+            for sql_col in sql_columns(was, col):
+                if sql_col.name in present:
+                    conn.exec_driver_sql(
+                        f"ALTER TABLE {quoted(name)} DROP COLUMN {quoted(sql_col.name)}"
+                    )
+        gone = [c for c in old_cols if c not in new_cols]
+        kept = [
+            c
+            for c in gone
+            if c in {sc.name for col in now.columns.values() for sc in sql_columns(now, col)}
+        ]
+        if kept:
+            conn.exec_driver_sql(
+                f"UPDATE {quoted(name)} SET " + ", ".join(f"{quoted(c)} = NULL" for c in kept)
+            )
+        if gone:
+            self._orphan_changes(conn, name, set(gone))
+        gained = [c for c in new_cols if c not in old_cols and c != now.primary_id]
+        downloaded = conn.execute(
+            sa.select(cursor_table.c.cursor).where(cursor_table.c.tablename == name)
+        ).scalar()
+        if gained and downloaded:
+            job = backfill.get(name) or {"columns": []}
+            columns = [c for c in dict.fromkeys([*job["columns"], *gained]) if c in new_cols]
+            backfill[name] = {"columns": columns, "after": None}
+        elif name in backfill:
+            columns = [c for c in backfill[name]["columns"] if c in new_cols]
+            if columns:
+                backfill[name]["columns"] = columns
+            else:
+                del backfill[name]
+
+    def _orphan_changes(self, conn: sa.Connection, table: str, gone: set[str]) -> None:
+        """Pending changes to columns that no longer travel: those values become sync
+        errors (never uploaded); a change left with nothing to send leaves the outbox."""
+        now = dt.datetime.now(dt.UTC).isoformat()
+        entries = conn.execute(
+            sa.select(outbox_table).where(outbox_table.c.tablename == table)
+        ).mappings()
+        for entry in list(entries):
+            values: dict[str, Any] = orjson.loads(entry["changes"])
+            lost = sorted(set(values) & gone)
+            if not lost:
+                continue
+            conn.execute(
+                error_table.insert().values(
+                    changeid=entry["changeid"],
+                    tablename=table,
+                    operation=entry["operation"],
+                    recordid=entry["recordid"],
+                    code=COLUMN_GONE,
+                    message=(
+                        f"{table}: {', '.join(lost)} no longer reach this device (removed from "
+                        "the table or the offline profile); the change to them was not uploaded"
+                    ),
+                    errortype=3,
+                    sent=entry["changes"],
+                    reverted=None,
+                    occurredon=now,
+                )
+            )
+            rest = {k: v for k, v in values.items() if k not in gone}
+            if entry["operation"] == "update" and not rest:
+                conn.execute(outbox_table.delete().where(outbox_table.c.seq == entry["seq"]))
+            else:
+                conn.execute(
+                    outbox_table.update()
+                    .where(outbox_table.c.seq == entry["seq"])
+                    .values(changes=orjson.dumps(rest).decode())
+                )
+
+    def backfills(self) -> dict[str, Any]:
+        """Columns waiting to be filled, per table: ``{"columns": [...], "after": id}``."""
+        found: dict[str, Any] = self.get_state(BACKFILL) or {}
+        return found
+
+    def apply_backfill(self, page: Mapping[str, Any]) -> int:
+        """Fill some columns of the rows held from one backfill page (rows not held are not
+        added: they are not the device's), with the job's progress, in one transaction;
+        local changes not yet uploaded stay on top. Returns the rows filled."""
+        name = str(page["table"])
+        table, sql = self.table(name)
+        columns = list(page["columns"])
+        rows: list[list[Any]] = [list(r) for r in page["rows"]]
+        for i, store in enumerate(_storers(sql, table, columns, self.engine.dialect)):
+            if store is not None:
+                for row in rows:
+                    if row[i] is not None:
+                        row[i] = store(row[i])
+        pk = columns[0]
+        sets = ", ".join(f'"{c}" = ?' for c in columns[1:])
+        with self.write() as conn:
+            if rows:
+                conn.exec_driver_sql(
+                    f'UPDATE "{name}" SET {sets} WHERE "{pk}" = ?',
+                    [(*r[1:], r[0]) for r in rows],
+                )
+                pending = self._pending(conn, name)
+                if pending:
+                    ids = {str(uuid.UUID(str(r[0]))) for r in page["rows"]}
+                    self._overlay(conn, name, pending, ids)
+            jobs = self.get_state(BACKFILL, conn) or {}
+            if name in jobs:
+                if page["more"]:
+                    jobs[name]["after"] = page["after"]
+                else:
+                    del jobs[name]
+                self.set_state(conn, BACKFILL, jobs)
+        return len(rows)
+
+    def drop_backfill(self, table: str) -> None:
+        with self.write() as conn:
+            jobs = self.get_state(BACKFILL, conn) or {}
+            jobs.pop(table, None)
+            self.set_state(conn, BACKFILL, jobs)
 
     def purge(self) -> None:
         """Remove every row, cursor and mark of the profile's tables (access was removed)."""

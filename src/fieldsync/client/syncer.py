@@ -34,6 +34,8 @@ from fieldsync.errors import BadRequest
 from fieldsync.sync.merge import settle
 from fieldsync.sync.protocol import (
     WIPE_CODE,
+    BackfillAnswer,
+    BackfillRequest,
     ChangeAnswer,
     ClientChange,
     DownloadAnswer,
@@ -70,6 +72,7 @@ class SyncReport:
     wiped: bool = False  # an administrator asked: every row, the outbox and the files went
     files: FileReport | None = None  # blobs fetched after the rows (``sync(files=True)``)
     inventory: dict[str, str] = field(default_factory=dict)  # the server's verdict per table
+    backfilled: dict[str, int] = field(default_factory=dict)  # rows given new columns
 
 
 def wipe_asked(exc: ServerError) -> bool:
@@ -144,6 +147,7 @@ class Syncer:
                     self.session.online(self.files.upload_pending)
                     self.upload(report)
                     self.files.sweep()
+                    self.backfill(report, page_size)
                     wanted = list(answer["order"]) if tables is None else list(tables)
                     self.download(wanted, report, progress, page_size)
                     self.check(wanted, report, progress, page_size)
@@ -335,6 +339,39 @@ class Syncer:
                 answer, size = pending.result()
                 pending = None
         report.downloaded = counts
+
+    # -- replica migrations ------------------------------------------------------------------
+
+    def backfill(self, report: SyncReport, page_size: int) -> None:
+        """Fill the columns the tables gained (a column added to the table or to the
+        profile's selection) before the download: ids and those columns only, page by page,
+        each page committed with the job's progress (a broken backfill resumes)."""
+        for name, job in self.replica.backfills().items():
+            after = job.get("after")
+            while True:
+                request: BackfillRequest = {
+                    "device": self.session.device_id,
+                    "app": self.session.app,
+                    "table": name,
+                    "columns": list(job["columns"]),
+                    "after": after,
+                    "limit": page_size,
+                }
+                try:
+                    answer: BackfillAnswer = self.session.call("POST", "/sync/v1/backfill", request)
+                except ServerError as exc:
+                    if exc.status != 400:
+                        raise
+                    # the profile changed again since the handshake: the next one decides
+                    log.warning("backfill of %s refused: %s", name, exc)
+                    self.replica.drop_backfill(name)
+                    break
+                report.bytes += self.session.http().last_size
+                filled = self.replica.apply_backfill(answer)
+                report.backfilled[name] = report.backfilled.get(name, 0) + filled
+                if not answer["more"]:
+                    break
+                after = answer["after"]
 
     # -- inventory --------------------------------------------------------------------------
 

@@ -104,6 +104,24 @@ async def upload(request: Request, ctx: Principal) -> JSON:
     return JSON(answer)
 
 
+@router.post("/backfill")
+async def backfill(request: Request, ctx: Principal) -> JSON:
+    """Ids and some travelling columns of the rows in a table's scope, a page at a time: what
+    a device fills columns it gained with."""
+    body = await _body(request)
+    answer = await run_in_threadpool(
+        service(request).backfill,
+        ctx,
+        device=body.get("device"),
+        app=body.get("app"),
+        table=body.get("table"),
+        columns=body.get("columns"),
+        after=body.get("after"),
+        limit=body.get("limit", 1000),
+    )
+    return JSON(answer)
+
+
 @router.post("/inventory")
 async def inventory(request: Request, ctx: Principal) -> JSON:
     """What the device holds per table (rows, checksum, cursor), compared with its scope;

@@ -156,9 +156,15 @@ class Downloader:
         tp = self.plan.plan(table)
         cursor = None if token is None else self.decode(table, token)
         if cursor is not None and self._stale(conn, tp, cursor):
-            diff = self._diff_start(conn, tp, cursor)
-            if diff is not None:
-                return self._diff(conn, tp, diff, limit)
+            same = self._same_rows(tp, cursor)
+            if same is not None:
+                # only the travelling columns changed: the delta goes on, and the device
+                # backfills the columns it gained (/sync/v1/backfill)
+                cursor = same
+            else:
+                diff = self._diff_start(conn, tp, cursor)
+                if diff is not None:
+                    return self._diff(conn, tp, diff, limit)
         if cursor is None or self._stale(conn, tp, cursor):
             cursor = Cursor(
                 table=table,
@@ -258,6 +264,59 @@ class Downloader:
         page = self._snapshot(conn, tp, restart, limit)
         page.rescope = True
         return page
+
+    def _same_rows(self, tp: TablePlan, cursor: Cursor) -> Cursor | None:
+        """A delta cursor for the republished profile when the republish changed only the
+        table's travelling columns (the same scope: the same filter node, its relationships'
+        included); ``None`` otherwise."""
+        profile = self.plan.profile
+        if (
+            cursor.phase != "delta"
+            or self.earlier is None
+            or cursor.fingerprint != self.fingerprint
+            or cursor.registration != self.registration
+            or cursor.heal != self.heals.get(tp.table.name, 0)
+            or cursor.item == tp.item_hash
+            or cursor.profile != str(profile.profile_id)
+            or not 0 < cursor.pversion != profile.version
+            or tp.timed
+        ):
+            return None
+        before = self.earlier(cursor.pversion)
+        old = before.tables.get(tp.table.name) if before is not None else None
+        if (
+            before is None
+            or old is None
+            or old.item_hash != cursor.item
+            or old.columns == tp.columns
+            or before.node(tp.table.name) != self.plan.node(tp.table.name)
+        ):
+            return None
+        return replace(cursor, item=tp.item_hash, pversion=profile.version)
+
+    def backfill(
+        self, conn: sa.Connection, table: str, columns: Sequence[str], after: str | None, limit: int
+    ) -> dict[str, Any]:
+        """Some travelling columns of the rows in the table's scope, in primary-key order
+        after ``after``: what a device that gained those columns fills them with (cost: rows
+        times columns, not whole rows)."""
+        tp = self.plan.plan(table)
+        pk = tp.table.primary_id
+        narrow = replace(tp, columns=(pk, *columns))
+        start: Node = (
+            Condition(pk, Op.NOT_NULL) if after is None else Condition(pk, Op.GT, uuid.UUID(after))
+        )
+        node = And((self.plan.node(table), start))
+        rows = _wire_rows(narrow, conn.execute(self._statement(conn, narrow, node, limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "table": table,
+            "columns": list(narrow.columns),
+            "rows": rows,
+            "after": str(rows[-1][0]) if rows else after,
+            "more": more,
+        }
 
     def _diff_start(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor) -> Cursor | None:
         """A diff cursor when only the table's filter changed by a republish and the earlier

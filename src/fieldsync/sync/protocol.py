@@ -332,3 +332,23 @@ class ReceiptRequest(TypedDict):
 class ReceiptAnswer(TypedDict):
     receipt: str  # its id
     received_on: str
+
+
+# -- backfill (replica migrations) -------------------------------------------------------------
+
+
+class BackfillRequest(TypedDict):
+    device: str
+    app: str
+    table: str
+    columns: list[str]  # travelling columns the device's table gained (not the id)
+    after: NotRequired[str | None]  # the last id of the previous page (null: from the start)
+    limit: NotRequired[int]  # rows per page (1 to 5000; 1000)
+
+
+class BackfillAnswer(TypedDict):
+    table: str
+    columns: list[str]  # the id, then the columns asked for
+    rows: list[list[Any]]  # rows in scope, in primary-key order, in ``columns`` order
+    after: str | None  # send it back for the next page
+    more: bool

@@ -413,6 +413,55 @@ class SyncService:
 
         return {"results": self.store.transact(work)}
 
+    def backfill(
+        self,
+        ctx: SecurityContext,
+        *,
+        device: object,
+        app: object,
+        table: object,
+        columns: object,
+        after: object = None,
+        limit: object = DEFAULT_PAGE,
+    ) -> dict[str, Any]:
+        """A page of some travelling columns of the rows in a table's scope (ids and those
+        columns only), for a device whose table gained them: a column added to the table or
+        to the profile's selection reaches it without the rows being downloaded again."""
+        device_id, app_name = self._device(device), self._app(app)
+        if not isinstance(table, str) or not table:
+            raise BadRequest("'table' names a table of the app's offline profile")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"'limit' is a page size from 1 to {MAX_PAGE}")
+        if after is not None:
+            try:
+                after = str(uuid.UUID(str(after)))
+            except ValueError:
+                raise BadRequest("'after' is the last id of the previous page (a GUID)") from None
+        with self.store.read() as conn:
+            registration = self._owned_device(conn, ctx, device_id)
+            access = self.access(conn, ctx, app_name)
+            plan = self.plan(access.profile)
+            tp = plan.plan(table)
+            if (
+                not isinstance(columns, list)
+                or not columns
+                or len(set(columns)) != len(columns)
+                or any(c not in tp.columns or c == tp.table.primary_id for c in columns)
+            ):
+                raise BadRequest(
+                    f"'columns' lists travelling columns of {table!r} (not its id), once each"
+                )
+            dl = Downloader(
+                self.records,
+                plan,
+                ctx,
+                device=device_id,
+                fingerprint=fingerprint(ctx),
+                secret=self.secret,
+                registration=registration,
+            )
+            return dl.backfill(conn, table, [str(c) for c in columns], after, limit)
+
     def inventory(
         self,
         ctx: SecurityContext,
