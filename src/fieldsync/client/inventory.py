@@ -52,7 +52,8 @@ class Inventory:
         wanted = [t for t in tables if t in self.replica.sql]
         cursors = self.replica.cursors(wanted)
         out: dict[str, TableInventory] = {}
-        with self.replica.write() as conn:
+        changed = False
+        with self.replica.read() as conn:
             cache: dict[str, Any] = self.replica.get_state(CACHE, conn) or {}
             pending = set(conn.execute(sa.select(outbox_table.c.tablename).distinct()).scalars())
             for name in wanted:
@@ -65,8 +66,11 @@ class Inventory:
                     pairs = conn.execute(sa.select(sql.c[t.primary_id], sql.c.versionnumber))
                     rows, check = inventory_checksum(pairs)
                     kept = cache[name] = {"cursor": cursor, "rows": rows, "checksum": check}
+                    changed = True
                 out[name] = {"rows": kept["rows"], "checksum": kept["checksum"], "cursor": cursor}
-            self.replica.set_state(conn, CACHE, cache)
+        if changed:  # a durable write costs a sync to disk: only when something moved
+            with self.replica.write() as conn:
+                self.replica.set_state(conn, CACHE, cache)
         return out
 
     def report(self, tables: Iterable[str]) -> InventoryAnswer | None:
