@@ -4,6 +4,7 @@ count every user's published scope (the same counting queries, no draft) in the 
     python bench/preview.py                       # PostgreSQL (FIELDSYNC_BENCH_POSTGRES_URL
                                                   #   or the test URL), 1M rows, 1,000 users
     python bench/preview.py --rows 100000 --users 100 --sqlite   # quicker, SQLite too
+    python bench/preview.py --keep        # then: --reuse URL (the printed one) times again
 
 The organisation (``scope_world.py``): ten custom user-owned tables, users reading their own
 rows (user depth), 100 rows per user per table. The published profile takes each table's rows
@@ -55,18 +56,22 @@ def run(name: str, url: str, args: argparse.Namespace) -> dict[str, float]:
 
     p = build(Store.open(url))
     try:
-        t = time.perf_counter()
-        users = seed(p, tables=args.tables, rows=args.rows, users=args.users)
-        print(
-            f"[{name}] seeded {args.rows:,} rows, {args.users:,} users in "
-            f"{time.perf_counter() - t:.1f} s",
-            flush=True,
-        )
         names = table_names(args.tables)
-        p.offline.import_yaml(profile_yaml("Bench preview", "preview", items(names, 0)))
+        if args.reuse:
+            users = [p.org.user_id(f"user{i}") for i in range(args.users)]
+            print(f"[{name}] reusing {url}", flush=True)
+        else:
+            t = time.perf_counter()
+            users = seed(p, tables=args.tables, rows=args.rows, users=args.users)
+            print(
+                f"[{name}] seeded {args.rows:,} rows, {args.users:,} users in "
+                f"{time.perf_counter() - t:.1f} s",
+                flush=True,
+            )
+            p.offline.import_yaml(profile_yaml("Bench preview", "preview", items(names, 0)))
+            p.offline.publish(p.offline.profile_id("Bench preview"))
+            p.offline.import_yaml(profile_yaml("Bench preview", "preview", items(names, 2)))
         profile = p.offline.profile_id("Bench preview")
-        p.offline.publish(profile)
-        p.offline.import_yaml(profile_yaml("Bench preview", "preview", items(names, 2)))
 
         # baseline: the published scope of every user, counted with the preview's own queries
         store = p.store
@@ -117,6 +122,8 @@ def main() -> None:
     parser.add_argument("--tables", type=int, default=10)
     parser.add_argument("--sqlite", action="store_true", help="Run on SQLite as well.")
     parser.add_argument("--no-pg", action="store_true", help="Skip PostgreSQL.")
+    parser.add_argument("--keep", action="store_true", help="Keep the seeded PostgreSQL schema.")
+    parser.add_argument("--reuse", metavar="URL", help="Time again on a kept schema's URL.")
     args = parser.parse_args()
     pg = os.environ.get("FIELDSYNC_BENCH_POSTGRES_URL") or os.environ.get(
         "FIELDSYNC_TEST_POSTGRES_URL", DEFAULT_PG
@@ -126,11 +133,17 @@ def main() -> None:
             url = dbs.url("preview")
             run("sqlite", url, args)
             dbs.discard(url)
-    if not args.no_pg:
+    if args.reuse:
+        run("postgresql", args.reuse, args)
+    elif not args.no_pg:
         with ScratchDatabases.postgres(pg) as dbs:
             url = dbs.url("preview")
             run("postgresql", url, args)
-            dbs.discard(url)
+            if args.keep:
+                print(f"kept for --reuse: {url}", flush=True)
+                dbs._schemas.pop(url, None)  # not dropped at the end
+            else:
+                dbs.discard(url)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ class Inventory:
                 kept = cache.get(name)
                 if kept is None or kept["cursor"] != cursor:
                     t, sql = self.replica.table(name)
-                    pairs = conn.execute(sa.select(sql.c[t.primary_id], sql.c.versionnumber))
+                    ids = sa.type_coerce(sql.c[t.primary_id], sa.String)  # as stored: hex
+                    pairs = conn.execute(sa.select(ids, sql.c.versionnumber))
                     rows, check = inventory_checksum(pairs)
                     kept = cache[name] = {"cursor": cursor, "rows": rows, "checksum": check}
                     changed = True

@@ -234,7 +234,10 @@ class Downloader:
                 sa.select(sa.func.count(), pg_hash_sum(sub.c[pk], sub.c.versionnumber))
             ).one()
             return int(count), format_checksum(int(total))
-        return checksum(conn.execute(stmt))
+        # SQLite: ids as stored (32 hex digits), no UUID objects made only to print them
+        sub = stmt.subquery()
+        pairs = sa.select(sa.type_coerce(sub.c[pk], sa.String), sub.c.versionnumber)
+        return checksum(conn.execute(pairs))
 
     # -- phases ---------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ adds keys, never removes or re-types one, and a device ignores keys it does not 
 """
 
 # (no postponed annotations here: TypedDict reads NotRequired at run time)
+import hashlib
+import uuid
 from typing import Any, Literal, NotRequired, TypeAlias, TypedDict
 
 PROTOCOL_VERSION = 1
@@ -264,14 +266,21 @@ remove every row, the outbox and the files, then send a ``wipe`` receipt."""
 CHECKSUM_EMPTY = "0" * 16
 
 
+def _id_text(record_id: object) -> str:
+    """An id as the checksum hashes it: lowercase, hyphenated (36 characters)."""
+    if isinstance(record_id, uuid.UUID):
+        return str(record_id)
+    text = str(record_id)
+    if len(text) == 32:  # SQLite's storage form: 32 hex digits
+        text = text.lower()
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    return str(uuid.UUID(text))
+
+
 def row_hash(record_id: object, version: int | None) -> int:
     """One row's 64-bit hash: the first 8 bytes, big-endian, of SHA-256 over the UTF-8 text
     ``"<id>:<version>"`` (the id lowercase with dashes; the version in decimal, 0 when none)."""
-    import hashlib
-    import uuid
-
-    rid = record_id if isinstance(record_id, uuid.UUID) else uuid.UUID(str(record_id))
-    text = f"{rid}:{int(version or 0)}".encode()
+    text = f"{_id_text(record_id)}:{int(version or 0)}".encode()
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "big")
 
 
@@ -282,10 +291,12 @@ def format_checksum(total: int) -> str:
 def inventory_checksum(pairs: Any) -> tuple[int, str]:
     """The row count and checksum of ``(id, version)`` pairs: the sum of their hashes mod
     2**64, as 16 lowercase hex digits (any order gives the same)."""
+    sha, ident, from_bytes = hashlib.sha256, _id_text, int.from_bytes
     count = total = 0
     for rid, version in pairs:
         count += 1
-        total += row_hash(rid, version)
+        digest = sha(f"{ident(rid)}:{int(version or 0)}".encode()).digest()
+        total += from_bytes(digest[:8], "big")
     return count, format_checksum(total)
 
 
