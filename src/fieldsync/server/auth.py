@@ -4,6 +4,7 @@ tokens themselves)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -83,8 +84,6 @@ def list_api_tokens(request: Request, ctx: Principal) -> JSON:
 
 @router.delete("/api-tokens/{token_id}")
 def delete_api_token(request: Request, token_id: str, ctx: Principal) -> JSON:
-    import uuid
-
     try:
         parsed = uuid.UUID(token_id)
     except ValueError:
