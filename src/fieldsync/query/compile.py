@@ -41,7 +41,7 @@ from fieldsync.query.ast import (
     Shared,
 )
 from fieldsync.query.like import parse_like
-from fieldsync.schema.model import Table
+from fieldsync.schema.model import Ownership, Table
 
 SHARE_TABLE = "principalobjectaccess"
 
@@ -275,8 +275,6 @@ def compile_filter(
     """Compile one filter against one table (the common case: security predicates and
     offline filters)."""
     if definition is None:
-        from fieldsync.schema.model import Ownership
-
         definition = Table(
             name=table.name,
             entity_set_name=table.name,
