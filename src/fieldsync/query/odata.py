@@ -85,6 +85,22 @@ from fieldsync.query.ast import (
     negate,
 )
 from fieldsync.query.like import literal_like
+from fieldsync.query.operators import (
+    BETWEEN_TYPES,
+    BY_ODATA_COMPARISON,
+    BY_ODATA_FUNCTION,
+    BY_ODATA_STRING_FUNCTION,
+    DATES,
+    ODATA_ALIASES,
+    ODATA_UNSUPPORTED,
+    TEXT,
+    UNORDERABLE,
+    Values,
+    allows,
+    family,
+    same_family,
+    spec,
+)
 from fieldsync.schema.model import (
     BIGINT_RANGE,
     DECIMAL_RANGE,
@@ -340,7 +356,6 @@ def _parse_select(text: str, table: Table, where: str) -> tuple[str, ...] | None
     return tuple(dict.fromkeys(names))
 
 
-_UNORDERABLE: Final = frozenset({T.MULTICHOICE, T.FILE, T.IMAGE})
 _ORDER_ITEM = re.compile(r"(\S+)(?:\s+(\S+))?")
 
 
@@ -358,7 +373,7 @@ def _parse_orderby(text: str, table: Table, where: str) -> tuple[Order, ...]:
         if not _NAME.fullmatch(name):
             _fail(f"{_show(name)} is not a column name", pos, where)
         col = _column(table, name, pos, where)
-        if col.type in _UNORDERABLE:
+        if col.type in UNORDERABLE:
             _fail(f"cannot order by the {col.type.value} column {col.name!r}", pos, where)
         descending = False
         if direction is not None:
@@ -687,7 +702,7 @@ def _tokenize(text: str, where: str) -> list[_Tok]:
 # ---------------------------------------------------------------------------------------------
 # $filter: parser
 
-_COMPARE: Final = {"eq": Op.EQ, "ne": Op.NE, "gt": Op.GT, "ge": Op.GE, "lt": Op.LT, "le": Op.LE}
+_COMPARE: Final = BY_ODATA_COMPARISON
 _FLIP: Final = {Op.EQ: Op.EQ, Op.NE: Op.NE, Op.GT: Op.LT, Op.GE: Op.LE, Op.LT: Op.GT, Op.LE: Op.GE}
 _REFUSED_OPERATORS: Final = {
     "in": "the 'in' operator is not supported; use Microsoft.Dynamics.CRM.In(PropertyName='c',"
@@ -698,11 +713,7 @@ _REFUSED_OPERATORS: Final = {
     ),
 }
 _KEYWORDS: Final = frozenset({"and", "or", "not", *_COMPARE, *_REFUSED_OPERATORS})
-_STRING_FUNCTIONS: Final = {
-    "contains": Op.LIKE,
-    "startswith": Op.BEGINS_WITH,
-    "endswith": Op.ENDS_WITH,
-}
+_STRING_FUNCTIONS: Final = BY_ODATA_STRING_FUNCTION
 _ODATA_FUNCTIONS: Final = frozenset(
     {
         "tolower", "toupper", "trim", "length", "indexof", "substring", "concat",
@@ -714,53 +725,23 @@ _ODATA_FUNCTIONS: Final = frozenset(
 )  # fmt: skip
 CRM_PREFIX: Final = "microsoft.dynamics.crm."
 
+_SHAPES: Final = {
+    Values.LIST: "list",
+    Values.CHOICES: "choices",
+    Values.NONE: "date",
+    Values.DAYS: "days",
+    Values.HOURS: "hours",
+    Values.DAY: "day",
+}
 # Dataverse query functions: lower-case name -> (shape, operator)
 _CRM_FUNCTIONS: Final[dict[str, tuple[str, Op | None]]] = {
-    "in": ("list", Op.IN),
-    "notin": ("list", Op.NOT_IN),
-    "between": ("range", None),
-    "notbetween": ("range", None),
-    "containvalues": ("choices", Op.CONTAIN_VALUES),
-    "doesnotcontainvalues": ("choices", Op.NOT_CONTAIN_VALUES),
-    "equaluserid": ("user", Op.EQ_USERID),
-    "notequaluserid": ("user", Op.NE_USERID),
-    "equaluserteams": ("user", Op.EQ_USERTEAMS),
-    "equaluseroruserteams": ("user", Op.EQ_USERORUSERTEAMS),
-    "equaluseroruserhierarchy": ("user", Op.EQ_USERORUSERHIERARCHY),
-    "equaluseroruserhierarchyandteams": ("user", Op.EQ_USERORUSERHIERARCHYANDTEAMS),
-    "equalbusinessid": ("user", Op.EQ_BUSINESSID),
-    "notequalbusinessid": ("user", Op.NE_BUSINESSID),
-    "equaluserlanguage": ("user", Op.EQ_USERLANGUAGE),
-    "today": ("date", Op.TODAY),
-    "yesterday": ("date", Op.YESTERDAY),
-    "tomorrow": ("date", Op.TOMORROW),
-    "thisweek": ("date", Op.THIS_WEEK),
-    "thismonth": ("date", Op.THIS_MONTH),
-    "thisyear": ("date", Op.THIS_YEAR),
-    "last7days": ("week", Op.LAST_X_DAYS),
-    "next7days": ("week", Op.NEXT_X_DAYS),
-    "lastxdays": ("days", Op.LAST_X_DAYS),
-    "nextxdays": ("days", Op.NEXT_X_DAYS),
-    "olderthanxdays": ("days", Op.OLDER_X_DAYS),
-    "lastxhours": ("hours", Op.LAST_X_HOURS),
-    "nextxhours": ("hours", Op.NEXT_X_HOURS),
-    "on": ("day", Op.ON),
-    "onorbefore": ("day", Op.ON_OR_BEFORE),
-    "onorafter": ("day", Op.ON_OR_AFTER),
+    **{
+        name: ("user" if spec(op).user else _SHAPES[spec(op).values], op)
+        for name, op in BY_ODATA_FUNCTION.items()
+    },
+    **ODATA_ALIASES,
 }
-_CRM_LATER: Final = frozenset(
-    {
-        "lastweek", "lastmonth", "lastyear", "nextweek", "nextmonth", "nextyear",
-        "lastxweeks", "lastxmonths", "lastxyears", "nextxweeks", "nextxmonths", "nextxyears",
-        "olderthanxminutes", "olderthanxhours", "olderthanxweeks", "olderthanxmonths",
-        "olderthanxyears", "thisfiscalyear", "thisfiscalperiod", "lastfiscalyear",
-        "lastfiscalperiod", "nextfiscalyear", "nextfiscalperiod", "lastxfiscalyears",
-        "lastxfiscalperiods", "nextxfiscalyears", "nextxfiscalperiods", "infiscalyear",
-        "infiscalperiod", "infiscalperiodandyear", "inorbeforefiscalperiodandyear",
-        "inorafterfiscalperiodandyear", "above", "aboveorequal", "under", "underorequal",
-        "notunder", "equalrolebusinessid", "contains", "doesnotcontain",
-    }
-)  # fmt: skip
+_CRM_LATER: Final = ODATA_UNSUPPORTED
 _SHAPE_PARAMS: Final = {
     "list": ("propertyname", "propertyvalues"),
     "range": ("propertyname", "propertyvalues"),
@@ -776,31 +757,6 @@ _PARAM_SPELLING: Final = {
     "propertyname": "PropertyName",
     "propertyvalue": "PropertyValue",
     "propertyvalues": "PropertyValues",
-}
-
-_EQUATABLE: Final = frozenset(set(T) - {T.MULTICHOICE, T.FILE, T.IMAGE})
-_ORDERED: Final = frozenset(
-    {T.STRING, T.MEMO, T.INTEGER, T.BIGINT, T.DECIMAL, T.MONEY, T.FLOAT, T.DATETIME, T.DATE,
-     T.CHOICE}
-)  # fmt: skip
-_TEXT: Final = frozenset({T.STRING, T.MEMO})
-_DATES: Final = frozenset({T.DATETIME, T.DATE})
-_FAMILY: Final = {
-    T.STRING: "text", T.MEMO: "text", T.INTEGER: "number", T.BIGINT: "number",
-    T.DECIMAL: "number", T.MONEY: "number", T.FLOAT: "number", T.CHOICE: "number",
-    T.BOOLEAN: "boolean", T.DATETIME: "datetime", T.DATE: "date", T.LOOKUP: "id",
-    T.UNIQUEIDENTIFIER: "id",
-}  # fmt: skip
-# what the user operators apply to: lookups to one of these tables, or id columns
-_USER_TARGETS: Final = {
-    Op.EQ_USERID: {"systemuser"},
-    Op.NE_USERID: {"systemuser"},
-    Op.EQ_USERTEAMS: {"team"},
-    Op.EQ_USERORUSERTEAMS: {"systemuser", "team"},
-    Op.EQ_USERORUSERHIERARCHY: {"systemuser"},
-    Op.EQ_USERORUSERHIERARCHYANDTEAMS: {"systemuser", "team"},
-    Op.EQ_BUSINESSID: {"businessunit"},
-    Op.NE_BUSINESSID: {"businessunit"},
 }
 
 
@@ -1194,7 +1150,7 @@ class _Parser:
                 "Microsoft.Dynamics.CRM.ContainValues / DoesNotContainValues",
                 ref.pos,
             )
-        if op not in (Op.EQ, Op.NE) and t not in _ORDERED:
+        if not allows(op, t):
             hint = "; lookups compare with eq, ne and In" if t is T.LOOKUP else ""
             self.fail(
                 f"{op_tok.text} does not apply to the {t.value} column {col.name!r}{hint}",
@@ -1209,19 +1165,19 @@ class _Parser:
             )
         a, b = left.column, right.column
         for ref in (left, right):
-            if ref.column.type not in _FAMILY:
+            if family(ref.column.type) is None:
                 self.fail(
                     f"the {ref.column.type.value} column {ref.column.name!r} cannot be "
                     "compared with another column",
                     ref.pos,
                 )
-        if _FAMILY[a.type] != _FAMILY[b.type]:
+        if not same_family(a.type, b.type):
             self.fail(
                 f"cannot compare the {a.type.value} column {a.name!r} with the {b.type.value} "
                 f"column {b.name!r}",
                 right.pos,
             )
-        if op not in (Op.EQ, Op.NE) and (a.type not in _ORDERED or b.type not in _ORDERED):
+        if not allows(op, a.type) or not allows(op, b.type):
             self.fail(f"{op.value} does not apply to {a.type.value} columns", left.pos)
         return ColumnCompare(a.name, op, b.name)
 
@@ -1243,15 +1199,15 @@ class _Parser:
         takes a string spelling any literal, as Dataverse's functions take strings."""
         t = col.type
         kind = tok.kind
-        if lenient and kind in ("string", "jstring") and t not in _TEXT:
+        if lenient and kind in ("string", "jstring") and t not in TEXT:
             tok = self.respell(tok)
             kind = tok.kind
 
         def wrong(expected: str) -> NoReturn:
             hint = ""
-            if kind == "string" and t not in _TEXT and not lenient:
+            if kind == "string" and t not in TEXT and not lenient:
                 hint = " (numbers, GUIDs, dates and true/false are written without quotes)"
-            if kind == "jstring" and t in _TEXT:
+            if kind == "jstring" and t in TEXT:
                 hint = " (strings take single quotes)"
             self.fail(
                 f"{table.name}.{col.name} is {_a(t.value)} column: expected {expected}, "
@@ -1259,7 +1215,7 @@ class _Parser:
                 tok.pos,
             )
 
-        if t in _TEXT:
+        if t in TEXT:
             if kind != "string" and not (lenient and kind == "jstring"):
                 wrong("a string in single quotes")
             problem = _check_text(tok.value)
@@ -1361,7 +1317,7 @@ class _Parser:
             self.fail(f"{fname}() needs a string as its second argument", tok.pos)
         self.expect(")", "')'")
         col = arg.column
-        if col.type not in _TEXT:
+        if col.type not in TEXT:
             self.fail(
                 f"{fname}() applies to text columns; {col.name!r} is {_a(col.type.value)} column",
                 arg.pos,
@@ -1404,12 +1360,12 @@ class _Parser:
         return out
 
     def crm_function(self, scope: _Scope, name: _Tok, fname: str) -> Node:
-        spec = _CRM_FUNCTIONS.get(fname)
-        if spec is None:
+        found = _CRM_FUNCTIONS.get(fname)
+        if found is None:
             if fname in _CRM_LATER:
                 self.fail(f"{name.text} is not supported yet", name.pos)
             self.fail(f"unknown function {name.text}", name.pos)
-        shape, op = spec
+        shape, op = found
         params = self.params()
         wanted = _SHAPE_PARAMS[shape]
         for key, (key_tok, _) in params.items():
@@ -1444,13 +1400,13 @@ class _Parser:
             if not values.items:
                 self.fail("PropertyValues must list at least one value", values.pos)
             if shape == "list":
-                needs(_EQUATABLE, "columns that compare with eq")
+                needs(spec(Op.IN).types, "columns that compare with eq")
             elif shape == "range":
-                needs(_ORDERED, "number, date and text columns")
+                needs(BETWEEN_TYPES, "number and date columns")
                 if len(values.items) != 2:
                     self.fail(f"{name.text} needs two PropertyValues, from and to", values.pos)
             else:
-                needs(frozenset({T.MULTICHOICE}), "multichoice columns")
+                needs(spec(Op.CONTAIN_VALUES).types, "multichoice columns")
             converted = []
             for item in values.items:
                 if item.kind == "null":
@@ -1472,9 +1428,9 @@ class _Parser:
         assert op is not None
         if shape == "user":
             if op is Op.EQ_USERLANGUAGE:
-                needs(frozenset({T.INTEGER, T.BIGINT, T.CHOICE}), "whole-number columns")
+                needs(spec(op).types, "whole-number columns")
             else:
-                targets = _USER_TARGETS[op]
+                targets = spec(op).targets
                 fits = t is T.UNIQUEIDENTIFIER or (
                     t is T.LOOKUP and bool(targets.intersection(col.targets))
                 )
@@ -1485,7 +1441,8 @@ class _Parser:
                         prop.pos,
                     )
             return Condition(col.name, op)
-        needs(_DATES, "date and time columns")
+        dated = spec(op).types
+        needs(dated, "date and time columns" if dated == DATES else "date-and-time columns")
         if shape == "date":
             return Condition(col.name, op)
         if shape == "week":
