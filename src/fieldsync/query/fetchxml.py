@@ -29,7 +29,9 @@ What is read, following Dataverse:
   plus ``neq`` (= ``ne``), ``olderthan-x-days`` (= ``older-x-days``), ``last-seven-days`` /
   ``next-seven-days`` (= ``last-x-days`` / ``next-x-days`` 7) and ``between`` /
   ``not-between`` (two conditions); ``valueof`` compares two columns of one table;
-  ``entityname`` names a joined alias. Values are converted to the column's type.
+  ``entityname`` names a joined alias. Values are converted to the column's type. Which
+  column types take which operator, and which columns compare or join, is the operator
+  table's (:mod:`fieldsync.query.operators`).
 """
 
 from __future__ import annotations
@@ -299,10 +301,7 @@ def _column(el: _Element, table: Table, name: str) -> Column:
 AGGREGATION = "aggregation (aggregate, groupby, alias orders) is not supported"
 
 # --------------------------------------------------------------------------------------------
-# Operators
-
-
-# The operators' names, types, values and targets are in ``fieldsync.query.operators``.
+# Operators (their names, types, values and targets are in ``fieldsync.query.operators``)
 
 
 def _points_at(table: Table, column: Column) -> frozenset[str] | None:
