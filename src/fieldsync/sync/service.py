@@ -34,11 +34,18 @@ from fieldsync.store.store import utcnow
 from fieldsync.sync.devices import caller_device
 from fieldsync.sync.download import Downloader, TablePage
 from fieldsync.sync.explain import Explainer
+from fieldsync.sync.protocol import (
+    PROTOCOL_VERSION,
+    ChangeAnswer,
+    DownloadAnswer,
+    HandshakeAnswer,
+    UploadAnswer,
+    ViewInfo,
+)
 from fieldsync.sync.scope import ScopePlan, build_plan
 from fieldsync.sync.upload import MAX_BATCH, SERVER_WINS_KEY, ClientChange, Uploader
 from fieldsync.types import EntityRef
 
-PROTOCOL = 1
 MAX_PAGE = 5000
 DEFAULT_PAGE = 1000
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -168,7 +175,7 @@ class SyncService:
         app: object,
         sdk: object = None,
         pending: object = None,
-    ) -> dict[str, Any]:
+    ) -> HandshakeAnswer:
         device_id, app_name = self.checked_device(device), self.checked_app(app)
         if pending is not None and (
             isinstance(pending, bool) or not isinstance(pending, int) or pending < 0
@@ -194,7 +201,7 @@ class SyncService:
         schema = self.store.schema
         tables = [schema.table(name).to_json() for name in plan.order]
         return {
-            "protocol": PROTOCOL,
+            "protocol": PROTOCOL_VERSION,
             "server": __version__,
             "user": {
                 "id": str(ctx.user_id),
@@ -215,7 +222,7 @@ class SyncService:
 
     def _views(
         self, conn: sa.Connection, ctx: SecurityContext, access: OfflineAccess, plan: ScopePlan
-    ) -> list[dict[str, Any]]:
+    ) -> list[ViewInfo]:
         """The app's views of the profile's tables, which the device runs on its replica."""
         try:
             rows = app_views(self.records, access.app.app_id, caller=ctx, conn=conn)
@@ -291,7 +298,7 @@ class SyncService:
         limit: object = DEFAULT_PAGE,
         now: dt.datetime | None = None,
         lag: Callable[[int], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> DownloadAnswer:
         """One page per table named in ``cursors``. ``lag``, when given, is told how many
         versions behind the newest change the device was (delta pages only)."""
         device_id, app_name = self.checked_device(device), self.checked_app(app)
@@ -347,7 +354,7 @@ class SyncService:
         app: object,
         changes: object,
         acknowledged: object = None,
-    ) -> dict[str, Any]:
+    ) -> UploadAnswer:
         """Apply a batch of changes. ``acknowledged`` lists client change ids whose answers
         the device has stored: their records are no longer needed for retries."""
         device_id, app_name = self.checked_device(device), self.checked_app(app)
@@ -361,7 +368,7 @@ class SyncService:
         if len(set(ids)) != len(ids):
             raise BadRequest("two changes in the batch share a client change id")
 
-        def work(conn: sa.Connection) -> list[dict[str, Any]]:
+        def work(conn: sa.Connection) -> list[ChangeAnswer]:
             self.owned_device(conn, ctx, device_id)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
