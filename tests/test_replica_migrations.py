@@ -115,7 +115,7 @@ def test_a_dropped_column_is_dropped_from_the_replica(world: World) -> None:
     )
     device = world.device("tech1")
     device.sync()
-    assert "new_site" in device.replica.sql["account"].c
+    assert "new_site" in device.replica.sql["account"]
     rel = next(
         r.name
         for r in store.schema.relationships.values()
@@ -124,6 +124,6 @@ def test_a_dropped_column_is_dropped_from_the_replica(world: World) -> None:
     store.delete_relationship(rel)
     report = device.sync()
     assert report.rescoped == []
-    assert "new_site" not in device.replica.sql["account"].c
+    assert "new_site" not in device.replica.sql["account"]
     assert device.get("account", ids["acc1"]) is not None
     assert replica(device) == world.scope("tech1")

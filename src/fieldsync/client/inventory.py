@@ -20,9 +20,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-import sqlalchemy as sa
-
-from fieldsync.client.replica import Replica, outbox_table
+from fieldsync.client.localdb import quote
+from fieldsync.client.replica import Replica
 from fieldsync.client.session import Session
 from fieldsync.client.transport import Offline, ServerError
 from fieldsync.sync.protocol import (
@@ -55,16 +54,17 @@ class Inventory:
         changed = False
         with self.replica.read() as conn:
             cache: dict[str, Any] = self.replica.get_state(CACHE, conn) or {}
-            pending = set(conn.execute(sa.select(outbox_table.c.tablename).distinct()).scalars())
+            pending = {r[0] for r in conn.execute("SELECT DISTINCT tablename FROM _fs_outbox")}
             for name in wanted:
                 cursor = cursors[name]
                 if cursor is None or name in pending:
                     continue
                 kept = cache.get(name)
                 if kept is None or kept["cursor"] != cursor:
-                    t, sql = self.replica.table(name)
-                    ids = sa.type_coerce(sql.c[t.primary_id], sa.String)  # as stored: hex
-                    pairs = conn.execute(sa.select(ids, sql.c.versionnumber))
+                    t, _ = self.replica.table(name)
+                    pairs = conn.execute(  # ids as stored: 32 hex digits
+                        f"SELECT {quote(t.primary_id)}, versionnumber FROM {quote(name)}"
+                    )
                     rows, check = inventory_checksum(pairs)
                     kept = cache[name] = {"cursor": cursor, "rows": rows, "checksum": check}
                     changed = True
@@ -105,10 +105,7 @@ class Inventory:
         out: dict[str, int] = {}
         with self.replica.read() as conn:
             for name in self.replica.sql:
-                _t, sql = self.replica.table(name)
-                out[name] = int(
-                    conn.execute(sa.select(sa.func.count()).select_from(sql)).scalar_one()
-                )
+                out[name] = int(conn.execute(f"SELECT count(*) FROM {quote(name)}").fetchone()[0])
         return out
 
     # -- receipts ---------------------------------------------------------------------------

@@ -15,9 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 
-from fieldsync.client.replica import Replica, encode, error_table, outbox_table
+from fieldsync.client.replica import Connection, Replica, encode, insert
 from fieldsync.client.session import Session
 from fieldsync.errors import (
     BadRequest,
@@ -79,19 +78,19 @@ class Outbox:
         local = dict(wire)
         if t.owned and "ownerid" not in local:
             local["ownerid"], local["owneridtype"] = user["id"], "systemuser"
-        if t.has_business_unit and "owningbusinessunit" in sql.c:
+        if t.has_business_unit and "owningbusinessunit" in sql:
             local.setdefault("owningbusinessunit", user["business_unit"])
         for name, default in (("statecode", 0), ("statuscode", 1)):
-            if name in sql.c:
+            if name in sql:
                 local.setdefault(name, default)
         for name in ("createdon", "modifiedon"):
-            if name in sql.c:
+            if name in sql:
                 local[name] = now.isoformat()
         for name in ("createdby", "modifiedby"):
-            if name in sql.c:
+            if name in sql:
                 local[name] = user["id"]
         with self.replica.write() as conn:
-            conn.execute(sql.insert().values(**self.replica.decode_values(t, local)))
+            insert(conn, table, self.replica.stored(table, local))
             self._enqueue(conn, table, "create", rid, wire, None)
         self.notify()
         return rid
@@ -103,33 +102,31 @@ class Outbox:
         wire.pop(t.primary_id, None)
         if not wire:
             return
-        pk = sql.c[t.primary_id]
         with self.replica.write() as conn:
-            row = conn.execute(sa.select(sql.c.versionnumber).where(pk == rid)).first()
+            row = self.replica.version(conn, table, rid)
             if row is None:
                 raise RecordNotFound(table, rid)
-            local = self.replica.decode_values(t, wire)
-            if "modifiedon" in sql.c:
+            local = dict(wire)
+            if "modifiedon" in sql:
                 local["modifiedon"] = dt.datetime.now(dt.UTC)
-            conn.execute(sql.update().where(pk == rid).values(**local))
+            self.replica.update_row(conn, table, rid, self.replica.stored(table, local))
             self._enqueue(conn, table, "update", rid, wire, row[0])
         self.notify()
 
     def delete(self, table: str, rid: uuid.UUID | str) -> None:
-        t, sql = self.replica.table(table)
+        self.replica.table(table)
         rid = record_id(rid)
-        pk = sql.c[t.primary_id]
         with self.replica.write() as conn:
-            row = conn.execute(sa.select(sql.c.versionnumber).where(pk == rid)).first()
+            row = self.replica.version(conn, table, rid)
             if row is None:
                 raise RecordNotFound(table, rid)
-            conn.execute(sql.delete().where(pk == rid))
+            self.replica.delete_rows(conn, table, [rid])
             self._enqueue(conn, table, "delete", rid, {}, row[0])
         self.notify()
 
     def _enqueue(
         self,
-        conn: sa.Connection,
+        conn: Connection,
         table: str,
         operation: str,
         rid: uuid.UUID,
@@ -138,100 +135,91 @@ class Outbox:
     ) -> None:
         """Add a change to the outbox, folding it into an earlier change of the same row that
         has not been sent yet when that keeps parents before children."""
-        ob = outbox_table
         unsent = conn.execute(
-            sa.select(ob.c.seq, ob.c.operation, ob.c.changes)
-            .where(ob.c.tablename == table, ob.c.recordid == str(rid), ob.c.sent == 0)
-            .order_by(ob.c.seq.desc())
-            .limit(1)
-        ).first()
+            "SELECT seq, operation, changes FROM _fs_outbox "
+            "WHERE tablename = ? AND recordid = ? AND sent = 0 ORDER BY seq DESC LIMIT 1",
+            (table, str(rid)),
+        ).fetchone()
         sent_before = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(ob)
-            .where(ob.c.tablename == table, ob.c.recordid == str(rid), ob.c.sent == 1)
-        ).scalar_one()
+            "SELECT count(*) FROM _fs_outbox WHERE tablename = ? AND recordid = ? AND sent = 1",
+            (table, str(rid)),
+        ).fetchone()[0]
         if unsent is not None:
             seq, op, changes = unsent
             if operation == "delete":
                 conn.execute(
-                    ob.delete().where(
-                        ob.c.tablename == table, ob.c.recordid == str(rid), ob.c.sent == 0
-                    )
+                    "DELETE FROM _fs_outbox WHERE tablename = ? AND recordid = ? AND sent = 0",
+                    (table, str(rid)),
                 )
                 if op == "create" and not sent_before:
                     return  # never reached the server: nothing to delete there
             elif self._can_fold(conn, seq, values):
                 merged = {**orjson.loads(changes), **values}
                 conn.execute(
-                    ob.update().where(ob.c.seq == seq).values(changes=orjson.dumps(merged).decode())
+                    "UPDATE _fs_outbox SET changes = ? WHERE seq = ?",
+                    (orjson.dumps(merged).decode(), seq),
                 )
                 return
-        conn.execute(
-            ob.insert().values(
-                changeid=str(uuid.uuid4()),
-                tablename=table,
-                operation=operation,
-                recordid=str(rid),
-                changes=orjson.dumps(values).decode(),
-                baseversion=base,
-                sent=0,
-            )
+        insert(
+            conn,
+            "_fs_outbox",
+            {
+                "changeid": str(uuid.uuid4()),
+                "tablename": table,
+                "operation": operation,
+                "recordid": str(rid),
+                "changes": orjson.dumps(values).decode(),
+                "baseversion": base,
+                "sent": 0,
+            },
         )
 
-    def _can_fold(self, conn: sa.Connection, seq: int, values: Mapping[str, Any]) -> bool:
+    def _can_fold(self, conn: Connection, seq: int, values: Mapping[str, Any]) -> bool:
         """Folding into change ``seq`` is safe unless a value points at a row created later."""
         refs = [v for v in values.values() if isinstance(v, str) and len(v) == 36]
         if not refs:
             return True
         later = conn.execute(
-            sa.select(sa.func.count())
-            .select_from(outbox_table)
-            .where(
-                outbox_table.c.operation == "create",
-                outbox_table.c.recordid.in_(refs),
-                outbox_table.c.seq > seq,
-            )
-        ).scalar_one()
+            "SELECT count(*) FROM _fs_outbox WHERE operation = 'create' "
+            f"AND recordid IN ({', '.join('?' for _ in refs)}) AND seq > ?",
+            [*refs, seq],
+        ).fetchone()[0]
         return int(later) == 0
 
     # -- reading the outbox and the sync errors ---------------------------------------------
 
     def pending_changes(self) -> int:
         with self.replica.read() as conn:
-            return int(
-                conn.execute(sa.select(sa.func.count()).select_from(outbox_table)).scalar_one()
-            )
+            return int(conn.execute("SELECT count(*) FROM _fs_outbox").fetchone()[0])
 
     def entries(self) -> list[dict[str, Any]]:
         with self.replica.read() as conn:
-            rows = conn.execute(sa.select(outbox_table).order_by(outbox_table.c.seq)).mappings()
-            return [
-                {**_plain(r), "changes": orjson.loads(r["changes"]), "sent": bool(r["sent"])}
-                for r in rows
-            ]
+            rows = conn.execute("SELECT * FROM _fs_outbox ORDER BY seq").fetchall()
+        return [
+            {**dict(r), "changes": orjson.loads(r["changes"]), "sent": bool(r["sent"])}
+            for r in rows
+        ]
 
     def error_count(self) -> int:
         with self.replica.read() as conn:
-            return int(
-                conn.execute(sa.select(sa.func.count()).select_from(error_table)).scalar_one()
-            )
+            return int(conn.execute("SELECT count(*) FROM _fs_error").fetchone()[0])
 
     def errors(self) -> list[dict[str, Any]]:
         """The changes the server rejected, newest first, with the values they were reverted to."""
         with self.replica.read() as conn:
-            rows = conn.execute(sa.select(error_table).order_by(error_table.c.seq.desc()))
-            return [
-                {
-                    **_plain(r),
-                    "sent": orjson.loads(r["sent"]),
-                    "reverted": None if r["reverted"] is None else orjson.loads(r["reverted"]),
-                }
-                for r in rows.mappings()
-            ]
+            rows = conn.execute("SELECT * FROM _fs_error ORDER BY seq DESC").fetchall()
+        return [
+            {
+                **dict(r),
+                "sent": orjson.loads(r["sent"]),
+                "reverted": None if r["reverted"] is None else orjson.loads(r["reverted"]),
+            }
+            for r in rows
+        ]
 
     def clear_errors(self) -> None:
         with self.replica.write() as conn:
-            conn.execute(error_table.delete())
+            conn.execute("DELETE FROM _fs_error")
         self.notify()
 
 
@@ -242,9 +230,3 @@ def record_id(value: object) -> uuid.UUID:
         return uuid.UUID(str(value))
     except ValueError:
         raise BadRequest(f"{value!r} is not a record id (a GUID)") from None
-
-
-def _plain(row: Mapping[Any, Any]) -> dict[str, Any]:
-    """A replica row as a dict keyed by plain ``str``: SQLAlchemy's column names are a ``str``
-    subclass, which JSON encoders such as orjson refuse as keys."""
-    return {str(k): v for k, v in row.items()}

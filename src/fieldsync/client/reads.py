@@ -12,8 +12,8 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
-import sqlalchemy as sa
-
+from fieldsync.client.localdb import quote
+from fieldsync.client.localquery import compile_local
 from fieldsync.client.outbox import record_id
 from fieldsync.client.replica import Replica, encode
 from fieldsync.client.session import Session
@@ -21,7 +21,6 @@ from fieldsync.client.transport import Offline
 from fieldsync.errors import BadRequest
 from fieldsync.query.ast import Query
 from fieldsync.query.bind import UserBinding, bind
-from fieldsync.query.compile import compile_query
 from fieldsync.query.fetchxml import parse_fetchxml
 from fieldsync.query.odata import parse_filter
 
@@ -33,14 +32,15 @@ class Reader:
         self.connected = connected  # whether the network is there (the device's provider)
 
     def get(self, table: str, rid: uuid.UUID | str) -> dict[str, Any] | None:
-        t, sql = self.replica.table(table)
+        t, _ = self.replica.table(table)
         with self.replica.read() as conn:
-            row = (
-                conn.execute(sa.select(sql).where(sql.c[t.primary_id] == record_id(rid)))
-                .mappings()
-                .first()
-            )
-        return None if row is None else {str(k): encode(v) for k, v in row.items()}
+            row = conn.execute(
+                f"SELECT * FROM {quote(table)} WHERE {quote(t.primary_id)} = ?",
+                (record_id(rid).hex,),
+            ).fetchone()
+        if row is None:
+            return None
+        return {k: encode(v) for k, v in self.replica.loaded(table, row).items()}
 
     @property
     def classic(self) -> bool:
@@ -97,11 +97,10 @@ class Reader:
                     aliases={link.alias or link.table: link.table for link in q.links},
                 ),
             )
-        stmt = compile_query(q, resolve=self.replica.table, dialect="sqlite")
+        compiled = compile_local(q, lambda name: self.replica.table(name)[0])
         with self.replica.read() as conn:
-            return [
-                {str(k): encode(v) for k, v in r.items()} for r in conn.execute(stmt).mappings()
-            ]
+            found = compiled.rows(conn.execute(compiled.sql, compiled.params))
+        return [{k: encode(v) for k, v in r.items()} for r in found]
 
     def _online(
         self, table: str, fetchxml: str | None, filter: str | None, top: int | None

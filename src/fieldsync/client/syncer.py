@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 
 from fieldsync import __version__
 from fieldsync.client.files import DeviceFiles, FileReport
 from fieldsync.client.inventory import Inventory
 from fieldsync.client.outbox import Outbox
-from fieldsync.client.replica import Replica, error_table, outbox_table
+from fieldsync.client.replica import Replica, chunks, insert, marks
 from fieldsync.client.session import Session
 from fieldsync.client.status import Monitor
 from fieldsync.client.transport import AccessRemoved, DeviceError, Offline, ServerError
@@ -174,16 +173,19 @@ class Syncer:
     def upload(self, report: SyncReport) -> None:
         while True:
             with self.replica.write() as conn:
-                stmt = sa.select(outbox_table).order_by(outbox_table.c.seq).limit(UPLOAD_BATCH)
-                rows: list[Mapping[str, Any]] = [dict(r) for r in conn.execute(stmt).mappings()]
+                rows: list[Mapping[str, Any]] = [
+                    dict(r)
+                    for r in conn.execute(
+                        "SELECT * FROM _fs_outbox ORDER BY seq LIMIT ?", (UPLOAD_BATCH,)
+                    )
+                ]
                 acked: list[str] = self.replica.get_state("acked", conn) or []
                 if not rows and not acked:
                     return
-                conn.execute(
-                    outbox_table.update()
-                    .where(outbox_table.c.seq.in_([r["seq"] for r in rows]))
-                    .values(sent=1)
-                )
+                for part in chunks([r["seq"] for r in rows]):
+                    conn.execute(
+                        f"UPDATE _fs_outbox SET sent = 1 WHERE seq IN ({marks(part)})", part
+                    )
             changes: list[ClientChange] = [
                 {
                     "id": r["changeid"],
@@ -222,56 +224,51 @@ class Syncer:
                 result = by_id.get(entry["changeid"])
                 if result is None:
                     continue
-                conn.execute(outbox_table.delete().where(outbox_table.c.seq == entry["seq"]))
+                conn.execute("DELETE FROM _fs_outbox WHERE seq = ?", (entry["seq"],))
                 table = entry["tablename"]
                 if table not in self.replica.sql:
                     continue
-                t, sql = self.replica.table(table)
-                pk = sql.c[t.primary_id]
                 rid = uuid.UUID(entry["recordid"])
                 step = settle(result)
                 if step.kind == "keep":
                     report.uploaded += 1
                     if step.version is not None:
-                        conn.execute(
-                            sql.update().where(pk == rid).values(versionnumber=step.version)
-                        )
+                        self.replica.update_row(conn, table, rid, {"versionnumber": step.version})
                     continue
                 report.rejected += 1
                 if step.kind == "drop":
-                    conn.execute(sql.delete().where(pk == rid))
+                    self.replica.delete_rows(conn, table, [rid])
                     conn.execute(
-                        outbox_table.delete().where(
-                            outbox_table.c.tablename == table,
-                            outbox_table.c.recordid == entry["recordid"],
-                            outbox_table.c.operation != "create",
-                        )
+                        "DELETE FROM _fs_outbox WHERE tablename = ? AND recordid = ? "
+                        "AND operation != 'create'",
+                        (table, entry["recordid"]),
                     )
                 else:
                     assert step.row is not None
-                    values = self.replica.decode_values(t, step.row)
-                    exists = conn.execute(sa.select(pk).where(pk == rid)).first()
-                    if exists is None:
-                        conn.execute(sql.insert().values(**values))
+                    values = self.replica.stored(table, step.row)
+                    if self.replica.exists(conn, table, rid):
+                        self.replica.update_row(conn, table, rid, values)
                     else:
-                        conn.execute(sql.update().where(pk == rid).values(**values))
+                        insert(conn, table, values)
                     later = self.replica._pending(conn, table)
                     if entry["recordid"] in later:
                         self.replica._overlay(conn, table, later, {entry["recordid"]})
                 assert step.error is not None
-                conn.execute(
-                    error_table.insert().values(
-                        changeid=entry["changeid"],
-                        tablename=table,
-                        operation=entry["operation"],
-                        recordid=entry["recordid"],
-                        code=str(step.error["code"]),
-                        message=str(step.error["message"]),
-                        errortype=int(step.error.get("type", 3)),
-                        sent=entry["changes"],
-                        reverted=None if step.row is None else orjson.dumps(step.row).decode(),
-                        occurredon=now,
-                    )
+                insert(
+                    conn,
+                    "_fs_error",
+                    {
+                        "changeid": entry["changeid"],
+                        "tablename": table,
+                        "operation": entry["operation"],
+                        "recordid": entry["recordid"],
+                        "code": str(step.error["code"]),
+                        "message": str(step.error["message"]),
+                        "errortype": int(step.error.get("type", 3)),
+                        "sent": entry["changes"],
+                        "reverted": None if step.row is None else orjson.dumps(step.row).decode(),
+                        "occurredon": now,
+                    },
                 )
 
     # -- down -------------------------------------------------------------------------------
@@ -410,23 +407,25 @@ class Syncer:
         held = self.replica.handshake is not None
         counts = self.inventory.counts()
         with self.replica.write() as conn:
-            entries = conn.execute(sa.select(outbox_table)).mappings().all()
+            entries = conn.execute("SELECT * FROM _fs_outbox ORDER BY seq").fetchall()
             for entry in entries:
-                conn.execute(
-                    error_table.insert().values(
-                        changeid=entry["changeid"],
-                        tablename=entry["tablename"],
-                        operation=entry["operation"],
-                        recordid=entry["recordid"],
-                        code=exc.code,
-                        message=f"not uploaded: {exc.message}",
-                        errortype=3,
-                        sent=entry["changes"],
-                        reverted=None,
-                        occurredon=now,
-                    )
+                insert(
+                    conn,
+                    "_fs_error",
+                    {
+                        "changeid": entry["changeid"],
+                        "tablename": entry["tablename"],
+                        "operation": entry["operation"],
+                        "recordid": entry["recordid"],
+                        "code": exc.code,
+                        "message": f"not uploaded: {exc.message}",
+                        "errortype": 3,
+                        "sent": entry["changes"],
+                        "reverted": None,
+                        "occurredon": now,
+                    },
                 )
-            conn.execute(outbox_table.delete())
+            conn.execute("DELETE FROM _fs_outbox")
         self.replica.purge()
         self.inventory.forget()
         removed = self.files.sweep()
@@ -441,11 +440,9 @@ class Syncer:
         sync errors and the files go; a receipt says how much."""
         counts = self.inventory.counts()
         with self.replica.write() as conn:
-            outbox = int(
-                conn.execute(sa.select(sa.func.count()).select_from(outbox_table)).scalar_one()
-            )
-            conn.execute(outbox_table.delete())
-            conn.execute(error_table.delete())
+            outbox = int(conn.execute("SELECT count(*) FROM _fs_outbox").fetchone()[0])
+            conn.execute("DELETE FROM _fs_outbox")
+            conn.execute("DELETE FROM _fs_error")
             self.replica.delete_state(conn, "acked")
         self.replica.purge()
         self.inventory.forget()
@@ -461,7 +458,7 @@ class Syncer:
             self.session.revoke()
         self.replica.purge()
         with self.replica.write() as conn:
-            conn.execute(outbox_table.delete())
+            conn.execute("DELETE FROM _fs_outbox")
             self.replica.delete_state(conn, "tokens")
             self.replica.delete_state(conn, "device")
         self.files.sweep()

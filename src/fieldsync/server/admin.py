@@ -5,8 +5,6 @@ remote wipe."""
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -17,6 +15,7 @@ from fieldsync.http.responses import JSON
 from fieldsync.limits import parse_json
 from fieldsync.sync.devices import list_devices, request_wipe
 from fieldsync.sync.inventory import device_inventory
+from fieldsync.types import as_uuid
 
 router = APIRouter(prefix="/admin", tags=["administration"])
 
@@ -27,7 +26,7 @@ async def refresh_group_members(request: Request, team_id: str, ctx: Principal) 
     ``{"usernames": ["ann", "bob"]}``. Unknown names change nothing and answer 404; the
     caller needs the right to change the team's memberships."""
     try:
-        team = uuid.UUID(team_id)
+        team = as_uuid(team_id)
     except ValueError:
         raise BadRequest(f"{team_id!r} is not a team id") from None
     body = await read_body(request)

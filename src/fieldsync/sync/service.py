@@ -42,6 +42,7 @@ from fieldsync.sync.devices import (
     wipe_pending,
 )
 from fieldsync.sync.download import Downloader, TablePage
+from fieldsync.sync.explain import Explainer
 from fieldsync.sync.protocol import (
     PROTOCOL_VERSION,
     ChangeAnswer,
@@ -138,13 +139,15 @@ class SyncService:
         return None
 
     @staticmethod
-    def _device(device: object) -> str:
+    def checked_device(device: object) -> str:
+        """A device id as a request gave it, checked (400 otherwise)."""
         if not isinstance(device, str) or not _DEVICE_ID.match(device):
             raise BadRequest("'device' must be 8 to 64 letters, digits, '-' or '_'")
         return device
 
     @staticmethod
-    def _app(app: object) -> str:
+    def checked_app(app: object) -> str:
+        """An app's id or unique name as a request gave it, checked (400 otherwise)."""
         if not isinstance(app, str) or not app or len(app) > 128:
             raise BadRequest("'app' must name an app (its id or unique name)")
         return app
@@ -182,7 +185,7 @@ class SyncService:
         sdk: object = None,
         pending: object = None,
     ) -> HandshakeAnswer:
-        device_id, app_name = self._device(device), self._app(app)
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
         if pending is not None and (
             isinstance(pending, bool) or not isinstance(pending, int) or pending < 0
         ):
@@ -285,7 +288,7 @@ class SyncService:
         else:
             savepoint.commit()
 
-    def _owned_device(self, conn: sa.Connection, ctx: SecurityContext, device: str) -> str:
+    def owned_device(self, conn: sa.Connection, ctx: SecurityContext, device: str) -> str:
         """The caller's registration of the device (its stamp), through
         :func:`fieldsync.sync.devices.caller_device`; refused when the caller has not
         registered it (run the handshake first) or another user has."""
@@ -307,13 +310,13 @@ class SyncService:
     ) -> DownloadAnswer:
         """One page per table named in ``cursors``. ``lag``, when given, is told how many
         versions behind the newest change the device was (delta pages only)."""
-        device_id, app_name = self._device(device), self._app(app)
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
         if not isinstance(cursors, Mapping):
             raise BadRequest("'cursors' maps each table to download to its cursor (or null)")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise BadRequest(f"'limit' is a page size from 1 to {MAX_PAGE}")
         with self.store.read() as conn:
-            registration = self._owned_device(conn, ctx, device_id)
+            registration = self.owned_device(conn, ctx, device_id)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
             for table, token in cursors.items():
@@ -364,7 +367,7 @@ class SyncService:
     ) -> UploadAnswer:
         """Apply a batch of changes. ``acknowledged`` lists client change ids whose answers
         the device has stored: their records are no longer needed for retries."""
-        device_id, app_name = self._device(device), self._app(app)
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
         if not isinstance(changes, list):
             raise BadRequest("'changes' is a list of changes")
         acks = _change_ids(acknowledged)
@@ -376,7 +379,7 @@ class SyncService:
             raise BadRequest("two changes in the batch share a client change id")
 
         def work(conn: sa.Connection) -> list[ChangeAnswer]:
-            self._owned_device(conn, ctx, device_id)
+            self.owned_device(conn, ctx, device_id)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
             uploader = Uploader(
@@ -427,7 +430,7 @@ class SyncService:
         """A page of some travelling columns of the rows in a table's scope (ids and those
         columns only), for a device whose table gained them: a column added to the table or
         to the profile's selection reaches it without the rows being downloaded again."""
-        device_id, app_name = self._device(device), self._app(app)
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
         if not isinstance(table, str) or not table:
             raise BadRequest("'table' names a table of the app's offline profile")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
@@ -438,7 +441,7 @@ class SyncService:
             except ValueError:
                 raise BadRequest("'after' is the last id of the previous page (a GUID)") from None
         with self.store.read() as conn:
-            registration = self._owned_device(conn, ctx, device_id)
+            registration = self.owned_device(conn, ctx, device_id)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
             tp = plan.plan(table)
@@ -474,10 +477,10 @@ class SyncService:
         """Compare what the device says it holds of each table with the table's scope
         (:mod:`fieldsync.sync.inventory`); record the verdicts, and heal a mismatched table
         with a targeted re-scope (listed in ``rescope``: download it again)."""
-        device_id, app_name = self._device(device), self._app(app)
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
         reports = inv.parse_reports(tables)
         with self.store.read() as conn:
-            registration = self._owned_device(conn, ctx, device_id)
+            registration = self.owned_device(conn, ctx, device_id)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
             for name in reports:
@@ -535,7 +538,7 @@ class SyncService:
                 )
 
         def work(conn: sa.Connection) -> None:
-            self._owned_device(conn, ctx, device_id)
+            self.owned_device(conn, ctx, device_id)
             inv.record(conn, device_id, ctx.user_id, verdicts)
 
         if cached < len(verdicts):
@@ -577,7 +580,7 @@ class SyncService:
         """A device acknowledges that it removed data: ``purge`` (its access ended) or
         ``wipe`` (an administrator asked: this closes the request). The counts are the
         device's word, kept as given."""
-        device_id, app_name = self._device(device), self._app(app)
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
         if kind not in ("purge", "wipe"):
             raise BadRequest("'kind' is 'purge' (access ended) or 'wipe' (asked for)")
         counts = _receipt_counts(tables, outbox, files)
@@ -686,9 +689,7 @@ class SyncService:
         app's published profile, step by step. Only administrators ask about another user,
         and only they hear about a row the user may not read: to anyone else such a row,
         like a missing one, is not found."""
-        from fieldsync.sync.explain import Explainer
-
-        app_name = self._app(app)
+        app_name = self.checked_app(app)
         if not isinstance(table, str) or not table:
             raise BadRequest("'table' names a table of the app's offline profile")
         try:
