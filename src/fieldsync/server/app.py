@@ -36,6 +36,7 @@ from fieldsync.identity.auth import AuthSettings
 from fieldsync.platform import Platform, open_platform
 from fieldsync.portal.router import refusal as portal_refusal
 from fieldsync.portal.router import router as portal_router
+from fieldsync.webapp.router import router as webapp_router
 from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
 from fieldsync.server import files as files_routes
@@ -157,6 +158,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.state.throttle = Throttle(Limits.from_settings(settings), store)
     app.include_router(webapi_router)
     app.include_router(portal_router)
+    app.include_router(webapp_router)
     app.state.metrics = metrics = Metrics()
     metrics.watch(live=lambda: app.state.live.connected, store=store)
 
