@@ -40,10 +40,11 @@ export function ago(last, now = Date.now()) {
 /**
  * One line for the status bar.
  * @param {{ state: string, pending?: number, errors?: number, lastSync?: any }} status
+ * @param {{ glyph?: boolean }} [options] leave the glyph out where it is drawn on its own
  */
-export function describe(status) {
+export function describe(status, { glyph = true } = {}) {
   const mark = indicator(status.state);
-  const parts = [`${mark.glyph} ${mark.label}`];
+  const parts = [glyph ? `${mark.glyph} ${mark.label}` : mark.label];
   if (status.pending) parts.push(`${status.pending} pending`);
   if (status.errors) parts.push(`${status.errors} sync error${status.errors === 1 ? "" : "s"}`);
   parts.push(`last sync ${ago(status.lastSync)}`);

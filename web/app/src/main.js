@@ -46,6 +46,8 @@ async function boot() {
       `This device's storage could not be opened: ${message(e)}`));
     return;
   }
+  // the page's device, for the browser's console and the end-to-end tests
+  /** @type {any} */ (window).fieldsync = { device };
   device.subscribe(onEvent);
   status = await device.status();
   showStatus();
@@ -134,7 +136,7 @@ function showStatus() {
   const syncing = status.syncing || status.state === "ConnectedRefresh";
   fill(statusBar,
     h("span", { class: "glyph", "aria-hidden": "true" }, mark.glyph),
-    h("span", { class: "state", id: "status-text" }, describe(status)),
+    h("span", { class: "state", id: "status-text" }, describe(status, { glyph: false })),
     h("button", {
       type: "button", id: "sync-now", class: "small", disabled: syncing || !session(),
       onclick: () => syncNow("user"),
