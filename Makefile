@@ -57,6 +57,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/webapi.py
 	$(PY) bench/load.py
 	$(PY) bench/files.py
+	$(PY) bench/browser.py
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format src tests bench reliability

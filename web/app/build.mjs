@@ -87,6 +87,6 @@ const version = hash.digest("hex").slice(0, 16);
 const shell = ["./", ...files.filter((f) => f !== "index.html" && f !== "LICENSES.txt").map((f) => `./${f}`)];
 const sw = readFileSync(join(here, "sw.js"), "utf8")
   .replace('"SHELL_VERSION"', JSON.stringify(version))
-  .replace("SHELL_FILES", JSON.stringify(shell, null, 2));
+  .replace("/* SHELL_FILES */ []", JSON.stringify(shell, null, 2));
 writeFileSync(join(out, "sw.js"), sw);
 console.log(`built ${files.length + 1} files into ${relative(root, out)} (shell ${version})`);

@@ -3,7 +3,7 @@
 // goes through here: the replica lives in OPFS and API calls go to the network untouched.
 // The build replaces SHELL_VERSION and SHELL_FILES with the bundle's content hash and files.
 const VERSION = "SHELL_VERSION";
-const FILES = SHELL_FILES;
+const FILES = /* SHELL_FILES */ [];
 const CACHE = `fieldsync-shell-${VERSION}`;
 
 self.addEventListener("install", (event) => {

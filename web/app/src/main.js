@@ -277,7 +277,7 @@ async function firstSyncScreen() {
   };
   const names = new Map();
   for (const t of await tables().catch(() => [])) names.set(t.name, t.displayName || t.name);
-  for (const [name, display] of names) show(display, { rows: 0, bytes: 0 }, false);
+  for (const [, display] of names) show(display, { rows: 0, bytes: 0 }, false);
   screenListeners.push((event) => {
     if (event.type !== "status" || !event.status.progress) return;
     for (const [name, p] of Object.entries(event.status.progress)) {
@@ -376,6 +376,9 @@ async function listsScreen(wantTable, wantView) {
     });
     if (append) results.append(...items);
     else fill(results, items);
+    if (!performance.getEntriesByName("fieldsync:first-list").length) {
+      performance.mark("fieldsync:first-list"); // read by bench/browser.py
+    }
     shown = offset + page.length;
     more.hidden = rows.length <= PAGE;
     count.textContent = shown ? `${shown}${rows.length > PAGE ? "+" : ""} ${shown === 1 ? "row" : "rows"}`
