@@ -156,7 +156,7 @@ export function parse(col, raw) {
       if (!raw.id || (raw.table && targets.length && !targets.includes(raw.table))) {
         throw new BadInput(col.name, `${name}: pick a row of ${targets.join(", ")}`);
       }
-      return targets.length > 1 ? { id: raw.id, table: raw.table } : raw.id;
+      return { id: raw.id, table: raw.table || targets[0] };
     }
     default:
       throw new BadInput(col.name, `${name} cannot be edited here`);

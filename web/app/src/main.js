@@ -466,8 +466,10 @@ async function recordScreen(tableName, id) {
         if (id) route();
       } catch (e) {
         save.removeAttribute("disabled");
-        if (e instanceof FieldError || (e && /** @type {any} */ (e).column)) {
-          return showBad([[/** @type {any} */ (e).column, message(e)]]);
+        const err = /** @type {any} */ (e);
+        if ((e instanceof FieldError || (err && err.column)) && controls.has(err.column)) {
+          const c = /** @type {any} */ (controls.get(err.column));
+          return showBad([[err.column, err.reason ? `${forms.label(c.col)} ${err.reason}` : message(e)]]);
         }
         summary.textContent = `Nothing was saved: ${message(e)}`;
       }
@@ -747,26 +749,38 @@ async function settingsScreen() {
   const allowed = settings.allowed || {};
   const note = h("p", { role: "status", id: "settings-saved" });
   const parts = [];
-  const canFrequency = allowed.frequency ?? allowed.frequencyMinutes ?? allowed.syncFrequency;
-  if (canFrequency) {
-    const choices = Array.isArray(allowed.frequencies) ? allowed.frequencies : [5, 15, 30, 60, 240, 1440];
+  const every = (/** @type {number | null} */ m) => m === null || m === undefined ? "The app's intervals for each table"
+    : m === 0 ? "Only when I press Sync now"
+      : m < 60 ? `Every ${m} minutes` : m === 60 ? "Every hour" : m < 1440 ? `Every ${m / 60} hours` : "Once a day";
+  if (allowed.frequency) {
+    const choices = [null, 5, 15, 30, 60, 240, 1440, 0];
+    if (!choices.includes(settings.frequencyMinutes)) choices.splice(1, 0, settings.frequencyMinutes);
     const select = h("select", { id: "frequency", onchange: async () => {
-      await device.updateSettings({ frequencyMinutes: Number(/** @type {HTMLSelectElement} */ (select).value) });
-      note.textContent = "Saved.";
-    } }, choices.map((/** @type {number} */ m) => h("option", { value: String(m), selected: m === settings.frequencyMinutes },
-      m < 60 ? `Every ${m} minutes` : m === 60 ? "Every hour" : m < 1440 ? `Every ${m / 60} hours` : "Once a day")));
+      const raw = /** @type {HTMLSelectElement} */ (select).value;
+      try {
+        await device.updateSettings({ frequencyMinutes: raw === "" ? null : Number(raw) });
+        note.textContent = "Saved.";
+      } catch (e) {
+        note.textContent = `Not saved: ${message(e)}`;
+      }
+    } }, choices.map((m) => h("option", { value: m === null ? "" : String(m),
+      selected: m === (settings.frequencyMinutes ?? null) }, every(m))));
     parts.push(field("Sync frequency", select));
   } else {
-    parts.push(h("p", null, `Sync frequency: every ${settings.frequencyMinutes} minutes (set by your app).`));
+    parts.push(h("p", null, `Sync frequency: ${every(settings.frequencyMinutes).toLowerCase()} (set by the app).`));
   }
   if (allowed.wifiOnly) {
     const box = h("input", { id: "wifi-only", type: "checkbox", checked: Boolean(settings.wifiOnly),
       onchange: async () => {
-        await device.updateSettings({ wifiOnly: /** @type {HTMLInputElement} */ (box).checked });
-        note.textContent = "Saved.";
+        try {
+          await device.updateSettings({ wifiOnly: /** @type {HTMLInputElement} */ (box).checked });
+          note.textContent = "Saved.";
+        } catch (e) {
+          note.textContent = `Not saved: ${message(e)}`;
+        }
       } });
     parts.push(h("div", { class: "field check" }, box, h("label", { for: "wifi-only" }, "Sync on Wi-Fi only"),
-      h("p", { class: "hint" }, "Where the browser cannot tell Wi-Fi from mobile data, this device counts as on Wi-Fi.")));
+      settings.wifiDetectable === false ? h("p", { class: "hint" }, "This browser cannot tell Wi-Fi from mobile data: with this on, the device does not sync on its own; Sync now still does.") : null));
   }
   const s = session();
   screen("Sync settings", ...parts, note,
