@@ -7,6 +7,7 @@ names the directory; by default the test's tmp dir ``artifacts/``)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import re
@@ -21,8 +22,8 @@ from fieldsync.offline.access import find_app
 from fieldsync.offline.apps import APP_VIEWS, create_view
 from fieldsync.platform import Platform
 from fieldsync.records.plugins import PluginContext
-from fieldsync.schema.model import EntityRef
 from fieldsync.sync.service import SyncService
+from fieldsync.types import EntityRef
 from fieldsync.webapp.router import STATIC
 from sync_world import PASSWORD, World, serving
 
@@ -187,6 +188,8 @@ class Browser:
         self.page.screenshot(path=str(self.shots / f"{name}.png"))
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):  # the page may be gone already
+            self.shot("last-seen")  # where a failed test stopped
         self.context.close()
         if self.browser is not None:
             self.browser.close()
@@ -218,7 +221,7 @@ def test_a_technician_works_offline_in_the_browser(
 
     @platform.plugins.on("workorder", "update", "pre-validation")
     def no_urgent(ctx: PluginContext) -> None:
-        if ctx.target.get("priority") == 1:
+        if ctx.target.get("priority") == 4:
             raise PluginError("urgent work orders need a supervisor", code="URGENT")
 
     with serving(world) as url, sync_playwright() as pw:
@@ -282,8 +285,8 @@ def test_a_technician_works_offline_in_the_browser(
             # create a work order with a photo, its account picked from the replica
             page.get_by_role("link", name="Lists").click()
             page.get_by_role("link", name="New Work Order").click()
-            page.get_by_label("Work Order Name *").fill("Cooling tower")
-            lookup = page.get_by_role("combobox", name="Service Account")
+            page.get_by_label("Work Order Number *").fill("Cooling tower")
+            lookup = page.get_by_role("combobox", name="Service Account *")
             lookup.fill("cont")
             page.get_by_role("option", name="Contoso").click()
             expect(lookup).to_have_value("Contoso")
@@ -328,7 +331,7 @@ def test_a_technician_works_offline_in_the_browser(
 
             # 4. a change the server refuses is reverted and listed under sync errors
             page.get_by_role("link", name=re.compile("^Boiler")).click()
-            page.get_by_label("Priority").select_option(label="High")
+            page.get_by_label("Priority").select_option(label="Urgent")
             page.get_by_role("button", name="Save").click()
             page.get_by_role("button", name="Sync now").click()
             expect(status(page)).to_contain_text("sync error", timeout=30_000)
@@ -338,6 +341,8 @@ def test_a_technician_works_offline_in_the_browser(
             expect(error.locator("tbody tr")).to_contain_text(["Priority"])
             b.shot("11-sync-errors")
             assert r.retrieve("workorder", ids["wo"]["Boiler"])["priority"] == 2
+            page.get_by_role("link", name="Lists").click()  # reverted in the list
+            expect(page.get_by_role("link", name=re.compile("^Boiler"))).to_contain_text("Normal")
 
             # settings
             page.get_by_role("link", name="Settings").click()
