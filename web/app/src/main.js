@@ -54,6 +54,9 @@ async function boot() {
   window.addEventListener("hashchange", () => { route(); });
   window.addEventListener("online", () => { if (session()) syncNow("online"); });
   await route();
+  // like the offline template, a sync when the app opens: what is due, and the rest of a
+  // first download that was cut off (its cursors are on the device)
+  if (current && current.app && status.lastSync && navigator.onLine) syncNow("open", { quiet: true });
 }
 
 /** @param {any} event */
@@ -83,6 +86,7 @@ async function route() {
   nav.hidden = false;
   status = await device.status();
   showStatus();
+  if (accessRemoved && !(await tables()).length) return listsScreen();
   if (!status.lastSync && !sessionStorage.getItem("fieldsync.skipFirstSync")) {
     return firstSyncScreen();
   }
@@ -118,7 +122,7 @@ function message(e) {
 }
 
 async function tables() {
-  if (!tableDefs || !tableDefs.length) tableDefs = await device.tables();
+  if (!tableDefs || !tableDefs.length) tableDefs = await device.tables().catch(() => []);
   return /** @type {any[]} */ (tableDefs);
 }
 
@@ -145,13 +149,23 @@ function showStatus() {
   if (errors) errors.textContent = status.errors ? `Sync errors (${status.errors})` : "Sync errors";
 }
 
-/** @param {string} reason */
-async function syncNow(reason) {
+/** Why the app's data left this device, when the server took the app away. */
+let accessRemoved = "";
+
+/** @param {string} reason @param {{ quiet?: boolean }} [options] */
+async function syncNow(reason, { quiet = false } = {}) {
   try {
     await device.sync({ reason });
   } catch (e) {
+    if (e && /** @type {any} */ (e).name === "AccessRemovedError") {
+      // the device purged the app's data: every screen of it is gone
+      accessRemoved = message(e);
+      tableDefs = null;
+      await route();
+      return;
+    }
     // the status bar shows the failed state; say why once
-    flash(`Sync failed: ${message(e)}`);
+    if (!quiet) flash(`Sync failed: ${message(e)}`);
   }
 }
 
@@ -305,6 +319,12 @@ async function firstSyncScreen() {
       fill(actions, go);
       go.focus();
     } catch (e) {
+      if (e && /** @type {any} */ (e).name === "AccessRemovedError") {
+        accessRemoved = message(e);
+        tableDefs = null;
+        route();
+        return;
+      }
       note.textContent = `The first sync needs the server: ${message(e)}`;
       fill(actions,
         h("button", { type: "button", class: "primary", onclick: run }, "Try again"),
@@ -331,7 +351,14 @@ async function listsScreen(wantTable, wantView) {
     }
   }
   if (!lists.length) {
-    screen("Lists", h("p", null, "Nothing is on this device yet. Sync to download your data."));
+    if (accessRemoved) {
+      screen("No access", h("p", { role: "alert", id: "access-removed" },
+        "You may no longer take this app offline, so its data was removed from this device. ",
+        `The server said: ${accessRemoved}`),
+      h("button", { type: "button", onclick: signOut }, "Sign out"));
+    } else {
+      screen("Lists", h("p", null, "Nothing is on this device yet. Sync to download your data."));
+    }
     return;
   }
   const chosen = lists.find((l) => l.key === `${wantTable}/${wantView || ""}`)
@@ -360,10 +387,20 @@ async function listsScreen(wantTable, wantView) {
     const text = /** @type {HTMLInputElement} */ (search).value.trim();
     sessionStorage.setItem(`search:${chosen.key}`, text);
     const offset = append ? shown : 0;
-    const { rows } = await device.query(t.name, {
-      view: chosen.view ? chosen.view.id : undefined, search: text || undefined,
-      limit: PAGE + 1, offset,
-    });
+    let rows;
+    try {
+      ({ rows } = await device.query(t.name, {
+        view: chosen.view ? chosen.view.id : undefined, search: text || undefined,
+        limit: PAGE + 1, offset,
+      }));
+    } catch (e) {
+      if (e && /** @type {any} */ (e).name === "NotFoundError") { // the table left the device
+        tableDefs = null;
+        route();
+        return;
+      }
+      throw e;
+    }
     if (mine !== generation) return;
     const page = rows.slice(0, PAGE);
     const items = page.map((/** @type {any} */ row) => {
