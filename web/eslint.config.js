@@ -12,7 +12,7 @@ export default [
       globals: { ...globals.browser, ...globals.worker, ...globals.node },
     },
     rules: {
-      "no-unused-vars": ["error", { argsIgnorePattern: "^_", caughtErrors: "none" }],
+      "no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_", caughtErrors: "none" }],
       eqeqeq: ["error", "always", { null: "ignore" }],
       "prefer-const": "error",
     },
