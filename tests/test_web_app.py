@@ -51,12 +51,17 @@ ACTIVE = (
     '<filter><condition attribute="statecode" operator="eq" value="0"/></filter>'
     "</entity></fetch>"
 )
-# a small PNG (1x1), what a camera would hand the page
-PHOTO = bytes.fromhex(
-    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2b1"
-    "a7a60000000049454e44ae426082"
-)
+
+
+def photo() -> bytes:
+    """A small PNG, what a camera would hand the page."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(out, format="PNG")
+    return out.getvalue()
 
 
 @pytest.fixture
@@ -291,7 +296,7 @@ def test_a_technician_works_offline_in_the_browser(
             page.get_by_role("option", name="Contoso").click()
             expect(lookup).to_have_value("Contoso")
             page.get_by_label("Site Photo").set_input_files(
-                [{"name": "site.png", "mimeType": "image/png", "buffer": PHOTO}]
+                [{"name": "site.png", "mimeType": "image/png", "buffer": photo()}]
             )
             b.shot("07-new-with-photo")
             page.get_by_role("button", name="Save").click()

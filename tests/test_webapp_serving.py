@@ -5,27 +5,35 @@ manifest's icons, the licenses; nothing outside the bundle."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 
 from fieldsync.config import Settings
 from fieldsync.platform import Platform
 from fieldsync.server.app import create_app
 from fieldsync.webapp.router import STATIC
+from sync_world import AsgiBridge
 
 
 @pytest.fixture
-def client(platform: Platform, tmp_path: Path) -> TestClient:
+def client(platform: Platform, tmp_path: Path) -> Iterator[httpx.Client]:
     if not (STATIC / "index.html").is_file():
         pytest.fail("the field app is not built: run `make web`")
-    return TestClient(create_app(Settings(data_dir=str(tmp_path)), platform=platform))
+    bridge = AsgiBridge(create_app(Settings(data_dir=str(tmp_path)), platform=platform))
+    try:
+        with httpx.Client(transport=bridge, base_url="http://testserver") as c:
+            yield c
+    finally:
+        bridge.close()
+        bridge.loop.close()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_the_app_is_served_with_its_types_scope_and_etags(client: TestClient) -> None:
-    moved = client.get("/app", follow_redirects=False)
+def test_the_app_is_served_with_its_types_scope_and_etags(client: httpx.Client) -> None:
+    moved = client.get("/app")
     assert moved.status_code == 308
     assert moved.headers["location"] == "/app/"
     page = client.get("/app/")
@@ -65,13 +73,13 @@ def test_the_app_is_served_with_its_types_scope_and_etags(client: TestClient) ->
 @pytest.mark.parametrize(
     "path", ["/app/nothing.js", "/app/../pyproject.toml", "/app/%2e%2e/router.py", "/app/x/"]
 )
-def test_nothing_outside_the_bundle(client: TestClient, path: str) -> None:
+def test_nothing_outside_the_bundle(client: httpx.Client, path: str) -> None:
     got = client.get(path)
     assert got.status_code == 404
     assert got.json()["error"]["code"]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_the_python_files_of_the_package_are_not_served(client: TestClient) -> None:
+def test_the_python_files_of_the_package_are_not_served(client: httpx.Client) -> None:
     assert client.get("/app/router.py").status_code == 404
     assert client.get("/app/__init__.py").status_code == 404
