@@ -301,6 +301,9 @@ def test_a_technician_works_offline_in_the_browser(
             b.shot("07-new-with-photo")
             page.get_by_role("button", name="Save").click()
             expect(page.get_by_role("heading", name="Work Order: Cooling tower")).to_be_visible()
+            # the photo opens from the device (offline)
+            page.get_by_role("button", name="Open photo").click()
+            expect(page.get_by_role("img", name=re.compile("Site Photo"))).to_be_visible()
             b.shot("08-created")
 
             # delete one

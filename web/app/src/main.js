@@ -756,7 +756,8 @@ async function errorsScreen() {
   const defs = await tables();
   const items = errors.map((/** @type {any} */ e) => {
     const t = defs.find((x) => x.name === e.table);
-    const cols = new Set([...Object.keys(e.sent || {}), ...Object.keys(e.reverted || {})]);
+    // the columns the change carried (a revert restores the whole row; only these matter)
+    const cols = new Set(Object.keys(e.sent || {}).filter((n) => !t || n !== t.primaryId));
     const colDef = (/** @type {string} */ n) => t && t.columns.find((/** @type {any} */ c) => c.name === n);
     const showValue = (/** @type {any} */ v, /** @type {string} */ n) =>
       v === null || v === undefined ? "(empty)" : forms.show(colDef(n), { [n]: v }) || String(v);
