@@ -46,6 +46,7 @@ async function boot() {
       `This device's storage could not be opened: ${message(e)}`));
     return;
   }
+  performance.mark("fieldsync:device-open"); // read by bench/browser.py
   // the page's device, for the browser's console and the end-to-end tests
   /** @type {any} */ (window).fieldsync = { device };
   device.subscribe(onEvent);
