@@ -52,6 +52,7 @@ from fieldsync.security.predicate import has_privilege
 from fieldsync.store import audit
 from fieldsync.sync.devices import list_devices, purge_device
 from fieldsync.types import EntityRef, Row
+from fieldsync.types import as_uuid as parse_uuid
 
 PREFIX = "/portal"
 SECURITY_HEADERS = {
@@ -242,7 +243,7 @@ def can(ctx: SecurityContext, p: Platform, table: str, privilege: Privilege) -> 
 
 def as_uuid(text: str, what: str) -> uuid.UUID:
     try:
-        return uuid.UUID(text)
+        return parse_uuid(text)
     except ValueError:
         raise NotFound(f"no {what} {text!r}") from None
 

@@ -33,7 +33,7 @@ from fieldsync.security.model import SYSTEM_CONTEXT, Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege, privilege_filter
 from fieldsync.store.catalog import fs_file
 from fieldsync.store.store import Store
-from fieldsync.types import RecordId, Row, Version
+from fieldsync.types import RecordId, Row, Version, as_uuid
 
 if TYPE_CHECKING:
     from fieldsync.records.service import BoundRecords
@@ -462,10 +462,8 @@ class Pipeline:
         return units
 
     def _id(self, table: Table, record_id: object) -> RecordId:
-        if isinstance(record_id, uuid.UUID):
-            return record_id
         try:
-            return uuid.UUID(str(record_id))
+            return as_uuid(record_id if isinstance(record_id, uuid.UUID) else str(record_id))
         except ValueError:
             raise BadRequest(f"{table.name}: {record_id!r} is not a valid id (a GUID)") from None
 

@@ -14,7 +14,7 @@ from fieldsync.errors import BadRequest, NotFound, PreconditionFailed, RecordNot
 from fieldsync.query.ast import Condition, Node, Op, Query, all_of, any_of, is_in
 from fieldsync.schema.model import ColumnType, Schema, Table
 from fieldsync.schema.values import make_coercer
-from fieldsync.types import EntityRef, RecordId
+from fieldsync.types import EntityRef, RecordId, as_uuid
 from fieldsync.webapi import links
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX, Key, etag, etag_version, parse_path
@@ -297,7 +297,7 @@ def _upsert_targets(
             key = segments[0].key
         elif values.get(table.primary_id) is not None:
             try:
-                key = Key(value=uuid.UUID(str(values.pop(table.primary_id))))
+                key = Key(value=as_uuid(str(values.pop(table.primary_id))))
             except ValueError:
                 raise BadRequest(f"{table.primary_id} must be a GUID") from None
         else:
