@@ -14,7 +14,7 @@
 //   complete; an image's thumbnail comes the same way;
 // - sweep: file ids nothing references go, and the blobs no file uses.
 
-import { FieldError, NotFoundError, ServerError } from "./errors.js";
+import { FieldError, NotFoundError, OfflineError, ServerError } from "./errors.js";
 import { isUuid, newId } from "./codecs.js";
 import { q } from "./replica.js";
 
@@ -363,7 +363,15 @@ export class Files {
       const reader = /** @type {ReadableStream<Uint8Array>} */ (response.body).getReader();
       try {
         for (;;) {
-          const { value, done } = await reader.read();
+          /** @type {ReadableStreamReadResult<Uint8Array>} */
+          let step;
+          try {
+            step = await reader.read();
+          } catch (error) {
+            // the connection broke: what arrived is committed, the next sync resumes there
+            throw new OfflineError(`the download of file ${fid} broke off: ${/** @type {any} */ (error)?.message ?? error}`);
+          }
+          const { value, done } = step;
           if (done) break;
           const at = have;
           this.db.tx(() => this.db.run("INSERT OR REPLACE INTO _fs_blob_part (digest, offset, data) VALUES (?, ?, ?)", [digest, at, value]));

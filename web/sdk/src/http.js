@@ -172,7 +172,18 @@ export class Transport {
         }
         return response;
       }
-      const buffer = await response.arrayBuffer();
+      /** @type {ArrayBuffer} */
+      let buffer;
+      try {
+        buffer = await response.arrayBuffer();
+      } catch (error) {
+        // the connection broke while the answer arrived: like a lost answer
+        if (retry && attempt < this.retries) {
+          await this.wait(0, backoff(attempt, this.baseDelayMs, this.maxWaitMs));
+          continue;
+        }
+        throw new OfflineError(`the answer from ${this.server} broke off: ${/** @type {any} */ (error)?.message ?? error}`);
+      }
       this.lastSize = buffer.byteLength;
       const text = new TextDecoder().decode(buffer);
       if (response.status >= 400) {

@@ -11,6 +11,7 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
+import zlib from "node:zlib";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -127,18 +128,19 @@ export async function api(username = "admin") {
 
 /**
  * @typedef {{match: (method: string, path: string) => boolean, times?: number,
- *   lose?: boolean, status?: number, headers?: Record<string, string>, body?: unknown}} Rule
+ *   lose?: boolean, cutAfter?: number, status?: number, headers?: Record<string, string>,
+ *   body?: unknown}} Rule
  */
 
 /**
  * A fault-injecting proxy in front of the server; `rules` apply in order, each `times` times.
- * @returns {Promise<{url: string, rules: Rule[], seen: {method: string, path: string, status: number | string}[], close: () => Promise<void>}>}
+ * @returns {Promise<{url: string, rules: Rule[], seen: {method: string, path: string, status: number | string, range?: string | null}[], close: () => Promise<void>}>}
  */
 export async function startProxy() {
   const upstream = new URL((await server()).url);
   /** @type {Rule[]} */
   const rules = [];
-  /** @type {{method: string, path: string, status: number | string}[]} */
+  /** @type {{method: string, path: string, status: number | string, range?: string | null}[]} */
   const seen = [];
   const proxy = http.createServer((req, res) => {
     const method = req.method ?? "GET";
@@ -165,12 +167,24 @@ export async function startProxy() {
           });
           return;
         }
-        seen.push({ method, path, status: answer.statusCode ?? 0 });
+        seen.push({ method, path, status: answer.statusCode ?? 0, range: req.headers.range ?? null });
         res.writeHead(answer.statusCode ?? 502, answer.headers);
+        if (rule?.cutAfter !== undefined) {
+          // the connection breaks after part of the body
+          let left = rule.cutAfter;
+          answer.on("data", (/** @type {Buffer} */ chunk) => {
+            if (left <= 0) return;
+            res.write(chunk.subarray(0, left));
+            left -= chunk.length;
+            if (left <= 0) setTimeout(() => req.socket.destroy(), 50);
+          });
+          return;
+        }
         answer.pipe(res);
       },
     );
     forward.on("error", () => req.socket.destroy());
+    res.on("close", () => forward.destroy()); // the device went: so does the upstream stream
     req.pipe(forward);
   });
   await new Promise((resolve) => proxy.listen(0, "127.0.0.1", () => resolve(undefined)));
@@ -198,4 +212,53 @@ export async function eventually(check, ms = 15000, what = "the condition") {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * A small valid PNG (RGB, one colour per row), so that the server can make a thumbnail.
+ * @param {number} width @param {number} height @param {number} seed
+ */
+export function png(width, height, seed = 1) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k += 1) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  /** @param {Buffer} buf */
+  const crc = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  /** @param {string} type @param {Buffer} data */
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, "ascii"), data]);
+    const sum = Buffer.alloc(4);
+    sum.writeUInt32BE(crc(body));
+    return Buffer.concat([len, body, sum]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header[8] = 8;
+  header[9] = 2;
+  const raw = Buffer.alloc((width * 3 + 1) * height);
+  for (let y = 0; y < height; y += 1) {
+    for (let x = 0; x < width; x += 1) {
+      const at = y * (width * 3 + 1) + 1 + x * 3;
+      raw[at] = (x * seed) & 0xff;
+      raw[at + 1] = (y * 7 + seed) & 0xff;
+      raw[at + 2] = (x ^ y ^ seed) & 0xff;
+    }
+  }
+  return new Uint8Array(
+    Buffer.concat([
+      Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+      chunk("IHDR", header),
+      chunk("IDAT", zlib.deflateSync(raw, { level: 0 })),
+      chunk("IEND", Buffer.alloc(0)),
+    ]),
+  );
 }
