@@ -34,7 +34,6 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from fieldsync.errors import FieldsyncError
 from fieldsync.query.ast import (
-    DATE_OPS,
     And,
     Condition,
     Link,
@@ -49,6 +48,7 @@ from fieldsync.query.ast import (
 from fieldsync.query.bind import UserBinding, bind, date_range
 from fieldsync.query.compile import compile_query
 from fieldsync.query.fetchxml import parse_fetchxml
+from fieldsync.query.operators import DATE_OPS
 from fieldsync.schema.model import ColumnType, Schema, Table
 from fieldsync.store.ddl import build_sql_table
 from fieldsync.store.sqltypes import MAX_SCALED_PLACES, ExactDecimal, MultiChoice, UTCDateTime
