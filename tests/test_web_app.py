@@ -459,7 +459,12 @@ def test_a_first_sync_cut_off_by_closing_the_browser_resumes(
         try:
             page = b.page
             page.goto(f"{url}/app")
+            for _ in range(600):  # the app's sync on opening takes up the work orders
+                if any("workorder" in d["cursors"] for d in downloads):
+                    break
+                page.wait_for_timeout(100)
             expect(status(page)).to_contain_text("Online · synced", timeout=60_000)
+            expect(page.get_by_role("button", name="Sync now")).to_be_enabled()
             # the download went on from the stored cursor, not from the start
             asked = [d["cursors"]["workorder"] for d in downloads if "workorder" in d["cursors"]]
             assert asked, "the work orders' download did not go on"

@@ -57,7 +57,17 @@ async function boot() {
   await route();
   // like the offline template, a sync when the app opens: what is due, and the rest of a
   // first download that was cut off (its cursors are on the device)
-  if (current && current.app && status.lastSync && navigator.onLine) syncNow("open", { quiet: true });
+  if (current && current.app && status.lastSync && navigator.onLine) syncOnOpen();
+}
+
+/** A whole sync once the device is idle (a sync the device's scheduler started on its own
+ * may cover only the tables that are due). */
+async function syncOnOpen() {
+  for (let i = 0; i < 150; i++) {
+    if (!(await device.status()).syncing) break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  await syncNow("open", { quiet: true });
 }
 
 /** @param {any} event */
