@@ -32,6 +32,7 @@ web:
 
 # fails when the committed bundle is not what the sources build
 web-check: web
+	npm test --prefix web/app
 	git diff --exit-code --stat -- src/fieldsync/webapp/static
 	@test -z "$$(git status --porcelain -- src/fieldsync/webapp/static)" || \
 		(git status --short -- src/fieldsync/webapp/static; echo "web bundle out of date: run make web and commit"; exit 1)
