@@ -40,7 +40,7 @@ from fieldsync.query.ast import (
 )
 from fieldsync.query.like import parse_like
 from fieldsync.query.operators import COMPARISONS, SPEC
-from fieldsync.schema.model import Table
+from fieldsync.schema.model import Ownership, Table
 
 SHARE_TABLE = "principalobjectaccess"
 
@@ -262,8 +262,6 @@ def compile_filter(
     """Compile one filter against one table (the common case: security predicates and
     offline filters)."""
     if definition is None:
-        from fieldsync.schema.model import Ownership
-
         definition = Table(
             name=table.name,
             entity_set_name=table.name,
