@@ -42,7 +42,8 @@ def example() -> Path:
     _need(CHROMIUM, os.path.exists(CHROMIUM))
     node, npm = shutil.which("node"), shutil.which("npm")
     _need("node and npm", node is not None and npm is not None)
-    assert node is not None and npm is not None
+    assert node is not None
+    assert npm is not None
     if not (WEB / "node_modules" / "esbuild").exists():
         done = subprocess.run([npm, "ci", "--prefix", str(WEB)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
@@ -127,11 +128,14 @@ def test_the_sdk_keeps_its_replica_in_opfs_and_writes_offline(served: str, tmp_p
             table,
         )
         page.evaluate(
-            """async ([t, id]) => window.device.update(t.name, id, {[t.primaryName]: 'Renamed offline'})""",
+            """async ([t, id]) =>
+                window.device.update(t.name, id, {[t.primaryName]: 'Renamed offline'})""",
             [table, row_id],
         )
         failed = page.evaluate(
-            "async () => { try { await window.device.sync(); return null } catch (e) { return e.name } }"
+            """async () => {
+                try { await window.device.sync(); return null } catch (e) { return e.name }
+            }"""
         )
         assert failed == "OfflineError"
         status = page.evaluate("async () => window.device.status()")
