@@ -2,7 +2,7 @@ import js from "@eslint/js";
 import globals from "globals";
 
 export default [
-  { ignores: ["**/node_modules/**", "sdk/types/**", "app/**"] },
+  { ignores: ["**/node_modules/**", "sdk/types/**", "sdk/example/dist/**", "app/**"] },
   js.configs.recommended,
   {
     files: ["sdk/**/*.js"],

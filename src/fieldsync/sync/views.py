@@ -90,7 +90,7 @@ def replica_layout(schema: Schema, tables: list[str]) -> dict[str, Any]:
             str(CreateIndex(index).compile(dialect=DIALECT)).strip()
             for index in sorted(sql.indexes, key=lambda i: str(i.name))
         )
-        codecs = {c.name: codec for c in sql.columns if (codec := column_codec(c)) is not None}
+        codecs = {str(c.name): codec for c in sql.columns if (codec := column_codec(c)) is not None}
         out[name] = {"ddl": ddl, "codecs": codecs}
     return out
 
@@ -159,7 +159,7 @@ def _aliases(links: tuple[Link, ...]) -> dict[str, str]:
 
 def _text_columns(query: Query, table: Table, sql: sa.Table) -> list[str]:
     names = list(query.columns) if query.columns is not None else [c.name for c in sql.columns]
-    found = [n for n in names if n in sql.c and isinstance(sql.c[n].type, sa.String)]
+    found = [str(n) for n in names if n in sql.c and isinstance(sql.c[n].type, sa.String)]
     if table.primary_name and table.primary_name not in found and table.primary_name in sql.c:
         found.insert(0, table.primary_name)
     return found
@@ -232,7 +232,7 @@ def compile_view(
         process: Any = processors.get(key)
         stored = process(value) if process is not None and value is not None else value
         params[key] = _jsonable(stored)
-    columns = [c.name for c in stmt.selected_columns]
+    columns = [str(c.name) for c in stmt.selected_columns]
     return {
         "sql": str(compiled),
         "params": params,

@@ -7,7 +7,6 @@
 // returned object is a proxy with the same async methods; in node (or with storage "memory"
 // and no worker) the engine runs in-process on an in-memory database.
 
-import { Engine } from "./engine.js";
 import { WorkerDevice } from "./proxy.js";
 
 export {
@@ -18,7 +17,7 @@ export { SYNC_STATES, SDK_VERSION } from "./engine.js";
 
 /**
  * @typedef {import("./engine.js").EngineOptions & {workerUrl?: string | URL, inProcess?: boolean}} OpenOptions
- * @typedef {Pick<Engine, "session" | "signIn" | "signOut" | "apps" | "selectApp" | "sync" | "status" |
+ * @typedef {Pick<import("./engine.js").Engine, "session" | "signIn" | "signOut" | "apps" | "selectApp" | "sync" | "status" |
  *   "subscribe" | "tables" | "views" | "query" | "get" | "create" | "update" | "remove" |
  *   "lookupCandidates" | "attach" | "file" | "syncErrors" | "dismissSyncError" | "settings" |
  *   "updateSettings" | "outbox" | "close">} Device
@@ -36,6 +35,7 @@ export async function openDevice(options = {}) {
     const url = workerUrl ?? new URL("./worker.js", import.meta.url);
     return WorkerDevice.start(url, { storage: "opfs", schedule: true, ...rest });
   }
-  const engine = await Engine.open(options);
-  return engine;
+  // loaded only here, so that a page's bundle (with code splitting) leaves SQLite to the worker
+  const { Engine } = await import("./engine.js");
+  return /** @type {Device} */ (await Engine.open(options));
 }

@@ -169,3 +169,30 @@ test("sign-out wipes rows, outbox, errors and tokens; another user may then sign
     await d.close();
   }
 });
+
+test("storage full: the write fails with QuotaError and nothing is half-written", async () => {
+  const { QuotaError } = await import("../src/index.js");
+  const d = await device("lena");
+  try {
+    await d.sync();
+    const me = (await d.session())?.user.id;
+    const wo = (await d.query("workorder", { limit: 500 })).rows.find((w) => w.ownerid === me);
+    assert.ok(wo);
+    const id = String(wo.workorderid);
+    const before = await d.get("workorder", id);
+    // the database may not grow any more (as a browser's quota for the origin)
+    const pages = Number(d.db.value("PRAGMA page_count"));
+    d.db.exec(`PRAGMA max_page_count = ${pages + 2}`);
+    const big = new Uint8Array(2_000_000).map((_, i) => i & 0xff);
+    await assert.rejects(d.attach("workorder", id, "servicereport", big, "big.bin"), QuotaError);
+    assert.deepEqual(await d.get("workorder", id), before, "the row is as it was");
+    assert.equal((await d.outbox()).length, 0, "no change waits");
+    assert.equal(d.db.value("SELECT count(*) FROM _fs_file"), 0, "no file facts");
+    assert.equal(d.db.value("SELECT count(*) FROM _fs_blob_part"), 0, "no bytes");
+    d.db.exec("PRAGMA max_page_count = 1073741823");
+    await d.update("workorder", id, { name: "after the quota" });
+    assert.equal((await d.outbox()).length, 1, "writes work again once there is room");
+  } finally {
+    await d.close();
+  }
+});
