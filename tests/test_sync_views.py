@@ -248,9 +248,7 @@ def _on_server(world: World, ctx: Any, table: str, fetchxml: str, held: set[str]
 
 def _held(replica: Replica, table: str, pk: str) -> set[str]:
     with replica.read() as conn:
-        return {
-            uuid.UUID(str(r[0])).hex for r in conn.exec_driver_sql(f'SELECT "{pk}" FROM "{table}"')
-        }
+        return {uuid.UUID(str(r[0])).hex for r in conn.execute(f'SELECT "{pk}" FROM "{table}"')}
 
 
 def _check(world: World, username: str, table: str, fetchxml: str) -> int:

@@ -36,7 +36,6 @@ from fieldsync.identity.auth import AuthSettings
 from fieldsync.platform import Platform, open_platform
 from fieldsync.portal.router import refusal as portal_refusal
 from fieldsync.portal.router import router as portal_router
-from fieldsync.webapp.router import router as webapp_router
 from fieldsync.server import admin as admin_routes
 from fieldsync.server import auth as auth_routes
 from fieldsync.server import files as files_routes
@@ -47,6 +46,7 @@ from fieldsync.store.audit import AuditLimits, client_address
 from fieldsync.sync.service import SyncService
 from fieldsync.webapi import files as webapi_files
 from fieldsync.webapi.router import router as webapi_router
+from fieldsync.webapp.router import router as webapp_router
 
 log = logging.getLogger(__name__)
 

@@ -71,6 +71,10 @@ class ViewInfo(TypedDict):
     name: str
     table: str
     fetchxml: str
+    id: NotRequired[str]  # the view's id (savedqueryid)
+    default: NotRequired[bool]  # the app's default view of its table
+    sqlite: NotRequired[dict[str, Any]]  # compiled for the replica (sync.views.compile_view)
+    error: NotRequired[str]  # why the view cannot run on the device
 
 
 class HandshakeAnswer(TypedDict):
@@ -83,6 +87,7 @@ class HandshakeAnswer(TypedDict):
     columns: dict[str, list[str]]  # per table, the columns that travel, in page order
     order: list[str]  # the tables, parents before children: download in this order
     views: list[ViewInfo]
+    sqlite: NotRequired[dict[str, Any]]  # the replica's SQLite layout (sync.views.replica_layout)
     server_time: str
 
 

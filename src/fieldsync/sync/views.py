@@ -52,6 +52,7 @@ from fieldsync.query.operators import DATE_OPS
 from fieldsync.schema.model import ColumnType, Schema, Table
 from fieldsync.store.ddl import build_sql_table
 from fieldsync.store.sqltypes import MAX_SCALED_PLACES, ExactDecimal, MultiChoice, UTCDateTime
+from fieldsync.sync.protocol import ViewInfo
 
 DIALECT = sqlite.dialect(paramstyle="named")
 STATIC_DATE_OPS = frozenset({Op.ON, Op.ON_OR_BEFORE, Op.ON_OR_AFTER})
@@ -258,13 +259,13 @@ class _NotOnDevice(Exception):
 
 
 def compile_views(
-    views: list[dict[str, Any]], schema: Schema, tables: list[str], user: UserBinding
-) -> list[dict[str, Any]]:
+    views: list[ViewInfo], schema: Schema, tables: list[str], user: UserBinding
+) -> list[ViewInfo]:
     """The handshake's views, each with ``sqlite`` (what :func:`compile_view` answers) or
     ``error`` (why this view cannot run on the device)."""
-    out: list[dict[str, Any]] = []
+    out: list[ViewInfo] = []
     for view in views:
-        entry = dict(view)
+        entry: ViewInfo = {**view}
         try:
             entry["sqlite"] = compile_view(str(view["fetchxml"]), schema, tables, user)
         except _NotOnDevice as exc:
