@@ -237,6 +237,13 @@ def test_a_technician_works_offline_in_the_browser(
             page.goto(f"{url}/app")
             expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
             b.shot("01-sign-in")
+            # keyboard order: server, user name, password, the button
+            page.get_by_label("Server").focus()
+            for label in ("User name", "Password"):
+                page.keyboard.press("Tab")
+                expect(page.get_by_label(label)).to_be_focused()
+            page.keyboard.press("Tab")
+            expect(page.get_by_role("button", name="Sign in")).to_be_focused()
             sign_in(page, url, "tech1")
             expect(page.locator("#first-sync-message")).to_contain_text("Ready.", timeout=30_000)
             expect(page.locator(".progress-list li")).to_have_count(3)
@@ -247,6 +254,9 @@ def test_a_technician_works_offline_in_the_browser(
             expect(page.locator("#rows li")).to_have_count(4)
             expect(status(page)).to_contain_text("Online · synced")
             b.shot("03-list")
+            page.set_viewport_size({"width": 820, "height": 1180})  # a tablet: two columns
+            b.shot("03-list-tablet")
+            page.set_viewport_size(PHONE)
             # the replica is the oracle's scope
             scope = world.scope("tech1")
             assert browser_replica(page, scope) == normal_scope(scope)
