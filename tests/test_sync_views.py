@@ -188,9 +188,9 @@ class World:
         self.platform = platform
         self.sync = SyncService(platform.records)
         self.directory = directory
-        self.replicas: dict[str, tuple[Any, Replica, dict[str, Any]]] = {}
+        self.replicas: dict[str, tuple[Any, Replica, Any]] = {}
 
-    def device(self, username: str) -> tuple[Any, Replica, dict[str, Any]]:
+    def device(self, username: str) -> tuple[Any, Replica, Any]:
         """The user's context, a replica synced the way the device syncs, and the handshake."""
         if username in self.replicas:
             return self.replicas[username]
@@ -223,7 +223,7 @@ def world(platform: Platform, tmp_path: Path) -> Iterator[World]:
         replica.close()
 
 
-def _on_device(replica: Replica, compiled: dict[str, Any], search: str | None = None) -> list[str]:
+def _on_device(replica: Replica, compiled: Any, search: str | None = None) -> list[str]:
     conn = sqlite3.connect(replica.path)
     conn.create_function("lower", 1, _lower, deterministic=True)
     conn.create_function("regexp", 2, _regexp, deterministic=True)

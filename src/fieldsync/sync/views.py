@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
@@ -52,7 +52,7 @@ from fieldsync.query.operators import DATE_OPS
 from fieldsync.schema.model import ColumnType, Schema, Table
 from fieldsync.store.ddl import build_sql_table
 from fieldsync.store.sqltypes import MAX_SCALED_PLACES, ExactDecimal, MultiChoice, UTCDateTime
-from fieldsync.sync.protocol import ViewInfo
+from fieldsync.sync.protocol import CompiledView, TableLayout, ViewInfo
 
 DIALECT = sqlite.dialect(paramstyle="named")
 STATIC_DATE_OPS = frozenset({Op.ON, Op.ON_OR_BEFORE, Op.ON_OR_AFTER})
@@ -80,10 +80,10 @@ def column_codec(column: sa.Column[Any]) -> str | None:
     return None
 
 
-def replica_layout(schema: Schema, tables: list[str]) -> dict[str, Any]:
+def replica_layout(schema: Schema, tables: list[str]) -> dict[str, TableLayout]:
     """Per profile table: the SQLite statements that create it and its indexes, and the codec
     of each column that is not stored as it travels."""
-    out: dict[str, Any] = {}
+    out: dict[str, TableLayout] = {}
     for name in tables:
         sql = build_sql_table(schema.table(name), sa.MetaData())
         ddl = [str(CreateTable(sql).compile(dialect=DIALECT)).strip()]
@@ -168,7 +168,7 @@ def _text_columns(query: Query, table: Table, sql: sa.Table) -> list[str]:
 
 def compile_view(
     fetchxml: str, schema: Schema, tables: list[str], user: UserBinding
-) -> dict[str, Any]:
+) -> CompiledView:
     """One view as SQLite SQL for the replica (see the module's docstring for the shape)."""
     travelling = set(tables)
     md = sa.MetaData()
@@ -259,13 +259,13 @@ class _NotOnDevice(Exception):
 
 
 def compile_views(
-    views: list[ViewInfo], schema: Schema, tables: list[str], user: UserBinding
+    views: Sequence[Mapping[str, Any]], schema: Schema, tables: list[str], user: UserBinding
 ) -> list[ViewInfo]:
     """The handshake's views, each with ``sqlite`` (what :func:`compile_view` answers) or
     ``error`` (why this view cannot run on the device)."""
     out: list[ViewInfo] = []
     for view in views:
-        entry: ViewInfo = {**view}
+        entry = cast(ViewInfo, dict(view))
         try:
             entry["sqlite"] = compile_view(str(view["fetchxml"]), schema, tables, user)
         except _NotOnDevice as exc:
