@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: demo test lint typecheck unit reliability soak bench format clean
+.PHONY: demo test lint typecheck unit reliability soak bench format clean web web-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,25 @@ demo: $(VENV)/.installed
 	$(BIN)/fieldsync demo
 	$(BIN)/fieldsync serve
 
-test: lint typecheck unit reliability
+test: lint web-check typecheck unit reliability
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests bench reliability
 	$(BIN)/ruff format --check src tests bench reliability
 	$(BIN)/lint-imports
+
+# The field web app: `web` rebuilds src/fieldsync/webapp/static/ from web/ with the pinned
+# tools (Node 20 and npm); the bundle is committed, so serving /app needs no Node.
+web:
+	npm ci --prefix web --no-audit --no-fund
+	npm run build --prefix web
+
+# fails when the committed bundle is not what the sources build
+web-check: web
+	npm test --prefix web/app
+	git diff --exit-code --stat -- src/fieldsync/webapp/static
+	@test -z "$$(git status --porcelain -- src/fieldsync/webapp/static)" || \
+		(git status --short -- src/fieldsync/webapp/static; echo "web bundle out of date: run make web and commit"; exit 1)
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
@@ -45,6 +58,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/webapi.py
 	$(PY) bench/load.py
 	$(PY) bench/files.py
+	$(PY) bench/browser.py
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format src tests bench reliability

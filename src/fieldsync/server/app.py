@@ -46,6 +46,7 @@ from fieldsync.store.audit import AuditLimits, client_address
 from fieldsync.sync.service import SyncService
 from fieldsync.webapi import files as webapi_files
 from fieldsync.webapi.router import router as webapi_router
+from fieldsync.webapp.router import router as webapp_router
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +158,7 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     app.state.throttle = Throttle(Limits.from_settings(settings), store)
     app.include_router(webapi_router)
     app.include_router(portal_router)
+    app.include_router(webapp_router)
     app.state.metrics = metrics = Metrics()
     metrics.watch(live=lambda: app.state.live.connected, store=store)
 

@@ -23,6 +23,7 @@ from fieldsync.http.responses import JSON
 from fieldsync.platform import Platform
 from fieldsync.security.context import load_context
 from fieldsync.server.metrics import Metrics
+from fieldsync.sync.apps import offline_apps
 from fieldsync.sync.files import rejected_files
 from fieldsync.sync.service import SyncService
 from fieldsync.types import as_uuid
@@ -58,6 +59,14 @@ async def handshake(request: Request, ctx: Principal) -> JSON:
         pending=body.get("pending"),
     )
     return JSON(answer)
+
+
+@router.get("/apps")
+async def apps(request: Request, ctx: Principal) -> JSON:
+    """The apps the caller can take offline (enabled for offline, a published profile the
+    caller may sync), and who the caller is: what a device offers after sign-in."""
+    platform = request.app.state.platform
+    return JSON(await run_in_threadpool(offline_apps, platform.store, ctx))
 
 
 @router.post("/download")

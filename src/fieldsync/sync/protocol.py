@@ -69,10 +69,32 @@ class UserInfo(TypedDict):
     language: int
 
 
+class CompiledView(TypedDict):
+    """A view compiled to SQLite SQL for the replica (fieldsync.sync.views)."""
+
+    sql: str  # named parameters: the ones below, and :search, :limit, :offset
+    params: dict[str, Any]  # bound by the server, in their stored form
+    times: dict[str, dict[str, Any]]  # {op, value, edge, date}: computed by the device
+    columns: list[str]  # the columns the rows carry
+    search: list[str]  # the text columns :search looks in
+    top: int | None  # the view's own cap
+
+
 class ViewInfo(TypedDict):
     name: str
     table: str
     fetchxml: str
+    id: NotRequired[str]  # the saved view's id
+    default: NotRequired[bool]  # the table's default view
+    sqlite: NotRequired[CompiledView]  # the view for a device without a query compiler
+    error: NotRequired[str]  # why the view cannot run on the device (instead of sqlite)
+
+
+class TableLayout(TypedDict):
+    """A profile table as the replica lays it out on SQLite (fieldsync.sync.views)."""
+
+    ddl: list[str]  # CREATE TABLE, then CREATE INDEX statements
+    codecs: dict[str, str]  # per column not stored as it travels: uuid, datetime, bool, …
 
 
 class HandshakeAnswer(TypedDict):
@@ -85,6 +107,7 @@ class HandshakeAnswer(TypedDict):
     columns: dict[str, list[str]]  # per table, the columns that travel, in page order
     order: list[str]  # the tables, parents before children: download in this order
     views: list[ViewInfo]
+    sqlite: NotRequired[dict[str, TableLayout]]  # the replica's SQLite layout, per table
     server_time: str
 
 

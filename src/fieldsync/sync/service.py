@@ -28,7 +28,7 @@ from fieldsync.offline.apps import app_views
 from fieldsync.offline.profiles import published_profile
 from fieldsync.offline.snapshot import OfflineAccess, PublishedProfile
 from fieldsync.records.service import Records
-from fieldsync.security.context import load_context
+from fieldsync.security.context import load_context, user_binding
 from fieldsync.security.model import SecurityContext
 from fieldsync.store.catalog import fs_device, fs_device_receipt, fs_meta, fs_sync_applied
 from fieldsync.store.store import utcnow
@@ -53,6 +53,7 @@ from fieldsync.sync.protocol import (
 )
 from fieldsync.sync.scope import ScopePlan, build_plan
 from fieldsync.sync.upload import MAX_BATCH, SERVER_WINS_KEY, ClientChange, Uploader
+from fieldsync.sync.views import compile_views, replica_layout
 from fieldsync.types import EntityRef
 
 MAX_PAGE = 5000
@@ -203,7 +204,12 @@ class SyncService:
                     self.store.sql_table("systemuser").c.systemuserid == ctx.user_id
                 )
             ).scalar()
-            views = self._views(conn, ctx, access, plan)
+            views = compile_views(
+                self._views(conn, ctx, access, plan),
+                self.store.schema,
+                list(plan.order),
+                user_binding(self.store, conn, ctx),
+            )
             return access, plan, fullname, views
 
         access, plan, fullname, views = self.store.transact(work)
@@ -226,6 +232,7 @@ class SyncService:
             "columns": {name: list(plan.tables[name].columns) for name in plan.order},
             "order": list(plan.order),
             "views": views,
+            "sqlite": replica_layout(schema, list(plan.order)),
             "server_time": utcnow().isoformat(),
         }
 
@@ -238,7 +245,13 @@ class SyncService:
         except NotFound:
             return []
         return [
-            {"name": v["name"], "table": v["returnedtypecode"], "fetchxml": v["fetchxml"]}
+            {
+                "id": str(v["savedqueryid"]),
+                "name": v["name"],
+                "table": v["returnedtypecode"],
+                "fetchxml": v["fetchxml"],
+                "default": bool(v.get("isdefault")),
+            }
             for v in rows
             if v.get("returnedtypecode") in plan.tables and v.get("fetchxml")
         ]
