@@ -154,9 +154,7 @@ def render_rows(
     """Rows as entities, with the primary names of their lookups when the formatted values
     are asked for."""
     names = lookup_names(call, conn, table, rows) if want(render.FORMATTED) else None
-    return [
-        render.render_row(table, r, annotations=want, columns=columns, names=names) for r in rows
-    ]
+    return render.render_rows(table, rows, annotations=want, columns=columns, names=names)
 
 
 def linked_ids(
@@ -332,7 +330,9 @@ def list_entities(
         if cursor is not None:
             sql = call.platform.store.sql_table(table.name)
             stmt = stmt.where(paging.after(sql, table, query.orders, cursor))
-        rows = [dict(r) for r in conn.execute(stmt.limit(limit + 1)).mappings()]
+        result = conn.execute(stmt.limit(limit + 1))
+        keys = tuple(result.keys())
+        rows = [dict(zip(keys, r, strict=True)) for r in result]
         more = len(rows) > limit and (query.top is None or sent + limit < query.top)
         rows = rows[:limit]
         if refs:
