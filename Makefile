@@ -56,6 +56,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/query.py
 	$(PY) bench/sync.py
 	$(PY) bench/webapi.py
+	$(PY) bench/writes.py
 	$(PY) bench/load.py
 	$(PY) bench/files.py
 	$(PY) bench/browser.py

@@ -8,13 +8,17 @@ a scratch database with ``--rows`` accounts; the SDK (``PowerPlatform-Dataverse-
 signed in with an API token. Printed: single-record creates and single-record queries per
 second (one round trip each), and rows/s paging every account through the SDK
 (``records.list_pages``, 5,000 per page), next to reading the same rows with SQLAlchemy
-straight from the database.
+straight from the database; and the median time of a full page early and late in the listing
+(medians of the first and the last third of the full pages: keyset paging keeps a late
+page as cheap as an early one).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -91,10 +95,12 @@ def run_backend(name: str, url: str, rows: int, repeat: int, results: dict[str, 
                 assert len(found) == 1
             queries = repeat / (time.perf_counter() - start)
             start = time.perf_counter()
-            seen = sum(
-                len(page.records) for page in client.records.list_pages("account", page_size=5000)
-            )
-            paging = seen / (time.perf_counter() - start)
+            seen, marks = 0, [start]
+            for page in client.records.list_pages("account", page_size=5000):
+                seen += len(page.records)
+                marks.append(time.perf_counter())
+            paging = seen / (marks[-1] - start)
+            spans = [b - a for a, b in itertools.pairwise(marks)]
         baseline = sqlalchemy_read(url)
     finally:
         server.stop()
@@ -102,10 +108,17 @@ def run_backend(name: str, url: str, rows: int, repeat: int, results: dict[str, 
     results[f"{name} queries/s"] = queries
     results[f"{name} paging rows/s"] = paging
     results[f"{name} SQLAlchemy rows/s"] = baseline
+    # full pages only (the last is partial): the first third against the last
+    full = spans[:-1] if len(spans) > 1 else spans
+    third = max(1, len(full) // 3)
+    early, late = statistics.median(full[:third]), statistics.median(full[-third:])
+    results[f"{name} early page ms"] = early * 1000
+    results[f"{name} late page ms"] = late * 1000
     print(
         f"[{name}] single creates {creates:,.0f}/s, single queries {queries:,.0f}/s, "
         f"paging {seen:,} rows through the SDK {paging:,.0f} rows/s vs SQLAlchemy "
-        f"{baseline:,.0f} rows/s ({paging / baseline:.2f}x)",
+        f"{baseline:,.0f} rows/s ({paging / baseline:.2f}x); a full page in the first third "
+        f"{early * 1000:.0f} ms, in the last {late * 1000:.0f} ms ({late / early:.2f}x)",
         flush=True,
     )
 

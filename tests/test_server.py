@@ -65,3 +65,41 @@ async def test_a_lost_database_connection_is_a_503_to_retry(store: Store) -> Non
         assert response.headers["retry-after"] == "1"
         assert "unavailable" in response.json()["error"]["message"]
         assert (await c.get("/test/broken")).status_code == 500
+
+
+def test_a_pooled_connection_that_died_while_idle_is_replaced(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL connections are pinged on checkout once idle a while (not on every use):
+    one dropped while idle is replaced unseen; one dropped while in steady use fails one
+    statement (a 503 to retry, above) and the pool renews itself."""
+    import sqlalchemy as sa
+
+    from fieldsync.store import engine as engines
+
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has no server to drop connections")
+    killer = sa.create_engine(store.engine.url, poolclass=sa.NullPool)
+
+    def pid() -> int:
+        with store.read() as conn:
+            return int(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+
+    def kill(victim: int) -> None:
+        with killer.connect() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": victim})
+            conn.commit()
+
+    try:
+        first = pid()
+        kill(first)
+        monkeypatch.setattr(engines, "PING_IDLE_SECONDS", 0.0)  # every checkout is "idle"
+        second = pid()
+        assert second != first
+        monkeypatch.setattr(engines, "PING_IDLE_SECONDS", 3600.0)  # in steady use: no ping
+        kill(second)
+        with pytest.raises(sa.exc.OperationalError):
+            pid()
+        assert pid() not in (first, second)
+    finally:
+        killer.dispose()

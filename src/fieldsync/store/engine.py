@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,9 @@ from sqlalchemy.engine import URL, Engine, make_url
 from fieldsync.errors import ConfigurationError
 
 WRITE_OPTION = "fieldsync_write"
+# a pooled PostgreSQL connection idle longer than this is pinged before use; one in steady use
+# is not (a ping is a round trip on every checkout, and a request checks out several times)
+PING_IDLE_SECONDS = 1.0
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -55,9 +59,26 @@ def create_engine(url: str | URL, *, pool_size: int = 5) -> Engine:
         )
         _sqlite_discipline(engine)
         return engine
-    engine = sa.create_engine(
-        parsed, pool_size=pool_size, max_overflow=10, pool_pre_ping=True, json_serializer=_json
-    )
+    engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=10, json_serializer=_json)
+
+    @event.listens_for(engine, "checkin")
+    def on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        # a connection that sat idle may have been dropped (a restart, an idle timeout):
+        # ping it, and let the pool replace it (DisconnectionError) if it is gone. One in
+        # steady use that died meanwhile fails its request with a 503 and the pool is renewed.
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < PING_IDLE_SECONDS:
+            return
+        try:
+            with dbapi_connection.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_connection.rollback()
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(str(exc)) from exc
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -3,7 +3,8 @@
 (``{set}/$count``), FetchXML, and the collections a navigation property reaches.
 
 Paging: a page holds at most ``Prefer: odata.maxpagesize`` rows (5000 by default); when more
-rows follow, ``@odata.nextLink`` repeats the request's options with an opaque ``$skiptoken``.
+rows follow, ``@odata.nextLink`` repeats the request's options with an opaque ``$skiptoken``
+that starts the next page after the last row's sort key (``webapi.paging``).
 ``$top`` caps the total across pages (the client does not)."""
 
 from __future__ import annotations
@@ -26,14 +27,12 @@ from fieldsync.schema.values import make_coercer
 from fieldsync.security.model import Privilege
 from fieldsync.security.predicate import has_privilege
 from fieldsync.types import EntityRef, RecordId, Row
-from fieldsync.webapi import render
+from fieldsync.webapi import paging, render
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import (
     API_PREFIX,
     Alias,
     Key,
-    decode_skiptoken,
-    encode_skiptoken,
     etag,
     etag_version,
     page_size,
@@ -157,9 +156,7 @@ def render_rows(
     """Rows as entities, with the primary names of their lookups when the formatted values
     are asked for."""
     names = lookup_names(call, conn, table, rows) if want(render.FORMATTED) else None
-    return [
-        render.render_row(table, r, annotations=want, columns=columns, names=names) for r in rows
-    ]
+    return render.render_rows(table, rows, annotations=want, columns=columns, names=names)
 
 
 def linked_ids(
@@ -309,12 +306,16 @@ def list_entities(
     odq: ODataQuery = parse_query_options(req.params, table, call.platform.store.schema)
     query = odq.query
     size = page_size(req.prefer)
-    offset = decode_skiptoken(odq.skiptoken) if odq.skiptoken else 0
-    limit = size if query.top is None else max(0, min(size, query.top - offset))
+    cursor = paging.decode(odq.skiptoken, table, query.orders) if odq.skiptoken else None
+    sent = 0 if cursor is None else cursor.sent
+    limit = size if query.top is None else max(0, min(size, query.top - sent))
     want = wanted(req)
     selected = (table.primary_id,) if refs else query.columns
     expand = () if refs else odq.expand
-    read = replace(query, columns=query_columns(table, selected, expand), top=None, count=False)
+    columns = query_columns(table, selected, expand)
+    if columns is not None:  # the sort key comes along, to start the next page after it
+        columns = tuple(dict.fromkeys(columns + tuple(paging.key_columns(table, query.orders))))
+    read = replace(query, columns=columns, top=None, count=False)
     context = (
         f"{req.root}/$metadata#Collection($ref)" if refs else context_url(req, table, selected)
     )
@@ -328,8 +329,13 @@ def list_entities(
             total = conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery()))
             count = int(total.scalar_one())
             body["@odata.count"] = min(count, query.top) if query.top is not None else count
-        rows = [dict(r) for r in conn.execute(stmt.limit(limit + 1).offset(offset)).mappings()]
-        more = len(rows) > limit and (query.top is None or offset + limit < query.top)
+        if cursor is not None:
+            sql = call.platform.store.sql_table(table.name)
+            stmt = stmt.where(paging.after(sql, table, query.orders, cursor))
+        result = conn.execute(stmt.limit(limit + 1))
+        keys = tuple(result.keys())
+        rows = [dict(zip(keys, r, strict=True)) for r in result]
+        more = len(rows) > limit and (query.top is None or sent + limit < query.top)
         rows = rows[:limit]
         if refs:
             value = [
@@ -343,9 +349,9 @@ def list_entities(
     headers = {}
     if "odata.maxpagesize" in req.prefer:
         headers["Preference-Applied"] = f"odata.maxpagesize={size}"
-    if more:
+    if more and rows:
         params = {k: v for k, v in req.params.items() if k.lower() != "$skiptoken"}
-        params["$skiptoken"] = encode_skiptoken(offset + limit)
+        params["$skiptoken"] = paging.encode(table, query.orders, rows[-1], sent + len(rows))
         body["@odata.nextLink"] = req.link(path or table.entity_set_name, params)
     return ODataResponse(200, body, headers)
 
