@@ -36,6 +36,8 @@ from scratch import ScratchDatabases
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = ROOT.parent / "shared" / "bench" / "limits.py"
+# the server and device processes run this tree's code (not whatever the venv installed)
+CODE = os.pathsep.join([str(ROOT / "src"), str(ROOT / "bench")])
 PASSWORD = "bench-password-1"
 PROFILES = """\
 name: Bench {name}
@@ -112,7 +114,7 @@ class Server:
             args += ["--plugin", plugin]
         if tls is not None:
             args += ["--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
+        env = {**os.environ, "PYTHONPATH": CODE}
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while True:
@@ -151,7 +153,7 @@ def initial_sync(server: Server, app: str, directory: Path) -> dict[str, float]:
         check=True,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "bench")},
+        env={**os.environ, "PYTHONPATH": CODE},
     )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
