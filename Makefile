@@ -30,8 +30,11 @@ web:
 	npm ci --prefix web --no-audit --no-fund
 	npm run build --prefix web
 
-# fails when the committed bundle is not what the sources build
+# the SDK's types (tsc --noEmit, strict JSDoc) and lint, the app's node tests, and a failure
+# when the committed bundle is not what the sources build
 web-check: web
+	npm run typecheck --prefix web
+	npm run lint --prefix web
 	npm test --prefix web/app
 	git diff --exit-code --stat -- src/fieldsync/webapp/static
 	@test -z "$$(git status --porcelain -- src/fieldsync/webapp/static)" || \
