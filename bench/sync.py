@@ -45,6 +45,10 @@ from scratch import ScratchDatabases
 ROOT = Path(__file__).resolve().parents[1]
 LIMITS = ROOT.parent / "shared" / "bench" / "limits.py"
 NARROW = "new_benchrow"
+# the server and the device run this tree's code, whatever the environment installed
+PATH = os.pathsep.join(
+    (os.environ.get("FIELDSYNC_BENCH_SRC", str(ROOT / "src")), str(ROOT / "bench"))
+)
 WORDS = [
     "account",
     "customer",
@@ -213,7 +217,7 @@ class Server:
             args += ["--plugin", plugin]
         if tls is not None:
             args += ["--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)]
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "bench")}
+        env = {**os.environ, "PYTHONPATH": PATH}
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while True:
@@ -271,7 +275,7 @@ def initial_sync(server: Server, app: str, directory: Path, repeat: int = 1) -> 
             check=True,
             capture_output=True,
             text=True,
-            env={**os.environ, "PYTHONPATH": str(ROOT / "bench")},
+            env={**os.environ, "PYTHONPATH": PATH},
         )
         run: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
         run["server_cpu"] = server.cpu() - cpu

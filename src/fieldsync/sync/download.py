@@ -49,6 +49,7 @@ from fieldsync.schema.model import ColumnType
 from fieldsync.security.model import SecurityContext
 from fieldsync.security.predicate import readable
 from fieldsync.store.changes import Change, read_changes, watermark
+from fieldsync.store.sqltypes import UTCDateTime
 from fieldsync.sync.cursor import BadCursor, Cursor
 from fieldsync.sync.scope import SCOPE_COLUMNS, SHARE_TABLE, Edge, ScopePlan, TablePlan, walk
 
@@ -90,34 +91,63 @@ def wire(value: Any) -> Any:
     return value
 
 
-def _wire_rows(tp: TablePlan, rows: Iterable[Any]) -> list[list[Any]]:
-    """Rows as they travel: orjson writes ids, dates and numbers itself; decimals go as
-    strings and multi-choice values as lists."""
-    special = [
-        i
-        for i, name in enumerate(tp.columns)
-        if (col := tp.table.column(name)) is not None
-        and col.type in (ColumnType.DECIMAL, ColumnType.MONEY, ColumnType.MULTICHOICE)
-    ]
-    ids = [
-        i
-        for i, name in enumerate(tp.columns)
-        if name == tp.table.primary_id
-        or (
-            (col := tp.table.column(name)) is not None
+def _dashed(value: Any) -> Any:
+    """An id as SQLite stores it (32 hex digits) in its dashed form; anything else as is."""
+    if type(value) is str and len(value) == 32:
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+    return value
+
+
+def _iso_moment(value: Any) -> Any:
+    """A time as SQLite stores it ("YYYY-MM-DD HH:MM:SS.ffffff", UTC) in the form orjson
+    gives a UTC datetime ("YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00"); anything else as is."""
+    if type(value) is str and len(value) == 26 and value[10] == " " and value[19] == ".":
+        if value.endswith("000000"):
+            return f"{value[:10]}T{value[11:19]}+00:00"
+        return f"{value[:10]}T{value[11:]}+00:00"
+    if type(value) is str:  # another stored form: parse it as the column type would
+        moment = dt.datetime.fromisoformat(value)
+        return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
+    return value
+
+
+def _converters(tp: TablePlan) -> list[tuple[int, Callable[[Any], Any]]]:
+    """The columns whose values change on the way to the wire, with what changes them."""
+    out: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, name in enumerate(tp.columns):
+        col = tp.table.column(name)
+        if name == tp.table.primary_id or (
+            col is not None
             and col.type
             in (ColumnType.LOOKUP, ColumnType.UNIQUEIDENTIFIER, ColumnType.FILE, ColumnType.IMAGE)
-        )
-    ]
-    out = [list(r) for r in rows]
-    for row in out:
-        for i in special:
-            row[i] = wire(row[i])
-        for i in ids:
-            value = row[i]
-            if type(value) is str and len(value) == 32:
-                row[i] = f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+        ):
+            out.append((i, _dashed))
+        elif col is not None and col.type in (
+            ColumnType.DECIMAL,
+            ColumnType.MONEY,
+            ColumnType.MULTICHOICE,
+        ):
+            out.append((i, wire))
+        elif col is not None and col.type is ColumnType.DATETIME:
+            out.append((i, _iso_moment))
     return out
+
+
+def _wire_rows(tp: TablePlan, result: Iterable[Any]) -> list[list[Any]]:
+    """Rows as they travel: orjson writes ids, dates and numbers itself; decimals go as
+    strings and multi-choice values as lists; on SQLite, ids and times arrive as the text
+    SQLite stores (see :meth:`Downloader._statement`) and leave in their wire form. Works a
+    column at a time: one ``map`` per column that changes, the rest untouched."""
+    rows = result if isinstance(result, list) else list(result)
+    if not rows:
+        return []
+    convert = _converters(tp)
+    if not convert:
+        return [list(r) for r in rows]
+    columns = list(zip(*rows, strict=True))
+    for i, fn in convert:
+        columns[i] = tuple(map(fn, columns[i]))
+    return list(map(list, zip(*columns, strict=True)))
 
 
 class Downloader:
@@ -310,11 +340,14 @@ class Downloader:
         query = Query(table=tp.table.name, columns=tp.columns, filter=node, top=top)
         stmt = self.records.query_statement(query, caller=self.ctx, now=self.now, conn=conn)
         if self.store.dialect == "sqlite":
-            # ids come back as SQLite stores them (32 hex digits) and are dashed in
-            # _wire_rows: much cheaper than making UUID objects only to print them again
+            # ids and times come back as SQLite stores them (32 hex digits, UTC text) and
+            # take their wire form in _wire_rows: much cheaper than making UUID and datetime
+            # objects only to print them again
             stmt = stmt.with_only_columns(
                 *(
-                    sa.type_coerce(c, sa.String).label(c.name) if isinstance(c.type, sa.Uuid) else c
+                    sa.type_coerce(c, sa.String).label(c.name)
+                    if isinstance(c.type, (sa.Uuid, UTCDateTime))
+                    else c
                     for c in stmt.selected_columns
                 ),
                 maintain_column_froms=True,
