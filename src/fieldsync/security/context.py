@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -222,11 +223,7 @@ CONTEXT_TABLES = (
 Stamp = tuple[int, str]
 
 
-def context_stamp(conn: sa.Connection) -> Stamp:
-    """The newest version the change log holds for any table a context is made of (one
-    index lookup per table, on the log's ``(tablename, version)`` index), with the log's
-    pruning watermark: pruning moves the stamp too, so an emptied log never brings back a
-    stamp that an older context was stored under."""
+def _stamp_statement() -> sa.Select[Any]:
     newest = [
         sa.select(sa.func.max(fs_change.c.version))
         .where(fs_change.c.tablename == name)
@@ -234,7 +231,19 @@ def context_stamp(conn: sa.Connection) -> Stamp:
         for name in CONTEXT_TABLES
     ]
     pruned = sa.select(fs_meta.c.value).where(fs_meta.c.key == WATERMARK).scalar_subquery()
-    *row, mark = conn.execute(sa.select(*newest, pruned)).one()
+    return sa.select(*newest, pruned)
+
+
+# built once: making the statement (and its cache key) anew cost more than running it
+STAMP = _stamp_statement()
+
+
+def context_stamp(conn: sa.Connection) -> Stamp:
+    """The newest version the change log holds for any table a context is made of (one
+    index lookup per table, on the log's ``(tablename, version)`` index), with the log's
+    pruning watermark: pruning moves the stamp too, so an emptied log never brings back a
+    stamp that an older context was stored under."""
+    *row, mark = conn.execute(STAMP).one()
     return max((v for v in row if v is not None), default=0), str(mark or "")
 
 
