@@ -192,11 +192,12 @@ class Downloader:
         except BadCursor as exc:
             self.store.audit.cursor_forged(self.ctx.user_id, self.device, exc.message)
             raise
-        if cursor is not None and self._stale(conn, tp, cursor):
+        stale = cursor is not None and self._stale(conn, tp, cursor)
+        if cursor is not None and stale:
             diff = self._diff_start(conn, tp, cursor)
             if diff is not None:
                 return self._diff(conn, tp, diff, limit)
-        if cursor is None or self._stale(conn, tp, cursor):
+        if cursor is None or stale:
             cursor = Cursor(
                 table=table,
                 user=str(self.ctx.user_id),
