@@ -339,3 +339,23 @@ def test_automatic_sync_follows_the_users_settings(world: World) -> None:
     assert device.may_sync_automatically()  # the app does not offer Wi-Fi only
     with pytest.raises(FieldsyncError, match="Wi-Fi only"):
         device.set_settings(wifi_only=True)
+
+
+@pytest.mark.parametrize("page_size", [1, 1000])
+def test_an_initial_sync_leaves_the_replicas_indexes_in_place(world: World, page_size: int) -> None:
+    """Indexes of a table that arrives whole are built by its last page, over one page or
+    many; every table of the replica ends with all of them."""
+    seed(world)
+    device = world.device("tech1")
+    device.sync(page_size=page_size)
+    replica_ = device.replica
+    with replica_.read() as conn:
+        found = {
+            row[0]
+            for row in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+    for name, sql in replica_.sql.items():
+        wanted = {index.name for index in sql.indexes}
+        assert wanted, name
+        assert wanted <= found, (name, wanted - found)
+    converged(world, device, "tech1")
