@@ -91,6 +91,9 @@ def wire(value: Any) -> Any:
     return value
 
 
+ID_TYPES = (ColumnType.LOOKUP, ColumnType.UNIQUEIDENTIFIER, ColumnType.FILE, ColumnType.IMAGE)
+
+
 def _dashed(value: Any) -> Any:
     """An id as SQLite stores it (32 hex digits) in its dashed form; anything else as is."""
     if type(value) is str and len(value) == 32:
@@ -111,29 +114,24 @@ def _iso_moment(value: Any) -> Any:
     return value
 
 
-def _converters(tp: TablePlan) -> list[tuple[int, Callable[[Any], Any]]]:
-    """The columns whose values change on the way to the wire, with what changes them."""
+def _converters(tp: TablePlan, text: bool) -> list[tuple[int, Callable[[Any], Any]]]:
+    """The columns whose values change on the way to the wire, with what changes them;
+    ``text``: ids and times arrive as SQLite stores them (else as UUID and datetime objects,
+    which orjson writes itself)."""
     out: list[tuple[int, Callable[[Any], Any]]] = []
     for i, name in enumerate(tp.columns):
         col = tp.table.column(name)
-        if name == tp.table.primary_id or (
-            col is not None
-            and col.type
-            in (ColumnType.LOOKUP, ColumnType.UNIQUEIDENTIFIER, ColumnType.FILE, ColumnType.IMAGE)
-        ):
-            out.append((i, _dashed))
-        elif col is not None and col.type in (
-            ColumnType.DECIMAL,
-            ColumnType.MONEY,
-            ColumnType.MULTICHOICE,
-        ):
+        kind = None if col is None else col.type
+        if kind in (ColumnType.DECIMAL, ColumnType.MONEY, ColumnType.MULTICHOICE):
             out.append((i, wire))
-        elif col is not None and col.type is ColumnType.DATETIME:
+        elif text and (name == tp.table.primary_id or kind in ID_TYPES):
+            out.append((i, _dashed))
+        elif text and kind is ColumnType.DATETIME:
             out.append((i, _iso_moment))
     return out
 
 
-def _wire_rows(tp: TablePlan, result: Iterable[Any]) -> list[list[Any]]:
+def _wire_rows(tp: TablePlan, result: Iterable[Any], text: bool = True) -> list[list[Any]]:
     """Rows as they travel: orjson writes ids, dates and numbers itself; decimals go as
     strings and multi-choice values as lists; on SQLite, ids and times arrive as the text
     SQLite stores (see :meth:`Downloader._statement`) and leave in their wire form. Works a
@@ -141,7 +139,7 @@ def _wire_rows(tp: TablePlan, result: Iterable[Any]) -> list[list[Any]]:
     rows = result if isinstance(result, list) else list(result)
     if not rows:
         return []
-    convert = _converters(tp)
+    convert = _converters(tp, text)
     if not convert:
         return [list(r) for r in rows]
     columns = list(zip(*rows, strict=True))
@@ -176,6 +174,7 @@ class Downloader:
         self.secret = secret
         self.now = now
         self.registration = registration
+        self._text = self.store.dialect == "sqlite"  # see _statement
 
     # -- public ---------------------------------------------------------------------------
 
@@ -292,7 +291,7 @@ class Downloader:
             # rows of the new scope that the old one did not hold
             stmt = self._statement(conn, tp, And((self.plan.node(tp.table.name), after)), limit + 1)
             stmt = stmt.where(stmt.selected_columns[pk].not_in(self._ids(conn, before, tp)))
-            rows = _wire_rows(tp, conn.execute(stmt).fetchmany(limit + 1))
+            rows = _wire_rows(tp, conn.execute(stmt).fetchmany(limit + 1), self._text)
             index = tp.columns.index(pk)
             if len(rows) > limit:
                 page.upserts = rows[:limit]
@@ -369,7 +368,7 @@ class Downloader:
             else Condition(pk, Op.GT, uuid.UUID(cursor.key))
         )
         result = self._select(conn, tp, after, limit + 1)
-        rows = _wire_rows(tp, result.fetchmany(limit + 1))
+        rows = _wire_rows(tp, result.fetchmany(limit + 1), self._text)
         page = TablePage(tp.table.name, tp.columns)
         index = tp.columns.index(pk)
         if len(rows) > limit:
@@ -400,7 +399,8 @@ class Downloader:
         ordered = sorted(candidates)
         for start in range(0, len(ordered), CHUNK):
             chunk = ordered[start : start + CHUNK]
-            for row in _wire_rows(tp, self._select(conn, tp, is_in(pk, chunk), None)):
+            rows = self._select(conn, tp, is_in(pk, chunk), None)
+            for row in _wire_rows(tp, rows, self._text):
                 found.add(uuid.UUID(str(row[index])))
                 page.upserts.append(row)
         gone = [i for i in ordered if i not in found]
