@@ -548,12 +548,8 @@ class Scenario:
         self.server.start()
 
     def _queued_uploads(self, device: Any) -> int:
-        import sqlalchemy as sa
-
-        from fieldsync.client.files import upload_table
-
         with device.replica.read() as conn:
-            found = conn.execute(sa.select(sa.func.count()).select_from(upload_table)).scalar()
+            found = conn.execute("SELECT count(*) FROM _fs_file_upload").fetchone()[0]
         return int(found or 0)
 
     def kill_during_transfer(self, user: str) -> None:

@@ -94,7 +94,6 @@ def test_a_killed_upload_applies_each_change_once(platform: Platform, tmp_path: 
 
 
 def test_a_full_disk_stops_sync_cleanly_and_it_resumes(platform: Platform, tmp_path: Path) -> None:
-    import sqlalchemy as sa
 
     from fieldsync.client import StorageFull
 
@@ -117,15 +116,15 @@ def test_a_full_disk_stops_sync_cleanly_and_it_resumes(platform: Platform, tmp_p
 
     cap: dict[str, int | None] = {"pages": None}
 
-    @sa.event.listens_for(device.replica.engine, "connect")
-    def limit(dbapi: Any, _: object) -> None:
+    def limit(dbapi: Any) -> None:
         if cap["pages"] is not None:
             dbapi.execute(f"PRAGMA max_page_count={cap['pages']}")
 
+    device.replica.db.on_connect.append(limit)
     with device.replica.read() as conn:
-        used = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+        used = conn.execute("PRAGMA page_count").fetchone()[0]
     cap["pages"] = used + 60  # room for a little, not for 300 long work orders
-    device.replica.engine.dispose()  # new connections get the cap
+    device.replica.db.dispose()  # new connections get the cap
     with pytest.raises(StorageFull, match="storage is full"):
         device.sync()
     assert len(device.query("workorder")) < 300
@@ -144,6 +143,6 @@ def test_a_full_disk_stops_sync_cleanly_and_it_resumes(platform: Platform, tmp_p
     assert refused is not None
     assert device.pending_changes() == made  # the refused write left nothing behind
     cap["pages"] = None
-    device.replica.engine.dispose()
+    device.replica.db.dispose()
     device.sync()
     assert replica(device) == world.scope("tech1")

@@ -430,7 +430,6 @@ def test_sdk_filters(text: str, expected: Node) -> None:
         ("workorder", "signedoff eq true", C("signedoff", Op.EQ, True)),
         ("workorder", "signedoff eq false", C("signedoff", Op.EQ, False)),
         ("workorder", "priority eq 3", C("priority", Op.EQ, 3)),
-        ("workorder", "priority gt 1", C("priority", Op.GT, 1)),
         (
             "workorder",
             "externalreference eq 00000000-0000-0000-0000-000000000001",
@@ -639,11 +638,11 @@ def test_collection_valued_navigation_with_any_and_all() -> None:
     assert f("not contact_parentcustomerid/any()") == link(
         "contact", "parentcustomerid", "accountid", None, LinkType.NOT_ANY
     )
-    assert f("workorder_serviceaccountid/all(w: w/priority ge 3 and w/signedoff)") == link(
+    assert f("workorder_serviceaccountid/all(w: w/priority eq 3 and w/signedoff)") == link(
         "workorder",
         "serviceaccountid",
         "accountid",
-        And((C("priority", Op.GE, 3), C("signedoff", Op.EQ, True))),
+        And((C("priority", Op.EQ, 3), C("signedoff", Op.EQ, True))),
         LinkType.ALL,
     )
     assert f("not workorder_serviceaccountid/all(w: w/signedoff)") == link(
@@ -1162,7 +1161,7 @@ def test_parameter_aliases() -> None:
         ),
         (
             f"{FN}Between(PropertyName='creditonhold',PropertyValues=['1','2'])",
-            "Microsoft.Dynamics.CRM.Between applies to number, date and text columns; "
+            "Microsoft.Dynamics.CRM.Between applies to number and date columns; "
             "'creditonhold' is a boolean column at character 45",
         ),
         (
@@ -1313,6 +1312,17 @@ def test_filter_errors_on_other_tables() -> None:
     assert err("duedate eq 2024-01-01T00:00:00Z", "workorder") == (
         "workorder.duedate is a date column: expected a date such as 2024-01-01, "
         "got 2024-01-01T00:00:00Z at character 12 of $filter"
+    )
+    # one column-family table for every query language (fieldsync.query.operators)
+    assert err("priority gt 1", "workorder") == (
+        "gt does not apply to the choice column 'priority' at character 10 of $filter"
+    )
+    assert err("duedate lt createdon", "workorder") == (
+        "cannot compare the date column 'duedate' with the datetime column 'createdon' "
+        "at character 12 of $filter"
+    )
+    assert err("priority eq estimatedduration", "workorder").startswith(
+        "cannot compare the choice column 'priority' with the integer column"
     )
     assert err("incidenttypes eq incidenttypes", "workorder") == (
         "the multichoice column 'incidenttypes' cannot be compared with another column "

@@ -157,7 +157,17 @@ def test_a_maker_sets_up_offline_in_the_browser(
         expect(page.get_by_role("status")).to_have_text("Saved.")
         expect(page.locator(".error")).to_have_count(0)
 
-        # 8. publish
+        # 8. preview, then publish
+        page.get_by_label("Preview for").select_option(label="lena")
+        page.get_by_role("button", name="Preview").click()
+        expect(page.get_by_role("heading", level=1)).to_have_text(
+            "Preview of Field Service (generated)"
+        )
+        lena_preview = page.get_by_role("region", name="lena")
+        expect(lena_preview.get_by_role("row", name="workorder")).to_contain_text("not in it")
+        expect(page.get_by_role("region", name="Warnings")).to_contain_text("None")
+        shot("profile-preview")
+        page.get_by_role("link", name="Back to the profile").click()
         page.get_by_role("button", name="Publish").click()
         expect(page.get_by_role("status")).to_contain_text("Published")
         expect(page.locator(".state")).to_contain_text("Published version 1")
@@ -199,12 +209,25 @@ def test_a_maker_sets_up_offline_in_the_browser(
             expect(page.locator(".facts")).to_contain_text("URGENT")
             shot("sync-error")
 
-            # the device list, and a purge that makes the device start over
+            # the device list, why a row is on the device, and a purge that makes the
+            # device start over
             page.get_by_role("link", name="Devices").click()
             row = page.locator("tbody tr")
             expect(row).to_contain_text(device.device_id)
             expect(row).to_contain_text("v1")
             shot("devices")
+            row.get_by_role("link", name="Why is a row (not) here").click()
+            expect(page.get_by_label("App")).to_have_value("fieldservice")
+            expect(page.get_by_label("User")).to_have_value(str(org.lena))
+            page.get_by_label("Table").select_option("workorder")
+            page.get_by_label("Row id").fill(str(org.workorder))
+            page.get_by_role("button", name="Explain").click()
+            explanation = page.get_by_role("region", name="In scope: the row is on the device")
+            expect(explanation).to_contain_text("readable through")
+            expect(explanation.get_by_role("listitem").first).to_contain_text("Holds")
+            shot("explain")
+            page.get_by_role("link", name="Devices").click()
+            row = page.locator("tbody tr")
             row.get_by_role("button", name="Purge").click()
             expect(page.get_by_role("status")).to_contain_text("Device purged")
             expect(page.locator("tbody tr")).to_contain_text("No devices yet.")
@@ -222,4 +245,6 @@ def test_a_maker_sets_up_offline_in_the_browser(
         "sync-errors.png",
         "sync-error.png",
         "devices.png",
+        "profile-preview.png",
+        "explain.png",
     }

@@ -593,7 +593,9 @@ def sql_allowed(
             return None
         return {r[pk] for r in rows}
     definition = p.store.schema.table(table)
-    return p.records._permitted(conn, definition, ids, privilege_filter(ctx, definition, privilege))
+    return p.records.pipeline.permitted(
+        conn, definition, ids, privilege_filter(ctx, definition, privilege)
+    )
 
 
 def stored_rows(p: Platform, w: World, table: str) -> dict[RecordId, dict[str, Any]]:

@@ -14,6 +14,7 @@ import click
 import sqlalchemy as sa
 
 from fieldsync.errors import BadRequest
+from fieldsync.types import as_uuid
 
 if TYPE_CHECKING:
     from fieldsync.platform import Platform
@@ -240,7 +241,6 @@ def register(main: click.Group, opener: Opener, database_options: Callable[[Any]
         """Why a row is (or is not) on the user's device for the app's published profile:
         readable or not and by which path, matched by the download filter or brought in by
         a relationship. Exits 1 when the row is not in scope."""
-        import uuid
 
         import orjson
 
@@ -249,7 +249,7 @@ def register(main: click.Group, opener: Opener, database_options: Callable[[Any]
 
         with opener(data_dir, database_url) as p:
             try:
-                user_id = uuid.UUID(username)
+                user_id = as_uuid(username)
             except ValueError:
                 user_id = p.org.user_id(username)
             target = load_context(p.store, user_id)

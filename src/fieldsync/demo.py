@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from fieldsync.demo_offline import APP_NAME, seed_offline
 from fieldsync.errors import SchemaError
 from fieldsync.platform import Platform
 from fieldsync.records.service import SYSTEM, Records, acting_as
@@ -237,8 +238,6 @@ def seed_demo(platform: Platform, *, today: dt.date | None = None) -> str:
     and how to sign in.
 
     ``today`` anchors work order dates (default: the current UTC date)."""
-    from fieldsync.demo_offline import APP_NAME, seed_offline
-
     data = _seed_data(platform, today)
     granted, roles = _seed_security(platform)
     offline = seed_offline(platform, roles)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
@@ -35,10 +36,27 @@ class EntityRef:
     id: RecordId
 
 
+_HEX32 = re.compile(r"[0-9A-Fa-f]{32}")
+
+
 def as_uuid(value: object) -> uuid.UUID:
-    """Parse a UUID from a UUID or a string; raise ``ValueError`` otherwise."""
+    """The GUID ``value`` is (a UUID, or text in the forms ``uuid.UUID`` reads: with or
+    without hyphens and braces, or as ``urn:uuid:…``); ``ValueError`` for anything else.
+
+    Every GUID that comes from outside is read here. Unlike ``uuid.UUID`` it takes ASCII hex
+    digits only: no other Unicode digits, no signs.
+
+    >>> as_uuid("{00000000-0000-0000-0000-00000000000A}")
+    UUID('00000000-0000-0000-0000-00000000000a')
+    >>> as_uuid("٠" * 32)
+    Traceback (most recent call last):
+    ValueError: '٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠٠' is not a GUID
+    """
     if isinstance(value, uuid.UUID):
         return value
     if isinstance(value, str):
-        return uuid.UUID(value)
-    raise ValueError(f"expected a UUID, got {type(value).__name__}")
+        digits = value.replace("urn:", "").replace("uuid:", "").strip("{}").replace("-", "")
+        if _HEX32.fullmatch(digits):
+            return uuid.UUID(digits)
+        raise ValueError(f"{value[:60]!r} is not a GUID")
+    raise ValueError(f"expected a GUID, got {type(value).__name__}")

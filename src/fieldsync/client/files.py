@@ -27,19 +27,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from fieldsync.client.replica import outbox_table
+from fieldsync.client.localdb import quote
+from fieldsync.client.outbox import Outbox
+from fieldsync.client.reads import Reader
+from fieldsync.client.replica import Connection, Replica, chunks, insert, marks
+from fieldsync.client.session import Session
 from fieldsync.client.transport import BytesTransport, DeviceError, ServerError
 from fieldsync.errors import BadRequest, PayloadTooLarge, RecordNotFound
 from fieldsync.schema.model import ColumnType
-
-if TYPE_CHECKING:
-    from fieldsync.client.device import Device
 
 log = logging.getLogger(__name__)
 
@@ -47,24 +46,14 @@ CHUNK = 4 * 1024 * 1024
 GRANT_BATCH = 500
 FILE_TYPES = (ColumnType.FILE, ColumnType.IMAGE)
 
-meta = sa.MetaData()
-file_table = sa.Table(
-    "_fs_file",
-    meta,
-    sa.Column("fileid", sa.String(36), primary_key=True),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("name", sa.String(255), nullable=False),
-    sa.Column("mimetype", sa.String(255), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("thumbnail", sa.String(64)),
-    sa.Column("thumbnailsize", sa.BigInteger),
-)
-upload_table = sa.Table(
-    "_fs_file_upload",
-    meta,
-    sa.Column("fileid", sa.String(36), primary_key=True),
-    sa.Column("tablename", sa.String(64), nullable=False),
-    sa.Column("columnname", sa.String(64), nullable=False),
+TABLES = (
+    """CREATE TABLE IF NOT EXISTS _fs_file (
+        fileid VARCHAR(36) NOT NULL, sha256 VARCHAR(64) NOT NULL, name VARCHAR(255) NOT NULL,
+        mimetype VARCHAR(255) NOT NULL, size BIGINT NOT NULL, thumbnail VARCHAR(64),
+        thumbnailsize BIGINT, PRIMARY KEY (fileid))""",
+    """CREATE TABLE IF NOT EXISTS _fs_file_upload (
+        fileid VARCHAR(36) NOT NULL, tablename VARCHAR(64) NOT NULL,
+        columnname VARCHAR(64) NOT NULL, PRIMARY KEY (fileid))""",
 )
 
 
@@ -77,12 +66,17 @@ class FileReport:
 
 
 class DeviceFiles:
-    def __init__(self, device: Device) -> None:
-        self.device = device
-        self.replica = device.replica
-        self.root = device.directory / "files"
+    def __init__(
+        self, root: Path, replica: Replica, session: Session, outbox: Outbox, reader: Reader
+    ) -> None:
+        self.replica = replica
+        self.session = session
+        self.outbox = outbox
+        self.reader = reader
+        self.root = root
         with self.replica.write() as conn:
-            meta.create_all(conn)
+            for statement in TABLES:
+                conn.execute(statement)
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -102,16 +96,17 @@ class DeviceFiles:
                 if col is not None and col.type in FILE_TYPES:
                     yield name, c
 
-    def _in_rows(self, conn: sa.Connection) -> set[str]:
+    def _in_rows(self, conn: Connection) -> set[str]:
         found: set[str] = set()
         for table, column in self._columns():
-            c = self.replica.sql[table].c[column]
-            found |= {str(v) for v in conn.execute(sa.select(c).where(c.is_not(None))).scalars()}
+            c = quote(column)
+            rows = conn.execute(f"SELECT {c} FROM {quote(table)} WHERE {c} IS NOT NULL")
+            found |= {str(uuid.UUID(v)) for (v,) in rows}
         return found
 
-    def _in_outbox(self, conn: sa.Connection, known: set[str]) -> set[str]:
+    def _in_outbox(self, conn: Connection, known: set[str]) -> set[str]:
         found: set[str] = set()
-        for raw in conn.execute(sa.select(outbox_table.c.changes)).scalars():
+        for (raw,) in conn.execute("SELECT changes FROM _fs_outbox"):
             values = orjson.loads(raw)
             found |= {v for v in values.values() if isinstance(v, str) and v in known}
         return found
@@ -127,7 +122,7 @@ class DeviceFiles:
         name: str | None = None,
         mimetype: str | None = None,
     ) -> uuid.UUID:
-        t, sql = self.replica.table(table)
+        t, _ = self.replica.table(table)
         col = t.column(column)
         if col is None or col.type not in FILE_TYPES:
             raise BadRequest(f"{table}.{column} is not a file or image column")
@@ -135,12 +130,7 @@ class DeviceFiles:
             raise BadRequest(f"the offline profile does not take {table}.{column} offline")
         rid = uuid.UUID(str(record_id))
         with self.replica.read() as conn:
-            if (
-                conn.execute(
-                    sa.select(sql.c[t.primary_id]).where(sql.c[t.primary_id] == rid)
-                ).first()
-                is None
-            ):
+            if not self.replica.exists(conn, table, rid):
                 raise RecordNotFound(table, rid)
         if name is None:
             name = "file" if isinstance(data, bytes) else Path(data).name
@@ -149,15 +139,23 @@ class DeviceFiles:
         digest, size = self._take(data, limit, f"{table}.{column}")
         fid = uuid.uuid4()
         with self.replica.write() as conn:
-            conn.execute(
-                file_table.insert().values(
-                    fileid=str(fid), sha256=digest, name=name, mimetype=mimetype, size=size
-                )
+            insert(
+                conn,
+                "_fs_file",
+                {
+                    "fileid": str(fid),
+                    "sha256": digest,
+                    "name": name,
+                    "mimetype": mimetype,
+                    "size": size,
+                },
             )
-            conn.execute(
-                upload_table.insert().values(fileid=str(fid), tablename=table, columnname=column)
+            insert(
+                conn,
+                "_fs_file_upload",
+                {"fileid": str(fid), "tablename": table, "columnname": column},
             )
-        self.device.update(table, rid, {column: str(fid)})
+        self.outbox.update(table, rid, {column: str(fid)})
         return fid
 
     def _take(
@@ -197,7 +195,7 @@ class DeviceFiles:
             tmp.unlink(missing_ok=True)
 
     def info(self, table: str, record_id: uuid.UUID | str, column: str) -> dict[str, Any] | None:
-        row = self.device.get(table, record_id)
+        row = self.reader.get(table, record_id)
         if row is None:
             raise RecordNotFound(table, uuid.UUID(str(record_id)))
         value = row.get(column)
@@ -205,18 +203,18 @@ class DeviceFiles:
             return None
         with self.replica.read() as conn:
             found = conn.execute(
-                sa.select(file_table).where(file_table.c.fileid == str(value))
-            ).first()
+                "SELECT * FROM _fs_file WHERE fileid = ?", (str(value),)
+            ).fetchone()
         if found is None:
             return {"id": str(value), "available": False}
         return {
-            "id": found.fileid,
-            "name": found.name,
-            "mimetype": found.mimetype,
-            "size": found.size,
-            "sha256": found.sha256,
-            "available": self.blob(found.sha256).exists(),
-            "thumbnail": found.thumbnail is not None and self.blob(found.thumbnail).exists(),
+            "id": found["fileid"],
+            "name": found["name"],
+            "mimetype": found["mimetype"],
+            "size": found["size"],
+            "sha256": found["sha256"],
+            "available": self.blob(found["sha256"]).exists(),
+            "thumbnail": found["thumbnail"] is not None and self.blob(found["thumbnail"]).exists(),
         }
 
     def path(
@@ -230,9 +228,10 @@ class DeviceFiles:
         digest = info["sha256"]
         if thumbnail:
             with self.replica.read() as conn:
-                digest = conn.execute(
-                    sa.select(file_table.c.thumbnail).where(file_table.c.fileid == info["id"])
-                ).scalar()
+                found = conn.execute(
+                    "SELECT thumbnail FROM _fs_file WHERE fileid = ?", (info["id"],)
+                ).fetchone()
+            digest = None if found is None else found[0]
             if digest is None:
                 return None
         path = self.blob(digest)
@@ -244,10 +243,10 @@ class DeviceFiles:
         """Send every queued file; returns how many finished."""
         with self.replica.read() as conn:
             queued = conn.execute(
-                sa.select(upload_table, file_table)
-                .join(file_table, file_table.c.fileid == upload_table.c.fileid)
-                .order_by(upload_table.c.fileid)
-            ).all()
+                "SELECT u.fileid, u.tablename, u.columnname, f.sha256, f.name, f.mimetype, "
+                "f.size FROM _fs_file_upload AS u JOIN _fs_file AS f ON f.fileid = u.fileid "
+                "ORDER BY u.fileid"
+            ).fetchall()
         done = 0
         for q in queued:
             try:
@@ -257,19 +256,18 @@ class DeviceFiles:
                     raise
                 # refused for good (too large, not an image, …): the change that references
                 # it is rejected by the server and becomes a sync error
-                log.warning("file %s was refused: %s", q.fileid, exc.message)
+                log.warning("file %s was refused: %s", q["fileid"], exc.message)
                 with self.replica.write() as conn:
-                    conn.execute(upload_table.delete().where(upload_table.c.fileid == q.fileid))
+                    conn.execute("DELETE FROM _fs_file_upload WHERE fileid = ?", (q["fileid"],))
                 continue
             info = answer["file"]
             thumb = info.get("thumbnail") or {}
             with self.replica.write() as conn:
                 conn.execute(
-                    file_table.update()
-                    .where(file_table.c.fileid == q.fileid)
-                    .values(thumbnail=thumb.get("sha256"), thumbnailsize=thumb.get("size"))
+                    "UPDATE _fs_file SET thumbnail = ?, thumbnailsize = ? WHERE fileid = ?",
+                    (thumb.get("sha256"), thumb.get("size"), q["fileid"]),
                 )
-                conn.execute(upload_table.delete().where(upload_table.c.fileid == q.fileid))
+                conn.execute("DELETE FROM _fs_file_upload WHERE fileid = ?", (q["fileid"],))
             done += 1
         return done
 
@@ -278,16 +276,16 @@ class DeviceFiles:
             "POST",
             "/sync/v1/files/uploads",
             {
-                "file": q.fileid,
-                "table": q.tablename,
-                "column": q.columnname,
-                "name": q.name,
-                "mimetype": q.mimetype,
-                "size": q.size,
-                "sha256": q.sha256,
+                "file": q["fileid"],
+                "table": q["tablename"],
+                "column": q["columnname"],
+                "name": q["name"],
+                "mimetype": q["mimetype"],
+                "size": q["size"],
+                "sha256": q["sha256"],
             },
         )
-        path = self.blob(q.sha256)
+        path = self.blob(q["sha256"])
         with path.open("rb") as f:
             while not state["complete"]:
                 at = int(state["received"])
@@ -296,7 +294,7 @@ class DeviceFiles:
                 digest = hashlib.sha256(piece).digest()
                 headers = {
                     "Content-Type": "application/octet-stream",
-                    "Content-Range": f"bytes {at}-{at + len(piece) - 1}/{q.size}",
+                    "Content-Range": f"bytes {at}-{at + len(piece) - 1}/{q['size']}",
                     "Content-Digest": f"sha-256=:{base64.b64encode(digest).decode()}:",
                 }
                 upload = state["upload"]
@@ -318,27 +316,28 @@ class DeviceFiles:
         report = FileReport()
         with self.replica.read() as conn:
             wanted = self._in_rows(conn)
-            known = {r.fileid: r for r in conn.execute(sa.select(file_table))}
-            queued = set(conn.execute(sa.select(upload_table.c.fileid)).scalars())
+            known = {r["fileid"]: r for r in conn.execute("SELECT * FROM _fs_file")}
+            queued = {r[0] for r in conn.execute("SELECT fileid FROM _fs_file_upload")}
 
         def missing(row: Any) -> bool:
-            if not self.blob(row.sha256).exists():
+            if not self.blob(row["sha256"]).exists():
                 return True
-            return row.thumbnail is not None and not self.blob(row.thumbnail).exists()
+            return row["thumbnail"] is not None and not self.blob(row["thumbnail"]).exists()
 
         ask = sorted(f for f in wanted if f not in queued and (f not in known or missing(known[f])))
         tickets: dict[str, str] = {}
         for start in range(0, len(ask), GRANT_BATCH):
             tickets.update(self._grant(http, ask[start : start + GRANT_BATCH]))
         with self.replica.read() as conn:
-            rows = {r.fileid: r for r in conn.execute(sa.select(file_table))}
+            rows = {r["fileid"]: r for r in conn.execute("SELECT * FROM _fs_file")}
         jobs: dict[str, tuple[str, str, int]] = {}  # digest -> (file id, size kind, bytes)
         for fid in tickets:
             row = rows[fid]
-            if not self.blob(row.sha256).exists():
-                jobs.setdefault(row.sha256, (fid, "full", int(row.size)))
-            if row.thumbnail is not None and not self.blob(row.thumbnail).exists():
-                jobs.setdefault(row.thumbnail, (fid, "thumbnail", int(row.thumbnailsize or 0)))
+            if not self.blob(row["sha256"]).exists():
+                jobs.setdefault(row["sha256"], (fid, "full", int(row["size"])))
+            thumb = row["thumbnail"]
+            if thumb is not None and not self.blob(thumb).exists():
+                jobs.setdefault(thumb, (fid, "thumbnail", int(row["thumbnailsize"] or 0)))
         for digest, (fid, kind, size) in jobs.items():
             try:
                 got = self._download(http, fid, tickets, kind, digest, size)
@@ -358,22 +357,28 @@ class DeviceFiles:
         answer = http.call(
             "POST",
             "/sync/v1/files/grants",
-            {"device": self.device.device_id, "app": self.device.app, "files": ids},
+            {"device": self.session.device_id, "app": self.session.app, "files": ids},
         )
         tickets: dict[str, str] = {}
         with self.replica.write() as conn:
             for f in answer["files"]:
                 thumb = f.get("thumbnail") or {}
-                values = {
-                    "sha256": f["sha256"],
-                    "name": f["name"],
-                    "mimetype": f["mimetype"],
-                    "size": f["size"],
-                    "thumbnail": thumb.get("sha256"),
-                    "thumbnailsize": thumb.get("size"),
-                }
-                stmt = sqlite_insert(file_table).values(fileid=f["id"], **values)
-                conn.execute(stmt.on_conflict_do_update(index_elements=["fileid"], set_=values))
+                conn.execute(
+                    "INSERT INTO _fs_file (fileid, sha256, name, mimetype, size, thumbnail, "
+                    "thumbnailsize) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (fileid) DO UPDATE "
+                    "SET sha256 = excluded.sha256, name = excluded.name, "
+                    "mimetype = excluded.mimetype, size = excluded.size, "
+                    "thumbnail = excluded.thumbnail, thumbnailsize = excluded.thumbnailsize",
+                    (
+                        f["id"],
+                        f["sha256"],
+                        f["name"],
+                        f["mimetype"],
+                        f["size"],
+                        thumb.get("sha256"),
+                        thumb.get("size"),
+                    ),
+                )
                 tickets[f["id"]] = f["ticket"]
         return tickets
 
@@ -442,15 +447,13 @@ class DeviceFiles:
         """Forget file ids nothing references and delete the blobs no file uses; returns
         the number of blobs removed."""
         with self.replica.write() as conn:
-            known = set(conn.execute(sa.select(file_table.c.fileid)).scalars())
+            known = {r[0] for r in conn.execute("SELECT fileid FROM _fs_file")}
             keep = self._in_rows(conn) | self._in_outbox(conn, known)
-            gone = sorted(known - keep)
-            for start in range(0, len(gone), 500):
-                part = gone[start : start + 500]
-                conn.execute(file_table.delete().where(file_table.c.fileid.in_(part)))
-                conn.execute(upload_table.delete().where(upload_table.c.fileid.in_(part)))
+            for part in chunks(sorted(known - keep)):
+                conn.execute(f"DELETE FROM _fs_file WHERE fileid IN ({marks(part)})", part)
+                conn.execute(f"DELETE FROM _fs_file_upload WHERE fileid IN ({marks(part)})", part)
             used: set[str] = set()
-            for sha, thumb in conn.execute(sa.select(file_table.c.sha256, file_table.c.thumbnail)):
+            for sha, thumb in conn.execute("SELECT sha256, thumbnail FROM _fs_file"):
                 used |= {d for d in (sha, thumb) if d}
         removed = 0
         for folder in ("blobs", "partial"):

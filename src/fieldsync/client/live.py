@@ -17,21 +17,19 @@ import logging
 import random
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import httpx
 import orjson
 
 from fieldsync.client.transport import (
     AccessRemoved,
+    BytesTransport,
     DeviceError,
     Offline,
     ServerError,
     SignInRequired,
 )
-
-if TYPE_CHECKING:
-    from fieldsync.client.device import Device
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +59,30 @@ def events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
                 data.append(value)
 
 
+class Syncable(Protocol):
+    """What the live loop needs of a device (a :class:`fieldsync.client.Device`)."""
+
+    @property
+    def app(self) -> str: ...
+
+    @property
+    def device_id(self) -> str: ...
+
+    def _http(self) -> BytesTransport: ...
+
+    def sync(self, tables: list[str] | None = None) -> Any: ...
+
+    def due_tables(self) -> list[str]: ...
+
+    def pending_changes(self) -> int: ...
+
+
 class LiveSync:
     """The live loop of one device; ``delays`` records each backoff wait."""
 
     def __init__(
         self,
-        device: Device,
+        device: Syncable,
         *,
         base: float = 0.5,
         cap: float = 60.0,

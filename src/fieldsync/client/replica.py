@@ -4,150 +4,59 @@ download cursors and the sync errors.
 Every local write changes the replica row and the outbox in one transaction (``synchronous=
 FULL``: durable when the call returns). Every download page changes the rows, the cursor and
 the re-scope marks of its table in one transaction, so a crash at any instant resumes from
-the last page committed.
+the last page committed. The tables are made from the definitions the handshake sends
+(:mod:`fieldsync.client.localdb`); nothing here uses the server's store.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from fieldsync.client.transport import StorageFull
-from fieldsync.schema.model import ColumnType, Schema, Table
-from fieldsync.store.ddl import build_sql_table
-from fieldsync.store.engine import WRITE_OPTION, create_engine
-from fieldsync.store.sqltypes import UTCDateTime
-
-T = ColumnType
-
-meta = sa.MetaData()
-state_table = sa.Table(
-    "_fs_state",
-    meta,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
+from fieldsync.client.localdb import (
+    Codec,
+    Database,
+    create_table,
+    lookup_indexes,
+    quote,
+    sql_columns,
 )
-cursor_table = sa.Table(
-    "_fs_cursor",
-    meta,
-    sa.Column("tablename", sa.String(64), primary_key=True),
-    sa.Column("cursor", sa.Text),
-    sa.Column("marking", sa.Integer, nullable=False, default=0),
-    sa.Column("lastsync", sa.String(40)),
+from fieldsync.errors import TableNotFound
+from fieldsync.schema.model import Schema, Table
+
+Connection = sqlite3.Connection
+
+# the device's own tables (declared as earlier versions of the SDK made them)
+INTERNAL = (
+    """CREATE TABLE IF NOT EXISTS _fs_state (
+        "key" VARCHAR(64) NOT NULL, value TEXT NOT NULL, PRIMARY KEY ("key"))""",
+    """CREATE TABLE IF NOT EXISTS _fs_cursor (
+        tablename VARCHAR(64) NOT NULL, cursor TEXT, marking INTEGER NOT NULL,
+        lastsync VARCHAR(40), PRIMARY KEY (tablename))""",
+    """CREATE TABLE IF NOT EXISTS _fs_seen (
+        tablename VARCHAR(64) NOT NULL, recordid VARCHAR(36) NOT NULL,
+        PRIMARY KEY (tablename, recordid))""",
+    """CREATE TABLE IF NOT EXISTS _fs_outbox (
+        seq INTEGER NOT NULL, changeid VARCHAR(36) NOT NULL, tablename VARCHAR(64) NOT NULL,
+        operation VARCHAR(16) NOT NULL, recordid VARCHAR(36) NOT NULL, changes TEXT NOT NULL,
+        baseversion BIGINT, sent INTEGER NOT NULL, PRIMARY KEY (seq), UNIQUE (changeid))""",
+    "CREATE INDEX IF NOT EXISTS ix__fs_outbox_recordid ON _fs_outbox (recordid)",
+    """CREATE TABLE IF NOT EXISTS _fs_error (
+        seq INTEGER NOT NULL, changeid VARCHAR(36) NOT NULL, tablename VARCHAR(64) NOT NULL,
+        operation VARCHAR(16) NOT NULL, recordid VARCHAR(36) NOT NULL, code VARCHAR(64) NOT NULL,
+        message TEXT NOT NULL, errortype INTEGER NOT NULL,
+        sent TEXT NOT NULL,  -- the values the change carried
+        reverted TEXT,  -- the server's row it was reverted to (null: removed)
+        occurredon VARCHAR(40) NOT NULL, PRIMARY KEY (seq))""",
 )
-seen_table = sa.Table(
-    "_fs_seen",
-    meta,
-    sa.Column("tablename", sa.String(64), primary_key=True),
-    sa.Column("recordid", sa.String(36), primary_key=True),
-)
-outbox_table = sa.Table(
-    "_fs_outbox",
-    meta,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("changeid", sa.String(36), nullable=False, unique=True),
-    sa.Column("tablename", sa.String(64), nullable=False),
-    sa.Column("operation", sa.String(16), nullable=False),
-    sa.Column("recordid", sa.String(36), nullable=False, index=True),
-    sa.Column("changes", sa.Text, nullable=False),
-    sa.Column("baseversion", sa.BigInteger),
-    sa.Column("sent", sa.Integer, nullable=False, default=0),
-)
-error_table = sa.Table(
-    "_fs_error",
-    meta,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("changeid", sa.String(36), nullable=False),
-    sa.Column("tablename", sa.String(64), nullable=False),
-    sa.Column("operation", sa.String(16), nullable=False),
-    sa.Column("recordid", sa.String(36), nullable=False),
-    sa.Column("code", sa.String(64), nullable=False),
-    sa.Column("message", sa.Text, nullable=False),
-    sa.Column("errortype", sa.Integer, nullable=False),
-    sa.Column("sent", sa.Text, nullable=False),  # the values the change carried
-    sa.Column("reverted", sa.Text),  # the server's row it was reverted to (null: removed)
-    sa.Column("occurredon", sa.String(40), nullable=False),
-)
-
-
-Decoder = Callable[[Any], Any]
-
-
-def _decoder(t: ColumnType | None) -> Decoder | None:
-    if t in (T.LOOKUP, T.UNIQUEIDENTIFIER, T.FILE, T.IMAGE):
-        return lambda v: v if v is None or isinstance(v, uuid.UUID) else uuid.UUID(v)
-    if t is T.DATETIME:
-        return lambda v: (
-            v if v is None or isinstance(v, dt.datetime) else dt.datetime.fromisoformat(v)
-        )
-    if t is T.DATE:
-        return lambda v: v if v is None or isinstance(v, dt.date) else dt.date.fromisoformat(v)
-    if t in (T.DECIMAL, T.MONEY):
-        return lambda v: v if v is None else Decimal(str(v))
-    if t is T.MULTICHOICE:
-        return lambda v: v if v is None else tuple(v)
-    return None
-
-
-def decoders(table: Table, columns: Sequence[str]) -> list[Decoder | None]:
-    out: list[Decoder | None] = []
-    for name in columns:
-        col = table.column(name)
-        out.append(_decoder(col.type if col is not None else None))
-    return out
-
-
-def _storers(sql: sa.Table, table: Table, columns: Sequence[str], dialect: Any) -> list[Any]:
-    """Per column, a function from a wire value to what SQLite stores (the column type's own
-    bind processing, with a fast path for ids), or None where the wire value is stored as is."""
-    out: list[Any] = []
-    for name in columns:
-        col = sql.c[name]
-        if isinstance(col.type, sa.Uuid):
-            out.append(_hex)
-            continue
-        if isinstance(col.type, UTCDateTime) and dialect.name == "sqlite":
-            out.append(_sqlite_moment)
-            continue
-        logical = table.column(name)
-        decode = _decoder(logical.type if logical is not None else None)
-        bind = col.type._cached_bind_processor(dialect)
-        if decode is None and bind is None:
-            out.append(None)
-        elif bind is None:
-            out.append(decode)
-        elif decode is None:
-            out.append(bind)
-        else:
-            out.append(lambda v, d=decode, b=bind: b(d(v)))
-    return out
-
-
-def _sqlite_moment(value: Any) -> Any:
-    """An ISO 8601 UTC time as SQLite stores it ("YYYY-MM-DD HH:MM:SS.ffffff")."""
-    if isinstance(value, str) and len(value) >= 25 and value.endswith("+00:00"):
-        frac = value[20:-6] if value[19] == "." else ""
-        return f"{value[:10]} {value[11:19]}.{frac.ljust(6, '0')}"
-    moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
-
-
-def _hex(value: Any) -> Any:
-    if isinstance(value, str) and len(value) == 36:
-        return value.replace("-", "")
-    return None if value is None else uuid.UUID(str(value)).hex
 
 
 def encode(value: Any) -> Any:
@@ -163,78 +72,83 @@ def encode(value: Any) -> Any:
     return value
 
 
+def insert(conn: Connection, table: str, values: Mapping[str, Any]) -> None:
+    names = list(values)
+    conn.execute(
+        f"INSERT INTO {quote(table)} ({', '.join(map(quote, names))}) "
+        f"VALUES ({', '.join('?' for _ in names)})",
+        [values[n] for n in names],
+    )
+
+
+def chunks(items: list[Any], size: int = 500) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def marks(items: list[Any]) -> str:
+    return ", ".join("?" for _ in items)
+
+
 class Replica:
     """The local database of one device (one directory)."""
 
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / "replica.db"
-        self.engine = create_engine(f"sqlite:///{self.path}", pool_size=2)
-
-        @event.listens_for(self.engine, "connect")
-        def durable(dbapi_connection: Any, _record: Any) -> None:
-            cur = dbapi_connection.cursor()
-            cur.execute("PRAGMA synchronous=FULL")  # a local write survives a power cut
-            cur.close()
-
+        self.db = Database(self.path)
         with self.write() as conn:
-            meta.create_all(conn)
+            for statement in INTERNAL:
+                conn.execute(statement)
         self.schema = Schema()
-        self.sql: dict[str, sa.Table] = {}
+        self.sql: dict[str, dict[str, Codec]] = {}  # per profile table, its SQL columns
         self.columns: dict[str, tuple[str, ...]] = {}
         self.handshake: dict[str, Any] | None = None  # the stored handshake, read-only
         self._load()
 
     def close(self) -> None:
-        self.engine.dispose()
+        self.db.dispose()
 
     # -- transactions -----------------------------------------------------------------------
 
     @contextmanager
-    def read(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn, conn.begin():
+    def read(self) -> Iterator[Connection]:
+        with self.db.transaction(write=False) as conn:
             yield conn
 
     @contextmanager
-    def write(self) -> Iterator[sa.Connection]:
-        """A write transaction; a full disk rolls it back and raises :class:`StorageFull`."""
-        try:
-            with self.engine.connect() as conn:
-                conn = conn.execution_options(**{WRITE_OPTION: True})
-                with conn.begin():
-                    yield conn
-        except sa.exc.OperationalError as exc:
-            if "full" in str(exc.orig).lower():
-                raise StorageFull(
-                    f"the device's storage is full ({self.path}); nothing was written: free "
-                    "some space and try again"
-                ) from exc
-            raise
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; a full disk rolls it back and raises
+        :class:`~fieldsync.client.transport.StorageFull`."""
+        with self.db.transaction(write=True) as conn:
+            yield conn
 
     # -- state ------------------------------------------------------------------------------
 
-    def get_state(self, key: str, conn: sa.Connection | None = None) -> Any:
-        def fetch(c: sa.Connection) -> Any:
-            raw = c.execute(sa.select(state_table.c.value).where(state_table.c.key == key)).scalar()
-            return None if raw is None else orjson.loads(raw)
+    def get_state(self, key: str, conn: Connection | None = None) -> Any:
+        def fetch(c: Connection) -> Any:
+            row = c.execute('SELECT value FROM _fs_state WHERE "key" = ?', (key,)).fetchone()
+            return None if row is None else orjson.loads(row[0])
 
         if conn is not None:
             return fetch(conn)
         with self.read() as c:
             return fetch(c)
 
-    def set_state(self, conn: sa.Connection, key: str, value: Any) -> None:
-        raw = orjson.dumps(value).decode()
-        stmt = sqlite_insert(state_table).values(key=key, value=raw)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": raw}))
+    def set_state(self, conn: Connection, key: str, value: Any) -> None:
+        conn.execute(
+            'INSERT INTO _fs_state ("key", value) VALUES (?, ?) '
+            'ON CONFLICT ("key") DO UPDATE SET value = excluded.value',
+            (key, orjson.dumps(value).decode()),
+        )
 
-    def delete_state(self, conn: sa.Connection, key: str) -> None:
-        conn.execute(state_table.delete().where(state_table.c.key == key))
+    def delete_state(self, conn: Connection, key: str) -> None:
+        conn.execute('DELETE FROM _fs_state WHERE "key" = ?', (key,))
 
     # -- tables -----------------------------------------------------------------------------
 
     def _load(self) -> None:
-        """Build the SQL tables of the stored handshake's profile tables."""
+        """Know the profile tables of the stored handshake."""
         handshake = self.get_state("handshake")
         self.handshake = handshake or None
         self.schema = Schema()
@@ -244,9 +158,8 @@ class Replica:
             return
         tables = [Table.from_json(t) for t in handshake["tables"]]
         self.schema = Schema(tables)
-        md = sa.MetaData()
         for t in tables:
-            self.sql[t.name] = build_sql_table(t, md)
+            self.sql[t.name] = sql_columns(t)
             self.columns[t.name] = tuple(handshake["columns"][t.name])
 
     def adopt(self, handshake: Mapping[str, Any]) -> list[str]:
@@ -264,14 +177,13 @@ class Replica:
                     or handshake["columns"].get(name) != old["columns"].get(name)
                 )
                 if name not in after or changed:
-                    conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
-                    conn.execute(cursor_table.delete().where(cursor_table.c.tablename == name))
-                    conn.execute(seen_table.delete().where(seen_table.c.tablename == name))
+                    conn.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+                    conn.execute("DELETE FROM _fs_cursor WHERE tablename = ?", (name,))
+                    conn.execute("DELETE FROM _fs_seen WHERE tablename = ?", (name,))
                     reset.append(name)
-            md = sa.MetaData()
             for definition in handshake["tables"]:
-                build_sql_table(Table.from_json(definition), md)
-            md.create_all(conn)
+                for statement in create_table(Table.from_json(definition)):
+                    conn.execute(statement)
             self.set_state(conn, "handshake", dict(handshake))
         self._load()
         return reset
@@ -280,33 +192,81 @@ class Replica:
         """Remove every row, cursor and mark of the profile's tables (access was removed)."""
         with self.write() as conn:
             for name in list(self.sql):
-                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{name}"')
-            conn.execute(cursor_table.delete())
-            conn.execute(seen_table.delete())
+                conn.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+            conn.execute("DELETE FROM _fs_cursor")
+            conn.execute("DELETE FROM _fs_seen")
             self.delete_state(conn, "handshake")
         self._load()
 
-    def table(self, name: str) -> tuple[Table, sa.Table]:
+    def table(self, name: str) -> tuple[Table, dict[str, Codec]]:
+        """A profile table's definition and its SQL columns."""
         if name not in self.sql:
-            from fieldsync.errors import TableNotFound
-
             raise TableNotFound(name)
         return self.schema.table(name), self.sql[name]
+
+    def stored(self, table: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Wire (or Python) values as the replica stores them."""
+        _, columns = self.table(table)
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            c = columns.get(name)
+            out[name] = value if c is None or value is None else c.store(value)
+        return out
+
+    def loaded(self, table: str, row: Mapping[str, Any] | sqlite3.Row) -> dict[str, Any]:
+        """A stored row as Python values."""
+        _, columns = self.table(table)
+        keys = row.keys()
+        return {str(k): columns[k].from_sql(row[k]) if k in columns else row[k] for k in keys}
+
+    def exists(self, conn: Connection, table: str, rid: uuid.UUID) -> bool:
+        t, _ = self.table(table)
+        found = conn.execute(
+            f"SELECT 1 FROM {quote(table)} WHERE {quote(t.primary_id)} = ?", (rid.hex,)
+        ).fetchone()
+        return found is not None
+
+    def version(self, conn: Connection, table: str, rid: uuid.UUID) -> tuple[int | None] | None:
+        """``(versionnumber,)`` of a row, or None when the row is not here."""
+        t, _ = self.table(table)
+        row = conn.execute(
+            f"SELECT versionnumber FROM {quote(table)} WHERE {quote(t.primary_id)} = ?",
+            (rid.hex,),
+        ).fetchone()
+        return None if row is None else (row[0],)
+
+    def update_row(
+        self, conn: Connection, table: str, rid: uuid.UUID, values: Mapping[str, Any]
+    ) -> None:
+        """Set stored ``values`` on one row."""
+        if not values:
+            return
+        t, _ = self.table(table)
+        names = list(values)
+        conn.execute(
+            f"UPDATE {quote(table)} SET {', '.join(f'{quote(n)} = ?' for n in names)} "
+            f"WHERE {quote(t.primary_id)} = ?",
+            [*(values[n] for n in names), rid.hex],
+        )
+
+    def delete_rows(self, conn: Connection, table: str, ids: Iterable[uuid.UUID]) -> None:
+        t, _ = self.table(table)
+        for part in chunks([i.hex for i in ids]):
+            conn.execute(
+                f"DELETE FROM {quote(table)} WHERE {quote(t.primary_id)} IN ({marks(part)})",
+                part,
+            )
 
     # -- download ---------------------------------------------------------------------------
 
     def cursors(self, tables: Iterable[str]) -> dict[str, str | None]:
         with self.read() as conn:
-            found = dict(
-                conn.execute(sa.select(cursor_table.c.tablename, cursor_table.c.cursor)).all()
-            )
+            found = dict(conn.execute("SELECT tablename, cursor FROM _fs_cursor").fetchall())
         return {t: found.get(t) for t in tables}
 
     def last_syncs(self) -> dict[str, str | None]:
         with self.read() as conn:
-            return dict(
-                conn.execute(sa.select(cursor_table.c.tablename, cursor_table.c.lastsync)).all()
-            )
+            return dict(conn.execute("SELECT tablename, lastsync FROM _fs_cursor").fetchall())
 
     def apply_page(self, page: Mapping[str, Any], now: str) -> int:
         """Apply one download page of one table, with its cursor, in one transaction.
@@ -316,7 +276,7 @@ class Replica:
         pk = table.primary_id
         columns = list(page["columns"])
         index = columns.index(pk)
-        storers = _storers(sql, table, columns, self.engine.dialect)
+        storers = [None if sql[c].identity else sql[c].store for c in columns]
         rows: list[list[Any]] = page["upserts"]
         for i, store in enumerate(storers):
             if store is not None:
@@ -327,101 +287,95 @@ class Replica:
         removes = [uuid.UUID(r) for r in page["removes"]]
         with self.write() as conn:
             state = conn.execute(
-                sa.select(cursor_table.c.marking).where(cursor_table.c.tablename == name)
-            ).scalar()
-            marking = bool(state)
+                "SELECT marking FROM _fs_cursor WHERE tablename = ?", (name,)
+            ).fetchone()
+            marking = bool(state[0]) if state is not None else False
             if page.get("rescope"):
-                conn.execute(seen_table.delete().where(seen_table.c.tablename == name))
+                conn.execute("DELETE FROM _fs_seen WHERE tablename = ?", (name,))
                 # an empty table has nothing to sweep: no need to mark what arrives
-                marking = conn.execute(sa.select(sql.c[pk]).limit(1)).first() is not None
+                marking = (
+                    conn.execute(f"SELECT 1 FROM {quote(name)} LIMIT 1").fetchone() is not None
+                )
                 if not marking:
                     # a whole table arrives: its lookup indexes are built once, by the page
                     # that completes it (one sort instead of an index insert per row)
-                    for lookup in sql.indexes:
-                        if not lookup.unique:
-                            lookup.drop(conn, checkfirst=True)
+                    for index_name, _ in lookup_indexes(table):
+                        conn.execute(f"DROP INDEX IF EXISTS {quote(index_name)}")
             pending = self._pending(conn, name)
             if rows:
                 # every travelling column arrives, so replacing the whole row is the upsert
-                names = ", ".join(f'"{c}"' for c in columns)
-                marks = ", ".join("?" for _ in columns)
-                conn.exec_driver_sql(
-                    f'INSERT OR REPLACE INTO "{name}" ({names}) VALUES ({marks})',
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO {quote(name)} ({', '.join(map(quote, columns))}) "
+                    f"VALUES ({marks(columns)})",
                     [tuple(r) for r in rows],
                 )
                 if marking:
-                    conn.execute(
-                        sqlite_insert(seen_table).on_conflict_do_nothing(),
-                        [{"tablename": name, "recordid": str(r[index])} for r in page["upserts"]],
+                    conn.executemany(
+                        "INSERT INTO _fs_seen (tablename, recordid) VALUES (?, ?) "
+                        "ON CONFLICT DO NOTHING",
+                        [(name, str(uuid.UUID(r[index]))) for r in rows],
                     )
             if removes:
                 keep = {uuid.UUID(k) for k, ops in pending.items() if "create" in ops}
-                gone = [r for r in removes if r not in keep]
-                for start in range(0, len(gone), 500):
-                    conn.execute(sql.delete().where(sql.c[pk].in_(gone[start : start + 500])))
+                self.delete_rows(conn, name, [r for r in removes if r not in keep])
             if page.get("complete"):
-                for lookup in sql.indexes:
-                    lookup.create(conn, checkfirst=True)
+                for _, create in lookup_indexes(table):
+                    conn.execute(create)
             if page.get("complete") and marking:
-                keep_ids = [uuid.UUID(k) for k in pending]
-                seen = sa.select(seen_table.c.recordid).where(seen_table.c.tablename == name)
-                ids = [uuid.UUID(r) for r in conn.execute(seen).scalars()]
-                self._sweep(conn, sql, pk, set(ids) | set(keep_ids))
-                conn.execute(seen_table.delete().where(seen_table.c.tablename == name))
+                seen = conn.execute(
+                    "SELECT recordid FROM _fs_seen WHERE tablename = ?", (name,)
+                ).fetchall()
+                keep_ids = {uuid.UUID(r[0]) for r in seen} | {uuid.UUID(k) for k in pending}
+                self._sweep(conn, name, pk, keep_ids)
+                conn.execute("DELETE FROM _fs_seen WHERE tablename = ?", (name,))
                 marking = False
             if pending:
                 self._overlay(conn, name, pending, {str(uuid.UUID(r[index])) for r in rows})
-            values = {"cursor": page["cursor"], "marking": int(marking), "lastsync": now}
-            stmt2 = sqlite_insert(cursor_table).values(tablename=name, **values)
-            conn.execute(stmt2.on_conflict_do_update(index_elements=["tablename"], set_=values))
+            conn.execute(
+                "INSERT INTO _fs_cursor (tablename, cursor, marking, lastsync) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (tablename) DO UPDATE SET "
+                "cursor = excluded.cursor, marking = excluded.marking, "
+                "lastsync = excluded.lastsync",
+                (name, page["cursor"], int(marking), now),
+            )
         return len(rows) + len(removes)
 
-    def _sweep(self, conn: sa.Connection, sql: sa.Table, pk: str, keep: set[uuid.UUID]) -> None:
-        present = list(conn.execute(sa.select(sql.c[pk])).scalars())
-        gone = [r for r in present if r not in keep]
-        for start in range(0, len(gone), 500):
-            conn.execute(sql.delete().where(sql.c[pk].in_(gone[start : start + 500])))
+    def _sweep(self, conn: Connection, table: str, pk: str, keep: set[uuid.UUID]) -> None:
+        present = [uuid.UUID(r[0]) for r in conn.execute(f"SELECT {quote(pk)} FROM {quote(table)}")]
+        self.delete_rows(conn, table, [r for r in present if r not in keep])
 
-    def _pending(self, conn: sa.Connection, table: str) -> dict[str, list[str]]:
+    def _pending(self, conn: Connection, table: str) -> dict[str, list[str]]:
         """Record ids of the table with changes still in the outbox, and their operations."""
         out: dict[str, list[str]] = {}
         rows = conn.execute(
-            sa.select(outbox_table.c.recordid, outbox_table.c.operation)
-            .where(outbox_table.c.tablename == table)
-            .order_by(outbox_table.c.seq)
+            "SELECT recordid, operation FROM _fs_outbox WHERE tablename = ? ORDER BY seq",
+            (table,),
         )
         for rid, op in rows:
             out.setdefault(rid, []).append(op)
         return out
 
     def _overlay(
-        self, conn: sa.Connection, table: str, pending: Mapping[str, list[str]], ids: set[str]
+        self, conn: Connection, table: str, pending: Mapping[str, list[str]], ids: set[str]
     ) -> None:
         """Local changes not yet uploaded stay visible over what the server sent."""
         touched = [i for i in pending if i in ids]
         if not touched:
             return
-        t, sql = self.table(table)
-        pk = t.primary_id
-        entries = conn.execute(
-            sa.select(outbox_table.c.recordid, outbox_table.c.operation, outbox_table.c.changes)
-            .where(outbox_table.c.tablename == table, outbox_table.c.recordid.in_(touched))
-            .order_by(outbox_table.c.seq)
-        ).all()
-        for rid, op, changes in entries:
+        t, _ = self.table(table)
+        entries: list[Any] = []
+        for part in chunks(touched):
+            entries += conn.execute(
+                "SELECT seq, recordid, operation, changes FROM _fs_outbox "
+                f"WHERE tablename = ? AND recordid IN ({marks(part)})",
+                [table, *part],
+            ).fetchall()
+        entries.sort(key=lambda e: e[0])
+        for _seq, rid, op, changes in entries:
             key = uuid.UUID(rid)
             if op == "delete":
-                conn.execute(sql.delete().where(sql.c[pk] == key))
+                self.delete_rows(conn, table, [key])
                 continue
-            values = self.decode_values(t, orjson.loads(changes))
-            values.pop(pk, None)
-            if values:
-                conn.execute(sql.update().where(sql.c[pk] == key).values(**values))
-
-    def decode_values(self, table: Table, values: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, value in values.items():
-            col = table.column(name)
-            d = _decoder(col.type if col is not None else None)
-            out[name] = d(value) if d is not None and value is not None else value
-        return out
+            values = self.stored(table, orjson.loads(changes))
+            values.pop(t.primary_id, None)
+            self.update_row(conn, table, key, values)

@@ -38,28 +38,18 @@ from fieldsync.client import (
 )
 from fieldsync.errors import FieldsyncError
 from fieldsync.fieldapp import forms
-from fieldsync.fieldapp.indicator import describe
+from fieldsync.fieldapp.screens import (
+    FirstSyncScreen,
+    RecordForm,
+    SettingsScreen,
+    SyncErrorsScreen,
+)
+from fieldsync.fieldapp.shell import StatusBar
 
 log = logging.getLogger(__name__)
 LIST_LIMIT = 1000
 AUTO_SYNC_TICK = 30.0  # seconds between checks of what is due
 ACCESS_REMOVED = 3  # the app's return code when the server took the app away
-
-
-class StatusBar(Static):
-    """The always-visible connection and sync indicator (the offline template's icon)."""
-
-    DEFAULT_CSS = """
-    StatusBar { dock: top; height: 1; padding: 0 1; background: $boost; }
-    """
-
-    def on_mount(self) -> None:
-        app = self.app
-        if isinstance(app, FieldApp):
-            self.show(app.status)
-
-    def show(self, status: Status) -> None:
-        self.update(describe(status))
 
 
 class FieldApp(App[None]):
@@ -92,8 +82,6 @@ class FieldApp(App[None]):
     # -- start and stop ---------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        from fieldsync.fieldapp.screens import FirstSyncScreen
-
         self._loop = asyncio.get_running_loop()
         self._unobserve = self.device.observe(self._observed)
         try:
@@ -227,13 +215,9 @@ class FieldApp(App[None]):
     # -- screens ----------------------------------------------------------------------------------
 
     def action_errors(self) -> None:
-        from fieldsync.fieldapp.screens import SyncErrorsScreen
-
         self.push_screen(SyncErrorsScreen())
 
     def action_settings(self) -> None:
-        from fieldsync.fieldapp.screens import SettingsScreen
-
         self.push_screen(SettingsScreen())
 
     def names(self, table: str, record_id: str) -> str | None:
@@ -353,8 +337,6 @@ class HomeScreen(Screen[None]):
                 self.open(key)
 
     def open(self, record_id: str | None) -> None:
-        from fieldsync.fieldapp.screens import RecordForm
-
         if self.current is None:
             return
         row: dict[str, Any] | None = None

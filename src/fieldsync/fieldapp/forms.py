@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -20,6 +19,7 @@ from typing import Any
 
 from fieldsync.errors import BadRequest
 from fieldsync.schema.model import Column, ColumnType, Table
+from fieldsync.types import as_uuid
 
 T = ColumnType
 
@@ -144,7 +144,7 @@ def parse(field: Field, raw: Any) -> Any:
             raise BadRequest(f"{field.label}: enter a date as YYYY-MM-DD, not {text!r}") from None
     if kind is T.UNIQUEIDENTIFIER:
         try:
-            return str(uuid.UUID(str(text)))
+            return str(as_uuid(str(text)))
         except ValueError:
             raise BadRequest(f"{field.label}: enter a GUID, not {text!r}") from None
     if kind is T.BOOLEAN:

@@ -31,8 +31,8 @@ from textual.widgets.option_list import Option
 from fieldsync.client import DeviceError, Progress
 from fieldsync.errors import FieldsyncError
 from fieldsync.fieldapp import forms
-from fieldsync.fieldapp.app import FieldApp, StatusBar
 from fieldsync.fieldapp.indicator import ago
+from fieldsync.fieldapp.shell import Shell, StatusBar
 from fieldsync.schema.model import ColumnType, Table
 
 T = ColumnType
@@ -40,9 +40,9 @@ T = ColumnType
 
 class _Screen(Screen[Any]):
     @property
-    def field_app(self) -> FieldApp:
+    def field_app(self) -> Shell:
         app = self.app
-        assert isinstance(app, FieldApp)
+        assert isinstance(app, Shell)
         return app
 
 

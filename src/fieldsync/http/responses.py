@@ -3,6 +3,7 @@ header names spelled as Dataverse spells them."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Final
 
 import orjson
@@ -11,8 +12,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def _default(value: Any) -> Any:
-    from decimal import Decimal
-
     if isinstance(value, Decimal):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -181,6 +181,20 @@ class Organisation:
         with self.store.read() as conn:
             return self._members(conn, team)
 
+    def team_members(self, teams: Iterable[RecordId]) -> dict[RecordId, list[RecordId]]:
+        """The members of each of ``teams`` (teams without members left out)."""
+        wanted = list(teams)
+        found: dict[RecordId, list[RecordId]] = {}
+        if not wanted:
+            return found
+        tm = self.store.sql_table("teammembership")
+        with self.store.read() as conn:
+            for team, user in conn.execute(
+                sa.select(tm.c.teamid, tm.c.systemuserid).where(tm.c.teamid.in_(wanted))
+            ):
+                found.setdefault(team, []).append(user)
+        return found
+
     def _members(self, conn: sa.Connection, team: RecordId) -> set[RecordId]:
         tm = self.store.sql_table("teammembership")
         return set(conn.execute(sa.select(tm.c.systemuserid).where(tm.c.teamid == team)).scalars())

@@ -32,7 +32,7 @@ from fieldsync.records.service import SYSTEM, Records
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege
 from fieldsync.store.store import Store
-from fieldsync.types import RecordId, Row
+from fieldsync.types import RecordId, Row, as_uuid
 
 APP = "appmodule"
 DEFAULT_MODE, RESTRICTED_MODE = 0, 1
@@ -45,7 +45,7 @@ def find_app(conn: sa.Connection, store: Store, app: uuid.UUID | str) -> Row:
         where = sql.c.appmoduleid == app
     else:
         try:
-            where = sql.c.appmoduleid == uuid.UUID(app)
+            where = sql.c.appmoduleid == as_uuid(app)
         except ValueError:
             where = sa.func.lower(sql.c.uniquename) == app.strip().lower()
     row = conn.execute(sa.select(sql).where(where)).first()

@@ -27,7 +27,7 @@ from fieldsync.records.service import SYSTEM, Records
 from fieldsync.security.model import SecurityContext
 from fieldsync.store.catalog import fs_published_profile
 from fieldsync.store.store import Store, utcnow
-from fieldsync.types import RecordId, Row
+from fieldsync.types import RecordId, Row, as_uuid
 
 PROFILE = "mobileofflineprofile"
 ITEM = "mobileofflineprofileitem"
@@ -70,10 +70,8 @@ def join_list(names: Iterable[str]) -> str | None:
 
 
 def as_id(value: RecordId | str) -> RecordId:
-    if isinstance(value, uuid.UUID):
-        return value
     try:
-        return uuid.UUID(str(value))
+        return as_uuid(value)
     except ValueError:
         raise BadRequest(f"{value!r} is not an id") from None
 
@@ -174,7 +172,7 @@ def find_profile(conn: sa.Connection, store: Tables, ref: RecordId | str) -> Rec
     if isinstance(ref, uuid.UUID):
         return ref
     try:
-        return uuid.UUID(ref)
+        return as_uuid(ref)
     except ValueError:
         return profile_id_by_name(conn, store, ref)
 

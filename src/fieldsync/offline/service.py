@@ -4,12 +4,16 @@ views, the generated profile and profile files."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 
 import sqlalchemy as sa
 
+from fieldsync.errors import NotFound
 from fieldsync.offline import access, apps, profiles, tables, yaml_io
 from fieldsync.offline.access import ProfileMembers
+from fieldsync.offline.profiles import ITEM, PROFILE
 from fieldsync.offline.snapshot import OfflineAccess, PublishedProfile
+from fieldsync.offline.validation import ProfileDraft
 from fieldsync.records.service import SYSTEM, Records
 from fieldsync.schema.model import Table
 from fieldsync.security.model import SecurityContext
@@ -45,6 +49,57 @@ class Offline:
             return access.offline_access(self.store, conn, ctx, app)
         with self.store.read() as c:
             return access.offline_access(self.store, c, ctx, app)
+
+    def draft(self, profile: RecordId, *, caller: SecurityContext = SYSTEM) -> ProfileDraft:
+        """The profile's draft as stored, once ``caller`` may read the profile."""
+        self.records.retrieve(PROFILE, profile, columns=["name"], caller=caller)
+        with self.store.read() as conn:
+            return profiles.load_draft(conn, self.store, profile)
+
+    def draft_item_ids(self, profile: RecordId) -> dict[str, RecordId]:
+        """The ids of the draft's items by table (callers authorize reading the profile)."""
+        with self.store.read() as conn:
+            return {
+                i["selectedentitytypecode"]: i[f"{ITEM}id"]
+                for i, _ in profiles.load_items(conn, self.store, profile)
+            }
+
+    def change_draft(
+        self,
+        profile: RecordId,
+        change: Callable[[ProfileDraft], ProfileDraft],
+        *,
+        caller: SecurityContext = SYSTEM,
+    ) -> None:
+        """Write ``change(draft)`` as the draft, as ``caller``, in one transaction (the
+        draft is read inside it, so concurrent edits do not overwrite each other's)."""
+        self.records.retrieve(PROFILE, profile, columns=["name"], caller=caller)
+        self.store.transact(
+            lambda conn: profiles.write_draft(
+                self.records,
+                conn,
+                change(profiles.load_draft(conn, self.store, profile)),
+                profile_id=profile,
+                caller=caller,
+            )
+        )
+
+    def remove_draft_item(
+        self, profile: RecordId, table: str, *, caller: SecurityContext = SYSTEM
+    ) -> None:
+        """Remove ``table``'s item from the draft, as ``caller``."""
+        self.records.retrieve(PROFILE, profile, columns=["name"], caller=caller)
+
+        def work(conn: sa.Connection) -> None:
+            ids = {
+                i["selectedentitytypecode"]: i[f"{ITEM}id"]
+                for i, _ in profiles.load_items(conn, self.store, profile)
+            }
+            if table not in ids:
+                raise NotFound(f"table {table!r} is not in this profile")
+            self.records.delete(ITEM, ids[table], caller=caller, conn=conn)
+
+        self.store.transact(work)
 
     def members(
         self, profile: RecordId | str, *, caller: SecurityContext = SYSTEM

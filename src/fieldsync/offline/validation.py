@@ -40,10 +40,10 @@ from fieldsync.query.ast import (
     LinkType,
     Node,
     Not,
-    Op,
     Or,
 )
 from fieldsync.query.fetchxml import parse_fetchxml
+from fieldsync.query.operators import OFFLINE_OPS
 from fieldsync.schema.model import ColumnType, Ownership, Relationship, Schema
 
 MIN_SYNC_INTERVAL = 5
@@ -73,35 +73,7 @@ OWNERSHIP_NAMES = {
     Ownership.BUSINESS: "business",
     Ownership.NONE: "no",
 }
-FILTER_OPERATORS = frozenset(
-    {
-        Op.EQ,
-        Op.NE,
-        Op.GT,
-        Op.GE,
-        Op.LE,
-        Op.LT,
-        Op.LIKE,
-        Op.NOT_LIKE,
-        Op.IN,
-        Op.NOT_IN,
-        Op.NULL,
-        Op.NOT_NULL,
-        Op.EQ_USERID,
-        Op.NE_USERID,
-        Op.EQ_USERTEAMS,
-        Op.EQ_USERORUSERTEAMS,
-        Op.EQ_USERORUSERHIERARCHY,
-        Op.EQ_USERORUSERHIERARCHYANDTEAMS,
-        Op.EQ_BUSINESSID,
-        Op.NE_BUSINESSID,
-        Op.EQ_USERLANGUAGE,
-        Op.BEGINS_WITH,
-        Op.NOT_BEGIN_WITH,
-        Op.ENDS_WITH,
-        Op.NOT_END_WITH,
-    }
-)
+FILTER_OPERATORS = OFFLINE_OPS  # what a custom filter may use
 
 
 class _Add(Protocol):

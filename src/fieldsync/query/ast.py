@@ -16,6 +16,9 @@ from typing import Any, TypeAlias
 
 
 class Op(enum.StrEnum):
+    """A condition operator, named as in FetchXML; :mod:`fieldsync.query.operators` says
+    what each one applies to, takes and means."""
+
     EQ = "eq"
     NE = "ne"
     GT = "gt"
@@ -60,40 +63,6 @@ class Op(enum.StrEnum):
     ON = "on"
     ON_OR_BEFORE = "on-or-before"
     ON_OR_AFTER = "on-or-after"
-
-
-USER_OPS = frozenset(
-    {
-        Op.EQ_USERID,
-        Op.NE_USERID,
-        Op.EQ_USERTEAMS,
-        Op.EQ_USERORUSERTEAMS,
-        Op.EQ_USERORUSERHIERARCHY,
-        Op.EQ_USERORUSERHIERARCHYANDTEAMS,
-        Op.EQ_BUSINESSID,
-        Op.NE_BUSINESSID,
-        Op.EQ_USERLANGUAGE,
-    }
-)
-DATE_OPS = frozenset(
-    {
-        Op.TODAY,
-        Op.YESTERDAY,
-        Op.TOMORROW,
-        Op.LAST_X_DAYS,
-        Op.NEXT_X_DAYS,
-        Op.LAST_X_HOURS,
-        Op.NEXT_X_HOURS,
-        Op.OLDER_X_DAYS,
-        Op.THIS_WEEK,
-        Op.THIS_MONTH,
-        Op.THIS_YEAR,
-        Op.ON,
-        Op.ON_OR_BEFORE,
-        Op.ON_OR_AFTER,
-    }
-)
-COMPARISONS = frozenset({Op.EQ, Op.NE, Op.GT, Op.GE, Op.LT, Op.LE})
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,7 @@ from dataclasses import dataclass, replace
 
 from fieldsync.errors import QueryError
 from fieldsync.query.ast import (
-    DATE_OPS,
     FALSE,
-    USER_OPS,
     And,
     ColumnCompare,
     Condition,
@@ -37,6 +35,7 @@ from fieldsync.query.ast import (
     is_in,
     negate,
 )
+from fieldsync.query.operators import DATE_OPS, USER_OPS, Binds, spec
 from fieldsync.schema.model import ColumnType, Table
 from fieldsync.types import RecordId
 
@@ -174,22 +173,19 @@ def _user(n: Condition, user: UserBinding | None) -> Node:
     if user is None:
         raise QueryError(f"{n.op.value} needs a signed-in user")
     col, ent = n.column, n.entity
-    op = n.op
-    if op is Op.EQ_USERID:
-        return Condition(col, Op.EQ, user.user_id, ent)
-    if op is Op.NE_USERID:
-        return Condition(col, Op.NE, user.user_id, ent)
-    if op is Op.EQ_BUSINESSID:
-        return Condition(col, Op.EQ, user.business_unit_id, ent)
-    if op is Op.NE_BUSINESSID:
-        return Condition(col, Op.NE, user.business_unit_id, ent)
-    if op is Op.EQ_USERLANGUAGE:
-        return Condition(col, Op.EQ, user.language, ent)
-    if op is Op.EQ_USERTEAMS:
+    binding = spec(n.op)
+    single = {
+        Binds.USER: user.user_id,
+        Binds.BUSINESS_UNIT: user.business_unit_id,
+        Binds.LANGUAGE: user.language,
+    }
+    if binding.binds in single:
+        return Condition(col, Op.NE if binding.negated else Op.EQ, single[binding.binds], ent)
+    if binding.binds is Binds.TEAMS:
         ids = sorted(user.teams)
-    elif op is Op.EQ_USERORUSERTEAMS:
+    elif binding.binds is Binds.USER_OR_TEAMS:
         ids = [user.user_id, *sorted(user.teams)]
-    elif op is Op.EQ_USERORUSERHIERARCHY:
+    elif binding.binds is Binds.USER_OR_HIERARCHY:
         ids = [user.user_id, *sorted(user.hierarchy)]
     else:
         ids = [user.user_id, *sorted(user.hierarchy), *sorted(user.teams | user.hierarchy_teams)]

@@ -16,7 +16,6 @@ Filters must be bound (``bind.py``) first: user and date operators are not compi
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
@@ -24,7 +23,6 @@ import sqlalchemy as sa
 
 from fieldsync.errors import QueryError
 from fieldsync.query.ast import (
-    COMPARISONS,
     And,
     ColumnCompare,
     Condition,
@@ -41,7 +39,8 @@ from fieldsync.query.ast import (
     Shared,
 )
 from fieldsync.query.like import parse_like
-from fieldsync.schema.model import Table
+from fieldsync.query.operators import COMPARISONS, SPEC
+from fieldsync.schema.model import Ownership, Table
 
 SHARE_TABLE = "principalobjectaccess"
 
@@ -49,21 +48,9 @@ Resolve = Callable[[str], tuple[Table, sa.Table]]
 Guard = Callable[[Table], Node]
 
 COMPARE: dict[Op, Callable[[Any, Any], Any]] = {
-    Op.EQ: operator.eq,
-    Op.NE: operator.ne,
-    Op.GT: operator.gt,
-    Op.GE: operator.ge,
-    Op.LT: operator.lt,
-    Op.LE: operator.le,
+    s.op: s.compare for s in SPEC.values() if s.compare is not None
 }
-LIKE_OPS = {
-    Op.LIKE: ("{}", False),
-    Op.NOT_LIKE: ("{}", True),
-    Op.BEGINS_WITH: ("{}%", False),
-    Op.NOT_BEGIN_WITH: ("{}%", True),
-    Op.ENDS_WITH: ("%{}", False),
-    Op.NOT_END_WITH: ("%{}", True),
-}
+LIKE_OPS = {s.op: (s.like, s.negated) for s in SPEC.values() if s.like is not None}
 
 
 def is_text(col: sa.ColumnElement[Any]) -> bool:
@@ -275,8 +262,6 @@ def compile_filter(
     """Compile one filter against one table (the common case: security predicates and
     offline filters)."""
     if definition is None:
-        from fieldsync.schema.model import Ownership
-
         definition = Table(
             name=table.name,
             entity_set_name=table.name,

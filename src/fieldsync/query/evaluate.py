@@ -24,6 +24,7 @@ from fieldsync.query.ast import (
     Shared,
 )
 from fieldsync.query.like import compiled
+from fieldsync.query.operators import SPEC
 
 SharedCheck = Callable[[Shared, Mapping[str, Any]], bool]
 Related = Callable[[Link, Mapping[str, Any]], Iterable[Mapping[str, Any]]]
@@ -98,30 +99,10 @@ def _fold(value: Any) -> Any:
 def _compare(op: Op, left: Any, right: Any) -> bool | None:
     if left is None or right is None:
         return None
-    left, right = _fold(left), _fold(right)
-    if op is Op.EQ:
-        return bool(left == right)
-    if op is Op.NE:
-        return bool(left != right)
-    if op is Op.GT:
-        return bool(left > right)
-    if op is Op.GE:
-        return bool(left >= right)
-    if op is Op.LT:
-        return bool(left < right)
-    if op is Op.LE:
-        return bool(left <= right)
-    raise QueryError(f"columns compare with eq, ne, gt, ge, lt, le; not {op}")
-
-
-LIKE_SHAPES = {
-    Op.LIKE: ("{}", False),
-    Op.NOT_LIKE: ("{}", True),
-    Op.BEGINS_WITH: ("{}%", False),
-    Op.NOT_BEGIN_WITH: ("{}%", True),
-    Op.ENDS_WITH: ("%{}", False),
-    Op.NOT_END_WITH: ("%{}", True),
-}
+    compare = SPEC[op].compare
+    if compare is None:
+        raise QueryError(f"columns compare with eq, ne, gt, ge, lt, le; not {op}")
+    return bool(compare(_fold(left), _fold(right)))
 
 
 def condition(n: Condition, value: Any) -> bool | None:
@@ -132,15 +113,16 @@ def condition(n: Condition, value: Any) -> bool | None:
         return value is not None
     if value is None:
         return None
-    if op in (Op.EQ, Op.NE, Op.GT, Op.GE, Op.LT, Op.LE):
+    spec = SPEC[op]
+    if spec.compare is not None:
         return _compare(op, value, v)
     if op in (Op.IN, Op.NOT_IN):
         hit = _fold(value) in {_fold(x) for x in v}
         return hit if op is Op.IN else not hit
-    if op in LIKE_SHAPES:
-        shape, negated = LIKE_SHAPES[op]
-        hit = compiled(shape.format(str(v).lower())).fullmatch(str(value).lower()) is not None
-        return not hit if negated else hit
+    if spec.like is not None:
+        pattern = spec.like.format(str(v).lower())
+        hit = compiled(pattern).fullmatch(str(value).lower()) is not None
+        return not hit if spec.negated else hit
     if op in (Op.CONTAIN_VALUES, Op.NOT_CONTAIN_VALUES):
         held = set(value)
         hit = any(int(x) in held for x in v)

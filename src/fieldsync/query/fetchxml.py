@@ -29,7 +29,9 @@ What is read, following Dataverse:
   plus ``neq`` (= ``ne``), ``olderthan-x-days`` (= ``older-x-days``), ``last-seven-days`` /
   ``next-seven-days`` (= ``last-x-days`` / ``next-x-days`` 7) and ``between`` /
   ``not-between`` (two conditions); ``valueof`` compares two columns of one table;
-  ``entityname`` names a joined alias. Values are converted to the column's type.
+  ``entityname`` names a joined alias. Values are converted to the column's type. Which
+  column types take which operator, and which columns compare or join, is the operator
+  table's (:mod:`fieldsync.query.operators`).
 """
 
 from __future__ import annotations
@@ -53,9 +55,6 @@ from defusedxml.expatreader import DefusedExpatParser  # type: ignore[import-unt
 from fieldsync.errors import QueryError, ValidationError
 from fieldsync.limits import MAX_CONDITIONS
 from fieldsync.query.ast import (
-    COMPARISONS,
-    DATE_OPS,
-    USER_OPS,
     ColumnCompare,
     Condition,
     Link,
@@ -67,6 +66,19 @@ from fieldsync.query.ast import (
     Query,
     all_of,
     any_of,
+)
+from fieldsync.query.operators import (
+    BETWEEN_TYPES,
+    BY_FETCHXML,
+    COMPARISONS,
+    FETCHXML_ALIASES,
+    FETCHXML_BETWEEN,
+    FETCHXML_UNSUPPORTED,
+    UNORDERABLE,
+    Values,
+    allows,
+    same_family,
+    spec,
 )
 from fieldsync.schema.model import Column, ColumnType, Schema, Table
 from fieldsync.schema.values import make_coercer
@@ -289,132 +301,7 @@ def _column(el: _Element, table: Table, name: str) -> Column:
 AGGREGATION = "aggregation (aggregate, groupby, alias orders) is not supported"
 
 # --------------------------------------------------------------------------------------------
-# Operators
-
-
-_NULLS = frozenset({Op.NULL, Op.NOT_NULL})
-_EQUALITY = frozenset({Op.EQ, Op.NE, Op.IN, Op.NOT_IN})
-_LIKE = frozenset(
-    {
-        Op.LIKE,
-        Op.NOT_LIKE,
-        Op.BEGINS_WITH,
-        Op.NOT_BEGIN_WITH,
-        Op.ENDS_WITH,
-        Op.NOT_END_WITH,
-    }
-)
-_HOURS = frozenset({Op.LAST_X_HOURS, Op.NEXT_X_HOURS})
-_X_DAYS = frozenset({Op.LAST_X_DAYS, Op.NEXT_X_DAYS, Op.OLDER_X_DAYS})
-_ON = frozenset({Op.ON, Op.ON_OR_BEFORE, Op.ON_OR_AFTER})
-_NO_VALUE = _NULLS | USER_OPS | (DATE_OPS - _HOURS - _X_DAYS - _ON)
-_LISTS = frozenset({Op.IN, Op.NOT_IN, Op.CONTAIN_VALUES, Op.NOT_CONTAIN_VALUES})
-_ID_OPS = (USER_OPS - {Op.EQ_USERLANGUAGE}) | _EQUALITY | _NULLS
-_NUMERIC = COMPARISONS | _NULLS | {Op.IN, Op.NOT_IN}
-
-# Which operators each column type takes (Dataverse's "condition operator values" by type).
-OPS_BY_TYPE: dict[ColumnType, frozenset[Op]] = {
-    T.STRING: COMPARISONS | _NULLS | _LIKE | {Op.IN, Op.NOT_IN},
-    T.MEMO: COMPARISONS | _NULLS | _LIKE | {Op.IN, Op.NOT_IN},
-    T.INTEGER: _NUMERIC | {Op.EQ_USERLANGUAGE},
-    T.BIGINT: _NUMERIC,
-    T.DECIMAL: _NUMERIC,
-    T.MONEY: _NUMERIC,
-    T.FLOAT: _NUMERIC,
-    T.BOOLEAN: _EQUALITY | _NULLS,
-    T.DATETIME: COMPARISONS | _NULLS | DATE_OPS,
-    T.DATE: COMPARISONS | _NULLS | (DATE_OPS - _HOURS),
-    T.CHOICE: _EQUALITY | _NULLS,
-    T.MULTICHOICE: _NULLS | {Op.CONTAIN_VALUES, Op.NOT_CONTAIN_VALUES},
-    T.LOOKUP: _ID_OPS,
-    T.UNIQUEIDENTIFIER: _ID_OPS,
-    T.FILE: _NULLS,
-    T.IMAGE: _NULLS,
-}
-_BETWEEN_TYPES = frozenset({T.INTEGER, T.BIGINT, T.DECIMAL, T.MONEY, T.FLOAT, T.DATETIME, T.DATE})
-
-# The tables a user operator's column must point at.
-_USER_TARGETS: dict[Op, frozenset[str]] = {
-    Op.EQ_USERID: frozenset({"systemuser"}),
-    Op.NE_USERID: frozenset({"systemuser"}),
-    Op.EQ_USERTEAMS: frozenset({"team"}),
-    Op.EQ_USERORUSERTEAMS: frozenset({"systemuser", "team"}),
-    Op.EQ_USERORUSERHIERARCHY: frozenset({"systemuser"}),
-    Op.EQ_USERORUSERHIERARCHYANDTEAMS: frozenset({"systemuser", "team"}),
-    Op.EQ_BUSINESSID: frozenset({"businessunit"}),
-    Op.NE_BUSINESSID: frozenset({"businessunit"}),
-}
-
-# FetchXML names that are not the Op's own value.
-_ALIASES: dict[str, tuple[Op, int | None]] = {
-    "neq": (Op.NE, None),
-    "olderthan-x-days": (Op.OLDER_X_DAYS, None),
-    "last-seven-days": (Op.LAST_X_DAYS, 7),
-    "next-seven-days": (Op.NEXT_X_DAYS, 7),
-}
-_BETWEEN = {"between": False, "not-between": True}
-# Real FetchXML operators fieldsync does not implement.
-_UNSUPPORTED_OPS = frozenset(
-    {
-        "above",
-        "under",
-        "eq-or-above",
-        "eq-or-under",
-        "not-under",
-        "last-week",
-        "next-week",
-        "last-month",
-        "next-month",
-        "last-year",
-        "next-year",
-        "last-x-weeks",
-        "next-x-weeks",
-        "last-x-months",
-        "next-x-months",
-        "last-x-years",
-        "next-x-years",
-        "olderthan-x-minutes",
-        "olderthan-x-hours",
-        "olderthan-x-weeks",
-        "olderthan-x-months",
-        "olderthan-x-years",
-        "this-fiscal-year",
-        "this-fiscal-period",
-        "next-fiscal-year",
-        "next-fiscal-period",
-        "last-fiscal-year",
-        "last-fiscal-period",
-        "last-x-fiscal-years",
-        "last-x-fiscal-periods",
-        "next-x-fiscal-years",
-        "next-x-fiscal-periods",
-        "in-fiscal-year",
-        "in-fiscal-period",
-        "in-fiscal-period-and-year",
-        "in-or-before-fiscal-period-and-year",
-        "in-or-after-fiscal-period-and-year",
-        "not-on",
-        "eq-customerid",
-        "ne-customerid",
-        "eq-userorbusinessid",
-        "contains",
-        "not-contains",
-    }
-)
-_OPS_BY_NAME = {op.value: op for op in Op}
-
-
-def column_family(t: ColumnType) -> str:
-    """Which column types hold comparable values."""
-    if t in (T.INTEGER, T.BIGINT, T.DECIMAL, T.MONEY, T.FLOAT):
-        return "number"
-    if t in (T.STRING, T.MEMO):
-        return "text"
-    if t in (T.DATETIME, T.DATE):
-        return "date"
-    if t in (T.LOOKUP, T.UNIQUEIDENTIFIER):
-        return "id"
-    return t.value
+# Operators (their names, types, values and targets are in ``fieldsync.query.operators``)
 
 
 def _points_at(table: Table, column: Column) -> frozenset[str] | None:
@@ -731,7 +618,7 @@ class _Reader:
             el.fail("<order> takes attribute or alias, not both")
         entity, target = self._entity(el, table, scope, alias)
         column = _column(el, target, _required(el, "attribute"))
-        if column.type in (T.MULTICHOICE, T.FILE, T.IMAGE):
+        if column.type in UNORDERABLE:
             el.fail(f"cannot order by {target.name}.{column.name} (type {column.type.value})")
         descending = _bool(el, "descending") if "descending" in el.attrs else False
         return Order(column.name, descending, entity)
@@ -795,7 +682,7 @@ class _Reader:
         for col, where in ((from_col, left), (to_col, right)):
             if col.type in (T.MULTICHOICE, T.FILE, T.IMAGE, T.MEMO):
                 el.fail(f"cannot join on {where} (type {col.type.value})")
-        if column_family(from_col.type) != column_family(to_col.type):
+        if not same_family(from_col.type, to_col.type):
             el.fail(
                 f"cannot join {left} ({from_col.type.value}) to {right} ({to_col.type.value}): "
                 "they hold different kinds of values"
@@ -866,25 +753,24 @@ class _Reader:
 
         fixed: int | None = None
         between: bool | None = None
-        if op_name in _ALIASES:
-            op, fixed = _ALIASES[op_name]
-        elif op_name in _BETWEEN:
-            between = _BETWEEN[op_name]
+        if op_name in FETCHXML_ALIASES:
+            op, fixed = FETCHXML_ALIASES[op_name]
+        elif op_name in FETCHXML_BETWEEN:
+            between = FETCHXML_BETWEEN[op_name]
             op = Op.GE
-        elif op_name in _OPS_BY_NAME:
-            op = _OPS_BY_NAME[op_name]
-        elif op_name in _UNSUPPORTED_OPS:
+        elif op_name in BY_FETCHXML:
+            op = BY_FETCHXML[op_name]
+        elif op_name in FETCHXML_UNSUPPORTED:
             el.fail(f"operator {_q(op_name)} is not supported")
         else:
             el.fail(f"{_q(op_name)} is not a FetchXML condition operator")
 
-        allowed = OPS_BY_TYPE[column.type]
-        usable = column.type in _BETWEEN_TYPES if between is not None else op in allowed
+        usable = column.type in BETWEEN_TYPES if between is not None else allows(op, column.type)
         if not usable:
             el.fail(f"operator {_q(op_name)} cannot be used on {where} (type {column.type.value})")
-        if op in _USER_TARGETS:
+        need = spec(op).targets
+        if need:
             points = _points_at(target, column)
-            need = _USER_TARGETS[op]
             if points is not None and not points & need:
                 el.fail(
                     f"operator {_q(op_name)} needs a column that points at "
@@ -897,7 +783,8 @@ class _Reader:
                 el.fail("a condition takes valueof or a value, not both")
             return self._compare(el, op, op_name, target, column, entity)
 
-        if fixed is not None or op in _NO_VALUE:
+        kind = spec(op).values
+        if fixed is not None or (between is None and kind is Values.NONE):
             if values is not None:
                 el.fail(f"operator {_q(op_name)} takes no value")
             return Condition(column.name, op, fixed, entity)
@@ -924,9 +811,9 @@ class _Reader:
                 ]
             )
 
-        if op in (Op.CONTAIN_VALUES, Op.NOT_CONTAIN_VALUES):
+        if kind is Values.CHOICES:
             return Condition(column.name, op, self._choices(el, target, column, items), entity)
-        if op in _LISTS:
+        if kind is Values.LIST:
             if not listed:
                 el.fail(f"operator {_q(op_name)} takes its values as <value> elements")
             typed = [self._typed(el, target, column, item) for item in items]
@@ -936,17 +823,17 @@ class _Reader:
             el.fail(f"operator {_q(op_name)} takes one value, not {len(items)}")
         raw = items[0]
         value: Any
-        if op in _LIKE:
+        if spec(op).like is not None:
             value = raw
-        elif op in _X_DAYS or op in _HOURS:
-            limit = MAX_X_HOURS if op in _HOURS else MAX_X_DAYS
+        elif kind in (Values.DAYS, Values.HOURS):
+            limit = MAX_X_HOURS if kind is Values.HOURS else MAX_X_DAYS
             text = raw.strip()
             if not _INT.fullmatch(text) or not 1 <= int(text) <= limit:
                 el.fail(
                     f"operator {_q(op_name)} needs a whole number from 1 to {limit}, not {_q(raw)}"
                 )
             value = int(text)
-        elif op in _ON:
+        elif kind is Values.DAY:
             text = raw.strip()
             try:
                 if not _DATE.fullmatch(text):
@@ -986,7 +873,7 @@ class _Reader:
         entity: str | None,
     ) -> ColumnCompare:
         other_name = el.attrs["valueof"].strip()
-        if op not in COMPARISONS or op_name in _BETWEEN:
+        if op not in COMPARISONS or op_name in FETCHXML_BETWEEN:
             el.fail(f"valueof works with eq, ne, gt, ge, lt and le, not {_q(op_name)}")
         if "." in other_name:
             el.fail(
@@ -994,9 +881,7 @@ class _Reader:
                 "not supported"
             )
         other = _column(el, table, other_name)
-        if op not in OPS_BY_TYPE[other.type] or column_family(column.type) != column_family(
-            other.type
-        ):
+        if not allows(op, other.type) or not same_family(column.type, other.type):
             el.fail(
                 f"cannot compare {table.name}.{column.name} ({column.type.value}) with "
                 f"{table.name}.{other.name} ({other.type.value}) using {_q(op_name)}"

@@ -49,8 +49,8 @@ from fieldsync.query.ast import (
     any_of,
     negate,
 )
-from fieldsync.query.fetchxml import OPS_BY_TYPE, column_family
 from fieldsync.query.odata import resolve_column
+from fieldsync.query.operators import allows, same_family
 from fieldsync.schema.model import Column, ColumnType, Schema, Table
 from fieldsync.schema.values import make_coercer
 
@@ -546,7 +546,7 @@ class _Translator:
             if ls is not rs:
                 _fail("columns of two tables compare only in JOIN … ON")
             _usable(lc, op, _SQL_OPS[op])
-            if column_family(lc.type) != column_family(rc.type):
+            if not same_family(lc.type, rc.type):
                 _fail(
                     f"cannot compare {lc.name!r} ({lc.type.value}) with {rc.name!r} "
                     f"({rc.type.value})"
@@ -635,7 +635,7 @@ class _Translator:
 def _usable(col: Column, op: Op, what: str) -> None:
     """The operators each column type takes, as in FetchXML (a yes/no or a choice column
     compares for equality only)."""
-    if op not in OPS_BY_TYPE[col.type]:
+    if not allows(op, col.type):
         _fail(f"{what} cannot be used on {col.name!r} (type {col.type.value})")
 
 

@@ -25,21 +25,19 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from fieldsync.errors import LookupNotFound, ValidationError
 from fieldsync.query.ast import TRUE
+from fieldsync.records.pipeline import Op, Pipeline
 from fieldsync.schema.model import ColumnType, Table
 from fieldsync.security.model import Privilege
 from fieldsync.security.predicate import has_privilege, privilege_filter
 from fieldsync.store.catalog import fs_file
 from fieldsync.store.store import utcnow
 from fieldsync.types import Row
-
-if TYPE_CHECKING:
-    from fieldsync.records.pipeline import Pipeline, _Op
 
 
 def refused(table: Table, column: str, file_id: uuid.UUID) -> LookupNotFound:
@@ -48,13 +46,13 @@ def refused(table: Table, column: str, file_id: uuid.UUID) -> LookupNotFound:
 
 
 def check_file_references(
-    pipeline: Pipeline, op: _Op, table: Table, items: Iterable[tuple[Row, Row | None]]
+    pipeline: Pipeline, op: Op, table: Table, items: Iterable[tuple[Row, Row | None]]
 ) -> None:
     """Check the file and image values of a batch of writes (``(target, pre-image)`` pairs;
     no pre-image for a create) and mark the files they attach for the first time."""
     columns = [
         (name, table.columns[name].type)
-        for name, is_file in pipeline._plan(table).references
+        for name, is_file in pipeline.plan(table).references
         if is_file
     ]
     if not columns:
@@ -71,7 +69,7 @@ def check_file_references(
     every = {fid for ids in wanted.values() for fid in ids}
     facts: dict[uuid.UUID, Any] = {}
     key = fs_file.c.fileid
-    for where in pipeline._id_filters(key, every):
+    for where in pipeline.id_filters(key, every):
         stmt = sa.select(key, fs_file.c.createdby, fs_file.c.attachedon, fs_file.c.thumbnail)
         facts.update((row.fileid, row) for row in op.conn.execute(stmt.where(where)))
     caller = op.caller
@@ -95,14 +93,14 @@ def check_file_references(
                         raise refused(table, ids[fid], fid)
     if fresh:
         now = utcnow()
-        for where in pipeline._id_filters(key, fresh):
+        for where in pipeline.id_filters(key, fresh):
             op.conn.execute(
                 fs_file.update().where(where, fs_file.c.attachedon.is_(None)).values(attachedon=now)
             )
 
 
 def _held_by_readable_rows(
-    pipeline: Pipeline, op: _Op, kind: ColumnType, ids: list[uuid.UUID]
+    pipeline: Pipeline, op: Op, kind: ColumnType, ids: list[uuid.UUID]
 ) -> set[uuid.UUID]:
     """Which of ``ids`` a row the caller may read holds in a column of type ``kind``."""
     found: set[uuid.UUID] = set()
@@ -113,11 +111,11 @@ def _held_by_readable_rows(
         if not names or not has_privilege(op.caller, t, Privilege.READ):
             continue
         node = privilege_filter(op.caller, t, Privilege.READ)
-        readable = None if node == TRUE else pipeline._sql_filter(t, node)
+        readable = None if node == TRUE else pipeline.sql_filter(t, node)
         sql = store.sql_table(t.name)
         for name in names:
             col = sql.c[name]
-            for where in pipeline._id_filters(col, sorted(left, key=str)):
+            for where in pipeline.id_filters(col, sorted(left, key=str)):
                 stmt = sa.select(col).where(where)
                 if readable is not None:
                     stmt = stmt.where(readable)

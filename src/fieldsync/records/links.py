@@ -14,7 +14,7 @@ from fieldsync.errors import (
     NotFound,
     PreconditionFailed,
 )
-from fieldsync.records.pipeline import SECURITY_RELATIONSHIPS, SHARE_TABLE, Pipeline, _Op
+from fieldsync.records.pipeline import SECURITY_RELATIONSHIPS, SHARE_TABLE, Op, Pipeline
 from fieldsync.records.plugins import Message, Stage
 from fieldsync.schema.model import RelationshipKind, Table
 from fieldsync.security.model import Privilege
@@ -26,10 +26,15 @@ from fieldsync.types import EntityRef, RecordId, Row, Version
 MEMBERSHIP_RELATIONSHIP = "teammembership_association"
 
 
-class Links(Pipeline):
-    """Associations, shares and cascades; mixed into the records service."""
+class Links:
+    """Associations, shares and cascades: the records service's part for links, on the
+    pipeline's pieces."""
 
-    def _remove_links(self, op: _Op, table: Table, rid: RecordId, now: dt.datetime) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.store = pipeline.store
+
+    def remove_links(self, op: Op, table: Table, rid: RecordId, now: dt.datetime) -> None:
         """Clear lookups that point at a deleted row, and drop its many-to-many links,
         each as a change of its own (so devices see the link go). The deleted row itself is
         left alone (a row may point at itself): its tombstone keeps it as it was."""
@@ -64,7 +69,9 @@ class Links(Pipeline):
                 }
                 op.conn.execute(sql.delete().where(where))
                 log = [
-                    self._change(other, i, first + n, "disassociate", op.caller, now, old=images[i])
+                    self.pipeline.change(
+                        other, i, first + n, "disassociate", op.caller, now, old=images[i]
+                    )
                     for n, i in enumerate(ids)
                 ]
             else:
@@ -89,7 +96,7 @@ class Links(Pipeline):
                 if col.polymorphic:
                     old[col.type_column] = table.name  # type: ignore[assignment]
                 log = [
-                    self._change(
+                    self.pipeline.change(
                         other, i, first + n, "update", op.caller, now, changed=[col.name], old=old
                     )
                     for n, i in enumerate(ids)
@@ -98,9 +105,9 @@ class Links(Pipeline):
 
     # -- sharing and ownership cascades -------------------------------------------------
 
-    def _share(
+    def share(
         self,
-        op: _Op,
+        op: Op,
         table_name: str,
         record_id: RecordId | str,
         principal: EntityRef,
@@ -117,15 +124,15 @@ class Links(Pipeline):
             raise BadRequest("share rights must be a set of privileges")
         if mask & int(Privilege.CREATE):
             raise BadRequest("create cannot be shared: it applies to new rows only")
-        rid = self._id(table, record_id)
-        self._pre_images(op, table, [rid])
+        rid = self.pipeline.row_id(table, record_id)
+        self.pipeline.pre_images(op, table, [rid])
         if not op.caller.unrestricted:
-            self._authorize_rows(op, table, [rid], Privilege.SHARE)
+            self.pipeline.authorize_rows(op, table, [rid], Privilege.SHARE)
             for p in Privilege:
                 if mask & int(p):
-                    self._authorize_rows(op, table, [rid], p)
+                    self.pipeline.authorize_rows(op, table, [rid], p)
         who = self.store.schema.table(principal.table)
-        if not self._existing(
+        if not self.pipeline.existing(
             op.conn, self.store.sql_table(who.name).c[who.primary_id], [principal.id]
         ):
             raise LookupNotFound(
@@ -173,11 +180,11 @@ class Links(Pipeline):
                     versionnumber=version,
                 )
             )
-            change = self._change(poa_table, share_id, version, "create", op.caller, now)
+            change = self.pipeline.change(poa_table, share_id, version, "create", op.caller, now)
         elif mask == 0:
             share_id = existing["principalobjectaccessid"]
             op.conn.execute(poa.delete().where(key == share_id))
-            change = self._change(
+            change = self.pipeline.change(
                 poa_table, share_id, version, "delete", op.caller, now, old=dict(existing)
             )
         else:
@@ -192,7 +199,7 @@ class Links(Pipeline):
                     versionnumber=version,
                 )
             )
-            change = self._change(
+            change = self.pipeline.change(
                 poa_table,
                 share_id,
                 version,
@@ -209,7 +216,7 @@ class Links(Pipeline):
         self.store.bulk_insert(op.conn, fs_change, [change])
         return version
 
-    def _move_owned_rows(self, op: _Op, owner: RecordId, unit: RecordId) -> int:
+    def move_owned_rows(self, op: Op, owner: RecordId, unit: RecordId) -> int:
         """Rows owned by a user or team that moved to another business unit follow it (as
         in Dataverse), each with a new version. Returns how many rows moved."""
         moved = 0
@@ -239,7 +246,7 @@ class Links(Pipeline):
                 op.conn,
                 fs_change,
                 [
-                    self._change(
+                    self.pipeline.change(
                         table,
                         r[0],
                         first + n,
@@ -257,8 +264,8 @@ class Links(Pipeline):
 
     # -- many-to-many -------------------------------------------------------------------
 
-    def _authorize_association(
-        self, op: _Op, relationship: str, pairs: list[tuple[str, RecordId]]
+    def authorize_association(
+        self, op: Op, relationship: str, pairs: list[tuple[str, RecordId]]
     ) -> None:
         """Linking two rows links each to the other: it needs Append and Append To on both,
         each checked at its depth against the row; linking users, teams and roles
@@ -272,9 +279,11 @@ class Links(Pipeline):
         )
         for table_name, rid in pairs:
             for privilege in privileges:
-                self._authorize_rows(op, self.store.schema.table(table_name), [rid], privilege)
+                self.pipeline.authorize_rows(
+                    op, self.store.schema.table(table_name), [rid], privilege
+                )
 
-    def _intersect(self, relationship: str) -> tuple[Table, str, str, str, str]:
+    def intersect(self, relationship: str) -> tuple[Table, str, str, str, str]:
         rel = self.store.schema.relationships.get(relationship)
         if rel is None:
             raise NotFound(f"relationship {relationship!r} does not exist")
@@ -289,22 +298,22 @@ class Links(Pipeline):
             rel.referencing_table,
         )
 
-    def _associate(
-        self, op: _Op, relationship: str, first: RecordId | str, second: RecordId | str
+    def associate(
+        self, op: Op, relationship: str, first: RecordId | str, second: RecordId | str
     ) -> RecordId:
-        table, col1, t1, col2, t2 = self._intersect(relationship)
-        a = self._id(table, first)
-        b = self._id(table, second)
+        table, col1, t1, col2, t2 = self.intersect(relationship)
+        a = self.pipeline.row_id(table, first)
+        b = self.pipeline.row_id(table, second)
         for value, col, target in ((a, col1, t1), (b, col2, t2)):
             sql_t = self.store.sql_table(target)
             key = sql_t.c[self.store.schema.table(target).primary_id]
-            if not self._existing(op.conn, key, [value]):
+            if not self.pipeline.existing(op.conn, key, [value]):
                 raise LookupNotFound(table.name, col, f"{target} {value} does not exist")
-        self._authorize_association(op, relationship, [(t1, a), (t2, b)])
+        self.authorize_association(op, relationship, [(t1, a), (t2, b)])
         link: Row = {col1: a, col2: b}
         items: list[tuple[RecordId, Row, Row | None, Row | None]] = [(a, link, None, None)]
         for stage in (Stage.PRE_VALIDATION, Stage.PRE_OPERATION):
-            self._run_stage(op, table, Message.ASSOCIATE, stage, items)
+            self.pipeline.run_stage(op, table, Message.ASSOCIATE, stage, items)
         sql = self.store.sql_table(table.name)
         if op.conn.execute(
             sa.select(sa.literal(1)).where(sql.c[col1] == a, sql.c[col2] == b)
@@ -318,24 +327,24 @@ class Links(Pipeline):
         self.store.bulk_insert(
             op.conn,
             fs_change,
-            [self._change(table, rid, version, "associate", op.caller, utcnow())],
+            [self.pipeline.change(table, rid, version, "associate", op.caller, utcnow())],
         )
-        self._run_stage(
+        self.pipeline.run_stage(
             op,
             table,
             Message.ASSOCIATE,
             Stage.POST_OPERATION,
             [(rid, {col1: a, col2: b}, None, None)],
         )
-        self._audit_link(op, relationship, f"{t1} {a}, {t2} {b}", added=True)
+        self.audit_link(op, relationship, f"{t1} {a}, {t2} {b}", added=True)
         return rid
 
-    def _disassociate(
-        self, op: _Op, relationship: str, first: RecordId | str, second: RecordId | str
+    def disassociate(
+        self, op: Op, relationship: str, first: RecordId | str, second: RecordId | str
     ) -> Version:
-        table, col1, t1, col2, t2 = self._intersect(relationship)
-        a = self._id(table, first)
-        b = self._id(table, second)
+        table, col1, t1, col2, t2 = self.intersect(relationship)
+        a = self.pipeline.row_id(table, first)
+        b = self.pipeline.row_id(table, second)
         sql = self.store.sql_table(table.name)
         row = (
             op.conn.execute(
@@ -346,31 +355,35 @@ class Links(Pipeline):
         )
         if row is None:
             raise NotFound(f"{t1} {a} and {t2} {b} are not associated")
-        self._authorize_association(op, relationship, [(t1, a), (t2, b)])
+        self.authorize_association(op, relationship, [(t1, a), (t2, b)])
         items: list[tuple[RecordId, Row, Row | None, Row | None]] = [
             (a, {col1: a, col2: b}, dict(row), None)
         ]
         for stage in (Stage.PRE_VALIDATION, Stage.PRE_OPERATION):
-            self._run_stage(op, table, Message.DISASSOCIATE, stage, items)
+            self.pipeline.run_stage(op, table, Message.DISASSOCIATE, stage, items)
         version = self.store.allocate_versions(op.conn, 1)
         rid = row[table.primary_id]
         op.conn.execute(sql.delete().where(sql.c[table.primary_id] == rid))
         self.store.bulk_insert(
             op.conn,
             fs_change,
-            [self._change(table, rid, version, "disassociate", op.caller, utcnow(), old=dict(row))],
+            [
+                self.pipeline.change(
+                    table, rid, version, "disassociate", op.caller, utcnow(), old=dict(row)
+                )
+            ],
         )
-        self._run_stage(
+        self.pipeline.run_stage(
             op,
             table,
             Message.DISASSOCIATE,
             Stage.POST_OPERATION,
             [(rid, {col1: a, col2: b}, dict(row), None)],
         )
-        self._audit_link(op, relationship, f"{t1} {a}, {t2} {b}", added=False)
+        self.audit_link(op, relationship, f"{t1} {a}, {t2} {b}", added=False)
         return version
 
-    def _audit_link(self, op: _Op, relationship: str, target: str, *, added: bool) -> None:
+    def audit_link(self, op: Op, relationship: str, target: str, *, added: bool) -> None:
         """Role assignments and team membership go to the audit log (if they commit)."""
         if relationship == MEMBERSHIP_RELATIONSHIP:
             event = audit.TEAM_MEMBER_ADDED if added else audit.TEAM_MEMBER_REMOVED

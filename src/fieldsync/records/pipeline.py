@@ -33,7 +33,7 @@ from fieldsync.security.model import SYSTEM_CONTEXT, Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege, privilege_filter
 from fieldsync.store.catalog import fs_file
 from fieldsync.store.store import Store
-from fieldsync.types import RecordId, Row, Version
+from fieldsync.types import RecordId, Row, Version, as_uuid
 
 if TYPE_CHECKING:
     from fieldsync.records.service import BoundRecords
@@ -58,12 +58,12 @@ def acting_as(user_id: RecordId, business_unit_id: RecordId) -> SecurityContext:
     return SecurityContext(user_id=user_id, business_unit_id=business_unit_id, is_system=True)
 
 
-def _no_shares(node: Shared, row: Mapping[str, Any]) -> bool:
+def no_shares(node: Shared, row: Mapping[str, Any]) -> bool:
     return False  # a row being created has not been shared yet
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class WritePlan:
     """What the write path needs to know about a table, worked out once per definition."""
 
     coercers: dict[str, Coercer]
@@ -72,7 +72,7 @@ class _Plan:
     required: tuple[str, ...]
 
     @classmethod
-    def of(cls, table: Table) -> _Plan:
+    def of(cls, table: Table) -> WritePlan:
         cols = table.columns.values()
         return cls(
             coercers={c.name: make_coercer(table, c) for c in cols},
@@ -92,7 +92,7 @@ class _Plan:
 
 
 @dataclass(slots=True)
-class _Op:
+class Op:
     """One operation in flight: its transaction, its caller and its plugin depth."""
 
     conn: sa.Connection
@@ -101,22 +101,34 @@ class _Op:
 
 
 class Pipeline:
-    """The pieces of the write pipeline; :class:`~fieldsync.records.service.Records` puts
-    them in order."""
+    """The pieces of the write pipeline (coercion, plugin stages, authorization, the SQL
+    of a change); :class:`~fieldsync.records.service.Records` puts them in order, and
+    :class:`~fieldsync.records.links.Links` uses them for associations and shares.
 
-    def __init__(self, store: Store, plugins: PluginRegistry | None = None) -> None:
+    ``binder`` gives plugins the records service bound to their operation: the service
+    sets it to itself when it assembles its parts."""
+
+    def __init__(
+        self,
+        store: Store,
+        plugins: PluginRegistry | None = None,
+        binder: Callable[[Op], BoundRecords] | None = None,
+    ) -> None:
         self.store = store
         self.plugins = plugins or PluginRegistry()
-        self._plans: dict[str, tuple[Table, _Plan]] = {}
+        self.binder = binder
+        self._plans: dict[str, tuple[Table, WritePlan]] = {}
 
-    def _bound(self, op: _Op) -> BoundRecords:
-        """The records service bound to an operation, for plugins (the service provides it)."""
-        raise NotImplementedError
+    def bound(self, op: Op) -> BoundRecords:
+        """The records service bound to an operation, for plugins."""
+        if self.binder is None:
+            raise RuntimeError("the pipeline runs plugins only inside a records service")
+        return self.binder(op)
 
     # -- transactions -------------------------------------------------------------------
 
-    def _run(
-        self, conn: sa.Connection | None, caller: SecurityContext, work: Callable[[_Op], T]
+    def run(
+        self, conn: sa.Connection | None, caller: SecurityContext, work: Callable[[Op], T]
     ) -> T:
         """Run one operation: in the caller's transaction when given one (whoever opened it
         runs it again after a deadlock), otherwise as its own unit of work
@@ -124,14 +136,14 @@ class Pipeline:
         are part of the one refused, so only the outermost is written)."""
         try:
             if conn is not None:
-                return work(_Op(conn, caller, 0))
-            return self.store.transact(lambda c: work(_Op(c, caller, 0)))
+                return work(Op(conn, caller, 0))
+            return self.store.transact(lambda c: work(Op(c, caller, 0)))
         except Forbidden as exc:
             self.store.audit.write_refused(caller.user_id, caller.username, exc.message)
             raise
 
     @contextmanager
-    def _reading(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+    def reading(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
         if conn is not None:
             yield conn
             return
@@ -140,22 +152,22 @@ class Pipeline:
 
     # -- pieces of the pipeline ---------------------------------------------------------
 
-    def _plan(self, table: Table) -> _Plan:
+    def plan(self, table: Table) -> WritePlan:
         # keyed by name and checked by identity: a reloaded schema brings new Table objects
         cached = self._plans.get(table.name)
         if cached is not None and cached[0] is table:
             return cached[1]
-        plan = _Plan.of(table)
+        plan = WritePlan.of(table)
         self._plans[table.name] = (table, plan)
         return plan
 
-    def _coercers_for(self, table: Table) -> dict[str, Coercer]:
-        return self._plan(table).coercers
+    def coercers_for(self, table: Table) -> dict[str, Coercer]:
+        return self.plan(table).coercers
 
-    def _coerce(self, table: Table, values: Mapping[str, Any], *, creating: bool) -> Row:
+    def coerce(self, table: Table, values: Mapping[str, Any], *, creating: bool) -> Row:
         if not isinstance(values, Mapping):
             raise BadRequest(f"{table.name}: a row must be an object of column values")
-        coercers = self._coercers_for(table)
+        coercers = self.coercers_for(table)
         out: Row = {}
         for name, value in values.items():
             col = table.columns.get(name)
@@ -184,11 +196,11 @@ class Pipeline:
                 continue
             out[name] = coercers[name](value)
         if "statecode" in out or "statuscode" in out:
-            self._check_status(table, out)
+            self.check_status(table, out)
         return out
 
     @staticmethod
-    def _check_status(table: Table, target: Row) -> None:
+    def check_status(table: Table, target: Row) -> None:
         state = target.get("statecode")
         status = target.get("statuscode")
         if state is not None and status is None:
@@ -200,9 +212,9 @@ class Pipeline:
         elif status is not None and state is None:
             target["statecode"] = {v: k for k, v in STATUS_FOR_STATE.items()}[status]
 
-    def _run_stage(
+    def run_stage(
         self,
-        op: _Op,
+        op: Op,
         table: Table,
         message: Message,
         stage: Stage,
@@ -211,7 +223,7 @@ class Pipeline:
         """Run one stage over a batch; returns whether any plugin ran."""
         if not self.plugins.has(table.name, message, stage):
             return False
-        bound = self._bound(op)
+        bound = self.bound(op)
         for rid, target, pre, post in items:
             self.plugins.run(
                 PluginContext(
@@ -229,9 +241,9 @@ class Pipeline:
             )
         return True
 
-    def _pre_stages(
+    def pre_stages(
         self,
-        op: _Op,
+        op: Op,
         table: Table,
         message: Message,
         items: list[tuple[RecordId, Row, Row | None, Row | None]],
@@ -239,19 +251,19 @@ class Pipeline:
         creating: bool,
     ) -> None:
         for stage in (Stage.PRE_VALIDATION, Stage.PRE_OPERATION):
-            if self._run_stage(op, table, message, stage, items):
+            if self.run_stage(op, table, message, stage, items):
                 for i, (rid, target, pre, post) in enumerate(items):
-                    checked = self._coerce(table, target, creating=creating)
+                    checked = self.coerce(table, target, creating=creating)
                     if creating and checked.get(table.primary_id, rid) != rid:
                         raise BadRequest(f"{table.name}: a plugin cannot change the row's id")
                     target.clear()
                     target.update(checked)
                     items[i] = (rid, target, pre, post)
 
-    def _to_sql(self, table: Table, target: Row) -> Row:
+    def to_sql(self, table: Table, target: Row) -> Row:
         """Split lookups into id and, for polymorphic ones, the target table."""
         row = dict(target)
-        for name, type_column in self._plan(table).lookups.items():
+        for name, type_column in self.plan(table).lookups.items():
             value = row.get(name, _ABSENT)
             if value is _ABSENT:
                 continue
@@ -260,16 +272,16 @@ class Pipeline:
                 row[type_column] = None if value is None else value[1]
         return row
 
-    def _check_references(
+    def check_references(
         self,
-        op: _Op,
+        op: Op,
         table: Table,
         targets: Iterable[Row],
         pending: set[RecordId],
     ) -> None:
         """Every lookup, file and image value must point at an existing row."""
         wanted: dict[str, dict[RecordId, str]] = defaultdict(dict)
-        references = self._plan(table).references
+        references = self.plan(table).references
         for target in targets:
             for name, is_file in references:
                 value = target.get(name)
@@ -287,7 +299,7 @@ class Pipeline:
             else:
                 sql = self.store.sql_table(target_table)
                 key = sql.c[self.store.schema.table(target_table).primary_id]
-            found = self._existing(op.conn, key, ids)
+            found = self.existing(op.conn, key, ids)
             for rid, name in ids.items():
                 if rid not in found:
                     what = "file" if target_table == "fs_file" else target_table
@@ -296,10 +308,10 @@ class Pipeline:
                 continue
             target_def = self.store.schema.table(target_table)
             node = privilege_filter(op.caller, target_def, Privilege.APPEND_TO)
-            allowed = self._permitted(op.conn, target_def, ids, node)
+            allowed = self.permitted(op.conn, target_def, ids, node)
             for rid, name in ids.items():
                 if rid not in allowed:
-                    readable = self._permitted(
+                    readable = self.permitted(
                         op.conn,
                         target_def,
                         [rid],
@@ -314,7 +326,7 @@ class Pipeline:
                         "(no append to privilege on it)"
                     )
 
-    def _id_filters(
+    def id_filters(
         self, key: sa.ColumnElement[Any], ids: Iterable[RecordId]
     ) -> Iterator[sa.ColumnElement[bool]]:
         """``key in ids`` as few conditions as the backend allows: one ``= ANY(array)`` on
@@ -328,17 +340,17 @@ class Pipeline:
         for i in range(0, len(id_list), CHUNK):
             yield key.in_(id_list[i : i + CHUNK])
 
-    def _existing(
+    def existing(
         self, conn: sa.Connection, key: sa.ColumnElement[Any], ids: Iterable[RecordId]
     ) -> set[RecordId]:
         found: set[RecordId] = set()
-        for where in self._id_filters(key, ids):
+        for where in self.id_filters(key, ids):
             found.update(conn.execute(sa.select(key).where(where)).scalars())
         return found
 
     # -- authorization ------------------------------------------------------------------
 
-    def _require(self, caller: SecurityContext, table: Table, privilege: Privilege) -> Node:
+    def require(self, caller: SecurityContext, table: Table, privilege: Privilege) -> Node:
         """The privilege's row filter; a caller without the privilege on the table at all is
         refused here."""
         if not has_privilege(caller, table, privilege):
@@ -348,10 +360,10 @@ class Pipeline:
             )
         return privilege_filter(caller, table, privilege)
 
-    def _resolve(self, name: str) -> tuple[Table, sa.Table]:
+    def resolve(self, name: str) -> tuple[Table, sa.Table]:
         return self.store.schema.table(name), self.store.sql_table(name)
 
-    def _sql_filter(
+    def sql_filter(
         self, table: Table, node: Node, caller: SecurityContext | None = None
     ) -> sa.ColumnElement[bool]:
         """Compile a filter on ``table``; with a ``caller``, the related rows that link
@@ -369,11 +381,11 @@ class Pipeline:
             shares=self.store.sql_table(SHARE_TABLE),
             dialect=self.store.dialect,
             definition=table,
-            resolve=self._resolve,
+            resolve=self.resolve,
             guard=guard,
         )
 
-    def _permitted(
+    def permitted(
         self, conn: sa.Connection, table: Table, ids: Iterable[RecordId], node: Node
     ) -> set[RecordId]:
         """Which of ``ids`` pass ``node`` (checked in the database)."""
@@ -382,14 +394,14 @@ class Pipeline:
             return set(id_list)
         sql = self.store.sql_table(table.name)
         pk = sql.c[table.primary_id]
-        where = self._sql_filter(table, node)
+        where = self.sql_filter(table, node)
         found: set[RecordId] = set()
-        for ids_in in self._id_filters(pk, id_list):
+        for ids_in in self.id_filters(pk, id_list):
             found.update(conn.execute(sa.select(pk).where(ids_in, where)).scalars())
         return found
 
-    def _authorize_rows(
-        self, op: _Op, table: Table, ids: Iterable[RecordId], privilege: Privilege
+    def authorize_rows(
+        self, op: Op, table: Table, ids: Iterable[RecordId], privilege: Privilege
     ) -> None:
         """Every row must pass the privilege. A row the caller cannot read is reported as
         missing, exactly like an id that does not exist (even when the caller holds no
@@ -397,11 +409,11 @@ class Pipeline:
         can read is refused as forbidden."""
         id_list = list(ids)
         node = privilege_filter(op.caller, table, privilege)
-        allowed = self._permitted(op.conn, table, id_list, node)
+        allowed = self.permitted(op.conn, table, id_list, node)
         refused = [i for i in id_list if i not in allowed]
         if not refused:
             return
-        readable = self._permitted(
+        readable = self.permitted(
             op.conn, table, refused, privilege_filter(op.caller, table, Privilege.READ)
         )
         for rid in refused:
@@ -412,7 +424,7 @@ class Pipeline:
             f"privilege on {table.name} {refused[0]}"
         )
 
-    def _linking(self, table: Table, targets: Iterable[tuple[RecordId, Row]]) -> list[RecordId]:
+    def linking(self, table: Table, targets: Iterable[tuple[RecordId, Row]]) -> list[RecordId]:
         """The rows that set a lookup (other than the owner): those need Append."""
         return [
             rid
@@ -423,21 +435,21 @@ class Pipeline:
             )
         ]
 
-    def _authorize_links(
-        self, op: _Op, table: Table, targets: Iterable[tuple[RecordId, Row]]
+    def authorize_links(
+        self, op: Op, table: Table, targets: Iterable[tuple[RecordId, Row]]
     ) -> None:
         """Setting a lookup on existing rows needs Append on each of them, at its depth (as
         Write is); Append To on the row it points at is checked with the references. A new
         row's Append is checked on the row as it will be stored (see the create)."""
         if op.caller.unrestricted:
             return
-        linking = self._linking(table, targets)
+        linking = self.linking(table, targets)
         if linking:
-            self._require(op.caller, table, Privilege.APPEND)
-            self._authorize_rows(op, table, linking, Privilege.APPEND)
+            self.require(op.caller, table, Privilege.APPEND)
+            self.authorize_rows(op, table, linking, Privilege.APPEND)
 
-    def _owner_units(
-        self, op: _Op, table: Table, owners: Iterable[tuple[RecordId, str]]
+    def owner_units(
+        self, op: Op, table: Table, owners: Iterable[tuple[RecordId, str]]
     ) -> dict[tuple[RecordId, str], RecordId]:
         """The business unit of each owner (user or team); an unknown or disabled owner is
         an error (as in Dataverse, rows cannot be given to a disabled user or team)."""
@@ -448,7 +460,7 @@ class Pipeline:
         for kind, ids in by_table.items():
             sql = self.store.sql_table(kind)
             pk = sql.c[f"{kind}id"]
-            for where in self._id_filters(pk, ids):
+            for where in self.id_filters(pk, ids):
                 stmt = sa.select(pk, sql.c.businessunitid, sql.c.isdisabled).where(where)
                 for rid, unit, disabled in op.conn.execute(stmt):
                     if disabled:
@@ -461,15 +473,13 @@ class Pipeline:
                     raise LookupNotFound(table.name, "ownerid", f"{kind} {rid} does not exist")
         return units
 
-    def _id(self, table: Table, record_id: object) -> RecordId:
-        if isinstance(record_id, uuid.UUID):
-            return record_id
+    def row_id(self, table: Table, record_id: object) -> RecordId:
         try:
-            return uuid.UUID(str(record_id))
+            return as_uuid(record_id if isinstance(record_id, uuid.UUID) else str(record_id))
         except ValueError:
             raise BadRequest(f"{table.name}: {record_id!r} is not a valid id (a GUID)") from None
 
-    def _select_columns(
+    def select_columns(
         self, table: Table, sql: sa.Table, columns: Iterable[str] | None
     ) -> list[sa.Column[Any]]:
         if columns is None:
@@ -485,7 +495,7 @@ class Pipeline:
                 out.append(sql.c[col.type_column])
         return out
 
-    def _change(
+    def change(
         self,
         table: Table,
         rid: RecordId,
@@ -515,11 +525,11 @@ class Pipeline:
     # -- shared by create and update ---------------------------------------------------
 
     @staticmethod
-    def _refuse_share_table(table: Table) -> None:
+    def refuse_share_table(table: Table) -> None:
         if table.name == SHARE_TABLE:
             raise BadRequest("record shares change through share and unshare")
 
-    def _complete_columns(self, table: Table, rows: list[Row]) -> None:
+    def complete_columns(self, table: Table, rows: list[Row]) -> None:
         """Give every row the same keys, so one multi-row INSERT takes them all."""
         keys: set[str] = set()
         for row in rows:
@@ -529,8 +539,8 @@ class Pipeline:
                 for key in keys:
                     row.setdefault(key, None)
 
-    def _pre_images(
-        self, op: _Op, table: Table, ids: list[RecordId], columns: Iterable[str] | None = None
+    def pre_images(
+        self, op: Op, table: Table, ids: list[RecordId], columns: Iterable[str] | None = None
     ) -> dict[RecordId, Row]:
         """The rows as they are, locked for the rest of the transaction; ``columns`` narrows
         them to what the caller needs (always with the id and the version)."""
@@ -544,7 +554,7 @@ class Pipeline:
         keys = [str(c.name) for c in selected]
         at = keys.index(table.primary_id)
         images: dict[RecordId, Row] = {}
-        for where in self._id_filters(pk, ids):
+        for where in self.id_filters(pk, ids):
             stmt = sa.select(*selected).where(where).with_for_update()
             for row in op.conn.execute(stmt):
                 images[row[at]] = dict(zip(keys, row, strict=True))
@@ -553,7 +563,7 @@ class Pipeline:
                 raise RecordNotFound(table.name, rid)
         return images
 
-    def _image_columns(
+    def image_columns(
         self,
         table: Table,
         message: Message,
@@ -563,7 +573,7 @@ class Pipeline:
         otherwise the changed columns and what scope depends on (for the change log)."""
         if any(self.plugins.has(table.name, message, s) for s in Stage):
             return None
-        plan = self._plan(table)
+        plan = self.plan(table)
         wanted = set(SCOPE_COLUMNS)
         for _, target, _, _ in items:
             for name in target:

@@ -40,8 +40,15 @@ from fieldsync.query.compile import compile_query
 from fieldsync.query.evaluate import matches
 from fieldsync.records.filerefs import check_file_references
 from fieldsync.records.links import Links
-from fieldsync.records.pipeline import SCOPE_COLUMNS, SYSTEM, _no_shares, _Op, acting_as
-from fieldsync.records.plugins import Message, Stage
+from fieldsync.records.pipeline import (
+    SCOPE_COLUMNS,
+    SYSTEM,
+    Op,
+    Pipeline,
+    acting_as,
+    no_shares,
+)
+from fieldsync.records.plugins import Message, PluginRegistry, Stage
 from fieldsync.schema.builtin import ROOT_BUSINESS_UNIT_ID
 from fieldsync.schema.model import ColumnType, Ownership, Schema, Table
 from fieldsync.security.context import user_binding
@@ -49,19 +56,29 @@ from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege, privilege_filter
 from fieldsync.store import audit
 from fieldsync.store.catalog import fs_change
-from fieldsync.store.store import utcnow
+from fieldsync.store.store import Store, utcnow
 from fieldsync.types import EntityRef, RecordId, Row, Version
 
 
-class Records(Links):
+class Records:
     """The one way to write business rows.
 
     >>> records = Records(store)                                   # doctest: +SKIP
     >>> acc = records.create("account", {"name": "Contoso"})       # doctest: +SKIP
     >>> records.update("account", acc, {"telephone1": "555-0100"}) # doctest: +SKIP
+
+    Assembled from named parts: ``pipeline`` (coercion, plugin stages, authorization, the
+    SQL of a change) and ``links`` (associations, shares, cascades) on it; this class puts
+    them in order for each operation.
     """
 
-    def _bound(self, op: _Op) -> BoundRecords:
+    def __init__(self, store: Store, plugins: PluginRegistry | None = None) -> None:
+        self.pipeline = Pipeline(store, plugins, binder=self._bound)
+        self.links = Links(self.pipeline)
+        self.store = store
+        self.plugins = self.pipeline.plugins
+
+    def _bound(self, op: Op) -> BoundRecords:
         return BoundRecords(self, op.conn, op.caller, op.depth + 1)
 
     # -- public API ---------------------------------------------------------------------
@@ -84,7 +101,7 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> list[RecordId]:
-        return self._run(conn, caller, lambda op: self._create(op, table, rows))
+        return self.pipeline.run(conn, caller, lambda op: self._create(op, table, rows))
 
     def update(
         self,
@@ -105,7 +122,9 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> list[Version]:
-        return self._run(conn, caller, lambda op: self._update(op, table, changes, Message.UPDATE))
+        return self.pipeline.run(
+            conn, caller, lambda op: self._update(op, table, changes, Message.UPDATE)
+        )
 
     def assign(
         self,
@@ -123,7 +142,7 @@ class Records(Links):
             )
         if not isinstance(owner, EntityRef):
             raise BadRequest("assign needs an owner reference (a user or a team)")
-        return self._run(
+        return self.pipeline.run(
             conn,
             caller,
             lambda op: self._update(op, table, [(record_id, {"ownerid": owner})], Message.ASSIGN)[
@@ -139,7 +158,7 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> Version:
-        return self._run(conn, caller, lambda op: self._delete(op, table, record_id))
+        return self.pipeline.run(conn, caller, lambda op: self._delete(op, table, record_id))
 
     def associate(
         self,
@@ -151,7 +170,9 @@ class Records(Links):
         conn: sa.Connection | None = None,
     ) -> RecordId:
         """Link two rows through a many-to-many relationship; returns the intersect row id."""
-        return self._run(conn, caller, lambda op: self._associate(op, relationship, first, second))
+        return self.pipeline.run(
+            conn, caller, lambda op: self.links.associate(op, relationship, first, second)
+        )
 
     def disassociate(
         self,
@@ -162,8 +183,8 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
         conn: sa.Connection | None = None,
     ) -> Version:
-        return self._run(
-            conn, caller, lambda op: self._disassociate(op, relationship, first, second)
+        return self.pipeline.run(
+            conn, caller, lambda op: self.links.disassociate(op, relationship, first, second)
         )
 
     def share(
@@ -180,8 +201,8 @@ class Records(Links):
         empty rights remove the share. The caller needs Share on the row and must hold every
         right they grant. Returns the share's new version (``None`` if nothing changed)."""
         mask = rights if isinstance(rights, int) else sum({int(p) for p in rights})
-        return self._run(
-            conn, caller, lambda op: self._share(op, table, record_id, principal, mask)
+        return self.pipeline.run(
+            conn, caller, lambda op: self.links.share(op, table, record_id, principal, mask)
         )
 
     def unshare(
@@ -211,13 +232,15 @@ class Records(Links):
         related row appears under ``"<lookup>@expand"``, or ``None`` when it is missing or the
         caller may not read it."""
         t = self.store.schema.table(table)
-        rid = self._id(t, record_id)
-        read = self._require(caller, t, Privilege.READ)
+        rid = self.pipeline.row_id(t, record_id)
+        read = self.pipeline.require(caller, t, Privilege.READ)
         sql = self.store.sql_table(table)
-        stmt = sa.select(*self._select_columns(t, sql, columns)).where(sql.c[t.primary_id] == rid)
+        stmt = sa.select(*self.pipeline.select_columns(t, sql, columns)).where(
+            sql.c[t.primary_id] == rid
+        )
         if read != TRUE:
-            stmt = stmt.where(self._sql_filter(t, read))
-        with self._reading(conn) as c:
+            stmt = stmt.where(self.pipeline.sql_filter(t, read))
+        with self.pipeline.reading(conn) as c:
             row = c.execute(stmt).mappings().first()
             if row is None:
                 raise RecordNotFound(table, rid)
@@ -248,12 +271,12 @@ class Records(Links):
         if not has_privilege(caller, target, Privilege.READ):
             return None
         sql = self.store.sql_table(target.name)
-        stmt = sa.select(*self._select_columns(target, sql, wanted)).where(
+        stmt = sa.select(*self.pipeline.select_columns(target, sql, wanted)).where(
             sql.c[target.primary_id] == value
         )
         read = privilege_filter(caller, target, Privilege.READ)
         if read != TRUE:
-            stmt = stmt.where(self._sql_filter(target, read))
+            stmt = stmt.where(self.pipeline.sql_filter(target, read))
         related = conn.execute(stmt).mappings().first()
         return None if related is None else dict(related)
 
@@ -272,7 +295,7 @@ class Records(Links):
         """The rows the caller may read that match column equalities (``where``) and a query
         node (``filter``), in ``order_by`` (default: primary id) order."""
         t = self.store.schema.table(table)
-        with self._reading(conn) as c:
+        with self.pipeline.reading(conn) as c:
             return [
                 dict(r)
                 for r in c.execute(
@@ -300,7 +323,7 @@ class Records(Links):
         operators are bound to the caller and ``now``, and every table it touches (the root,
         joined tables, link filters) is limited to the rows the caller may read. Columns of
         joined tables come back as ``"alias.column"``."""
-        with self._reading(conn) as c:
+        with self.pipeline.reading(conn) as c:
             stmt = self.query_statement(query, caller=caller, now=now, conn=c)
             return [dict(r) for r in c.execute(stmt).mappings()]
 
@@ -314,10 +337,10 @@ class Records(Links):
     ) -> sa.Select[Any]:
         schema = self.store.schema
         table = schema.table(query.table)
-        self._require(caller, table, Privilege.READ)
+        self.pipeline.require(caller, table, Privilege.READ)
         aliases = _link_aliases(query.links)
         for name in set(aliases.values()):
-            self._require(caller, schema.table(name), Privilege.READ)
+            self.pipeline.require(caller, schema.table(name), Privilege.READ)
         if query.filter is not None:
             user = user_binding(self.store, conn, caller)
             bound = bind(
@@ -337,7 +360,7 @@ class Records(Links):
 
         return compile_query(
             query,
-            resolve=self._resolve,
+            resolve=self.pipeline.resolve,
             dialect=self.store.dialect,
             shares=self.store.sql_table("principalobjectaccess"),
             guard=guard,
@@ -355,21 +378,21 @@ class Records(Links):
         caller: SecurityContext = SYSTEM,
     ) -> sa.Select[Any]:
         """The SELECT behind :meth:`retrieve_multiple`, with the caller's read filter in it."""
-        read = self._require(caller, table, Privilege.READ)
+        read = self.pipeline.require(caller, table, Privilege.READ)
         sql = self.store.sql_table(table.name)
-        stmt = sa.select(*self._select_columns(table, sql, columns))
+        stmt = sa.select(*self.pipeline.select_columns(table, sql, columns))
         for name, value in (where or {}).items():
             if name not in sql.c:
                 raise UnknownColumn(table.name, name, "no such column")
             col = table.column(name)
             if value is not None and col is not None and col.type is not ColumnType.MULTICHOICE:
-                value = self._coercers_for(table)[name](value)
+                value = self.pipeline.coercers_for(table)[name](value)
                 if isinstance(value, tuple):
                     value = value[0]
             stmt = stmt.where(sql.c[name].is_(None) if value is None else sql.c[name] == value)
         for node in (filter, read):
             if node is not None and node != TRUE:
-                stmt = stmt.where(self._sql_filter(table, node, caller))
+                stmt = stmt.where(self.pipeline.sql_filter(table, node, caller))
         order = order_by or table.primary_id
         if order not in sql.c:
             raise UnknownColumn(table.name, order, "no such column to order by")
@@ -381,13 +404,13 @@ class Records(Links):
     # -- create -------------------------------------------------------------------------
 
     def _create(
-        self, op: _Op, table_name: str, inputs: Sequence[Mapping[str, Any]]
+        self, op: Op, table_name: str, inputs: Sequence[Mapping[str, Any]]
     ) -> list[RecordId]:
         table = self.store.schema.table(table_name)
         if table.intersect:
             raise BadRequest(f"{table_name} is an intersect table: use associate")
-        self._refuse_share_table(table)
-        create_filter = self._require(op.caller, table, Privilege.CREATE)
+        self.pipeline.refuse_share_table(table)
+        create_filter = self.pipeline.require(op.caller, table, Privilege.CREATE)
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise BadRequest("create_many takes a list of rows")
         if not inputs:
@@ -397,7 +420,7 @@ class Records(Links):
         seen: set[RecordId] = set()
         given: list[RecordId] = []
         for values in inputs:
-            target = self._coerce(table, values, creating=True)
+            target = self.pipeline.coerce(table, values, creating=True)
             rid = target.get(pk)
             if rid is None:
                 rid = target[pk] = uuid.uuid4()
@@ -407,9 +430,9 @@ class Records(Links):
                 raise PreconditionFailed(f"{table_name} {rid} appears twice in one batch")
             seen.add(rid)
             items.append((rid, target, None, None))
-        self._pre_stages(op, table, Message.CREATE, items, creating=True)
+        self.pipeline.pre_stages(op, table, Message.CREATE, items, creating=True)
 
-        required = self._plan(table).required
+        required = self.pipeline.plan(table).required
         for _, target, _, _ in items:
             for name in required:
                 if target.get(name) is None:
@@ -417,21 +440,23 @@ class Records(Links):
         linking = (
             set()
             if op.caller.unrestricted
-            else set(self._linking(table, ((rid, t) for rid, t, _, _ in items)))
+            else set(self.pipeline.linking(table, ((rid, t) for rid, t, _, _ in items)))
         )
-        append_filter = self._require(op.caller, table, Privilege.APPEND) if linking else TRUE
-        self._check_references(op, table, (t for _, t, _, _ in items), seen)
-        check_file_references(self, op, table, [(t, None) for _, t, _, _ in items])
+        append_filter = (
+            self.pipeline.require(op.caller, table, Privilege.APPEND) if linking else TRUE
+        )
+        self.pipeline.check_references(op, table, (t for _, t, _, _ in items), seen)
+        check_file_references(self.pipeline, op, table, [(t, None) for _, t, _, _ in items])
         self._refuse_existing(op, table, given)
 
         caller, now = op.caller, utcnow()
         units: dict[tuple[RecordId, str], RecordId] = {}
         if table.owned:
             owners = {t["ownerid"] for _, t, _, _ in items if t.get("ownerid") is not None}
-            units = self._owner_units(op, table, owners)
+            units = self.pipeline.owner_units(op, table, owners)
         rows: list[Row] = []
         for _, target, _, _ in items:
-            row = self._to_sql(table, target)
+            row = self.pipeline.to_sql(table, target)
             row.update(
                 createdon=now, modifiedon=now, createdby=caller.user_id, modifiedby=caller.user_id
             )
@@ -443,7 +468,7 @@ class Records(Links):
                 row["owningbusinessunit"] = units.get(owner, caller.business_unit_id)
             elif table.ownership is Ownership.BUSINESS and row.get("owningbusinessunit") is None:
                 row["owningbusinessunit"] = row.get("businessunitid") or caller.business_unit_id
-            if create_filter != TRUE and not matches(create_filter, row, shared=_no_shares):
+            if create_filter != TRUE and not matches(create_filter, row, shared=no_shares):
                 raise Forbidden(
                     f"{caller.username or caller.user_id} may not create {table_name} rows "
                     "with this owner or business unit (create privilege depth)"
@@ -451,14 +476,14 @@ class Records(Links):
             if (
                 append_filter != TRUE
                 and row[pk] in linking
-                and not matches(append_filter, row, shared=_no_shares)
+                and not matches(append_filter, row, shared=no_shares)
             ):
                 raise Forbidden(
                     f"{caller.username or caller.user_id} may not set lookups on {table_name} "
                     "rows with this owner or business unit (append privilege depth)"
                 )
             rows.append(row)
-        self._complete_columns(table, rows)
+        self.pipeline.complete_columns(table, rows)
 
         first = self.store.allocate_versions(op.conn, len(rows))
         for i, row in enumerate(rows):
@@ -469,12 +494,12 @@ class Records(Links):
             op.conn,
             fs_change,
             [
-                self._change(table, row[pk], row["versionnumber"], "create", caller, now)
+                self.pipeline.change(table, row[pk], row["versionnumber"], "create", caller, now)
                 for row in rows
             ],
         )
         if self.plugins.has(table_name, Message.CREATE, Stage.POST_OPERATION):
-            self._run_stage(
+            self.pipeline.run_stage(
                 op,
                 table,
                 Message.CREATE,
@@ -486,19 +511,19 @@ class Records(Links):
             )
         return [row[pk] for row in rows]
 
-    def _refuse_existing(self, op: _Op, table: Table, given: list[RecordId]) -> None:
+    def _refuse_existing(self, op: Op, table: Table, given: list[RecordId]) -> None:
         """A create may not reuse an id. One the caller can read is refused as existing
         (412); one they cannot read is refused exactly as a missing row is everywhere else
         (404, as updating or deleting it answers), so a create never tells that a row the
         caller may not see exists. (A create with an id no row has succeeds: that one
         cannot be told apart, and ids are random GUIDs.)"""
-        existing = self._existing(
+        existing = self.pipeline.existing(
             op.conn, self.store.sql_table(table.name).c[table.primary_id], given
         )
         if not existing:
             return
         if not op.caller.unrestricted:
-            readable = self._permitted(
+            readable = self.pipeline.permitted(
                 op.conn, table, existing, privilege_filter(op.caller, table, Privilege.READ)
             )
             hidden = sorted(existing - readable)
@@ -512,7 +537,7 @@ class Records(Links):
 
     def _update(
         self,
-        op: _Op,
+        op: Op,
         table_name: str,
         changes: Sequence[tuple[RecordId | str, Mapping[str, Any]]],
         message: Message,
@@ -520,7 +545,7 @@ class Records(Links):
         table = self.store.schema.table(table_name)
         if table.intersect:
             raise BadRequest(f"{table_name} is an intersect table: use associate or disassociate")
-        self._refuse_share_table(table)
+        self.pipeline.refuse_share_table(table)
         if isinstance(changes, (str, bytes)) or not isinstance(changes, Sequence):
             raise BadRequest("update_many takes a list of (id, values) pairs")
         if not changes:
@@ -531,31 +556,34 @@ class Records(Links):
         for change in changes:
             if not isinstance(change, tuple) or len(change) != 2:
                 raise BadRequest("update_many takes a list of (id, values) pairs")
-            rid = self._id(table, change[0])
+            rid = self.pipeline.row_id(table, change[0])
             if rid in seen:
                 raise BadRequest(f"{table_name} {rid} appears twice in one batch")
             seen.add(rid)
-            items.append((rid, self._coerce(table, change[1], creating=False), None, None))
-        images = self._pre_images(
-            op, table, [rid for rid, *_ in items], self._image_columns(table, message, items)
+            items.append((rid, self.pipeline.coerce(table, change[1], creating=False), None, None))
+        images = self.pipeline.pre_images(
+            op,
+            table,
+            [rid for rid, *_ in items],
+            self.pipeline.image_columns(table, message, items),
         )
         items = [(rid, target, images[rid], None) for rid, target, _, _ in items]
-        self._pre_stages(op, table, message, items, creating=False)
+        self.pipeline.pre_stages(op, table, message, items, creating=False)
         if not op.caller.unrestricted:
             privilege = Privilege.ASSIGN if message is Message.ASSIGN else Privilege.WRITE
-            self._authorize_rows(op, table, [rid for rid, *_ in items], privilege)
+            self.pipeline.authorize_rows(op, table, [rid for rid, *_ in items], privilege)
             assigning = [rid for rid, t, _, _ in items if "ownerid" in t]
             if assigning and message is not Message.ASSIGN:
-                self._authorize_rows(op, table, assigning, Privilege.ASSIGN)
-            self._authorize_links(op, table, ((rid, t) for rid, t, _, _ in items))
-        self._check_references(op, table, (t for _, t, _, _ in items), set())
-        check_file_references(self, op, table, [(t, pre) for _, t, pre, _ in items])
+                self.pipeline.authorize_rows(op, table, assigning, Privilege.ASSIGN)
+            self.pipeline.authorize_links(op, table, ((rid, t) for rid, t, _, _ in items))
+        self.pipeline.check_references(op, table, (t for _, t, _, _ in items), set())
+        check_file_references(self.pipeline, op, table, [(t, pre) for _, t, pre, _ in items])
 
         caller, now = op.caller, utcnow()
         units: dict[tuple[RecordId, str], RecordId] = {}
         if table.owned:
             owners = {t["ownerid"] for _, t, _, _ in items if t.get("ownerid") is not None}
-            units = self._owner_units(op, table, owners)
+            units = self.pipeline.owner_units(op, table, owners)
         writes: list[tuple[RecordId, Row, Row, Row]] = []
         versions: dict[RecordId, Version] = {}
         for rid, target, pre, _ in items:
@@ -563,7 +591,7 @@ class Records(Links):
             if not target:
                 versions[rid] = pre["versionnumber"]
                 continue
-            row = self._to_sql(table, target)
+            row = self.pipeline.to_sql(table, target)
             if "ownerid" in target:
                 row["owningbusinessunit"] = units[target["ownerid"]]
             elif table.ownership is Ownership.BUSINESS and row.get("businessunitid") is not None:
@@ -588,7 +616,7 @@ class Records(Links):
                     if c in pre:
                         old[c] = pre[c]
                 log.append(
-                    self._change(
+                    self.pipeline.change(
                         table, rid, version, operation, caller, now, changed=sorted(target), old=old
                     )
                 )
@@ -601,7 +629,7 @@ class Records(Links):
                 post: list[tuple[RecordId, Row, Row | None, Row | None]] = [
                     (rid, target, pre, {**pre, **row}) for rid, target, pre, row in writes
                 ]
-                self._run_stage(op, table, message, Stage.POST_OPERATION, post)
+                self.pipeline.run_stage(op, table, message, Stage.POST_OPERATION, post)
             if table_name == "systemuser":
                 for rid, target, pre, _ in writes:
                     if "businessunitid" in target and target["businessunitid"] != pre.get(
@@ -621,33 +649,35 @@ class Records(Links):
 
     # -- delete -------------------------------------------------------------------------
 
-    def _delete(self, op: _Op, table_name: str, record_id: RecordId | str) -> Version:
+    def _delete(self, op: Op, table_name: str, record_id: RecordId | str) -> Version:
         table = self.store.schema.table(table_name)
         if table.intersect:
             raise BadRequest(f"{table_name} is an intersect table: use disassociate")
-        self._refuse_share_table(table)
-        rid = self._id(table, record_id)
-        pre = self._pre_images(op, table, [rid])[rid]
+        self.pipeline.refuse_share_table(table)
+        rid = self.pipeline.row_id(table, record_id)
+        pre = self.pipeline.pre_images(op, table, [rid])[rid]
         if not op.caller.unrestricted:
-            self._authorize_rows(op, table, [rid], Privilege.DELETE)
+            self.pipeline.authorize_rows(op, table, [rid], Privilege.DELETE)
         items: list[tuple[RecordId, Row, Row | None, Row | None]] = [(rid, {}, pre, None)]
         for stage in (Stage.PRE_VALIDATION, Stage.PRE_OPERATION):
-            self._run_stage(op, table, Message.DELETE, stage, items)
+            self.pipeline.run_stage(op, table, Message.DELETE, stage, items)
         self._refuse_if_in_use(op, table, rid)
         now = utcnow()
-        self._remove_links(op, table, rid, now)
+        self.links.remove_links(op, table, rid, now)
         version = self.store.allocate_versions(op.conn, 1)
         sql = self.store.sql_table(table_name)
         op.conn.execute(sql.delete().where(sql.c[table.primary_id] == rid))
         self.store.bulk_insert(
             op.conn,
             fs_change,
-            [self._change(table, rid, version, "delete", op.caller, now, old=pre)],
+            [self.pipeline.change(table, rid, version, "delete", op.caller, now, old=pre)],
         )
-        self._run_stage(op, table, Message.DELETE, Stage.POST_OPERATION, [(rid, {}, pre, None)])
+        self.pipeline.run_stage(
+            op, table, Message.DELETE, Stage.POST_OPERATION, [(rid, {}, pre, None)]
+        )
         return version
 
-    def _refuse_if_in_use(self, op: _Op, table: Table, rid: RecordId) -> None:
+    def _refuse_if_in_use(self, op: Op, table: Table, rid: RecordId) -> None:
         """Users, business units and teams that still hold rows cannot be deleted."""
         if table.name == "systemuser":
             raise BadRequest("users cannot be deleted; disable the user instead")
@@ -700,8 +730,8 @@ class BoundRecords:
         self._depth = depth
         self.conn = conn
 
-    def _op(self) -> _Op:
-        return _Op(self._conn, self._caller, self._depth)
+    def _op(self) -> Op:
+        return Op(self._conn, self._caller, self._depth)
 
     def trusted(self) -> BoundRecords:
         """The same operation with no privilege checks, still recorded as the caller's: for
@@ -739,15 +769,15 @@ class BoundRecords:
     def associate(
         self, relationship: str, first: RecordId | str, second: RecordId | str
     ) -> RecordId:
-        return self._records._associate(self._op(), relationship, first, second)
+        return self._records.links.associate(self._op(), relationship, first, second)
 
     def disassociate(
         self, relationship: str, first: RecordId | str, second: RecordId | str
     ) -> Version:
-        return self._records._disassociate(self._op(), relationship, first, second)
+        return self._records.links.disassociate(self._op(), relationship, first, second)
 
     def move_owned_rows(self, owner: RecordId, unit: RecordId) -> int:
-        return self._records._move_owned_rows(self._op(), owner, unit)
+        return self._records.links.move_owned_rows(self._op(), owner, unit)
 
     @property
     def schema(self) -> Schema:

@@ -31,7 +31,7 @@ from fieldsync.schema.model import (
     ColumnType,
     Table,
 )
-from fieldsync.types import EntityRef
+from fieldsync.types import EntityRef, as_uuid
 
 T = ColumnType
 Coercer = Callable[[Any], Any]
@@ -242,14 +242,10 @@ def make_coercer(table: Table, col: Column) -> Coercer:
 
 
 def _uuid(value: Any, wrong: Callable[[object, str], WrongType]) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    if isinstance(value, str):
-        try:
-            return uuid.UUID(value)
-        except ValueError:
-            pass
-    raise wrong(value, "a GUID")
+    try:
+        return as_uuid(value)
+    except ValueError:
+        raise wrong(value, "a GUID") from None
 
 
 def jsonable(value: Any) -> Any:

@@ -3,8 +3,6 @@ members from its external group (an identity provider's sync job calls this)."""
 
 from __future__ import annotations
 
-import uuid
-
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
@@ -13,6 +11,7 @@ from fieldsync.http.bodies import read_body
 from fieldsync.http.principal import Principal, platform
 from fieldsync.http.responses import JSON
 from fieldsync.limits import parse_json
+from fieldsync.types import as_uuid
 
 router = APIRouter(prefix="/admin", tags=["administration"])
 
@@ -23,7 +22,7 @@ async def refresh_group_members(request: Request, team_id: str, ctx: Principal) 
     ``{"usernames": ["ann", "bob"]}``. Unknown names change nothing and answer 404; the
     caller needs the right to change the team's memberships."""
     try:
-        team = uuid.UUID(team_id)
+        team = as_uuid(team_id)
     except ValueError:
         raise BadRequest(f"{team_id!r} is not a team id") from None
     body = await read_body(request)

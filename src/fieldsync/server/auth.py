@@ -14,6 +14,7 @@ from fieldsync.http.bodies import read_fields
 from fieldsync.http.principal import Principal, platform
 from fieldsync.http.responses import JSON
 from fieldsync.schema.builtin import ORGANIZATION_ID
+from fieldsync.types import as_uuid
 
 MAX_TOKEN_DAYS = 3650
 
@@ -83,10 +84,8 @@ def list_api_tokens(request: Request, ctx: Principal) -> JSON:
 
 @router.delete("/api-tokens/{token_id}")
 def delete_api_token(request: Request, token_id: str, ctx: Principal) -> JSON:
-    import uuid
-
     try:
-        parsed = uuid.UUID(token_id)
+        parsed = as_uuid(token_id)
     except ValueError:
         raise BadRequest(f"{token_id!r} is not a token id") from None
     platform(request).auth.revoke_api_token(ctx.user_id, parsed)

@@ -13,7 +13,6 @@ Every endpoint authenticates the bearer token; reads need a ticket of the same u
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -27,6 +26,7 @@ from fieldsync.http.bodies import read_body, read_json_object
 from fieldsync.http.principal import Principal
 from fieldsync.http.responses import JSON
 from fieldsync.sync.files import FileGrants
+from fieldsync.types import as_uuid
 
 router = APIRouter(prefix="/sync/v1/files", tags=["sync"])
 
@@ -93,7 +93,7 @@ async def download(
     request: Request, ctx: Principal, file_id: str, ticket: str = "", size: str = "full"
 ) -> Response:
     try:
-        fid = uuid.UUID(file_id)
+        fid = as_uuid(file_id)
     except ValueError:
         raise NotFound("no such file") from None
     if size not in ("full", "thumbnail"):

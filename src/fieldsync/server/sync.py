@@ -24,6 +24,7 @@ from fieldsync.security.context import load_context
 from fieldsync.server.metrics import Metrics
 from fieldsync.sync.files import rejected_files
 from fieldsync.sync.service import SyncService
+from fieldsync.types import as_uuid
 
 router = APIRouter(prefix="/sync/v1", tags=["sync"])
 
@@ -106,7 +107,7 @@ async def upload(request: Request, ctx: Principal) -> JSON:
 def _user_id(platform: Platform, user: str) -> uuid.UUID:
     """A user named by id or by user name."""
     try:
-        return uuid.UUID(user)
+        return as_uuid(user)
     except ValueError:
         return platform.org.user_id(user)
 

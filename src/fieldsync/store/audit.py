@@ -53,6 +53,7 @@ import sqlalchemy as sa
 
 from fieldsync.store.catalog import fs_audit
 from fieldsync.store.engine import WRITE_OPTION
+from fieldsync.types import as_uuid
 
 if TYPE_CHECKING:
     from fieldsync.store.store import Store
@@ -371,7 +372,7 @@ class AuditLog:
                 stmt = stmt.where(fs_audit.c.event == event)
         if user:
             try:
-                stmt = stmt.where(fs_audit.c.userid == uuid.UUID(user))
+                stmt = stmt.where(fs_audit.c.userid == as_uuid(user))
             except ValueError:
                 name = user.strip().lower()
                 su = self.store.sql_table("systemuser")

@@ -51,6 +51,7 @@ from fieldsync.security.predicate import readable
 from fieldsync.store.changes import Change, read_changes, watermark
 from fieldsync.store.sqltypes import UTCDateTime
 from fieldsync.sync.cursor import BadCursor, Cursor
+from fieldsync.sync.protocol import DownloadPage
 from fieldsync.sync.scope import SCOPE_COLUMNS, SHARE_TABLE, Edge, ScopePlan, TablePlan, walk
 
 CHUNK = 500  # ids per IN list
@@ -69,7 +70,7 @@ class TablePage:
     more: bool = False
     after: int | None = None  # a delta page: the version the device had (not on the wire)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> DownloadPage:
         return {
             "table": self.table,
             "columns": list(self.columns),

@@ -89,7 +89,7 @@ class FileGrants:
         files: object,
         now: float | None = None,
     ) -> dict[str, Any]:
-        device_id, app_name = self.sync._device(device), self.sync._app(app)
+        device_id, app_name = self.sync.checked_device(device), self.sync.checked_app(app)
         if not isinstance(files, list) or len(files) > MAX_GRANT:
             raise BadRequest(f"'files' is a list of at most {MAX_GRANT} file ids")
         try:
@@ -97,7 +97,7 @@ class FileGrants:
         except ValueError:
             raise BadRequest("'files' holds file ids (GUIDs)") from None
         with self.sync.store.read() as conn:
-            self.sync._owned_device(conn, ctx, device_id)
+            self.sync.owned_device(conn, ctx, device_id)
             allowed = self.readable(conn, ctx, app_name, ids)
             infos = self.files.infos(conn, [i for i in ids if i in allowed])
         moment = int(time.time() if now is None else now)

@@ -28,7 +28,6 @@ import orjson
 from fieldsync.errors import BadRequest
 from fieldsync.offline.snapshot import Distribution, ItemSnapshot, PublishedProfile
 from fieldsync.query.ast import (
-    DATE_OPS,
     FALSE,
     TRUE,
     And,
@@ -43,6 +42,7 @@ from fieldsync.query.ast import (
     any_of,
 )
 from fieldsync.query.fetchxml import parse_fetchxml
+from fieldsync.query.operators import DATE_OPS
 from fieldsync.schema.model import ColumnType, RelationshipKind, Schema, Table
 
 SHARE_TABLE = "principalobjectaccess"

@@ -33,11 +33,19 @@ from fieldsync.store.catalog import fs_device, fs_meta, fs_sync_applied
 from fieldsync.store.store import utcnow
 from fieldsync.sync.devices import caller_device
 from fieldsync.sync.download import Downloader, TablePage
+from fieldsync.sync.explain import Explainer
+from fieldsync.sync.protocol import (
+    PROTOCOL_VERSION,
+    ChangeAnswer,
+    DownloadAnswer,
+    HandshakeAnswer,
+    UploadAnswer,
+    ViewInfo,
+)
 from fieldsync.sync.scope import ScopePlan, build_plan
 from fieldsync.sync.upload import MAX_BATCH, SERVER_WINS_KEY, ClientChange, Uploader
 from fieldsync.types import EntityRef
 
-PROTOCOL = 1
 MAX_PAGE = 5000
 DEFAULT_PAGE = 1000
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -143,13 +151,15 @@ class SyncService:
         return None
 
     @staticmethod
-    def _device(device: object) -> str:
+    def checked_device(device: object) -> str:
+        """A device id as a request gave it, checked (400 otherwise)."""
         if not isinstance(device, str) or not _DEVICE_ID.match(device):
             raise BadRequest("'device' must be 8 to 64 letters, digits, '-' or '_'")
         return device
 
     @staticmethod
-    def _app(app: object) -> str:
+    def checked_app(app: object) -> str:
+        """An app's id or unique name as a request gave it, checked (400 otherwise)."""
         if not isinstance(app, str) or not app or len(app) > 128:
             raise BadRequest("'app' must name an app (its id or unique name)")
         return app
@@ -186,8 +196,8 @@ class SyncService:
         app: object,
         sdk: object = None,
         pending: object = None,
-    ) -> dict[str, Any]:
-        device_id, app_name = self._device(device), self._app(app)
+    ) -> HandshakeAnswer:
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
         if pending is not None and (
             isinstance(pending, bool) or not isinstance(pending, int) or pending < 0
         ):
@@ -212,7 +222,7 @@ class SyncService:
         schema = self.store.schema
         tables = [schema.table(name).to_json() for name in plan.order]
         return {
-            "protocol": PROTOCOL,
+            "protocol": PROTOCOL_VERSION,
             "server": __version__,
             "user": {
                 "id": str(ctx.user_id),
@@ -233,7 +243,7 @@ class SyncService:
 
     def _views(
         self, conn: sa.Connection, ctx: SecurityContext, access: OfflineAccess, plan: ScopePlan
-    ) -> list[dict[str, Any]]:
+    ) -> list[ViewInfo]:
         """The app's views of the profile's tables, which the device runs on its replica."""
         try:
             rows = app_views(self.records, access.app.app_id, caller=ctx, conn=conn)
@@ -290,7 +300,7 @@ class SyncService:
         else:
             savepoint.commit()
 
-    def _owned_device(self, conn: sa.Connection, ctx: SecurityContext, device: str) -> str:
+    def owned_device(self, conn: sa.Connection, ctx: SecurityContext, device: str) -> str:
         """The caller's registration of the device (its stamp), through
         :func:`fieldsync.sync.devices.caller_device`; refused when the caller has not
         registered it (run the handshake first) or another user has."""
@@ -309,16 +319,16 @@ class SyncService:
         limit: object = DEFAULT_PAGE,
         now: dt.datetime | None = None,
         lag: Callable[[int], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> DownloadAnswer:
         """One page per table named in ``cursors``. ``lag``, when given, is told how many
         versions behind the newest change the device was (delta pages only)."""
-        device_id, app_name = self._device(device), self._app(app)
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
         if not isinstance(cursors, Mapping):
             raise BadRequest("'cursors' maps each table to download to its cursor (or null)")
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
             raise BadRequest(f"'limit' is a page size from 1 to {MAX_PAGE}")
         with self.store.read() as conn:
-            registration = self._owned_device(conn, ctx, device_id)
+            registration = self.owned_device(conn, ctx, device_id)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
             for table, token in cursors.items():
@@ -365,10 +375,10 @@ class SyncService:
         app: object,
         changes: object,
         acknowledged: object = None,
-    ) -> dict[str, Any]:
+    ) -> UploadAnswer:
         """Apply a batch of changes. ``acknowledged`` lists client change ids whose answers
         the device has stored: their records are no longer needed for retries."""
-        device_id, app_name = self._device(device), self._app(app)
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
         if not isinstance(changes, list):
             raise BadRequest("'changes' is a list of changes")
         acks = _change_ids(acknowledged)
@@ -379,8 +389,8 @@ class SyncService:
         if len(set(ids)) != len(ids):
             raise BadRequest("two changes in the batch share a client change id")
 
-        def work(conn: sa.Connection) -> list[dict[str, Any]]:
-            self._owned_device(conn, ctx, device_id)
+        def work(conn: sa.Connection) -> list[ChangeAnswer]:
+            self.owned_device(conn, ctx, device_id)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
             uploader = Uploader(
@@ -431,9 +441,7 @@ class SyncService:
         app's published profile, step by step. Only administrators ask about another user,
         and only they hear about a row the user may not read: to anyone else such a row,
         like a missing one, is not found."""
-        from fieldsync.sync.explain import Explainer
-
-        app_name = self._app(app)
+        app_name = self.checked_app(app)
         if not isinstance(table, str) or not table:
             raise BadRequest("'table' names a table of the app's offline profile")
         try:

@@ -46,12 +46,22 @@ from fieldsync.security.model import SYSTEM_CONTEXT, SecurityContext
 from fieldsync.store.catalog import fs_change, fs_sync_applied
 from fieldsync.store.store import utcnow
 from fieldsync.sync.download import wire
+from fieldsync.sync.merge import Policy, ServerRow, decide, needs_history, needs_row
+from fieldsync.sync.protocol import (
+    ERROR_TYPE_CONFLICT,
+    ERROR_TYPE_EXISTS,
+    ERROR_TYPE_NOT_FOUND,
+    ERROR_TYPE_OTHER,
+    OPERATIONS,
+    ChangeAnswer,
+    ChangeApplied,
+    ChangeRejected,
+)
 from fieldsync.sync.scope import ScopePlan
 from fieldsync.types import EntityRef
 
 log = logging.getLogger(__name__)
 
-OPERATIONS = ("create", "update", "delete")
 MAX_BATCH = 500
 SERVER_WINS_KEY = "sync.server_wins"
 
@@ -98,9 +108,6 @@ class ClientChange:
         return cls(change_id, table, str(operation), record_id, dict(values), base, problem)
 
 
-ERROR_TYPE_CONFLICT, ERROR_TYPE_NOT_FOUND, ERROR_TYPE_EXISTS, ERROR_TYPE_OTHER = 0, 1, 2, 3
-
-
 class Uploader:
     def __init__(
         self,
@@ -118,11 +125,11 @@ class Uploader:
         self.device = device
         self.server_wins = server_wins
 
-    def apply(self, conn: sa.Connection, changes: list[ClientChange]) -> list[dict[str, Any]]:
+    def apply(self, conn: sa.Connection, changes: list[ClientChange]) -> list[ChangeAnswer]:
         """Apply the changes in order; each outcome is recorded with it."""
         seen = self._already(conn, [c.change_id for c in changes])
         todo = [c for c in changes if c.change_id not in seen]
-        outcome: dict[uuid.UUID, dict[str, Any]] = {}
+        outcome: dict[uuid.UUID, ChangeAnswer] = {}
         for run in self._runs(todo):
             done = self._apply_run(conn, run) if len(run) > 1 else None
             if done is None:  # a run of one, or one change of the run was refused
@@ -156,8 +163,7 @@ class Uploader:
                 change.operation == "create"
                 or (
                     change.operation == "update"
-                    and change.table not in self.server_wins
-                    and self.records.plugins.conflict_resolver(change.table) is None
+                    and self.policy(change).last_write_wins
                     and "ownerid" not in change.values
                 )
             )
@@ -174,9 +180,7 @@ class Uploader:
                 runs.append([change])
         return runs
 
-    def _apply_run(
-        self, conn: sa.Connection, run: list[ClientChange]
-    ) -> list[dict[str, Any]] | None:
+    def _apply_run(self, conn: sa.Connection, run: list[ClientChange]) -> list[ChangeAnswer] | None:
         """A run as one batched write in a savepoint; None when any change of it is refused
         (the savepoint rolls back, and the changes are applied one by one)."""
         table = run[0].table
@@ -211,12 +215,9 @@ class Uploader:
             savepoint.rollback()
             return None
         savepoint.commit()
-        return [
-            {"id": str(c.change_id), "record": str(c.record_id), "status": "applied", "version": v}
-            for c, v in zip(run, found, strict=True)
-        ]
+        return [_applied(c, v) for c, v in zip(run, found, strict=True)]
 
-    def _already(self, conn: sa.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    def _already(self, conn: sa.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, ChangeAnswer]:
         if not ids:
             return {}
         rows = conn.execute(
@@ -228,8 +229,7 @@ class Uploader:
         )
         return {r[0]: r[1] for r in rows}
 
-    def _apply_one(self, conn: sa.Connection, change: ClientChange) -> dict[str, Any]:
-        base = {"id": str(change.change_id), "record": str(change.record_id)}
+    def _apply_one(self, conn: sa.Connection, change: ClientChange) -> ChangeAnswer:
         savepoint = conn.begin_nested()
         try:
             try:
@@ -247,14 +247,16 @@ class Uploader:
             error_type = _error_type(exc)
             row = self._server_row(conn, change)
             self._sync_error(conn, change, exc, error_type)
-            return {
-                **base,
+            rejected: ChangeRejected = {
+                "id": str(change.change_id),
+                "record": str(change.record_id),
                 "status": "rejected",
                 "error": {"code": exc.code, "message": str(exc), "type": error_type},
                 "row": row,
             }
+            return rejected
         savepoint.commit()
-        return {**base, "status": "applied", "version": version}
+        return _applied(change, version)
 
     def _write(self, conn: sa.Connection, change: ClientChange) -> int | None:
         if change.problem is not None:
@@ -305,15 +307,29 @@ class Uploader:
             out[name] = value
         return out
 
+    def policy(self, change: ClientChange, values: Mapping[str, Any] | None = None) -> Policy:
+        """The conflict policy of the change's table (:mod:`fieldsync.sync.merge`): a
+        resolver plugin registered for it, the server-wins setting, or last write wins.
+        ``values`` are the device's values as the resolver sees them (default: as sent)."""
+        server_wins = change.table in self.server_wins
+        resolver = self.records.plugins.conflict_resolver(change.table)
+        if resolver is None:
+            return Policy(server_wins=server_wins)
+        device = dict(change.values if values is None else values)
+
+        def resolve(server: Mapping[str, Any], clash: list[str]) -> Mapping[str, Any]:
+            return resolver(Conflict(change.table, change.record_id, dict(server), device, clash))
+
+        return Policy(server_wins=server_wins, resolver=resolve)
+
     def _merge(
         self, conn: sa.Connection, table: Table, change: ClientChange, values: dict[str, Any]
     ) -> dict[str, Any]:
         """Decide what an update writes when the server changed the row since the device saw
-        it: by default the device's columns (last write wins per column)."""
-        if change.base_version is None or not values:
-            return values
-        resolver = self.records.plugins.conflict_resolver(table.name)
-        if table.name not in self.server_wins and resolver is None:
+        it (:func:`fieldsync.sync.merge.decide`): by default the device's columns (last write
+        wins per column)."""
+        policy = self.policy(change, values)
+        if not needs_history(policy, values, change.base_version):
             return values
         rows = conn.execute(
             sa.select(fs_change.c.changed).where(
@@ -325,17 +341,14 @@ class Uploader:
         theirs: set[str] = set()
         for (changed,) in rows:
             theirs.update(changed or ())
-        clash = sorted(theirs & set(values))
-        if not clash:
-            return values
-        if resolver is not None:
+        changed_since = frozenset(theirs)
+        current = None
+        if needs_row(policy, changed_since, values):
             current = self.records.retrieve(table.name, change.record_id, conn=conn)
-            decided = resolver(Conflict(table.name, change.record_id, current, values, clash))
-            return dict(decided)
-        raise ConflictRejected(
-            f"{table.name} {change.record_id}: {', '.join(clash)} changed on the server since "
-            f"version {change.base_version}, and this table keeps the server's value"
-        )
+        outcome = decide(policy, ServerRow(changed_since, current), values, change.base_version)
+        if outcome.write is None:
+            raise ConflictRejected(f"{table.name} {change.record_id}: {outcome.reason}")
+        return dict(outcome.write)
 
     def _version(self, conn: sa.Connection, table: Table, rid: uuid.UUID) -> int:
         sql = self.store.sql_table(table.name)
@@ -397,6 +410,15 @@ class Uploader:
             caller=SYSTEM_CONTEXT,
             conn=conn,
         )
+
+
+def _applied(change: ClientChange, version: int | None) -> ChangeApplied:
+    return {
+        "id": str(change.change_id),
+        "record": str(change.record_id),
+        "status": "applied",
+        "version": version,
+    }
 
 
 class StoreRefused(PreconditionFailed):

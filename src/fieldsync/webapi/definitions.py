@@ -19,6 +19,7 @@ from fieldsync.errors import BadRequest, Forbidden
 from fieldsync.query.evaluate import matches
 from fieldsync.query.odata import parse_filter
 from fieldsync.schema.model import Column, ColumnType, Ownership, Schema, Table
+from fieldsync.types import as_uuid
 from fieldsync.webapi.message import Call, ODataRequest
 from fieldsync.webapi.protocol import Key
 
@@ -131,7 +132,7 @@ class Shape:
 
 def _uuid_or_text(value: str) -> uuid.UUID | str:
     try:
-        return uuid.UUID(value)
+        return as_uuid(value)
     except ValueError:
         return value
 

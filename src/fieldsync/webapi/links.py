@@ -35,7 +35,7 @@ from fieldsync.sync.preview import SAMPLE_USERS, preview_profile
 from fieldsync.types import RecordId
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import Key, Segment
-from fieldsync.webapi.reading import find
+from fieldsync.webapi.reading import find, resolve_reference
 
 PUBLISH_PROFILE = "PublishMobileOfflineProfile"
 PREVIEW_PROFILE = "PreviewMobileOfflineProfile"
@@ -74,8 +74,6 @@ def row_id(call: Call, table: Table, key: Key) -> RecordId:
 
 
 def other_row(call: Call, url: Any, other: str) -> RecordId:
-    from fieldsync.webapi.writing import resolve_reference  # writing imports this module
-
     ref = resolve_reference(call, url)
     if ref.table != other:
         raise BadRequest(f"{str(url)[:80]!r} is not a {other} row")

@@ -41,6 +41,7 @@ from fieldsync.types import EntityRef, RecordId
 from fieldsync.webapi import links, reading, render
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import Key, Segment
+from fieldsync.webapi.reading import resolve_reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,8 +181,6 @@ def _ref(
 
 
 def _reference(call: Call, req: ODataRequest) -> EntityRef:
-    from fieldsync.webapi.writing import resolve_reference  # writing imports reading
-
     body = req.json_object()
     if set(body) != {"@odata.id"}:
         raise BadRequest('the body of a $ref is {"@odata.id": "<url of the other row>"}')
@@ -245,8 +244,6 @@ def _child_ref(
         return ODataResponse(204)
     if req.method != "DELETE":
         raise MethodNotAllowed(f"{req.method} on a collection's $ref: use POST or DELETE")
-    from fieldsync.webapi.writing import resolve_reference
-
     if segment.key is not None:
         if segment.key.pairs is not None or segment.key.value is None:
             raise BadRequest(f"{segment.name}(<id>)/$ref: name the row by its id")

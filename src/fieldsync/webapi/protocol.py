@@ -11,13 +11,13 @@ import base64
 import binascii
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from fieldsync.errors import BadRequest
 from fieldsync.limits import parse_json
+from fieldsync.types import as_uuid
 
 API_PREFIX: Final = "/api/data/v9.2"
 MAX_PAGE_SIZE: Final = 5000
@@ -91,7 +91,7 @@ def parse_literal(text: str) -> Any:
             raise BadRequest(f"bad string literal {text[:80]!r}: double a quote inside a string")
         return body.replace("''", "'")
     if _GUID.fullmatch(text):
-        return uuid.UUID(text.strip("{}"))
+        return as_uuid(text)
     low = text.lower()
     if low in ("true", "false"):
         return low == "true"

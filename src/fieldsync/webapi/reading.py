@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
-from fieldsync.errors import BadRequest, QueryError, RecordNotFound
+from fieldsync.errors import BadRequest, NotFound, QueryError, RecordNotFound
 from fieldsync.query.ast import Condition, Node, Op, Query, all_of, is_in
 from fieldsync.query.fetchxml import parse_fetchxml
 from fieldsync.query.odata import Expand, ODataQuery, parse_query_options, resolve_column
@@ -25,10 +25,11 @@ from fieldsync.schema.model import ColumnType, Table
 from fieldsync.schema.values import make_coercer
 from fieldsync.security.model import Privilege
 from fieldsync.security.predicate import has_privilege
-from fieldsync.types import RecordId, Row
+from fieldsync.types import EntityRef, RecordId, Row
 from fieldsync.webapi import render
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import (
+    API_PREFIX,
     Alias,
     Key,
     decode_skiptoken,
@@ -36,6 +37,7 @@ from fieldsync.webapi.protocol import (
     etag,
     etag_version,
     page_size,
+    parse_path,
     wants_annotation,
 )
 
@@ -403,3 +405,36 @@ def fetch_xml(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
             f'<cookie pagenumber="{page + 1}" pagingcookie="{encoded}" istracking="False" />'
         )
     return ODataResponse(200, body)
+
+
+def resolve_reference(call: Call, text: Any) -> EntityRef:
+    """``/contacts(<guid>)``, ``contacts(<guid>)``, an absolute URL, an alternate key, or a
+    ``$<n>`` Content-ID of the same change set."""
+    if not isinstance(text, str):
+        raise BadRequest(f"an @odata.bind value must be a URL string, got {str(text)[:60]!r}")
+    ref = text.strip()
+    if ref.startswith("$") and ref[1:].isdigit():
+        if ref[1:] not in call.content_ids:
+            raise BadRequest(f"{ref} names no earlier request of this change set")
+        ref = call.content_ids[ref[1:]]
+    if API_PREFIX in ref:
+        ref = ref.split(API_PREFIX, 1)[1]
+    segments = parse_path(ref)
+    if len(segments) != 1 or segments[0].key is None:
+        raise BadRequest(f"{text[:80]!r} is not a reference to one row (entityset(<id>))")
+    schema = call.platform.store.schema
+    try:
+        table = schema.by_entity_set(segments[0].name)
+    except NotFound:
+        raise BadRequest(f"{text[:80]!r}: no entity set {segments[0].name!r}") from None
+    key = segments[0].key
+    assert key is not None
+    if key.pairs is None:
+        if not isinstance(key.value, uuid.UUID):
+            raise BadRequest(f"{text[:80]!r}: the key is not a GUID")
+        return EntityRef(table.name, key.value)
+    with call.reading() as conn:
+        row = find(call, conn, table, key, (table.primary_id,))
+    if row is None:
+        raise BadRequest(f"{text[:80]!r}: no such {table.name} row")
+    return EntityRef(table.name, row[table.primary_id])

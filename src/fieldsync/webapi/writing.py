@@ -10,53 +10,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from fieldsync.errors import BadRequest, NotFound, PreconditionFailed, RecordNotFound
+from fieldsync.errors import BadRequest, PreconditionFailed, RecordNotFound
 from fieldsync.query.ast import Condition, Node, Op, Query, all_of, any_of, is_in
 from fieldsync.schema.model import ColumnType, Schema, Table
 from fieldsync.schema.values import make_coercer
-from fieldsync.types import EntityRef, RecordId
+from fieldsync.types import RecordId, as_uuid
 from fieldsync.webapi import links
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX, Key, etag, etag_version, parse_path
-from fieldsync.webapi.reading import find, representation, run
+from fieldsync.webapi.reading import find, representation, resolve_reference, run
 
 MAX_TARGETS = 5000
 
 
 # -- request bodies --------------------------------------------------------------------------
-
-
-def resolve_reference(call: Call, text: Any) -> EntityRef:
-    """``/contacts(<guid>)``, ``contacts(<guid>)``, an absolute URL, an alternate key, or a
-    ``$<n>`` Content-ID of the same change set."""
-    if not isinstance(text, str):
-        raise BadRequest(f"an @odata.bind value must be a URL string, got {str(text)[:60]!r}")
-    ref = text.strip()
-    if ref.startswith("$") and ref[1:].isdigit():
-        if ref[1:] not in call.content_ids:
-            raise BadRequest(f"{ref} names no earlier request of this change set")
-        ref = call.content_ids[ref[1:]]
-    if API_PREFIX in ref:
-        ref = ref.split(API_PREFIX, 1)[1]
-    segments = parse_path(ref)
-    if len(segments) != 1 or segments[0].key is None:
-        raise BadRequest(f"{text[:80]!r} is not a reference to one row (entityset(<id>))")
-    schema = call.platform.store.schema
-    try:
-        table = schema.by_entity_set(segments[0].name)
-    except NotFound:
-        raise BadRequest(f"{text[:80]!r}: no entity set {segments[0].name!r}") from None
-    key = segments[0].key
-    assert key is not None
-    if key.pairs is None:
-        if not isinstance(key.value, uuid.UUID):
-            raise BadRequest(f"{text[:80]!r}: the key is not a GUID")
-        return EntityRef(table.name, key.value)
-    with call.reading() as conn:
-        row = find(call, conn, table, key, (table.primary_id,))
-    if row is None:
-        raise BadRequest(f"{text[:80]!r}: no such {table.name} row")
-    return EntityRef(table.name, row[table.primary_id])
 
 
 def bind_column(table: Table, name: str) -> str:
@@ -297,7 +264,7 @@ def _upsert_targets(
             key = segments[0].key
         elif values.get(table.primary_id) is not None:
             try:
-                key = Key(value=uuid.UUID(str(values.pop(table.primary_id))))
+                key = Key(value=as_uuid(str(values.pop(table.primary_id))))
             except ValueError:
                 raise BadRequest(f"{table.primary_id} must be a GUID") from None
         else:

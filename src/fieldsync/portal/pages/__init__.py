@@ -1,0 +1,2 @@
+"""The portal's pages, one module per page or group of pages; ``fieldsync.portal.router``
+mounts them."""

@@ -1,0 +1,255 @@
+"""The wire types of the sync protocol, ``/sync/v1``: what a device sends and what the server
+answers, as typed JSON objects (``docs/protocol.md`` tells the whole protocol in prose).
+
+The server builds these bodies and the devices read them; both name the keys through these
+types, so a key that changes on one side shows on the other (mypy). The types describe JSON
+as it travels: ids are GUID strings, times ISO 8601 strings, decimals strings, multi-choice
+values lists. Nothing here imports the server: the device SDK (``fieldsync.client``), which
+may import nothing else of ``fieldsync.sync``, uses this module and :mod:`fieldsync.sync.merge`.
+
+A new protocol version is a new path prefix (``/sync/v2``); within one version the server only
+adds keys, never removes or re-types one, and a device ignores keys it does not know.
+"""
+
+# (no postponed annotations here: TypedDict reads NotRequired at run time)
+from typing import Any, Literal, NotRequired, TypeAlias, TypedDict
+
+PROTOCOL_VERSION = 1
+"""The version of the protocol the server speaks (``protocol`` in the handshake answer)."""
+
+PREFIX = f"/sync/v{PROTOCOL_VERSION}"
+
+Operation: TypeAlias = Literal["create", "update", "delete"]
+OPERATIONS: tuple[Operation, ...] = ("create", "update", "delete")
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+class ErrorDetail(TypedDict):
+    code: str  # the Dataverse error code, e.g. "0x80040217"
+    message: str
+
+
+class ErrorBody(TypedDict):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
+# -- sign-in (``/auth``) ---------------------------------------------------------------------
+
+
+class TokenAnswer(TypedDict):
+    """``POST /auth/token`` (password or refresh_token grant)."""
+
+    access_token: str
+    token_type: str  # "Bearer"
+    expires_in: int  # seconds
+    refresh_token: str
+
+
+# -- handshake -------------------------------------------------------------------------------
+
+
+class HandshakeRequest(TypedDict):
+    device: str  # 8 to 64 letters, digits, "-" or "_"; made by the device, kept for good
+    app: str  # the app's unique name or id
+    sdk: NotRequired[str | None]  # the device software's version (bookkeeping)
+    pending: NotRequired[int | None]  # changes waiting in the device's outbox (bookkeeping)
+
+
+class UserInfo(TypedDict):
+    id: str
+    name: str
+    fullname: str | None
+    business_unit: str
+    teams: list[str]
+    language: int
+
+
+class ViewInfo(TypedDict):
+    name: str
+    table: str
+    fetchxml: str
+
+
+class HandshakeAnswer(TypedDict):
+    protocol: int  # PROTOCOL_VERSION
+    server: str  # the server's software version
+    user: UserInfo
+    app: dict[str, Any]  # the app's offline settings (fieldsync.offline.apps)
+    profile: dict[str, Any]  # the published profile: id, name, version, items
+    tables: list[dict[str, Any]]  # each table's definition (fieldsync.schema.model.Table)
+    columns: dict[str, list[str]]  # per table, the columns that travel, in page order
+    order: list[str]  # the tables, parents before children: download in this order
+    views: list[ViewInfo]
+    server_time: str
+
+
+# -- download --------------------------------------------------------------------------------
+
+
+class DownloadRequest(TypedDict):
+    device: str
+    app: str
+    cursors: dict[str, str | None]  # per table, the last page's cursor (null: from scratch)
+    limit: NotRequired[int]  # rows per answer, all tables together (1 to 5000; 1000)
+
+
+class DownloadPage(TypedDict):
+    table: str
+    columns: list[str]
+    upserts: list[list[Any]]  # whole rows, in ``columns`` order
+    removes: list[str]  # ids of rows that left the device's scope (or were deleted)
+    cursor: str  # opaque and signed: send it back as is
+    rescope: bool  # a re-scope starts with this page: mark the rows that arrive from here
+    complete: bool  # the re-scope ends with this page: drop every row not marked
+    more: bool  # the table has more pages now
+
+
+class ProfileRef(TypedDict):
+    id: str
+    version: int
+
+
+class DownloadAnswer(TypedDict):
+    profile: ProfileRef
+    pages: list[DownloadPage]
+    more: bool  # some table has more, or was not served in this answer
+
+
+# -- upload ----------------------------------------------------------------------------------
+
+
+class ClientChange(TypedDict):
+    """One change of the device's outbox."""
+
+    id: str  # the client change id: a GUID the device made, the same on every retry
+    table: str
+    operation: Operation
+    record: str  # the row's id (the device makes the ids of the rows it creates)
+    values: dict[str, Any]  # the changed columns only ({} for a delete)
+    base_version: int | None  # the row's version the device last saw (null: a create)
+
+
+class UploadRequest(TypedDict):
+    device: str
+    app: str
+    changes: list[ClientChange]  # at most 500, applied in order
+    acknowledged: NotRequired[list[str]]  # change ids whose answers the device has stored
+
+
+class SyncErrorInfo(TypedDict):
+    code: str
+    message: str
+    type: int  # 0 conflict, 1 not found, 2 exists already, 3 other (ERROR_TYPES)
+
+
+class ChangeApplied(TypedDict):
+    id: str
+    record: str
+    status: Literal["applied"]
+    version: int | None  # the row's version after the change (null: a delete)
+
+
+class ChangeRejected(TypedDict):
+    id: str
+    record: str
+    status: Literal["rejected"]
+    error: SyncErrorInfo
+    row: dict[str, Any] | None  # the server's row to revert to (null: drop the row)
+
+
+ChangeAnswer: TypeAlias = ChangeApplied | ChangeRejected
+
+
+class UploadAnswer(TypedDict):
+    results: list[ChangeAnswer]  # one per change, in the order sent
+
+
+ERROR_TYPE_CONFLICT, ERROR_TYPE_NOT_FOUND, ERROR_TYPE_EXISTS, ERROR_TYPE_OTHER = 0, 1, 2, 3
+ERROR_TYPES = {
+    ERROR_TYPE_CONFLICT: "conflict",
+    ERROR_TYPE_NOT_FOUND: "not found",
+    ERROR_TYPE_EXISTS: "exists already",
+    ERROR_TYPE_OTHER: "other",
+}
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+class ThumbnailInfo(TypedDict):
+    sha256: str
+    size: int
+
+
+class FileFacts(TypedDict):
+    id: str
+    name: str
+    mimetype: str
+    size: int
+    sha256: str
+    thumbnail: ThumbnailInfo | None  # images only
+
+
+class GrantRequest(TypedDict):
+    device: str
+    app: str
+    files: list[str]  # at most 500 file ids
+
+
+class GrantedFile(FileFacts):
+    ticket: str  # present with the bearer token on every read of the file
+
+
+class GrantAnswer(TypedDict):
+    files: list[GrantedFile]
+    missing: list[str]  # ids no readable row of the profile holds
+    expires: int  # when the tickets expire (Unix seconds)
+
+
+class UploadBegin(TypedDict):
+    file: NotRequired[str]  # the file id the device made (and put in the row)
+    table: str
+    column: str
+    name: str
+    mimetype: str
+    size: int
+    sha256: str  # hex digest of the whole file
+
+
+class UploadState(TypedDict):
+    complete: Literal[False]
+    upload: str
+    file: str
+    received: int  # bytes the server holds: the next chunk starts here
+    size: int
+    chunk_size: int  # the largest chunk the server takes
+
+
+class UploadDone(TypedDict):
+    complete: Literal[True]
+    file: FileFacts
+
+
+UploadProgress: TypeAlias = UploadState | UploadDone
+
+
+# -- live stream -----------------------------------------------------------------------------
+
+
+class LiveReady(TypedDict):
+    """``event: ready``: the subscription is in place; sync every table now."""
+
+    tables: list[str]
+    keepalive: float  # seconds between keep-alive comments
+
+
+class LiveChanges(TypedDict):
+    """``event: changes``: these tables changed; sync them."""
+
+    tables: list[str]
+
+
+LIVE_EVENTS = ("ready", "changes", "bye")
