@@ -299,14 +299,16 @@ def rate(result: dict[str, float]) -> str:
     )
 
 
-def no_change(device: Any, repeat: int = 15) -> float:
+def no_change(device: Any, server: Server, repeat: int = 15) -> tuple[float, float]:
+    """The median wall time of a no-change sync, and the server's CPU seconds per sync."""
     device.sync()
     times = []
+    cpu = server.cpu()
     for _ in range(repeat):
         start = time.perf_counter()
         device.sync()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), (server.cpu() - cpu) / repeat
 
 
 def run_backend(
@@ -336,13 +338,15 @@ def run_backend(
             work / "mine", server=server.url, username="tech", password=PASSWORD, app="mine"
         )
         small_dev.sync()
-        small = no_change(small_dev)
-        large = no_change(big_dev)
+        small, small_cpu = no_change(small_dev, server, args.syncs)
+        large, large_cpu = no_change(big_dev, server, args.syncs)
         results[f"{name} no-change 1k"] = small
         results[f"{name} no-change {rows}"] = large
+        results[f"{name} no-change 1k, server CPU"] = small_cpu
         print(
-            f"[{name}] no-change sync: 1k in scope {small * 1000:.1f} ms, {rows:,} in scope "
-            f"{large * 1000:.1f} ms (ratio {large / small:.2f})",
+            f"[{name}] no-change sync: 1k in scope {small * 1000:.1f} ms (server CPU "
+            f"{small_cpu * 1000:.1f} ms), {rows:,} in scope {large * 1000:.1f} ms (server CPU "
+            f"{large_cpu * 1000:.1f} ms; ratio {large / small:.2f})",
             flush=True,
         )
         p = build(Store.open(url))
@@ -467,6 +471,7 @@ def main() -> None:
         "--big-narrow", action="store_true", help="the 13-column table at the big size too"
     )
     parser.add_argument("--repeat", type=int, default=3, help="initial syncs per figure")
+    parser.add_argument("--syncs", type=int, default=50, help="no-change syncs per figure")
     parser.add_argument("--no-pg", action="store_true")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--limits", type=Path, default=LIMITS, help="the raw limit's script")
