@@ -23,6 +23,9 @@ REQUESTS = {
     "/sync/v1/handshake": (p.HandshakeRequest, p.HandshakeAnswer),
     "/sync/v1/download": (p.DownloadRequest, p.DownloadAnswer),
     "/sync/v1/upload": (p.UploadRequest, p.UploadAnswer),
+    "/sync/v1/inventory": (p.InventoryRequest, p.InventoryAnswer),
+    "/sync/v1/receipt": (p.ReceiptRequest, p.ReceiptAnswer),
+    "/sync/v1/backfill": (p.BackfillRequest, p.BackfillAnswer),
 }
 
 
@@ -126,7 +129,12 @@ def test_the_types_describe_every_body_of_a_sync(world: World, tmp_path: Path) -
         )
 
     paths = [path for path, *_ in recorder.seen]
-    assert {"/sync/v1/handshake", "/sync/v1/download", "/sync/v1/upload"} <= set(paths)
+    assert {
+        "/sync/v1/handshake",
+        "/sync/v1/download",
+        "/sync/v1/upload",
+        "/sync/v1/inventory",
+    } <= set(paths)
     statuses = set()
     for path, status, sent, answer in recorder.seen:
         if status >= 400:

@@ -87,6 +87,86 @@ def register(
                 tables = sorted(sync.server_wins(conn))
         click.echo("server wins: " + (", ".join(tables) if tables else "no table"))
 
+    @main.command("device-report")
+    @click.option("--device", "device_id", help="One device: its tables and receipts.")
+    @click.option("--mismatch", is_flag=True, help="Only devices whose inventory differed.")
+    @click.option(
+        "--stranded",
+        is_flag=True,
+        help="Only devices still holding data for a user or app that lost access.",
+    )
+    @AS_JSON
+    @database_options
+    def device_report(
+        device_id: str | None,
+        mismatch: bool,
+        stranded: bool,
+        as_json: bool,
+        data_dir: str | None,
+        database_url: str | None,
+    ) -> None:
+        """The registered devices with their last inventory verdict (match, mismatch), their
+        last purge or wipe receipt and any pending remote wipe; exits 1 when a listed device
+        has a mismatch or still holds data after access ended."""
+        from fieldsync.records.pipeline import SYSTEM
+        from fieldsync.sync.devices import list_devices
+        from fieldsync.sync.inventory import device_inventory
+        from fieldsync.sync.service import SyncService
+
+        with platform(data_dir, database_url) as p:
+            sync = SyncService(p.records)
+            if stranded:
+                rows = sync.stranded(SYSTEM)
+            else:
+                rows = [d.to_json() for d in list_devices(p.store, SYSTEM)]
+            if mismatch:
+                rows = [r for r in rows if r["inventory"] == "mismatch"]
+            if device_id is not None:
+                rows = [r for r in rows if r["device"] == device_id]
+                if not rows:
+                    raise click.ClickException(f"no device {device_id!r}")
+                with p.store.read() as conn:
+                    rows[0]["tables"] = device_inventory(conn, device_id)
+                rows[0]["receipts"] = sync.receipts(device_id)
+        if as_json:
+            _out(rows, True)
+        else:
+            for r in rows:
+                wipe = "  WIPE PENDING" if r["wipe_pending"] else ""
+                lost = f"  STILL HOLDS DATA ({r['lost']})" if "lost" in r else ""
+                click.echo(
+                    f"{r['device']:24} {r['username'] or r['user']:16} {r['app']:20} "
+                    f"synced {r['last_sync_on'] or '-':32} inventory "
+                    f"{r['inventory'] or '-':9} receipt {r['receipt_on'] or '-'}{wipe}{lost}"
+                )
+                for t in r.get("tables", []):
+                    click.echo(
+                        f"  {t['table']:24} {t['status']:9} rows {t['rows']:>9} expected "
+                        f"{t['expected_rows'] if t['expected_rows'] is not None else '-':>9} "
+                        f"re-scoped {t['rescoped']}x  ({t['reported_on']})"
+                    )
+                for rc in r.get("receipts", []):
+                    removed = sum(rc["counts"]["tables"].values())
+                    click.echo(
+                        f"  receipt {rc['kind']:5} {rc['received_on']}: {removed} rows, "
+                        f"{rc['counts']['outbox']} pending changes, {rc['counts']['files']} files"
+                    )
+        if any(r["inventory"] == "mismatch" or "lost" in r for r in rows):
+            sys.exit(1)
+
+    @main.command("device-wipe")
+    @click.argument("device_id", metavar="DEVICE")
+    @database_options
+    def device_wipe(device_id: str, data_dir: str | None, database_url: str | None) -> None:
+        """Mark a device for remote wipe: its next contact removes every row, its outbox and
+        files, and sends a receipt ('device-report --device DEVICE' shows it)."""
+        from fieldsync.records.pipeline import SYSTEM
+        from fieldsync.sync.devices import request_wipe
+
+        with platform(data_dir, database_url) as p:
+            request_wipe(p.store, SYSTEM, device_id)
+        click.echo(f"device {device_id}: wipe pending until its next contact")
+
     class DeviceGroup(click.Group):
         def invoke(self, ctx: click.Context) -> Any:
             try:

@@ -33,6 +33,21 @@ from fieldsync.errors import TableNotFound
 from fieldsync.schema.model import Schema, Table
 
 Connection = sqlite3.Connection
+BACKFILL = "backfill"  # state: per table, the columns to fill and how far it got
+COLUMN_GONE = "0x80060888"  # the sync error of a pending change to a column that went
+
+
+def compatible(was: Table, now: Table) -> bool:
+    """Whether a table's new definition can be migrated in place: the same primary key and
+    every column kept with its type (limits, labels and options may change)."""
+    if was.primary_id != now.primary_id:
+        return False
+    for name, col in was.columns.items():
+        other = now.columns.get(name)
+        if other is not None and (other.type != col.type or other.polymorphic != col.polymorphic):
+            return False
+    return True
+
 
 # the device's own tables (declared as earlier versions of the SDK made them)
 INTERNAL = (
@@ -163,30 +178,169 @@ class Replica:
             self.columns[t.name] = tuple(handshake["columns"][t.name])
 
     def adopt(self, handshake: Mapping[str, Any]) -> list[str]:
-        """Take a handshake's tables: create new ones, drop ones no longer in the profile,
-        rebuild ones whose definition changed (their cursors restart). Returns the tables
-        that were reset."""
+        """Take a handshake's tables: create new ones, drop ones no longer in the profile, and
+        migrate the ones whose definition or travelling columns changed in place
+        (:meth:`_migrate`: columns added or dropped, values that no longer travel cleared, the
+        columns gained queued for a backfill). Only a table whose change cannot be migrated
+        (a column's type changed, another primary key) is rebuilt: its cursor restarts and it
+        downloads again. The outbox survives every migration. Returns the tables reset."""
         old = self.handshake or {"tables": [], "columns": {}}
         before = {t["name"]: t for t in old["tables"]}
         after = {t["name"]: t for t in handshake["tables"]}
         reset: list[str] = []
         with self.write() as conn:
+            backfill: dict[str, Any] = self.get_state(BACKFILL, conn) or {}
             for name, definition in before.items():
-                changed = name in after and (
-                    after[name] != definition
-                    or handshake["columns"].get(name) != old["columns"].get(name)
-                )
-                if name not in after or changed:
-                    conn.execute(f"DROP TABLE IF EXISTS {quote(name)}")
-                    conn.execute("DELETE FROM _fs_cursor WHERE tablename = ?", (name,))
-                    conn.execute("DELETE FROM _fs_seen WHERE tablename = ?", (name,))
-                    reset.append(name)
+                old_cols = list(old["columns"].get(name) or [])
+                new_cols = list(handshake["columns"].get(name) or [])
+                if name in after and after[name] == definition and old_cols == new_cols:
+                    continue
+                if name in after:
+                    was, now = Table.from_json(definition), Table.from_json(after[name])
+                    if compatible(was, now):
+                        self._migrate(conn, was, now, old_cols, new_cols, backfill)
+                        continue
+                conn.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+                conn.execute("DELETE FROM _fs_cursor WHERE tablename = ?", (name,))
+                conn.execute("DELETE FROM _fs_seen WHERE tablename = ?", (name,))
+                backfill.pop(name, None)
+                reset.append(name)
             for definition in handshake["tables"]:
                 for statement in create_table(Table.from_json(definition)):
                     conn.execute(statement)
+            self.set_state(conn, BACKFILL, backfill)
             self.set_state(conn, "handshake", dict(handshake))
         self._load()
         return reset
+
+    def _migrate(
+        self,
+        conn: Connection,
+        was: Table,
+        now: Table,
+        old_cols: list[str],
+        new_cols: list[str],
+        backfill: dict[str, Any],
+    ) -> None:
+        """Bring one table to its new definition without downloading its rows again: add
+        the new columns, drop the removed ones (their indexes first), clear the values of
+        columns that no longer travel, turn pending changes to those columns into sync
+        errors, and queue the columns that now travel for a backfill (rows x new columns)."""
+        name = now.name
+        present = {r[1] for r in conn.execute(f"PRAGMA table_info({quote(name)})")}
+        wanted = sql_columns(now)
+        for column, c in wanted.items():
+            if column not in present:
+                conn.execute(f"ALTER TABLE {quote(name)} ADD COLUMN {quote(column)} {c.sql_type}")
+        for statement in create_table(now)[1:]:  # the indexes of added columns
+            conn.execute(statement)
+        for column in sql_columns(was):
+            if column in wanted or column not in present:
+                continue
+            conn.execute(f"DROP INDEX IF EXISTS {quote(f'ix_{name}_{column}'[:63])}")
+            conn.execute(f"ALTER TABLE {quote(name)} DROP COLUMN {quote(column)}")
+        gone = [c for c in old_cols if c not in new_cols]
+        kept = [c for c in gone if c in wanted]
+        if kept:
+            conn.execute(
+                f"UPDATE {quote(name)} SET " + ", ".join(f"{quote(c)} = NULL" for c in kept)
+            )
+        if gone:
+            self._orphan_changes(conn, name, set(gone))
+        gained = [c for c in new_cols if c not in old_cols and c != now.primary_id]
+        downloaded = conn.execute(
+            "SELECT cursor FROM _fs_cursor WHERE tablename = ?", (name,)
+        ).fetchone()
+        if gained and downloaded is not None and downloaded[0]:
+            job = backfill.get(name) or {"columns": []}
+            columns = [c for c in dict.fromkeys([*job["columns"], *gained]) if c in new_cols]
+            backfill[name] = {"columns": columns, "after": None}
+        elif name in backfill:
+            columns = [c for c in backfill[name]["columns"] if c in new_cols]
+            if columns:
+                backfill[name]["columns"] = columns
+            else:
+                del backfill[name]
+
+    def _orphan_changes(self, conn: Connection, table: str, gone: set[str]) -> None:
+        """Pending changes to columns that no longer travel: those values become sync
+        errors (never uploaded); a change left with nothing to send leaves the outbox."""
+        now = dt.datetime.now(dt.UTC).isoformat()
+        entries = conn.execute(
+            "SELECT * FROM _fs_outbox WHERE tablename = ? ORDER BY seq", (table,)
+        ).fetchall()
+        for entry in entries:
+            values: dict[str, Any] = orjson.loads(entry["changes"])
+            lost = sorted(set(values) & gone)
+            if not lost:
+                continue
+            insert(
+                conn,
+                "_fs_error",
+                {
+                    "changeid": entry["changeid"],
+                    "tablename": table,
+                    "operation": entry["operation"],
+                    "recordid": entry["recordid"],
+                    "code": COLUMN_GONE,
+                    "message": (
+                        f"{table}: {', '.join(lost)} no longer reach this device (removed from "
+                        "the table or the offline profile); the change to them was not uploaded"
+                    ),
+                    "errortype": 3,
+                    "sent": entry["changes"],
+                    "reverted": None,
+                    "occurredon": now,
+                },
+            )
+            rest = {k: v for k, v in values.items() if k not in gone}
+            if entry["operation"] == "update" and not rest:
+                conn.execute("DELETE FROM _fs_outbox WHERE seq = ?", (entry["seq"],))
+            else:
+                conn.execute(
+                    "UPDATE _fs_outbox SET changes = ? WHERE seq = ?",
+                    (orjson.dumps(rest).decode(), entry["seq"]),
+                )
+
+    def backfills(self) -> dict[str, Any]:
+        """Columns waiting to be filled, per table: ``{"columns": [...], "after": id}``."""
+        found: dict[str, Any] = self.get_state(BACKFILL) or {}
+        return found
+
+    def apply_backfill(self, page: Mapping[str, Any]) -> int:
+        """Fill some columns of the rows held from one backfill page (rows not held are not
+        added: they are not the device's), with the job's progress, in one transaction;
+        local changes not yet uploaded stay on top. Returns the rows filled."""
+        name = str(page["table"])
+        _table, codecs = self.table(name)
+        columns = list(page["columns"])
+        store = [codecs[c].to_sql for c in columns]
+        rows = [[s(v) for s, v in zip(store, r, strict=True)] for r in page["rows"]]
+        sets = ", ".join(f"{quote(c)} = ?" for c in columns[1:])
+        with self.write() as conn:
+            if rows:
+                conn.executemany(
+                    f"UPDATE {quote(name)} SET {sets} WHERE {quote(columns[0])} = ?",
+                    [(*r[1:], r[0]) for r in rows],
+                )
+                pending = self._pending(conn, name)
+                if pending:
+                    ids = {str(uuid.UUID(str(r[0]))) for r in page["rows"]}
+                    self._overlay(conn, name, pending, ids)
+            jobs = self.get_state(BACKFILL, conn) or {}
+            if name in jobs:
+                if page["more"]:
+                    jobs[name]["after"] = page["after"]
+                else:
+                    del jobs[name]
+                self.set_state(conn, BACKFILL, jobs)
+        return len(rows)
+
+    def drop_backfill(self, table: str) -> None:
+        with self.write() as conn:
+            jobs = self.get_state(BACKFILL, conn) or {}
+            jobs.pop(table, None)
+            self.set_state(conn, BACKFILL, jobs)
 
     def purge(self) -> None:
         """Remove every row, cursor and mark of the profile's tables (access was removed)."""

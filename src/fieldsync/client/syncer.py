@@ -1,5 +1,7 @@
 """Sync on the device: handshake, files up, the outbox up (in order, each change once), every
-table's pages down, files down; and the purge when access is gone.
+table's pages down, files down, the inventory (:mod:`~fieldsync.client.inventory`; a table the
+server re-scopes is downloaded again at once); the purge when access is gone and the wipe an
+administrator asked for, each acknowledged with a receipt.
 
 The bodies are the types of :mod:`fieldsync.sync.protocol`; ``docs/protocol.md`` tells the
 protocol whole.
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,6 +23,7 @@ import orjson
 
 from fieldsync import __version__
 from fieldsync.client.files import DeviceFiles, FileReport
+from fieldsync.client.inventory import Inventory
 from fieldsync.client.outbox import Outbox
 from fieldsync.client.replica import Replica, chunks, insert, marks
 from fieldsync.client.session import Session
@@ -28,6 +32,9 @@ from fieldsync.client.transport import AccessRemoved, DeviceError, Offline, Serv
 from fieldsync.errors import BadRequest
 from fieldsync.sync.merge import settle
 from fieldsync.sync.protocol import (
+    WIPE_CODE,
+    BackfillAnswer,
+    BackfillRequest,
     ChangeAnswer,
     ClientChange,
     DownloadAnswer,
@@ -38,6 +45,8 @@ from fieldsync.sync.protocol import (
     UploadAnswer,
     UploadRequest,
 )
+
+log = logging.getLogger(__name__)
 
 UPLOAD_BATCH = 200
 PAGE_SIZE = 2000
@@ -59,12 +68,20 @@ class SyncReport:
     bytes: int = 0
     rescoped: list[str] = field(default_factory=list)
     purged: bool = False
+    wiped: bool = False  # an administrator asked: every row, the outbox and the files went
     files: FileReport | None = None  # blobs fetched after the rows (``sync(files=True)``)
+    inventory: dict[str, str] = field(default_factory=dict)  # the server's verdict per table
+    backfilled: dict[str, int] = field(default_factory=dict)  # rows given new columns
+
+
+def wipe_asked(exc: ServerError) -> bool:
+    """The answer means an administrator asked to wipe this device."""
+    return exc.code == WIPE_CODE
 
 
 def access_gone(exc: ServerError) -> bool:
     """The answer means the user may no longer take the app offline: purge."""
-    return isinstance(exc, AccessRemoved) or exc.status in (403, 404)
+    return not wipe_asked(exc) and (isinstance(exc, AccessRemoved) or exc.status in (403, 404))
 
 
 class Syncer:
@@ -83,6 +100,7 @@ class Syncer:
         self.files = files
         self.monitor = monitor
         self.lock = lock
+        self.inventory = Inventory(replica, session)
 
     def handshake(self) -> HandshakeAnswer:
         """Register with the server; adopt the published profile (a new version re-scopes
@@ -93,10 +111,13 @@ class Syncer:
             "sdk": __version__,
             "pending": self.outbox.pending_changes(),
         }
+        self.inventory.flush()  # a receipt the server has not had yet
         try:
             answer: HandshakeAnswer = self.session.call("POST", "/sync/v1/handshake", request)
         except ServerError as exc:
-            if access_gone(exc):
+            if wipe_asked(exc):
+                self.wipe()
+            elif access_gone(exc):
                 self.purge(exc)
             raise
         self.replica.adopt(answer)
@@ -118,14 +139,22 @@ class Syncer:
                 try:
                     answer = self.handshake()
                 except ServerError as exc:
-                    if access_gone(exc):
-                        report.purged = True
+                    report.purged = access_gone(exc)
+                    report.wiped = wipe_asked(exc)
                     raise
-                self.session.online(self.files.upload_pending)
-                self.upload(report)
-                self.files.sweep()
-                wanted = list(answer["order"]) if tables is None else list(tables)
-                self.download(wanted, report, progress, page_size)
+                try:
+                    self.session.online(self.files.upload_pending)
+                    self.upload(report)
+                    self.files.sweep()
+                    self.backfill(report, page_size)
+                    wanted = list(answer["order"]) if tables is None else list(tables)
+                    self.download(wanted, report, progress, page_size)
+                    self.check(wanted, report, progress, page_size)
+                except ServerError as exc:
+                    if wipe_asked(exc):  # asked while this sync ran
+                        self.wipe()
+                        report.wiped = True
+                    raise
                 if files:
                     report.files = self.session.online(self.files.fetch)
                 self.session.link(True, None)
@@ -308,13 +337,78 @@ class Syncer:
                 pending = None
         report.downloaded = counts
 
+    # -- replica migrations ------------------------------------------------------------------
+
+    def backfill(self, report: SyncReport, page_size: int) -> None:
+        """Fill the columns the tables gained (a column added to the table or to the
+        profile's selection) before the download: ids and those columns only, page by page,
+        each page committed with the job's progress (a broken backfill resumes)."""
+        for name, job in self.replica.backfills().items():
+            after = job.get("after")
+            while True:
+                request: BackfillRequest = {
+                    "device": self.session.device_id,
+                    "app": self.session.app,
+                    "table": name,
+                    "columns": list(job["columns"]),
+                    "after": after,
+                    "limit": page_size,
+                }
+                try:
+                    answer: BackfillAnswer = self.session.call("POST", "/sync/v1/backfill", request)
+                except ServerError as exc:
+                    if exc.status != 400:
+                        raise
+                    # the profile changed again since the handshake: the next one decides
+                    log.warning("backfill of %s refused: %s", name, exc)
+                    self.replica.drop_backfill(name)
+                    break
+                report.bytes += self.session.http().last_size
+                filled = self.replica.apply_backfill(answer)
+                report.backfilled[name] = report.backfilled.get(name, 0) + filled
+                if not answer["more"]:
+                    break
+                after = answer["after"]
+
+    # -- inventory --------------------------------------------------------------------------
+
+    def check(
+        self,
+        tables: list[str],
+        report: SyncReport,
+        progress: Callable[[Progress], None] | None,
+        page_size: int,
+    ) -> None:
+        """Report the inventory of the tables just downloaded; download again at once the
+        tables the server re-scopes (their counts went wrong)."""
+        try:
+            answer = self.inventory.report(tables)
+        except ServerError as exc:
+            if wipe_asked(exc):
+                raise
+            # the rows are in; a server that cannot take the report does not fail the sync
+            log.warning("the server did not take the inventory: %s", exc)
+            return
+        if answer is None:
+            return
+        report.inventory = {v["table"]: v["status"] for v in answer["tables"]}
+        if answer["rescope"]:
+            before = dict(report.downloaded)
+            self.download(list(answer["rescope"]), report, progress, page_size)
+            for name, rows in before.items():
+                report.downloaded[name] = report.downloaded.get(name, 0) + rows
+
     # -- access gone ------------------------------------------------------------------------
 
     def purge(self, exc: ServerError) -> None:
-        """Access is gone: pending changes become sync errors, the profile's data goes."""
+        """Access is gone: pending changes become sync errors, the profile's data goes, and
+        a receipt says how much (once: a device that holds nothing sends none)."""
         now = dt.datetime.now(dt.UTC).isoformat()
+        held = self.replica.handshake is not None
+        counts = self.inventory.counts()
         with self.replica.write() as conn:
-            for entry in conn.execute("SELECT * FROM _fs_outbox ORDER BY seq").fetchall():
+            entries = conn.execute("SELECT * FROM _fs_outbox ORDER BY seq").fetchall()
+            for entry in entries:
                 insert(
                     conn,
                     "_fs_error",
@@ -333,8 +427,30 @@ class Syncer:
                 )
             conn.execute("DELETE FROM _fs_outbox")
         self.replica.purge()
-        self.files.sweep()
+        self.inventory.forget()
+        removed = self.files.sweep()
         self.monitor.notify()
+        if held:
+            self.inventory.receipt(
+                "purge", counts, outbox=len(entries), files=removed, reason=exc.message
+            )
+
+    def wipe(self) -> None:
+        """An administrator asked: every row, the outbox (pending changes are not sent), the
+        sync errors and the files go; a receipt says how much."""
+        counts = self.inventory.counts()
+        with self.replica.write() as conn:
+            outbox = int(conn.execute("SELECT count(*) FROM _fs_outbox").fetchone()[0])
+            conn.execute("DELETE FROM _fs_outbox")
+            conn.execute("DELETE FROM _fs_error")
+            self.replica.delete_state(conn, "acked")
+        self.replica.purge()
+        self.inventory.forget()
+        removed = self.files.sweep()
+        self.monitor.notify()
+        self.inventory.receipt(
+            "wipe", counts, outbox=outbox, files=removed, reason="asked by an administrator"
+        )
 
     def sign_out(self) -> None:
         """Revoke the session and remove every row from this device."""

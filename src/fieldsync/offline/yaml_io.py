@@ -39,7 +39,6 @@ exported profile imports back to the same profile, and exports again to the same
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +65,7 @@ from fieldsync.offline.validation import (
 from fieldsync.records.service import SYSTEM, Records
 from fieldsync.schema.model import Schema
 from fieldsync.security.model import SecurityContext
-from fieldsync.types import RecordId
+from fieldsync.types import RecordId, as_uuid
 
 FILTERS = {
     "related": Distribution.RELATED,
@@ -223,7 +222,7 @@ def parse_profile(text: str) -> ProfileFile:
         out.lines[(None, key)] = knode.start_mark.line + 1
         if key == "id":
             try:
-                out.profile_id = uuid.UUID(str(r.value(vnode)))
+                out.profile_id = as_uuid(str(r.value(vnode)))
             except ValueError:
                 raise _fail(vnode, "id must be a profile id (a UUID)") from None
         elif key == "name":

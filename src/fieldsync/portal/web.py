@@ -52,6 +52,7 @@ NOTICES = {
     "added": "Added.",
     "removed": "Removed.",
     "purged": "Device purged: its next sync registers it again and downloads everything anew.",
+    "wipe": "Wipe pending: the device removes everything at its next contact and says so.",
     "generated": "Generated from the app's tables and views: review the filters, then publish.",
     "signed-out": "You are signed out.",
 }

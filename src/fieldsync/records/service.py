@@ -35,7 +35,7 @@ from fieldsync.errors import (
     UnknownColumn,
 )
 from fieldsync.query.ast import TRUE, Link, Node, Query
-from fieldsync.query.bind import bind
+from fieldsync.query.bind import UserBinding, bind
 from fieldsync.query.compile import compile_query
 from fieldsync.query.evaluate import matches
 from fieldsync.records.filerefs import check_file_references
@@ -334,7 +334,11 @@ class Records:
         caller: SecurityContext = SYSTEM,
         now: dt.datetime | None = None,
         conn: sa.Connection,
+        binding: UserBinding | None = None,
     ) -> sa.Select[Any]:
+        """The SELECT of a query as ``caller``. ``binding``: the caller's
+        :func:`~fieldsync.security.context.user_binding`, when the caller runs many queries
+        in one transaction (it costs a query of the manager hierarchy per level)."""
         schema = self.store.schema
         table = schema.table(query.table)
         self.pipeline.require(caller, table, Privilege.READ)
@@ -342,7 +346,7 @@ class Records:
         for name in set(aliases.values()):
             self.pipeline.require(caller, schema.table(name), Privilege.READ)
         if query.filter is not None:
-            user = user_binding(self.store, conn, caller)
+            user = binding if binding is not None else user_binding(self.store, conn, caller)
             bound = bind(
                 query.filter,
                 table,

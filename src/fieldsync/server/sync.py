@@ -1,4 +1,5 @@
-"""The sync protocol over HTTP, under ``/sync/v1``: handshake, download, upload, errors.
+"""The sync protocol over HTTP, under ``/sync/v1``: handshake, download, upload, inventory,
+receipt, explain, errors.
 
 Every endpoint authenticates the bearer token and works as its user; bodies are JSON objects
 of bounded size and depth (see :mod:`fieldsync.sync.service` for what each one answers).
@@ -101,6 +102,58 @@ async def upload(request: Request, ctx: Principal) -> JSON:
         await run_in_threadpool(request.app.state.files.discard, orphans, owner=ctx.user_id)
     size = int(request.headers.get("content-length") or 0)
     _metrics(request).upload(answer, size, time.perf_counter() - started)
+    return JSON(answer)
+
+
+@router.post("/backfill")
+async def backfill(request: Request, ctx: Principal) -> JSON:
+    """Ids and some travelling columns of the rows in a table's scope, a page at a time: what
+    a device fills columns it gained with."""
+    body = await _body(request)
+    answer = await run_in_threadpool(
+        service(request).backfill,
+        ctx,
+        device=body.get("device"),
+        app=body.get("app"),
+        table=body.get("table"),
+        columns=body.get("columns"),
+        after=body.get("after"),
+        limit=body.get("limit", 1000),
+    )
+    return JSON(answer)
+
+
+@router.post("/inventory")
+async def inventory(request: Request, ctx: Principal) -> JSON:
+    """What the device holds per table (rows, checksum, cursor), compared with its scope;
+    a mismatched table is re-scoped (listed in ``rescope``)."""
+    body = await _body(request)
+    answer = await run_in_threadpool(
+        service(request).inventory,
+        ctx,
+        device=body.get("device"),
+        app=body.get("app"),
+        tables=body.get("tables"),
+    )
+    return JSON(answer)
+
+
+@router.post("/receipt")
+async def receipt(request: Request, ctx: Principal) -> JSON:
+    """The device removed data (``purge``: access ended; ``wipe``: an administrator asked)
+    and says how much."""
+    body = await _body(request)
+    answer = await run_in_threadpool(
+        service(request).receipt,
+        ctx,
+        device=body.get("device"),
+        app=body.get("app"),
+        kind=body.get("kind"),
+        tables=body.get("tables"),
+        outbox=body.get("outbox", 0),
+        files=body.get("files", 0),
+        reason=body.get("reason"),
+    )
     return JSON(answer)
 
 

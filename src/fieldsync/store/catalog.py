@@ -215,6 +215,48 @@ fs_device = sa.Table(
     sa.Column("registeredon", UTCDateTime, nullable=False),
     sa.Column("lastsyncon", UTCDateTime),
     sa.Column("pendingchanges", sa.Integer),
+    # added by migration 0005_device_inventory (fieldsync.sync.inventory): the last inventory
+    # report's verdict, the last purge or wipe receipt, and a remote wipe an administrator asked
+    sa.Column("inventoryon", UTCDateTime),
+    sa.Column("inventorystatus", sa.String(16)),  # match, mismatch (a table differed)
+    sa.Column("receipton", UTCDateTime),  # the last purge or wipe receipt
+    sa.Column("wiperequestedon", UTCDateTime),
+    sa.Column("wiperequestedby", sa.Uuid),
+    sa.Column("wipedon", UTCDateTime),
+)
+# the last inventory report of each table of a device: what the device said it holds, what
+# its scope holds, the verdict; ``heal`` counts targeted re-scopes (a download cursor issued
+# before the last one starts the table over)
+fs_device_inventory = sa.Table(
+    "fs_device_inventory",
+    metadata,
+    sa.Column("deviceid", sa.String(64), primary_key=True),
+    sa.Column("tablename", sa.String(64), primary_key=True),
+    sa.Column("reportedon", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # match, mismatch, behind, clock
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("checksum", sa.String(16), nullable=False),
+    sa.Column("expectedrows", sa.BigInteger),
+    sa.Column("expectedchecksum", sa.String(16)),
+    sa.Column("heal", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("mismatches", sa.Integer, nullable=False, server_default="0"),
+    # the cursor a match was verified at (a hash): the same report at the same cursor is
+    # answered without counting the scope again
+    sa.Column("verified", sa.String(64)),
+)
+# a device's acknowledgement that it removed data: ``purge`` (access ended) or ``wipe`` (an
+# administrator asked), with the counts it removed per table
+fs_device_receipt = sa.Table(
+    "fs_device_receipt",
+    metadata,
+    sa.Column("receiptid", sa.Uuid, primary_key=True),
+    sa.Column("deviceid", sa.String(64), nullable=False, index=True),
+    sa.Column("userid", sa.Uuid, nullable=False, index=True),
+    sa.Column("app", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("counts", JSONType, nullable=False),  # {"tables": {...}, "outbox": n, "files": n}
+    sa.Column("reason", sa.String(512)),
+    sa.Column("receivedon", UTCDateTime, nullable=False),
 )
 # an applied client change's answer, kept per user as well as device: only the user who sent
 # the change is ever answered from it (migration 0004 re-keys databases made before)

@@ -979,6 +979,23 @@ def _session_grace_columns(store: Store, conn: sa.Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE fs_session ADD COLUMN {column} {kind}")
 
 
+def _device_inventory_columns(store: Store, conn: sa.Connection) -> None:
+    """fs_device gains the inventory verdict, the last receipt and the remote wipe
+    (databases made before; the inventory and receipt tables are new and made whole)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("fs_device")}
+    for column in (
+        "inventoryon",
+        "inventorystatus",
+        "receipton",
+        "wiperequestedon",
+        "wiperequestedby",
+        "wipedon",
+    ):
+        if column not in have:
+            kind = catalog.fs_device.c[column].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE fs_device ADD COLUMN {column} {kind}")
+
+
 MIGRATIONS: list[tuple[str, Any]] = [
     ("0001_bootstrap_organisation", _bootstrap),
     ("0002_change_notifications", install_trigger),
@@ -986,4 +1003,5 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("0004_file_references", _file_references),
     ("0004_sync_applied_by_user", _applied_by_user),
     ("0004_refresh_grace", _session_grace_columns),
+    ("0005_device_inventory", _device_inventory_columns),
 ]

@@ -12,7 +12,8 @@ A cursor says where a table's download stands and what it was computed against:
 - ``profile`` and ``pversion``: the published profile (and version) the cursor was issued
   under, so a republish can be answered with the difference;
 - ``fingerprint``: the user's security context, ``item``: the profile item (and what it
-  depends on), ``registration``: when the device was registered. When any of them no longer
+  depends on), ``registration``: when the device was registered, ``heal``: how many targeted
+  re-scopes of the table an inventory report had asked for. When any of them no longer
   matches, the table is re-scoped (a purged device registers anew, so it starts over).
 
 The server keeps no per-device state: everything it needs is in the cursor, signed with the
@@ -55,6 +56,7 @@ class Cursor:
     profile: str = ""  # the published profile the cursor was issued under
     pversion: int = 0  # and its version
     old: int = 0  # diff phases: the published version the device's rows were chosen by
+    heal: int = 0  # the table's targeted re-scopes (fieldsync.sync.inventory) when issued
 
     def encode(self, secret: bytes) -> str:
         body = base64.urlsafe_b64encode(orjson.dumps(asdict(self))).rstrip(b"=")

@@ -164,6 +164,7 @@ class Downloader:
         now: dt.datetime | None = None,
         registration: str = "",
         earlier: Callable[[int], ScopePlan | None] | None = None,
+        heals: Mapping[str, int] | None = None,
     ) -> None:
         self.records = records
         self.store = records.store
@@ -176,28 +177,24 @@ class Downloader:
         self.now = now
         self.registration = registration
         self._text = self.store.dialect == "sqlite"  # see _statement
+        self.heals = dict(heals or {})  # targeted re-scopes per table (inventory mismatches)
 
     # -- public ---------------------------------------------------------------------------
 
     def page(self, conn: sa.Connection, table: str, token: str | None, limit: int) -> TablePage:
         tp = self.plan.plan(table)
-        try:
-            cursor = None if token is None else Cursor.decode(token, self.secret)
-            if cursor is not None and (
-                cursor.table != table
-                or cursor.user != str(self.ctx.user_id)
-                or cursor.device != self.device
-            ):
-                raise BadCursor(f"the download cursor for {table!r} belongs to another sync")
-        except BadCursor as exc:
-            self.store.audit.cursor_forged(self.ctx.user_id, self.device, exc.message)
-            raise
-        stale = cursor is not None and self._stale(conn, tp, cursor)
-        if cursor is not None and stale:
-            diff = self._diff_start(conn, tp, cursor)
-            if diff is not None:
-                return self._diff(conn, tp, diff, limit)
-        if cursor is None or stale:
+        cursor = None if token is None else self.decode(table, token)
+        if cursor is not None and self._stale(conn, tp, cursor):
+            same = self._same_rows(tp, cursor)
+            if same is not None:
+                # only the travelling columns changed: the delta goes on, and the device
+                # backfills the columns it gained (/sync/v1/backfill)
+                cursor = same
+            else:
+                diff = self._diff_start(conn, tp, cursor)
+                if diff is not None:
+                    return self._diff(conn, tp, diff, limit)
+        if cursor is None or self._stale(conn, tp, cursor):
             cursor = Cursor(
                 table=table,
                 user=str(self.ctx.user_id),
@@ -209,6 +206,7 @@ class Downloader:
                 registration=self.registration,
                 profile=str(self.plan.profile.profile_id),
                 pversion=self.plan.profile.version,
+                heal=self.heals.get(table, 0),
             )
             page = self._snapshot(conn, tp, cursor, limit)
             page.rescope = True
@@ -219,6 +217,57 @@ class Downloader:
             return self._diff(conn, tp, cursor, limit)
         return self._delta(conn, tp, cursor, limit)
 
+    def decode(self, table: str, token: object) -> Cursor:
+        """A cursor this server issued for this user, device and table (a forged one is
+        refused and written to the audit log)."""
+        try:
+            cursor = Cursor.decode(token, self.secret)
+            if (
+                cursor.table != table
+                or cursor.user != str(self.ctx.user_id)
+                or cursor.device != self.device
+            ):
+                raise BadCursor(f"the download cursor for {table!r} belongs to another sync")
+        except BadCursor as exc:
+            self.store.audit.cursor_forged(self.ctx.user_id, self.device, exc.message)
+            raise
+        return cursor
+
+    def settled(self, conn: sa.Connection, table: str, token: object) -> Cursor | None:
+        """The table's cursor when the device must hold exactly the table's scope of now: a
+        delta cursor that is not stale, with no change since it that could move a row in or
+        out. ``None`` otherwise (the device is behind: there is nothing to compare yet)."""
+        tp = self.plan.plan(table)
+        if token is None:
+            return None
+        cursor = self.decode(table, token)
+        if cursor.phase != "delta" or self._stale(conn, tp, cursor):
+            return None
+        if read_changes(conn, cursor.version, tables=tp.watched, limit=1).changes:
+            return None
+        return cursor
+
+    def inventory(self, conn: sa.Connection, table: str) -> tuple[int, str]:
+        """The row count and checksum (:mod:`fieldsync.sync.inventory`) of the table's scope,
+        from the same statement the snapshot streams, counted in the database."""
+        from fieldsync.sync.inventory import checksum, format_checksum, pg_hash_sum
+
+        tp = self.plan.plan(table)
+        pk = tp.table.primary_id
+        query = Query(table=table, columns=(pk, "versionnumber"), filter=self.plan.node(table))
+        stmt = self.records.query_statement(query, caller=self.ctx, now=self.now, conn=conn)
+        stmt = stmt.order_by(None)
+        if self.store.dialect == "postgresql":
+            sub = stmt.subquery()
+            count, total = conn.execute(
+                sa.select(sa.func.count(), pg_hash_sum(sub.c[pk], sub.c.versionnumber))
+            ).one()
+            return int(count), format_checksum(int(total))
+        # SQLite: ids as stored (32 hex digits), no UUID objects made only to print them
+        sub = stmt.subquery()
+        pairs = sa.select(sa.type_coerce(sub.c[pk], sa.String), sub.c.versionnumber)
+        return checksum(conn.execute(pairs))
+
     # -- phases ---------------------------------------------------------------------------
 
     def _stale(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor) -> bool:
@@ -226,6 +275,7 @@ class Downloader:
             cursor.fingerprint != self.fingerprint
             or cursor.item != tp.item_hash
             or cursor.registration != self.registration
+            or cursor.heal != self.heals.get(tp.table.name, 0)
         ):
             return True
         if cursor.phase == "delta":
@@ -247,6 +297,59 @@ class Downloader:
         page.rescope = True
         return page
 
+    def _same_rows(self, tp: TablePlan, cursor: Cursor) -> Cursor | None:
+        """A delta cursor for the republished profile when the republish changed only the
+        table's travelling columns (the same scope: the same filter node, its relationships'
+        included); ``None`` otherwise."""
+        profile = self.plan.profile
+        if (
+            cursor.phase != "delta"
+            or self.earlier is None
+            or cursor.fingerprint != self.fingerprint
+            or cursor.registration != self.registration
+            or cursor.heal != self.heals.get(tp.table.name, 0)
+            or cursor.item == tp.item_hash
+            or cursor.profile != str(profile.profile_id)
+            or not 0 < cursor.pversion != profile.version
+            or tp.timed
+        ):
+            return None
+        before = self.earlier(cursor.pversion)
+        old = before.tables.get(tp.table.name) if before is not None else None
+        if (
+            before is None
+            or old is None
+            or old.item_hash != cursor.item
+            or old.columns == tp.columns
+            or before.node(tp.table.name) != self.plan.node(tp.table.name)
+        ):
+            return None
+        return replace(cursor, item=tp.item_hash, pversion=profile.version)
+
+    def backfill(
+        self, conn: sa.Connection, table: str, columns: Sequence[str], after: str | None, limit: int
+    ) -> dict[str, Any]:
+        """Some travelling columns of the rows in the table's scope, in primary-key order
+        after ``after``: what a device that gained those columns fills them with (cost: rows
+        times columns, not whole rows)."""
+        tp = self.plan.plan(table)
+        pk = tp.table.primary_id
+        narrow = replace(tp, columns=(pk, *columns))
+        start: Node = (
+            Condition(pk, Op.NOT_NULL) if after is None else Condition(pk, Op.GT, uuid.UUID(after))
+        )
+        node = And((self.plan.node(table), start))
+        rows = _wire_rows(narrow, conn.execute(self._statement(conn, narrow, node, limit + 1)))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "table": table,
+            "columns": list(narrow.columns),
+            "rows": rows,
+            "after": str(rows[-1][0]) if rows else after,
+            "more": more,
+        }
+
     def _diff_start(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor) -> Cursor | None:
         """A diff cursor when only the table's filter changed by a republish and the earlier
         version can be rebuilt; ``None`` means re-scope."""
@@ -256,6 +359,7 @@ class Downloader:
             or self.earlier is None
             or cursor.fingerprint != self.fingerprint
             or cursor.registration != self.registration
+            or cursor.heal != self.heals.get(tp.table.name, 0)
             or cursor.item == tp.item_hash
             or cursor.profile != str(profile.profile_id)
             or not 0 < cursor.pversion != profile.version

@@ -25,9 +25,10 @@ from fieldsync.offline.profiles import PROFILE, check, load_draft, published_pro
 from fieldsync.offline.snapshot import PublishedProfile
 from fieldsync.offline.validation import snapshot
 from fieldsync.query.ast import Node, Query
+from fieldsync.query.bind import UserBinding
 from fieldsync.records.service import Records
 from fieldsync.schema.model import ColumnType
-from fieldsync.security.context import load_context
+from fieldsync.security.context import load_context, user_binding
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege
 from fieldsync.store.catalog import fs_file
@@ -136,13 +137,16 @@ def preview_profile(
         published = published_profile(conn, profile_id)
         version = (published.version + 1) if published else 1
         proposed = snapshot(draft, store.schema, profile_id, version, moment)
-        audience, holders = _holders(records, conn, profile_id)
+        contexts: dict[Any, SecurityContext] = {}
+        audience, holders = _holders(records, conn, profile_id, contexts)
         chosen = users if users is not None else holders
         total = len(chosen)
         if users is None and len(chosen) > sample:
             chosen = random.Random(seed).sample(sorted(chosen, key=str), sample)
         counter = _Counter(records, conn, proposed, published, moment)
-        previews = [counter.user(load_context(store, uid, conn)) for uid in chosen]
+        previews = [
+            counter.user(contexts.get(uid) or load_context(store, uid, conn)) for uid in chosen
+        ]
     return Preview(
         profile=draft.name,
         published_version=published.version if published else None,
@@ -152,9 +156,15 @@ def preview_profile(
     )
 
 
-def _holders(records: Records, conn: sa.Connection, profile_id: RecordId) -> tuple[str, list[Any]]:
+def _holders(
+    records: Records,
+    conn: sa.Connection,
+    profile_id: RecordId,
+    contexts: dict[Any, SecurityContext] | None = None,
+) -> tuple[str, list[Any]]:
     """Who would hold the profile: the selected users and teams' members when every app using
-    it is restricted; every enabled user who may use an app otherwise."""
+    it is restricted; every enabled user who may use an app otherwise (their security
+    contexts, loaded to decide, are kept in ``contexts``)."""
     store = records.store
     apps = store.sql_table(APP)
     modes = list(
@@ -190,6 +200,8 @@ def _holders(records: Records, conn: sa.Connection, profile_id: RecordId) -> tup
             ctx, profile_table, Privilege.READ
         ):
             holders.append(uid)
+            if contexts is not None:
+                contexts[uid] = ctx
     return "everyone who may use an app of the profile", holders
 
 
@@ -215,12 +227,17 @@ class _Counter:
         self.draft = build_plan(proposed, schema)
         self.current: ScopePlan | None = build_plan(published, schema) if published else None
         self.widths: dict[str, float] = {}
+        self.binding: UserBinding | None = None  # the user's, for every query of theirs
 
     def _ids(self, plan: ScopePlan, table: str, ctx: SecurityContext) -> sa.Select[Any]:
         t = plan.plan(table).table
         node: Node = plan.node(table)
         query = Query(table=table, columns=(t.primary_id,), filter=node)
-        stmt = self.records.query_statement(query, caller=ctx, now=self.now, conn=self.conn)
+        if self.binding is None or self.binding.user_id != ctx.user_id:
+            self.binding = user_binding(self.records.store, self.conn, ctx)
+        stmt = self.records.query_statement(
+            query, caller=ctx, now=self.now, conn=self.conn, binding=self.binding
+        )
         # counted and compared as sets (SQLite refuses an ORDER BY inside EXCEPT)
         return stmt.order_by(None)
 
@@ -229,43 +246,76 @@ class _Counter:
         return int(self.conn.execute(sa.select(sa.func.count()).select_from(sub)).scalar_one())
 
     def user(self, ctx: SecurityContext) -> UserPreview:
+        """One user's preview. Every count of every table is a scalar subquery of one
+        statement: one round trip per user, whatever the number of tables (the counting
+        itself is index work; the round trips were most of the cost)."""
         out = UserPreview(str(ctx.user_id), ctx.username)
+        counts: list[Any] = []
+
+        def count(stmt: Any) -> int:
+            counts.append(stmt)
+            return len(counts) - 1
+
+        plans: list[tuple[str, int, int | None, int | None, int | None, bool, Any]] = []
         for table in self.draft.order:
             tp = self.draft.plan(table)
             mine = self._ids(self.draft, table, ctx)
-            rows = self._count(mine)
+            rows = count(mine)
             before = self.current.tables.get(table) if self.current else None
             if before is None:
-                old, moving_in, moving_out, changed = None, rows, 0, True
+                plans.append((table, rows, None, None, None, True, mine))
             elif before.item_hash == tp.item_hash:
-                old, moving_in, moving_out, changed = rows, 0, 0, False
+                plans.append((table, rows, None, None, None, False, mine))
             else:
                 assert self.current is not None
                 theirs = self._ids(self.current, table, ctx)
-                old = self._count(theirs)
-                moving_in = self._count(sa.except_(mine, theirs))
-                moving_out = self._count(sa.except_(theirs, mine))
-                changed = True
+                old = count(theirs)
+                moving_in = count(sa.except_(mine, theirs))
+                moving_out = count(sa.except_(theirs, mine))
+                plans.append((table, rows, old, moving_in, moving_out, True, mine))
+        gone: list[tuple[str, int]] = []
+        if self.current:
+            for table in self.current.order:
+                if table not in self.draft.tables:
+                    gone.append((table, count(self._ids(self.current, table, ctx))))
+        values = self._counts(counts)
+        for table, rows, old_at, in_at, out_at, changed, mine in plans:
+            n = values[rows]
+            if old_at is None:
+                published = None if changed else n
+                came, went = (n, 0) if changed else (0, 0)
+            else:
+                assert in_at is not None
+                assert out_at is not None
+                published, came, went = values[old_at], values[in_at], values[out_at]
             out.tables.append(
                 TablePreview(
                     table=table,
-                    rows=rows,
-                    published_rows=old,
-                    moving_in=moving_in,
-                    moving_out=moving_out,
-                    bytes=int(rows * self._width(table)),
+                    rows=n,
+                    published_rows=published,
+                    moving_in=came,
+                    moving_out=went,
+                    bytes=int(n * self._width(table)),
                     file_bytes=self._file_bytes(table, mine),
                     changed=changed,
                 )
             )
-        if self.current:
-            for table in self.current.order:
-                if table not in self.draft.tables:
-                    theirs = self._ids(self.current, table, ctx)
-                    old = self._count(theirs)
-                    out.tables.append(TablePreview(table, 0, old, 0, old, 0, 0, True))
+        for table, index in gone:
+            old_rows = values[index]
+            out.tables.append(TablePreview(table, 0, old_rows, 0, old_rows, 0, 0, True))
         out.warnings = _warnings(out)
         return out
+
+    def _counts(self, statements: list[Any]) -> list[int]:
+        """The row counts of ``statements``, in one query."""
+        if not statements:
+            return []
+        columns = [
+            sa.select(sa.func.count()).select_from(stmt.subquery()).scalar_subquery().label(f"c{i}")
+            for i, stmt in enumerate(statements)
+        ]
+        row = self.conn.execute(sa.select(*columns)).one()
+        return [int(v) for v in row]
 
     def _width(self, table: str) -> float:
         """The average size of one row of the table on the wire (travelling columns), from a

@@ -12,6 +12,8 @@ adds keys, never removes or re-types one, and a device ignores keys it does not 
 """
 
 # (no postponed annotations here: TypedDict reads NotRequired at run time)
+import hashlib
+import uuid
 from typing import Any, Literal, NotRequired, TypeAlias, TypedDict
 
 PROTOCOL_VERSION = 1
@@ -253,3 +255,111 @@ class LiveChanges(TypedDict):
 
 
 LIVE_EVENTS = ("ready", "changes", "bye")
+
+
+# -- inventory, receipts, remote wipe --------------------------------------------------------
+
+WIPE_CODE = "0x80040F01"
+"""The error code (with 403) of every sync call naming a device an administrator asked to wipe:
+remove every row, the outbox and the files, then send a ``wipe`` receipt."""
+
+CHECKSUM_EMPTY = "0" * 16
+
+
+def _id_text(record_id: object) -> str:
+    """An id as the checksum hashes it: lowercase, hyphenated (36 characters)."""
+    if isinstance(record_id, uuid.UUID):
+        return str(record_id)
+    text = str(record_id)
+    if len(text) == 32:  # SQLite's storage form: 32 hex digits
+        text = text.lower()
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    return str(uuid.UUID(text))
+
+
+def row_hash(record_id: object, version: int | None) -> int:
+    """One row's 64-bit hash: the first 8 bytes, big-endian, of SHA-256 over the UTF-8 text
+    ``"<id>:<version>"`` (the id lowercase with dashes; the version in decimal, 0 when none)."""
+    text = f"{_id_text(record_id)}:{int(version or 0)}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big")
+
+
+def format_checksum(total: int) -> str:
+    return f"{total % (1 << 64):016x}"
+
+
+def inventory_checksum(pairs: Any) -> tuple[int, str]:
+    """The row count and checksum of ``(id, version)`` pairs: the sum of their hashes mod
+    2**64, as 16 lowercase hex digits (any order gives the same)."""
+    sha, ident, from_bytes = hashlib.sha256, _id_text, int.from_bytes
+    count = total = 0
+    for rid, version in pairs:
+        count += 1
+        digest = sha(f"{ident(rid)}:{int(version or 0)}".encode()).digest()
+        total += from_bytes(digest[:8], "big")
+    return count, format_checksum(total)
+
+
+class TableInventory(TypedDict):
+    rows: int  # rows the device holds of the table
+    checksum: str  # inventory_checksum of their (id, versionnumber) pairs
+    cursor: str | None  # the table's download cursor, as the last page gave it
+
+
+class InventoryRequest(TypedDict):
+    device: str
+    app: str
+    tables: dict[str, TableInventory]  # tables with changes in the outbox are left out
+
+
+InventoryStatus: TypeAlias = Literal["match", "mismatch", "behind", "clock"]
+
+
+class InventoryVerdict(TypedDict):
+    table: str
+    status: InventoryStatus
+    rows: int  # as the device reported
+    expected_rows: NotRequired[int]  # what its scope holds (when compared)
+
+
+class InventoryAnswer(TypedDict):
+    tables: list[InventoryVerdict]
+    rescope: list[str]  # mismatched tables: download them again (their cursors are stale)
+
+
+ReceiptKind: TypeAlias = Literal["purge", "wipe"]
+
+
+class ReceiptRequest(TypedDict):
+    device: str
+    app: str
+    kind: ReceiptKind  # purge: access ended; wipe: an administrator asked
+    tables: dict[str, int]  # rows removed per table
+    outbox: NotRequired[int]  # changes discarded
+    files: NotRequired[int]  # files removed
+    reason: NotRequired[str | None]
+
+
+class ReceiptAnswer(TypedDict):
+    receipt: str  # its id
+    received_on: str
+
+
+# -- backfill (replica migrations) -------------------------------------------------------------
+
+
+class BackfillRequest(TypedDict):
+    device: str
+    app: str
+    table: str
+    columns: list[str]  # travelling columns the device's table gained (not the id)
+    after: NotRequired[str | None]  # the last id of the previous page (null: from the start)
+    limit: NotRequired[int]  # rows per page (1 to 5000; 1000)
+
+
+class BackfillAnswer(TypedDict):
+    table: str
+    columns: list[str]  # the id, then the columns asked for
+    rows: list[list[Any]]  # rows in scope, in primary-key order, in ``columns`` order
+    after: str | None  # send it back for the next page
+    more: bool

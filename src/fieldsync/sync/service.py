@@ -22,16 +22,25 @@ import orjson
 import sqlalchemy as sa
 
 from fieldsync import __version__
-from fieldsync.errors import BadRequest, Forbidden, NotFound
+from fieldsync.errors import BadRequest, FieldsyncError, Forbidden, NotFound
 from fieldsync.offline.access import offline_access
 from fieldsync.offline.apps import app_views
 from fieldsync.offline.profiles import published_profile
 from fieldsync.offline.snapshot import OfflineAccess, PublishedProfile
 from fieldsync.records.service import Records
+from fieldsync.security.context import load_context
 from fieldsync.security.model import SecurityContext
-from fieldsync.store.catalog import fs_device, fs_meta, fs_sync_applied
+from fieldsync.store.catalog import fs_device, fs_device_receipt, fs_meta, fs_sync_applied
 from fieldsync.store.store import utcnow
-from fieldsync.sync.devices import caller_device
+from fieldsync.sync import inventory as inv
+from fieldsync.sync.devices import (
+    PURGED_EVENT,
+    WIPED_EVENT,
+    DeviceInfo,
+    caller_device,
+    list_devices,
+    wipe_pending,
+)
 from fieldsync.sync.download import Downloader, TablePage
 from fieldsync.sync.explain import Explainer
 from fieldsync.sync.protocol import (
@@ -345,6 +354,7 @@ class SyncService:
                 now=now,
                 registration=registration,
                 earlier=lambda version: self.earlier_plan(conn, access.profile, version),
+                heals=inv.heals(conn, device_id),
             )
             pages: list[TablePage] = []
             budget = limit
@@ -427,6 +437,265 @@ class SyncService:
 
         return {"results": self.store.transact(work)}
 
+    def backfill(
+        self,
+        ctx: SecurityContext,
+        *,
+        device: object,
+        app: object,
+        table: object,
+        columns: object,
+        after: object = None,
+        limit: object = DEFAULT_PAGE,
+    ) -> dict[str, Any]:
+        """A page of some travelling columns of the rows in a table's scope (ids and those
+        columns only), for a device whose table gained them: a column added to the table or
+        to the profile's selection reaches it without the rows being downloaded again."""
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
+        if not isinstance(table, str) or not table:
+            raise BadRequest("'table' names a table of the app's offline profile")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise BadRequest(f"'limit' is a page size from 1 to {MAX_PAGE}")
+        if after is not None:
+            try:
+                after = str(uuid.UUID(str(after)))
+            except ValueError:
+                raise BadRequest("'after' is the last id of the previous page (a GUID)") from None
+        with self.store.read() as conn:
+            registration = self.owned_device(conn, ctx, device_id)
+            access = self.access(conn, ctx, app_name)
+            plan = self.plan(access.profile)
+            tp = plan.plan(table)
+            if (
+                not isinstance(columns, list)
+                or not columns
+                or len(set(columns)) != len(columns)
+                or any(c not in tp.columns or c == tp.table.primary_id for c in columns)
+            ):
+                raise BadRequest(
+                    f"'columns' lists travelling columns of {table!r} (not its id), once each"
+                )
+            dl = Downloader(
+                self.records,
+                plan,
+                ctx,
+                device=device_id,
+                fingerprint=fingerprint(ctx),
+                secret=self.secret,
+                registration=registration,
+            )
+            return dl.backfill(conn, table, [str(c) for c in columns], after, limit)
+
+    def inventory(
+        self,
+        ctx: SecurityContext,
+        *,
+        device: object,
+        app: object,
+        tables: object,
+        now: dt.datetime | None = None,
+    ) -> dict[str, Any]:
+        """Compare what the device says it holds of each table with the table's scope
+        (:mod:`fieldsync.sync.inventory`); record the verdicts, and heal a mismatched table
+        with a targeted re-scope (listed in ``rescope``: download it again)."""
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
+        reports = inv.parse_reports(tables)
+        with self.store.read() as conn:
+            registration = self.owned_device(conn, ctx, device_id)
+            access = self.access(conn, ctx, app_name)
+            plan = self.plan(access.profile)
+            for name in reports:
+                plan.plan(name)
+            dl = Downloader(
+                self.records,
+                plan,
+                ctx,
+                device=device_id,
+                fingerprint=fingerprint(ctx),
+                secret=self.secret,
+                now=now,
+                registration=registration,
+                heals=inv.heals(conn, device_id),
+            )
+            known = inv.verified(conn, device_id)
+            cached = 0  # tables answered from an earlier verification
+            verdicts: list[inv.Verdict] = []
+            for name, report in reports.items():
+                key = inv.cursor_key(report.cursor)
+                if plan.plan(name).timed:
+                    verdicts.append(inv.Verdict(name, "clock", report.rows, report.checksum))
+                    continue
+                if known.get(name) == (report.rows, report.checksum, key):
+                    cached += 1
+                    # verified at this very cursor before: the device holds the same rows
+                    # (a cursor changes with every change that reaches the table)
+                    verdicts.append(
+                        inv.Verdict(
+                            name,
+                            "match",
+                            report.rows,
+                            report.checksum,
+                            report.rows,
+                            report.checksum,
+                            key,
+                        )
+                    )
+                    continue
+                if dl.settled(conn, name, report.cursor) is None:
+                    verdicts.append(inv.Verdict(name, "behind", report.rows, report.checksum))
+                    continue
+                rows, check = dl.inventory(conn, name)
+                same = rows == report.rows and check == report.checksum
+                verdicts.append(
+                    inv.Verdict(
+                        name,
+                        "match" if same else "mismatch",
+                        report.rows,
+                        report.checksum,
+                        rows,
+                        check,
+                        key if same else None,
+                    )
+                )
+
+        def work(conn: sa.Connection) -> None:
+            self.owned_device(conn, ctx, device_id)
+            inv.record(conn, device_id, ctx.user_id, verdicts)
+
+        if cached < len(verdicts):
+            self.store.transact(work)  # nothing new to keep when every table was known
+        for v in verdicts:
+            if v.status == "mismatch":
+                self.store.audit.record(
+                    inv.MISMATCH_EVENT,
+                    outcome="healed",
+                    user=ctx.user_id,
+                    username=ctx.username or None,
+                    target=f"device {device_id}",
+                    detail={
+                        "app": app_name,
+                        "table": v.table,
+                        "rows": v.rows,
+                        "expected_rows": v.expected_rows,
+                        "checksum": v.checksum,
+                        "expected_checksum": v.expected_checksum,
+                    },
+                )
+        return {
+            "tables": [v.to_json() for v in verdicts],
+            "rescope": [v.table for v in verdicts if v.status == "mismatch"],
+        }
+
+    def receipt(
+        self,
+        ctx: SecurityContext,
+        *,
+        device: object,
+        app: object,
+        kind: object,
+        tables: object,
+        outbox: object = 0,
+        files: object = 0,
+        reason: object = None,
+    ) -> dict[str, Any]:
+        """A device acknowledges that it removed data: ``purge`` (its access ended) or
+        ``wipe`` (an administrator asked: this closes the request). The counts are the
+        device's word, kept as given."""
+        device_id, app_name = self.checked_device(device), self.checked_app(app)
+        if kind not in ("purge", "wipe"):
+            raise BadRequest("'kind' is 'purge' (access ended) or 'wipe' (asked for)")
+        counts = _receipt_counts(tables, outbox, files)
+        if reason is not None and not isinstance(reason, str):
+            raise BadRequest("'reason' is text: why the device removed its data")
+        now = utcnow()
+
+        def work(conn: sa.Connection) -> str:
+            found = caller_device(conn, ctx, device_id, audit=self.store.audit, wiping=True)
+            row = conn.execute(
+                sa.select(fs_device.c.wiperequestedon, fs_device.c.wipedon).where(
+                    fs_device.c.deviceid == device_id
+                )
+            ).first()
+            pending = row is not None and wipe_pending(row.wiperequestedon, row.wipedon)
+            if kind == "wipe" and not pending:
+                raise BadRequest("no wipe of this device is pending: send a 'purge' receipt")
+            if kind == "purge" and pending:
+                raise BadRequest("a wipe of this device is pending: wipe it, then send 'wipe'")
+            receipt_id = uuid.uuid4()
+            conn.execute(
+                fs_device_receipt.insert().values(
+                    receiptid=receipt_id,
+                    deviceid=device_id,
+                    userid=ctx.user_id,
+                    app=app_name,
+                    kind=kind,
+                    counts=counts,
+                    reason=None if reason is None else str(reason)[:512],
+                    receivedon=now,
+                )
+            )
+            if found is not None:
+                values: dict[str, Any] = {"receipton": now}
+                if kind == "wipe":
+                    values["wipedon"] = now
+                conn.execute(
+                    fs_device.update()
+                    .where(fs_device.c.deviceid == device_id, fs_device.c.userid == ctx.user_id)
+                    .values(**values)
+                )
+            return str(receipt_id)
+
+        receipt_id = self.store.transact(work)
+        self.store.audit.record(
+            WIPED_EVENT if kind == "wipe" else PURGED_EVENT,
+            outcome="done",
+            user=ctx.user_id,
+            username=ctx.username or None,
+            target=f"device {device_id}",
+            detail={"app": app_name, **counts},
+        )
+        return {"receipt": receipt_id, "received_on": now.isoformat()}
+
+    def receipts(self, device: str) -> list[dict[str, Any]]:
+        """A device's receipts, newest first (for administrators: the portal and CLI)."""
+        t = fs_device_receipt
+        with self.store.read() as conn:
+            rows = conn.execute(
+                sa.select(t).where(t.c.deviceid == device).order_by(t.c.receivedon.desc())
+            ).all()
+        return [
+            {
+                "receipt": str(r.receiptid),
+                "kind": r.kind,
+                "app": r.app,
+                "user": str(r.userid),
+                "counts": r.counts,
+                "reason": r.reason,
+                "received_on": r.receivedon.isoformat(),
+            }
+            for r in rows
+        ]
+
+    def stranded(self, caller: SecurityContext) -> list[dict[str, Any]]:
+        """Devices that still hold data for a user or app that lost access: the user (or
+        their access to the app) is gone and the device synced after its last receipt."""
+        if not caller.unrestricted:
+            raise Forbidden("only administrators list the devices of other users")
+        out: list[dict[str, Any]] = []
+        devices: list[DeviceInfo] = list_devices(self.store, caller)
+        with self.store.read() as conn:
+            for d in devices:
+                if d.receipt_on is not None and (
+                    d.last_sync_on is None or d.receipt_on >= d.last_sync_on
+                ):
+                    continue  # removed what it held since it last synced
+                try:
+                    ctx = load_context(self.store, d.user_id, conn)
+                    self.access(conn, ctx, d.app)
+                except FieldsyncError as exc:
+                    out.append({**d.to_json(), "lost": exc.message})
+        return out
+
     def explain(
         self,
         ctx: SecurityContext,
@@ -488,6 +757,26 @@ class SyncService:
         ]
         out.sort(key=lambda r: r["errortime"], reverse=True)
         return out[:limit]
+
+
+def _receipt_counts(tables: object, outbox: object, files: object) -> dict[str, Any]:
+    def count(value: object, what: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 63:
+            raise BadRequest(f"{what} is a count, 0 or more")
+        return value
+
+    if not isinstance(tables, Mapping) or len(tables) > inv.MAX_TABLES:
+        raise BadRequest("'tables' maps each table to the rows the device removed from it")
+    removed: dict[str, int] = {}
+    for name, value in tables.items():
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            raise BadRequest("a receipt names each table (at most 64 characters)")
+        removed[name] = count(value, f"the rows removed from {name!r}")
+    return {
+        "tables": removed,
+        "outbox": count(outbox, "'outbox' (changes discarded)"),
+        "files": count(files, "'files' (files removed)"),
+    }
 
 
 def _change_ids(value: object) -> list[uuid.UUID]:

@@ -1,0 +1,150 @@
+"""Publish preview at scale: 1,000 users x 10 tables over 1M rows, against the time it takes to
+count every user's published scope (the same counting queries, no draft) in the same run.
+
+    python bench/preview.py                       # PostgreSQL (FIELDSYNC_BENCH_POSTGRES_URL
+                                                  #   or the test URL), 1M rows, 1,000 users
+    python bench/preview.py --rows 100000 --users 100 --sqlite   # quicker, SQLite too
+    python bench/preview.py --keep        # then: --reuse URL (the printed one) times again
+
+The organisation (``scope_world.py``): ten custom user-owned tables, users reading their own
+rows (user depth), 100 rows per user per table. The published profile takes each table's rows
+the user owns; the draft narrows two tables with a custom filter (``new_amount lt 50``, half
+their rows move out) and keeps eight, so the preview counts ten tables per user and computes
+the rows moving in and out of the two that changed.
+
+Printed: seeding time, the baseline (every user's ten published counts), the preview of all
+1,000 users, per-user and per-query averages, and whether the preview stays under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scope_world import amount_below, custom_item, profile_yaml, seed, table_names
+from scratch import ScratchDatabases
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+LIMIT_SECONDS = 60.0
+
+
+def items(names: list[str], narrowed: int) -> dict[str, str]:
+    out = {}
+    for i, name in enumerate(names):
+        if i < narrowed:
+            fetch = amount_below(name, 50).replace(
+                "<filter>",
+                '<filter><condition attribute="ownerid" operator="eq-userid" />',
+            )
+            out[name] = custom_item(name, fetch)
+        else:
+            out[name] = "filter: other\nowned_by: [me]"
+    return out
+
+
+def run(name: str, url: str, args: argparse.Namespace) -> dict[str, float]:
+    from fieldsync.platform import build
+    from fieldsync.security.context import load_context
+    from fieldsync.store.store import Store
+    from fieldsync.sync.preview import _Counter, preview_profile
+
+    p = build(Store.open(url))
+    try:
+        names = table_names(args.tables)
+        if args.reuse:
+            users = [p.org.user_id(f"user{i}") for i in range(args.users)]
+            print(f"[{name}] reusing {url}", flush=True)
+        else:
+            t = time.perf_counter()
+            users = seed(p, tables=args.tables, rows=args.rows, users=args.users)
+            print(
+                f"[{name}] seeded {args.rows:,} rows, {args.users:,} users in "
+                f"{time.perf_counter() - t:.1f} s",
+                flush=True,
+            )
+            p.offline.import_yaml(profile_yaml("Bench preview", "preview", items(names, 0)))
+            p.offline.publish(p.offline.profile_id("Bench preview"))
+            p.offline.import_yaml(profile_yaml("Bench preview", "preview", items(names, 2)))
+        profile = p.offline.profile_id("Bench preview")
+
+        # baseline: the published scope of every user, counted with the preview's own queries
+        store = p.store
+        t = time.perf_counter()
+        published = p.offline.published_profile(profile)
+        with store.read() as conn:
+            counter = _Counter(p.records, conn, published, None, _now())
+            total = 0
+            for uid in users:
+                ctx = load_context(store, uid, conn)
+                total += counter.user(ctx).rows
+        baseline = time.perf_counter() - t
+        print(
+            f"[{name}] baseline: {len(users):,} users' published counts in {baseline:.1f} s "
+            f"({total:,} rows in scope in all)",
+            flush=True,
+        )
+
+        t = time.perf_counter()
+        preview = preview_profile(p.records, profile, sample=len(users))
+        seconds = time.perf_counter() - t
+        moved = sum(u.to_json()["moving_out"] for u in preview.users)
+        queries = len(users) * (args.tables + 2 * 3)
+        print(
+            f"[{name}] preview of {len(preview.users):,} users x {args.tables} tables over "
+            f"{args.rows:,} rows: {seconds:.1f} s ({seconds / len(users) * 1000:.1f} ms per "
+            f"user, ~{seconds / queries * 1000:.2f} ms per counting query; {moved:,} rows "
+            f"would move out); ratio to the baseline {seconds / baseline:.2f}",
+            flush=True,
+        )
+        verdict = "under" if seconds < LIMIT_SECONDS else "OVER"
+        print(f"[{name}] {verdict} the {LIMIT_SECONDS:.0f} s goal", flush=True)
+        return {"baseline": baseline, "preview": seconds}
+    finally:
+        p.close()
+
+
+def _now() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--tables", type=int, default=10)
+    parser.add_argument("--sqlite", action="store_true", help="Run on SQLite as well.")
+    parser.add_argument("--no-pg", action="store_true", help="Skip PostgreSQL.")
+    parser.add_argument("--keep", action="store_true", help="Keep the seeded PostgreSQL schema.")
+    parser.add_argument("--reuse", metavar="URL", help="Time again on a kept schema's URL.")
+    args = parser.parse_args()
+    pg = os.environ.get("FIELDSYNC_BENCH_POSTGRES_URL") or os.environ.get(
+        "FIELDSYNC_TEST_POSTGRES_URL", DEFAULT_PG
+    )
+    if args.sqlite:
+        with ScratchDatabases.sqlite() as dbs:
+            url = dbs.url("preview")
+            run("sqlite", url, args)
+            dbs.discard(url)
+    if args.reuse:
+        run("postgresql", args.reuse, args)
+    elif not args.no_pg:
+        with ScratchDatabases.postgres(pg) as dbs:
+            url = dbs.url("preview")
+            run("postgresql", url, args)
+            if args.keep:
+                print(f"kept for --reuse: {url}", flush=True)
+                dbs._schemas.pop(url, None)  # not dropped at the end
+            else:
+                dbs.discard(url)
+
+
+if __name__ == "__main__":
+    main()

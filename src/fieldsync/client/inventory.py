@@ -1,0 +1,153 @@
+"""What the device holds, told to the server: the inventory after each sync, and the receipt
+of a purge (access ended) or a remote wipe.
+
+**Inventory.** Per profile table without changes in the outbox: the row count, the checksum of
+the ``(id, versionnumber)`` pairs (:func:`fieldsync.sync.protocol.inventory_checksum`) and the
+table's download cursor. A table's count and checksum are computed again only when its cursor
+moved since the last report (every change that reaches the table moves it; a re-scope the
+server asks for drops the kept value), so a sync in which nothing changed reads no rows. The
+server answers a verdict per table and lists the tables it re-scopes (``rescope``): the syncer
+downloads those again at once.
+
+**Receipts.** After removing data the device says how much (rows per table, changes discarded,
+files removed). A receipt that cannot be delivered (no network) is kept and sent before the
+next sync's handshake.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from fieldsync.client.localdb import quote
+from fieldsync.client.replica import Replica
+from fieldsync.client.session import Session
+from fieldsync.client.transport import Offline, ServerError
+from fieldsync.sync.protocol import (
+    InventoryAnswer,
+    InventoryRequest,
+    ReceiptKind,
+    ReceiptRequest,
+    TableInventory,
+    inventory_checksum,
+)
+
+log = logging.getLogger(__name__)
+
+CACHE = "inventory"  # state: per table, the cursor the count and checksum were computed at
+RECEIPT = "receipt"  # state: a receipt not delivered yet
+
+
+class Inventory:
+    def __init__(self, replica: Replica, session: Session) -> None:
+        self.replica = replica
+        self.session = session
+
+    # -- inventory --------------------------------------------------------------------------
+
+    def held(self, tables: Iterable[str]) -> dict[str, TableInventory]:
+        """The inventory of ``tables`` that have a cursor and no change in the outbox."""
+        wanted = [t for t in tables if t in self.replica.sql]
+        cursors = self.replica.cursors(wanted)
+        out: dict[str, TableInventory] = {}
+        changed = False
+        with self.replica.read() as conn:
+            cache: dict[str, Any] = self.replica.get_state(CACHE, conn) or {}
+            pending = {r[0] for r in conn.execute("SELECT DISTINCT tablename FROM _fs_outbox")}
+            for name in wanted:
+                cursor = cursors[name]
+                if cursor is None or name in pending:
+                    continue
+                kept = cache.get(name)
+                if kept is None or kept["cursor"] != cursor:
+                    t, _ = self.replica.table(name)
+                    pairs = conn.execute(  # ids as stored: 32 hex digits
+                        f"SELECT {quote(t.primary_id)}, versionnumber FROM {quote(name)}"
+                    )
+                    rows, check = inventory_checksum(pairs)
+                    kept = cache[name] = {"cursor": cursor, "rows": rows, "checksum": check}
+                    changed = True
+                out[name] = {"rows": kept["rows"], "checksum": kept["checksum"], "cursor": cursor}
+        if changed:  # a durable write costs a sync to disk: only when something moved
+            with self.replica.write() as conn:
+                self.replica.set_state(conn, CACHE, cache)
+        return out
+
+    def report(self, tables: Iterable[str]) -> InventoryAnswer | None:
+        """Send the inventory; ``None`` when there is nothing to report."""
+        held = self.held(tables)
+        if not held:
+            return None
+        request: InventoryRequest = {
+            "device": self.session.device_id,
+            "app": self.session.app,
+            "tables": held,
+        }
+        answer: InventoryAnswer = self.session.call("POST", "/sync/v1/inventory", request)
+        if answer["rescope"]:
+            self.forget(answer["rescope"])
+        return answer
+
+    def forget(self, tables: Iterable[str] | None = None) -> None:
+        """Drop the kept counts of ``tables`` (all when None): computed afresh next time."""
+        with self.replica.write() as conn:
+            if tables is None:
+                self.replica.delete_state(conn, CACHE)
+                return
+            cache = self.replica.get_state(CACHE, conn) or {}
+            for name in tables:
+                cache.pop(name, None)
+            self.replica.set_state(conn, CACHE, cache)
+
+    def counts(self) -> dict[str, int]:
+        """Rows held per profile table (what a receipt reports as removed)."""
+        out: dict[str, int] = {}
+        with self.replica.read() as conn:
+            for name in self.replica.sql:
+                out[name] = int(conn.execute(f"SELECT count(*) FROM {quote(name)}").fetchone()[0])
+        return out
+
+    # -- receipts ---------------------------------------------------------------------------
+
+    def receipt(
+        self,
+        kind: ReceiptKind,
+        tables: dict[str, int],
+        *,
+        outbox: int,
+        files: int,
+        reason: str | None,
+    ) -> bool:
+        """Tell the server what was removed; kept for the next sync when it cannot be sent.
+        Returns whether it was delivered."""
+        request: ReceiptRequest = {
+            "device": self.session.device_id,
+            "app": self.session.app,
+            "kind": kind,
+            "tables": tables,
+            "outbox": outbox,
+            "files": files,
+            "reason": reason,
+        }
+        with self.replica.write() as conn:
+            self.replica.set_state(conn, RECEIPT, request)
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Send a receipt kept from before; True when none is left."""
+        request = self.replica.get_state(RECEIPT)
+        if not request:
+            return True
+        try:
+            self.session.call("POST", "/sync/v1/receipt", request)
+        except Offline:
+            return False
+        except ServerError as exc:
+            if exc.status >= 500 or exc.status == 401:
+                return False  # try again next time
+            # refused for good (an old server, a wipe already closed): nothing to resend
+            log.warning("the server refused the %s receipt: %s", request.get("kind"), exc)
+        with self.replica.write() as conn:
+            self.replica.delete_state(conn, RECEIPT)
+        return True
