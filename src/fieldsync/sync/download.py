@@ -339,7 +339,9 @@ class Downloader:
             Condition(pk, Op.NOT_NULL) if after is None else Condition(pk, Op.GT, uuid.UUID(after))
         )
         node = And((self.plan.node(table), start))
-        rows = _wire_rows(narrow, conn.execute(self._statement(conn, narrow, node, limit + 1)))
+        rows = _wire_rows(
+            narrow, conn.execute(self._statement(conn, narrow, node, limit + 1)), self._text
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         return {
