@@ -131,7 +131,7 @@ def test_a_change_through_one_process_reaches_a_device_on_the_other(
         tmp_path / "b", server=two.url, username="tech", password=PASSWORD, app="mine"
     )
     # a session made on one process is good on the other, access and refresh tokens alike
-    tokens = writer._http().tokens
+    tokens = writer.http().tokens
     whoami = httpx.get(
         f"{two.url}/auth/whoami", headers={"Authorization": f"Bearer {tokens['access_token']}"}
     )
@@ -142,7 +142,7 @@ def test_a_change_through_one_process_reaches_a_device_on_the_other(
         data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
     )
     assert refreshed.status_code == 200
-    writer._http().tokens = {
+    writer.http().tokens = {
         "access_token": refreshed.json()["access_token"],
         "refresh_token": refreshed.json()["refresh_token"],
     }

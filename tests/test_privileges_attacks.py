@@ -533,7 +533,7 @@ def sync_world(platform: Platform, tmp_path: Path) -> World:
 def upload(world: World, user: str, changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     device = world.device(user)
     device.sync()
-    headers = {"Authorization": f"Bearer {device._http().tokens['access_token']}"}
+    headers = {"Authorization": f"Bearer {device.http().tokens['access_token']}"}
     client = httpx.Client(transport=world.transport(), base_url="http://testserver")
     r = client.post(
         "/sync/v1/upload",

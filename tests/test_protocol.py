@@ -122,7 +122,7 @@ def test_the_types_describe_every_body_of_a_sync(world: World, tmp_path: Path) -
     device.sync()  # the acknowledgements go with this one
     # an error answer
     with pytest.raises(Exception, match="page size"):
-        device._http().call(
+        device.http().call(
             "POST",
             "/sync/v1/download",
             {"device": device.device_id, "app": "x", "limit": 0, "cursors": {}},

@@ -249,7 +249,7 @@ def test_a_poison_change_becomes_a_sync_error_and_the_rest_go_through(world: Wor
 )
 def test_bad_uploads_are_refused_clearly(world: World, body: dict[str, Any], message: str) -> None:
     device = world.device("tech1")
-    headers = {"Authorization": f"Bearer {device._http().tokens['access_token']}"}
+    headers = {"Authorization": f"Bearer {device.http().tokens['access_token']}"}
     client = httpx.Client(transport=world.transport(), base_url="http://testserver")
     before = world.platform.store.current_version
     with world.platform.store.read() as conn:

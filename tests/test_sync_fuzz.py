@@ -62,7 +62,7 @@ def _state(world: World) -> int:
 def test_random_messages_get_clear_errors(world: World) -> None:
     seed(world)
     device = world.device("tech1")
-    token = device._http().tokens["access_token"]
+    token = device.http().tokens["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
     client = _client(world)
 
@@ -109,7 +109,7 @@ def test_oversized_and_replayed_messages(world: World) -> None:
     seed(world)
     device = world.device("tech1")
     device.sync()
-    headers = {"Authorization": f"Bearer {device._http().tokens['access_token']}"}
+    headers = {"Authorization": f"Bearer {device.http().tokens['access_token']}"}
     client = _client(world)
     before = _state(world)
     big = b'{"device": "' + b"d" * (17 * 1024 * 1024) + b'"}'
@@ -162,7 +162,7 @@ def test_attacks_on_other_users_rows_are_refused_and_recorded(world: World) -> N
     )
     device = world.device("tech1")
     device.sync()
-    headers = {"Authorization": f"Bearer {device._http().tokens['access_token']}"}
+    headers = {"Authorization": f"Bearer {device.http().tokens['access_token']}"}
     client = _client(world)
     attempts = [
         ("update", str(foreign), {"name": "Mine now"}),

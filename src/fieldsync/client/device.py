@@ -123,7 +123,7 @@ class Device:
                 "unsent changes go), then sign in as another user"
             )
         device._session.set_up(server, app, uuid.uuid4().hex)
-        device._http().sign_in(username, password)
+        device.http().sign_in(username, password)
         device.handshake()
         return device
 
@@ -143,7 +143,7 @@ class Device:
     def handshake_data(self) -> dict[str, Any]:
         return cast(dict[str, Any], self._session.handshake)
 
-    def _http(self) -> BytesTransport:
+    def http(self) -> BytesTransport:
         return self._session.http()
 
     def _user(self) -> UserInfo:

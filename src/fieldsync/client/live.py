@@ -68,7 +68,7 @@ class Syncable(Protocol):
     @property
     def device_id(self) -> str: ...
 
-    def _http(self) -> BytesTransport: ...
+    def http(self) -> BytesTransport: ...
 
     def sync(self, tables: list[str] | None = None) -> Any: ...
 
@@ -121,7 +121,7 @@ class LiveSync:
     def _session(self, stop: threading.Event) -> bool:
         """One connection; True when it was established and ended cleanly."""
         device = self.device
-        transport = device._http()
+        transport = device.http()
         timeout = httpx.Timeout(10.0, read=self.read_timeout)
         for retry in (False, True):
             token = transport.tokens.get("access_token", "")
@@ -133,7 +133,7 @@ class LiveSync:
                 timeout=timeout,
             ) as response:
                 if response.status_code == 401 and not retry:
-                    transport._refresh()
+                    transport.refresh()
                     continue
                 if response.status_code >= 400:
                     response.read()

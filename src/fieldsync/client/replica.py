@@ -323,10 +323,10 @@ class Replica:
                     f"UPDATE {quote(name)} SET {sets} WHERE {quote(columns[0])} = ?",
                     [(*r[1:], r[0]) for r in rows],
                 )
-                pending = self._pending(conn, name)
+                pending = self.pending_ids(conn, name)
                 if pending:
                     ids = {str(uuid.UUID(str(r[0]))) for r in page["rows"]}
-                    self._overlay(conn, name, pending, ids)
+                    self.overlay_pending(conn, name, pending, ids)
             jobs = self.get_state(BACKFILL, conn) or {}
             if name in jobs:
                 if page["more"]:
@@ -455,7 +455,7 @@ class Replica:
                     # that completes it (one sort instead of an index insert per row)
                     for index_name, _ in lookup_indexes(table):
                         conn.execute(f"DROP INDEX IF EXISTS {quote(index_name)}")
-            pending = self._pending(conn, name)
+            pending = self.pending_ids(conn, name)
             if rows:
                 # every travelling column arrives, so replacing the whole row is the upsert
                 conn.executemany(
@@ -484,7 +484,7 @@ class Replica:
                 conn.execute("DELETE FROM _fs_seen WHERE tablename = ?", (name,))
                 marking = False
             if pending:
-                self._overlay(conn, name, pending, {str(uuid.UUID(r[index])) for r in rows})
+                self.overlay_pending(conn, name, pending, {str(uuid.UUID(r[index])) for r in rows})
             conn.execute(
                 "INSERT INTO _fs_cursor (tablename, cursor, marking, lastsync) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT (tablename) DO UPDATE SET "
@@ -498,7 +498,7 @@ class Replica:
         present = [uuid.UUID(r[0]) for r in conn.execute(f"SELECT {quote(pk)} FROM {quote(table)}")]
         self.delete_rows(conn, table, [r for r in present if r not in keep])
 
-    def _pending(self, conn: Connection, table: str) -> dict[str, list[str]]:
+    def pending_ids(self, conn: Connection, table: str) -> dict[str, list[str]]:
         """Record ids of the table with changes still in the outbox, and their operations."""
         out: dict[str, list[str]] = {}
         rows = conn.execute(
@@ -509,7 +509,7 @@ class Replica:
             out.setdefault(rid, []).append(op)
         return out
 
-    def _overlay(
+    def overlay_pending(
         self, conn: Connection, table: str, pending: Mapping[str, list[str]], ids: set[str]
     ) -> None:
         """Local changes not yet uploaded stay visible over what the server sent."""

@@ -250,9 +250,9 @@ class Syncer:
                         self.replica.update_row(conn, table, rid, values)
                     else:
                         insert(conn, table, values)
-                    later = self.replica._pending(conn, table)
+                    later = self.replica.pending_ids(conn, table)
                     if entry["recordid"] in later:
-                        self.replica._overlay(conn, table, later, {entry["recordid"]})
+                        self.replica.overlay_pending(conn, table, later, {entry["recordid"]})
                 assert step.error is not None
                 insert(
                     conn,

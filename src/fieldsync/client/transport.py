@@ -81,7 +81,7 @@ class Transport:
         if self.on_tokens is not None:
             self.on_tokens(self.tokens)
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
         refresh = self.tokens.get("refresh_token")
         if not refresh:
             raise SignInRequired(401, "0x8004AD03", "sign in again")
@@ -106,7 +106,7 @@ class Transport:
                 raise
             if "disabled" in exc.message:
                 raise _unauthorised(exc) from None
-        self._refresh()
+        self.refresh()
         try:
             return self._send(method, path, body)
         except ServerError as exc:
@@ -190,7 +190,7 @@ class BytesTransport(Transport):
                 raise
             if "disabled" in exc.message:
                 raise _unauthorised(exc) from None
-        self._refresh()
+        self.refresh()
         try:
             return send()
         except ServerError as exc:
