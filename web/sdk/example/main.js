@@ -22,23 +22,32 @@ device.subscribe((event) => {
   if (event.type === "changed") void render();
 });
 
+let renders = 0;
+
 async function render() {
+  // renders overlap (a sync sends several "changed" events): only the latest one draws
+  const mine = ++renders;
   const session = await device.session();
   /** @type {HTMLButtonElement} */ ($("sync")).disabled = !session?.app;
   /** @type {HTMLButtonElement} */ ($("sign-out")).disabled = !session;
   const list = $("rows");
-  list.replaceChildren();
-  if (!session?.app) return;
+  if (!session?.app) {
+    if (mine === renders) list.replaceChildren();
+    return;
+  }
   let tables;
   try {
     tables = await device.tables();
   } catch {
+    if (mine === renders) list.replaceChildren();
     return; // not synced yet
   }
   const table = tables[0];
   const [view] = await device.views(table.name);
   const { rows } = await device.query(table.name, { view: view?.id, limit: 50 });
+  if (mine !== renders) return;
   $("list-title").textContent = `${view?.name ?? table.displayName} (${rows.length})`;
+  list.replaceChildren();
   for (const row of rows) {
     const item = document.createElement("li");
     const button = document.createElement("button");
