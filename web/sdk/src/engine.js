@@ -346,6 +346,7 @@ export class Engine {
       await this.upload(report);
       const wanted = options.tables ?? [...answer.order];
       await this.download(wanted, report);
+      this.replica.buildIndexes();
       if (options.files ?? true) report.files = await this.online(() => this.files.fetch());
       this.files.sweep();
       this.link(true, null);
