@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from fieldsync.client import Offline
+from fieldsync.client.localdb import lookup_indexes
 from fieldsync.errors import FieldsyncError, PluginError
 from fieldsync.platform import Platform
 from fieldsync.records.plugins import PluginContext
@@ -339,3 +340,22 @@ def test_automatic_sync_follows_the_users_settings(world: World) -> None:
     assert device.may_sync_automatically()  # the app does not offer Wi-Fi only
     with pytest.raises(FieldsyncError, match="Wi-Fi only"):
         device.set_settings(wifi_only=True)
+
+
+@pytest.mark.parametrize("page_size", [1, 1000])
+def test_an_initial_sync_leaves_the_replicas_indexes_in_place(world: World, page_size: int) -> None:
+    """Indexes of a table that arrives whole are built by its last page, over one page or
+    many; every table of the replica ends with all of them."""
+    seed(world)
+    device = world.device("tech1")
+    device.sync(page_size=page_size)
+    replica_ = device.replica
+    with replica_.read() as conn:
+        found = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+    for name in replica_.sql:
+        wanted = {index for index, _ in lookup_indexes(replica_.schema.table(name))}
+        assert wanted, name
+        assert wanted <= found, (name, wanted - found)
+    converged(world, device, "tech1")

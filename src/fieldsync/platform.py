@@ -14,6 +14,7 @@ from fieldsync.offline.service import Offline
 from fieldsync.records import computed
 from fieldsync.records.plugins import PluginRegistry
 from fieldsync.records.service import Records
+from fieldsync.security.context import ContextCache
 from fieldsync.store.store import Store
 
 
@@ -25,6 +26,7 @@ class Platform:
     auth: Authenticator
     org: Organisation
     offline: Offline
+    contexts: ContextCache  # security contexts, reused until the change log moves
 
     def close(self) -> None:
         self.store.close()
@@ -47,7 +49,7 @@ def build(
     auth = Authenticator(store, auth_settings)
     org = Organisation(records, auth)
     org.ensure_predefined_roles()
-    return Platform(store, plugins, records, auth, org, Offline(records))
+    return Platform(store, plugins, records, auth, org, Offline(records), ContextCache(store))
 
 
 def open_platform(url: str, **kwargs: object) -> Platform:

@@ -208,12 +208,22 @@ def create_table(table: Table) -> list[str]:
         lookups = ", ".join(quote(c.name) for c in table.lookups())
         lines.append(f"CONSTRAINT {quote(f'uq_{table.name}'[:63])} UNIQUE ({lookups})")
     out = [f"CREATE TABLE IF NOT EXISTS {quote(table.name)} (\n\t" + ", \n\t".join(lines) + "\n)"]
+    return out + [create for _, create in lookup_indexes(table)]
+
+
+def lookup_indexes(table: Table) -> list[tuple[str, str]]:
+    """The (non-unique) indexes of a profile table, on its lookups and ``versionnumber``:
+    each one's name and CREATE INDEX IF NOT EXISTS statement."""
+    out = []
     for col in table.columns.values():
         if col.name != table.primary_id and (col.name == "versionnumber" or col.type in ID_TYPES):
             index = f"ix_{table.name}_{col.name}"[:63]
             out.append(
-                f"CREATE INDEX IF NOT EXISTS {quote(index)} ON {quote(table.name)} "
-                f"({quote(col.name)})"
+                (
+                    index,
+                    f"CREATE INDEX IF NOT EXISTS {quote(index)} ON {quote(table.name)} "
+                    f"({quote(col.name)})",
+                )
             )
     return out
 

@@ -21,7 +21,14 @@ from typing import Any
 
 import orjson
 
-from fieldsync.client.localdb import Codec, Database, create_table, quote, sql_columns
+from fieldsync.client.localdb import (
+    Codec,
+    Database,
+    create_table,
+    lookup_indexes,
+    quote,
+    sql_columns,
+)
 from fieldsync.errors import TableNotFound
 from fieldsync.schema.model import Schema, Table
 
@@ -443,6 +450,11 @@ class Replica:
                 marking = (
                     conn.execute(f"SELECT 1 FROM {quote(name)} LIMIT 1").fetchone() is not None
                 )
+                if not marking:
+                    # a whole table arrives: its lookup indexes are built once, by the page
+                    # that completes it (one sort instead of an index insert per row)
+                    for index_name, _ in lookup_indexes(table):
+                        conn.execute(f"DROP INDEX IF EXISTS {quote(index_name)}")
             pending = self._pending(conn, name)
             if rows:
                 # every travelling column arrives, so replacing the whole row is the upsert
@@ -460,6 +472,9 @@ class Replica:
             if removes:
                 keep = {uuid.UUID(k) for k, ops in pending.items() if "create" in ops}
                 self.delete_rows(conn, name, [r for r in removes if r not in keep])
+            if page.get("complete"):
+                for _, create in lookup_indexes(table):
+                    conn.execute(create)
             if page.get("complete") and marking:
                 seen = conn.execute(
                     "SELECT recordid FROM _fs_seen WHERE tablename = ?", (name,)

@@ -9,7 +9,6 @@ from fastapi import Depends, Request
 
 from fieldsync.errors import Unauthorized
 from fieldsync.platform import Platform
-from fieldsync.security.context import load_context
 from fieldsync.security.model import SecurityContext
 
 
@@ -28,10 +27,12 @@ def bearer_token(request: Request) -> str:
 
 def authenticate(request: Request) -> SecurityContext:
     """The security context of the request's bearer token (checked on every request: the
-    token, its session, and that the user is still enabled)."""
+    token, its session, and that the user is still enabled). The context comes from the
+    platform's cache, which reloads it whenever the change log shows a change to anything it
+    is made of (:class:`fieldsync.security.context.ContextCache`)."""
     p = platform(request)
     user_id = p.auth.authenticate(bearer_token(request))
-    ctx = load_context(p.store, user_id)
+    ctx = p.contexts.get(user_id)
     request.state.principal = ctx
     return ctx
 

@@ -11,6 +11,7 @@ see published versions.
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -319,18 +320,54 @@ def publish(
     return work(conn) if conn is not None else store.transact(work)
 
 
+# A published version never changes: its parsed snapshot is kept (by id and version) so that
+# each sync request reads one small row and parses nothing.
+_PUBLISHED: dict[tuple[uuid.UUID, int], PublishedProfile] = {}
+_PUBLISHED_LOCK = threading.Lock()
+_PUBLISHED_MAX = 256
+
+
 def published_profile(
     source: Store | sa.Connection, profile_id: RecordId | str, version: int | None = None
 ) -> PublishedProfile | None:
     """The latest published version of a profile (or ``version``), ``None`` if unpublished."""
     pid = as_id(profile_id)
-    stmt = sa.select(fs_published_profile.c.snapshot).where(fs_published_profile.c.profileid == pid)
+    where = [fs_published_profile.c.profileid == pid]
     if version is not None:
-        stmt = stmt.where(fs_published_profile.c.version == version)
-    stmt = stmt.order_by(fs_published_profile.c.version.desc()).limit(1)
+        where.append(fs_published_profile.c.version == version)
+    latest = (
+        sa.select(fs_published_profile.c.version)
+        .where(*where)
+        .order_by(fs_published_profile.c.version.desc())
+        .limit(1)
+    )
+
+    def read(conn: sa.Connection) -> PublishedProfile | None:
+        found = conn.execute(latest).scalar()
+        if found is None:
+            return None
+        key = (pid, int(found))
+        with _PUBLISHED_LOCK:
+            kept = _PUBLISHED.get(key)
+        if kept is not None:
+            return kept
+        data = conn.execute(
+            sa.select(fs_published_profile.c.snapshot).where(
+                fs_published_profile.c.profileid == pid,
+                fs_published_profile.c.version == found,
+            )
+        ).scalar()
+        if data is None:
+            return None
+        parsed = PublishedProfile.from_json(data)
+        if parsed.version == found:
+            with _PUBLISHED_LOCK:
+                if len(_PUBLISHED) >= _PUBLISHED_MAX:
+                    _PUBLISHED.pop(next(iter(_PUBLISHED)))
+                _PUBLISHED[key] = parsed
+        return parsed
+
     if isinstance(source, Store):
         with source.read() as conn:
-            data = conn.execute(stmt).scalar()
-    else:
-        data = source.execute(stmt).scalar()
-    return None if data is None else PublishedProfile.from_json(data)
+            return read(conn)
+    return read(source)

@@ -1,11 +1,14 @@
-"""Loading a user's security context from the database: once per request, a handful of
-small queries (the user, their teams, the roles of both, the business unit tree, the manager
-hierarchy below them, the tables shared with them)."""
+"""Loading a user's security context from the database: a handful of small queries (the
+user, their teams, the roles of both, the business unit tree, the manager hierarchy below
+them, the tables shared with them), and :class:`ContextCache`, which keeps loaded contexts
+for as long as the change log says that nothing they are made of has changed."""
 
 from __future__ import annotations
 
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -21,6 +24,8 @@ from fieldsync.security.model import (
     SecurityContext,
 )
 from fieldsync.security.roles import INHERENT_PRIVILEGES
+from fieldsync.store.catalog import fs_change, fs_meta
+from fieldsync.store.changes import WATERMARK
 from fieldsync.store.store import Store
 from fieldsync.types import RecordId
 
@@ -196,6 +201,107 @@ def _load(store: Store, conn: sa.Connection, user_id: RecordId) -> SecurityConte
         administrator=administrator,
         username=user.domainname,
     )
+
+
+# Every table a context (and so its fingerprint) is made of. Each write to one of them is a
+# row of the change log, in the same transaction: the newest version among them moves with
+# every change a context could see, in every process sharing the database.
+CONTEXT_TABLES = (
+    "systemuser",
+    "businessunit",
+    "team",
+    "teammembership",
+    "role",
+    "roleprivilege",
+    "systemuserroles",
+    "teamroles",
+    "organization",
+    "principalobjectaccess",
+)
+
+
+Stamp = tuple[int, str]
+
+
+def _stamp_statement() -> sa.Select[Any]:
+    newest = [
+        sa.select(sa.func.max(fs_change.c.version))
+        .where(fs_change.c.tablename == name)
+        .scalar_subquery()
+        for name in CONTEXT_TABLES
+    ]
+    pruned = sa.select(fs_meta.c.value).where(fs_meta.c.key == WATERMARK).scalar_subquery()
+    return sa.select(*newest, pruned)
+
+
+# built once: making the statement (and its cache key) anew cost more than running it
+STAMP = _stamp_statement()
+
+
+def context_stamp(conn: sa.Connection) -> Stamp:
+    """The newest version the change log holds for any table a context is made of (one
+    index lookup per table, on the log's ``(tablename, version)`` index), with the log's
+    pruning watermark: pruning moves the stamp too, so an emptied log never brings back a
+    stamp that an older context was stored under."""
+    *row, mark = conn.execute(STAMP).one()
+    return max((v for v in row if v is not None), default=0), str(mark or "")
+
+
+class ContextCache:
+    """Security contexts of one store, reused while the change log shows no change to what
+    they are made of.
+
+    Each entry keeps the stamp (:func:`context_stamp`) read *before* its context was loaded.
+    A lookup reads the stamp again, in the caller's transaction, and reuses the entry only
+    when it is the same: any committed write to a role, a privilege, a team or its members,
+    a business unit, a user, the organisation's hierarchy settings or a share moves the
+    stamp, so the next request of every process loads afresh. Versions are handed out in
+    commit order (see ``docs/architecture.md``), so a stamp read after a commit is never
+    older than that commit's version. A pruned log can only move the stamp (never hide a
+    change behind an equal one): the entry is then reloaded once, which is safe.
+    """
+
+    def __init__(self, store: Store, size: int = 4096) -> None:
+        self.store = store
+        self.size = size
+        self._entries: OrderedDict[RecordId, tuple[tuple[int, str], SecurityContext]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.loads = 0
+
+    def get(self, user_id: RecordId, conn: sa.Connection | None = None) -> SecurityContext:
+        """The context of an enabled user, as :func:`load_context` would load it now."""
+        if user_id == SYSTEM_USER_ID:
+            return SYSTEM_CONTEXT
+        if conn is None:
+            with self.store.read() as c:
+                return self._get(user_id, c)
+        return self._get(user_id, conn)
+
+    def _get(self, user_id: RecordId, conn: sa.Connection) -> SecurityContext:
+        stamp = context_stamp(conn)
+        with self._lock:
+            found = self._entries.get(user_id)
+            if found is not None and found[0] == stamp:
+                self._entries.move_to_end(user_id)
+                self.hits += 1
+                return found[1]
+        ctx = _load(self.store, conn, user_id)  # a disabled user raises: nothing is kept
+        with self._lock:
+            self.loads += 1
+            held = self._entries.get(user_id)
+            if held is None or held[0][0] <= stamp[0]:  # never replace a newer load
+                self._entries[user_id] = (stamp, ctx)
+                self._entries.move_to_end(user_id)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return ctx
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 def _dedupe(grants: Iterable[Grant]) -> tuple[Grant, ...]:

@@ -61,8 +61,11 @@ class ChangePage:
     more: bool
 
 
+_WATERMARK = sa.select(fs_meta.c.value).where(fs_meta.c.key == WATERMARK)  # built once
+
+
 def watermark(conn: sa.Connection) -> Version:
-    value = conn.execute(sa.select(fs_meta.c.value).where(fs_meta.c.key == WATERMARK)).scalar()
+    value = conn.execute(_WATERMARK).scalar()
     return int(value or 0)
 
 

@@ -86,6 +86,9 @@ def create_engine(url: str | URL, *, pool_size: int = 5) -> Engine:
         # misestimated plan (an OR of index conditions) can pay hundreds of ms for it
         with dbapi_connection.cursor() as cur:
             cur.execute("SET jit = off")
+            # every stored time is UTC: read back as UTC, psycopg gives datetimes whose
+            # tzinfo is datetime.UTC itself, which UTCDateTime passes on as they are
+            cur.execute("SET TIME ZONE 'UTC'")
         dbapi_connection.commit()
 
     return engine

@@ -44,6 +44,8 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value is None:
             return None
         moment: dt.datetime = value
+        if moment.tzinfo is UTC:  # PostgreSQL's sessions run in UTC: the usual case
+            return moment
         if moment.tzinfo is None:
             return moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)

@@ -49,6 +49,7 @@ from fieldsync.schema.model import ColumnType
 from fieldsync.security.model import SecurityContext
 from fieldsync.security.predicate import readable
 from fieldsync.store.changes import Change, read_changes, watermark
+from fieldsync.store.sqltypes import UTCDateTime
 from fieldsync.sync.cursor import BadCursor, Cursor
 from fieldsync.sync.protocol import DownloadPage
 from fieldsync.sync.scope import SCOPE_COLUMNS, SHARE_TABLE, Edge, ScopePlan, TablePlan, walk
@@ -91,34 +92,61 @@ def wire(value: Any) -> Any:
     return value
 
 
-def _wire_rows(tp: TablePlan, rows: Iterable[Any]) -> list[list[Any]]:
-    """Rows as they travel: orjson writes ids, dates and numbers itself; decimals go as
-    strings and multi-choice values as lists."""
-    special = [
-        i
-        for i, name in enumerate(tp.columns)
-        if (col := tp.table.column(name)) is not None
-        and col.type in (ColumnType.DECIMAL, ColumnType.MONEY, ColumnType.MULTICHOICE)
-    ]
-    ids = [
-        i
-        for i, name in enumerate(tp.columns)
-        if name == tp.table.primary_id
-        or (
-            (col := tp.table.column(name)) is not None
-            and col.type
-            in (ColumnType.LOOKUP, ColumnType.UNIQUEIDENTIFIER, ColumnType.FILE, ColumnType.IMAGE)
-        )
-    ]
-    out = [list(r) for r in rows]
-    for row in out:
-        for i in special:
-            row[i] = wire(row[i])
-        for i in ids:
-            value = row[i]
-            if type(value) is str and len(value) == 32:
-                row[i] = f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+ID_TYPES = (ColumnType.LOOKUP, ColumnType.UNIQUEIDENTIFIER, ColumnType.FILE, ColumnType.IMAGE)
+
+
+def _dashed(value: Any) -> Any:
+    """An id as SQLite stores it (32 hex digits) in its dashed form; anything else as is."""
+    if type(value) is str and len(value) == 32:
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+    return value
+
+
+def _iso_moment(value: Any) -> Any:
+    """A time as SQLite stores it ("YYYY-MM-DD HH:MM:SS.ffffff", UTC) in the form orjson
+    gives a UTC datetime ("YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00"); anything else as is."""
+    if type(value) is str and len(value) == 26 and value[10] == " " and value[19] == ".":
+        if value.endswith("000000"):
+            return f"{value[:10]}T{value[11:19]}+00:00"
+        return f"{value[:10]}T{value[11:]}+00:00"
+    if type(value) is str:  # another stored form: parse it as the column type would
+        moment = dt.datetime.fromisoformat(value)
+        return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
+    return value
+
+
+def _converters(tp: TablePlan, text: bool) -> list[tuple[int, Callable[[Any], Any]]]:
+    """The columns whose values change on the way to the wire, with what changes them;
+    ``text``: ids and times arrive as SQLite stores them (else as UUID and datetime objects,
+    which orjson writes itself)."""
+    out: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, name in enumerate(tp.columns):
+        col = tp.table.column(name)
+        kind = None if col is None else col.type
+        if kind in (ColumnType.DECIMAL, ColumnType.MONEY, ColumnType.MULTICHOICE):
+            out.append((i, wire))
+        elif text and (name == tp.table.primary_id or kind in ID_TYPES):
+            out.append((i, _dashed))
+        elif text and kind is ColumnType.DATETIME:
+            out.append((i, _iso_moment))
     return out
+
+
+def _wire_rows(tp: TablePlan, result: Iterable[Any], text: bool = True) -> list[list[Any]]:
+    """Rows as they travel: orjson writes ids, dates and numbers itself; decimals go as
+    strings and multi-choice values as lists; on SQLite, ids and times arrive as the text
+    SQLite stores (see :meth:`Downloader._statement`) and leave in their wire form. Works a
+    column at a time: one ``map`` per column that changes, the rest untouched."""
+    rows = result if isinstance(result, list) else list(result)
+    if not rows:
+        return []
+    convert = _converters(tp, text)
+    if not convert:
+        return [list(r) for r in rows]
+    columns = list(zip(*rows, strict=True))
+    for i, fn in convert:
+        columns[i] = tuple(map(fn, columns[i]))
+    return list(map(list, zip(*columns, strict=True)))
 
 
 class Downloader:
@@ -148,6 +176,7 @@ class Downloader:
         self.secret = secret
         self.now = now
         self.registration = registration
+        self._text = self.store.dialect == "sqlite"  # see _statement
         self.heals = dict(heals or {})  # targeted re-scopes per table (inventory mismatches)
 
     # -- public ---------------------------------------------------------------------------
@@ -310,7 +339,9 @@ class Downloader:
             Condition(pk, Op.NOT_NULL) if after is None else Condition(pk, Op.GT, uuid.UUID(after))
         )
         node = And((self.plan.node(table), start))
-        rows = _wire_rows(narrow, conn.execute(self._statement(conn, narrow, node, limit + 1)))
+        rows = _wire_rows(
+            narrow, conn.execute(self._statement(conn, narrow, node, limit + 1)), self._text
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         return {
@@ -367,7 +398,7 @@ class Downloader:
             # rows of the new scope that the old one did not hold
             stmt = self._statement(conn, tp, And((self.plan.node(tp.table.name), after)), limit + 1)
             stmt = stmt.where(stmt.selected_columns[pk].not_in(self._ids(conn, before, tp)))
-            rows = _wire_rows(tp, conn.execute(stmt).fetchmany(limit + 1))
+            rows = _wire_rows(tp, conn.execute(stmt).fetchmany(limit + 1), self._text)
             index = tp.columns.index(pk)
             if len(rows) > limit:
                 page.upserts = rows[:limit]
@@ -416,11 +447,14 @@ class Downloader:
         query = Query(table=tp.table.name, columns=tp.columns, filter=node, top=top)
         stmt = self.records.query_statement(query, caller=self.ctx, now=self.now, conn=conn)
         if self.store.dialect == "sqlite":
-            # ids come back as SQLite stores them (32 hex digits) and are dashed in
-            # _wire_rows: much cheaper than making UUID objects only to print them again
+            # ids and times come back as SQLite stores them (32 hex digits, UTC text) and
+            # take their wire form in _wire_rows: much cheaper than making UUID and datetime
+            # objects only to print them again
             stmt = stmt.with_only_columns(
                 *(
-                    sa.type_coerce(c, sa.String).label(c.name) if isinstance(c.type, sa.Uuid) else c
+                    sa.type_coerce(c, sa.String).label(c.name)
+                    if isinstance(c.type, (sa.Uuid, UTCDateTime))
+                    else c
                     for c in stmt.selected_columns
                 ),
                 maintain_column_froms=True,
@@ -441,7 +475,7 @@ class Downloader:
             else Condition(pk, Op.GT, uuid.UUID(cursor.key))
         )
         result = self._select(conn, tp, after, limit + 1)
-        rows = _wire_rows(tp, result.fetchmany(limit + 1))
+        rows = _wire_rows(tp, result.fetchmany(limit + 1), self._text)
         page = TablePage(tp.table.name, tp.columns)
         index = tp.columns.index(pk)
         if len(rows) > limit:
@@ -472,7 +506,8 @@ class Downloader:
         ordered = sorted(candidates)
         for start in range(0, len(ordered), CHUNK):
             chunk = ordered[start : start + CHUNK]
-            for row in _wire_rows(tp, self._select(conn, tp, is_in(pk, chunk), None)):
+            rows = self._select(conn, tp, is_in(pk, chunk), None)
+            for row in _wire_rows(tp, rows, self._text):
                 found.add(uuid.UUID(str(row[index])))
                 page.upserts.append(row)
         gone = [i for i in ordered if i not in found]

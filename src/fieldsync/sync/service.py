@@ -83,6 +83,27 @@ def fingerprint(ctx: SecurityContext) -> str:
     return hashlib.sha256(orjson.dumps(parts)).hexdigest()[:24]
 
 
+_FINGERPRINTS: OrderedDict[int, tuple[SecurityContext, str]] = OrderedDict()
+_FINGERPRINTS_LOCK = threading.Lock()
+
+
+def cached_fingerprint(ctx: SecurityContext) -> str:
+    """:func:`fingerprint`, computed once per context object (contexts are immutable and
+    the context cache hands the same object to every request until something changes)."""
+    key = id(ctx)
+    with _FINGERPRINTS_LOCK:
+        found = _FINGERPRINTS.get(key)
+        if found is not None and found[0] is ctx:
+            return found[1]
+    value = fingerprint(ctx)
+    with _FINGERPRINTS_LOCK:
+        _FINGERPRINTS[key] = (ctx, value)  # holding ctx keeps its id from being reused
+        _FINGERPRINTS.move_to_end(key)
+        while len(_FINGERPRINTS) > 4096:
+            _FINGERPRINTS.popitem(last=False)
+    return value
+
+
 def _default_access(store: Any) -> AccessResolver:
     def resolve(conn: sa.Connection, ctx: SecurityContext, app: str) -> OfflineAccess:
         return offline_access(store, conn, ctx, app)
@@ -341,7 +362,7 @@ class SyncService:
                 plan,
                 ctx,
                 device=device_id,
-                fingerprint=fingerprint(ctx),
+                fingerprint=cached_fingerprint(ctx),
                 secret=self.secret,
                 now=now,
                 registration=registration,

@@ -175,6 +175,13 @@ async function syncNow(reason, { quiet = false } = {}) {
       await route();
       return;
     }
+    if (e && /** @type {any} */ (e).name === "DeviceWipedError") {
+      // an administrator wiped the device: its data is gone; the first sync starts over
+      tableDefs = null;
+      flash("An administrator removed this app's data from this device.");
+      await route();
+      return;
+    }
     // the status bar shows the failed state; say why once
     if (!quiet) flash(`Sync failed: ${message(e)}`);
   }

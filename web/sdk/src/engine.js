@@ -2,7 +2,7 @@
 // in one place only: the dedicated worker in a browser, the process in node. The page talks to
 // it through `openDevice` (index.js), which has the same async methods.
 
-import { AccessRemovedError, AuthError, DeviceError, FieldError, NotFoundError, OfflineError, ServerError } from "./errors.js";
+import { AccessRemovedError, AuthError, DeviceError, DeviceWipedError, FieldError, NotFoundError, OfflineError, ServerError } from "./errors.js";
 import { Transport, sleep } from "./http.js";
 import { Replica, q } from "./replica.js";
 import { coerceValues, requiredMissing } from "./values.js";
@@ -10,6 +10,7 @@ import { hexToUuid, isUuid, newId, timeParam, toStored } from "./codecs.js";
 import { Files } from "./files.js";
 import { Scheduler } from "./scheduler.js";
 import { Database } from "./db.js";
+import { Inventory, WIPE_CODE, wipeAsked } from "./inventory.js";
 
 export const SDK_VERSION = "@fieldsync/device 0.1.0";
 export const UPLOAD_BATCH = 200;
@@ -36,7 +37,8 @@ export const SYNC_STATES = /** @type {const} */ ([
  *   signedIn: boolean}} Status
  * @typedef {{type: "status", status: Status} | {type: "changed", tables: string[]}} DeviceEvent
  * @typedef {{downloaded: number, uploaded: number, rejected: number, purged: boolean,
- *   rescoped: string[], tables: Record<string, TableProgress>, files?: {fetched: number, bytes: number}}} SyncReport
+ *   rescoped: string[], tables: Record<string, TableProgress>, files?: {fetched: number, bytes: number},
+ *   inventory: Record<string, string>}} SyncReport
  * @typedef {{connected(): boolean, wifi(): boolean | null}} Network
  * @typedef {{server?: string, storage?: "opfs" | "memory", name?: string, fetch?: typeof fetch,
  *   network?: Network, retries?: number, baseDelayMs?: number, maxWaitMs?: number,
@@ -95,6 +97,7 @@ export class Engine {
     /** @type {Transport | null} */
     this.http = null;
     this.files = new Files(this);
+    this.inventory = new Inventory(this);
     this.scheduler = new Scheduler(this, { tickMs: options.tickMs, live: options.live });
     this.closed = false;
   }
@@ -241,7 +244,7 @@ export class Engine {
       this.db.run("DELETE FROM _fs_outbox");
       this.db.run("DELETE FROM _fs_error");
       this.files.wipe();
-      for (const key of ["tokens", "device", "user", "app", "apps", "settings", "acked", "link"]) this.replica.deleteState(key);
+      for (const key of ["tokens", "device", "user", "app", "apps", "settings", "acked", "link", "inventory"]) this.replica.deleteState(key);
     });
     this.http = null;
     this.connected = false;
@@ -270,6 +273,7 @@ export class Engine {
 
   /** Register with the server and adopt the published profile (purges on lost access). */
   async handshake() {
+    await this.inventory.flush(); // a receipt the server has not had yet
     let answer;
     try {
       answer = await this.call("POST", "/sync/v1/handshake", {
@@ -279,8 +283,12 @@ export class Engine {
         pending: this.pendingCount(),
       });
     } catch (error) {
+      if (wipeAsked(error)) {
+        await this.wipe();
+        throw wipedError(/** @type {ServerError} */ (error));
+      }
       if (error instanceof AccessRemovedError || (error instanceof ServerError && !(error instanceof AuthError) && (error.status === 403 || error.status === 404))) {
-        this.purgeData(error);
+        await this.purge(error);
         throw error instanceof AccessRemovedError ? error : new AccessRemovedError(error.status, error.code, error.detail);
       }
       throw error;
@@ -291,7 +299,47 @@ export class Engine {
   }
 
   /**
-   * Access is gone: pending changes become sync errors, the profile's data goes.
+   * Access is gone: the data goes (purgeData), and a receipt says how much (once: a device
+   * that holds nothing sends none; kept and sent before the next handshake when undelivered).
+   * @param {ServerError} error
+   */
+  async purge(error) {
+    const held = this.replica.handshake != null;
+    const counts = this.inventory.counts();
+    const outbox = this.pendingCount();
+    const files = this.blobCount();
+    this.purgeData(error);
+    if (held) await this.inventory.receipt("purge", counts, { outbox, files, reason: error.detail });
+  }
+
+  /**
+   * An administrator asked to wipe this device: every row, the outbox (pending changes are not
+   * sent), the sync errors and the files go; the wipe receipt says how much. The sign-in stays.
+   */
+  async wipe() {
+    const counts = this.inventory.counts();
+    const outbox = this.pendingCount();
+    const files = this.blobCount();
+    const tables = [...this.replica.defs.keys()];
+    this.db.tx(() => {
+      this.db.run("DELETE FROM _fs_outbox");
+      this.db.run("DELETE FROM _fs_error");
+      this.files.wipe();
+      this.replica.deleteState("acked");
+      this.replica.deleteState("inventory");
+      this.replica.purge();
+    });
+    this.emit({ type: "changed", tables });
+    this.notify();
+    await this.inventory.receipt("wipe", counts, { outbox, files, reason: "asked by an administrator" });
+  }
+
+  blobCount() {
+    return Number(this.db.value("SELECT count(*) FROM _fs_blob"));
+  }
+
+  /**
+   * Pending changes become sync errors, the profile's data goes.
    * @param {ServerError} error
    */
   purgeData(error) {
@@ -307,6 +355,7 @@ export class Engine {
       this.db.run("DELETE FROM _fs_outbox");
       this.files.wipe();
       this.replica.deleteState("acked");
+      this.replica.deleteState("inventory");
       this.replica.purge();
     });
     this.emit({ type: "changed", tables });
@@ -330,7 +379,7 @@ export class Engine {
   /** @param {{reason?: string, tables?: string[], files?: boolean}} options */
   async runSync(options) {
     /** @type {SyncReport} */
-    const report = { downloaded: 0, uploaded: 0, rejected: 0, purged: false, rescoped: [], tables: {} };
+    const report = { downloaded: 0, uploaded: 0, rejected: 0, purged: false, rescoped: [], tables: {}, inventory: {} };
     this.syncing = true;
     this.progress = {};
     this.notify();
@@ -342,12 +391,19 @@ export class Engine {
         if (error instanceof AccessRemovedError) report.purged = true;
         throw error;
       }
-      await this.online(() => this.files.uploadPending());
-      await this.upload(report);
-      const wanted = options.tables ?? [...answer.order];
-      await this.download(wanted, report);
-      this.replica.buildIndexes();
-      if (options.files ?? true) report.files = await this.online(() => this.files.fetch());
+      try {
+        await this.online(() => this.files.uploadPending());
+        await this.upload(report);
+        const wanted = options.tables ?? [...answer.order];
+        await this.download(wanted, report);
+        this.replica.buildIndexes();
+        await this.check(wanted, report);
+        if (options.files ?? true) report.files = await this.online(() => this.files.fetch());
+      } catch (error) {
+        if (!wipeAsked(error)) throw error;
+        await this.wipe(); // asked while this sync ran
+        throw wipedError(/** @type {ServerError} */ (error));
+      }
       this.files.sweep();
       this.link(true, null);
       return report;
@@ -518,6 +574,32 @@ export class Engine {
       current = await next;
     }
     report.tables = counts;
+  }
+
+  /**
+   * Report the inventory of the tables just downloaded; download again at once the tables the
+   * server re-scopes (their counts went wrong). A server that cannot take the report does not
+   * fail the sync (the rows are in), except to ask for a wipe.
+   * @param {string[]} tables @param {SyncReport} report
+   */
+  async check(tables, report) {
+    let answer;
+    try {
+      answer = await this.inventory.report(tables);
+    } catch (error) {
+      if (wipeAsked(error) || !(error instanceof ServerError)) throw error;
+      return;
+    }
+    if (!answer) return;
+    report.inventory = Object.fromEntries(answer.tables.map((v) => [v.table, v.status]));
+    const rescope = answer.rescope.filter((t) => this.replica.defs.has(t));
+    if (!rescope.length) return;
+    const before = report.tables;
+    await this.download(rescope, report);
+    for (const [name, seen] of Object.entries(before)) {
+      const now = report.tables[name];
+      report.tables[name] = now ? { rows: now.rows + seen.rows, bytes: now.bytes + seen.bytes } : seen;
+    }
   }
 
   // -- reading ----------------------------------------------------------------------------------
@@ -982,6 +1064,14 @@ export class Engine {
       await sleep(0);
     }
   }
+}
+
+/**
+ * The wipe code's error, as the device throws it once it wiped itself.
+ * @param {ServerError} error
+ */
+function wipedError(error) {
+  return new DeviceWipedError(error.status, WIPE_CODE, error.detail);
 }
 
 /**

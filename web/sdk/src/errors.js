@@ -50,6 +50,15 @@ export class AccessRemovedError extends ServerError {
   }
 }
 
+/** An administrator asked to wipe this device: its rows, outbox, sync errors and files are gone. */
+export class DeviceWipedError extends ServerError {
+  /** @param {number} status @param {string} code @param {string} message */
+  constructor(status, code, message) {
+    super(status, code, message);
+    this.name = "DeviceWipedError";
+  }
+}
+
 /** A value the device refuses before anything is written (named at its column). */
 export class FieldError extends DeviceError {
   /** @param {string | null} column @param {string} message */
@@ -89,7 +98,7 @@ export class BusyError extends DeviceError {
 }
 
 const CLASSES = {
-  DeviceError, OfflineError, ServerError, AuthError, AccessRemovedError, FieldError, QuotaError,
+  DeviceError, OfflineError, ServerError, AuthError, AccessRemovedError, DeviceWipedError, FieldError, QuotaError,
   NotFoundError, BusyError,
 };
 
@@ -120,7 +129,7 @@ export function deserializeError(data) {
   /** @type {Error} */
   let error;
   if (name === "FieldError") error = new FieldError(data.column ?? null, data.reason ?? data.message);
-  else if (name === "ServerError" || name === "AuthError" || name === "AccessRemovedError") {
+  else if (name === "ServerError" || name === "AuthError" || name === "AccessRemovedError" || name === "DeviceWipedError") {
     const Kind = CLASSES[name];
     error = new Kind(data.status, data.code, data.detail ?? data.message);
   } else if (name === "OfflineError") error = new OfflineError(data.message, data.retryAfter ?? null);

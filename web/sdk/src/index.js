@@ -10,7 +10,7 @@
 import { WorkerDevice } from "./proxy.js";
 
 export {
-  AccessRemovedError, AuthError, BusyError, DeviceError, FieldError, NotFoundError, OfflineError,
+  AccessRemovedError, AuthError, BusyError, DeviceError, DeviceWipedError, FieldError, NotFoundError, OfflineError,
   QuotaError, ServerError,
 } from "./errors.js";
 export { SYNC_STATES, SDK_VERSION } from "./engine.js";
