@@ -223,11 +223,17 @@ def world(platform: Platform, tmp_path: Path) -> Iterator[World]:
         replica.close()
 
 
-def _on_device(replica: Replica, compiled: Any, search: str | None = None) -> list[str]:
+def _on_device(
+    replica: Replica, compiled: Any, search: str | None = None, indexed: bool = False
+) -> list[str]:
     conn = sqlite3.connect(replica.path)
     conn.create_function("lower", 1, _lower, deterministic=True)
     conn.create_function("regexp", 2, _regexp, deterministic=True)
     try:
+        if indexed:  # as the browser device does once its download is in
+            for statement in compiled.get("indexes", []):
+                conn.execute(statement)
+            conn.commit()
         params = dict(compiled["params"])
         params.update({k: _time_value(v) for k, v in compiled["times"].items()})
         params.update(
@@ -260,6 +266,7 @@ def _check(world: World, username: str, table: str, fetchxml: str) -> int:
     pk = store.schema.table(table).primary_id
     held = {uuid.UUID(h).hex for h in _held(replica, table, pk)}
     device_rows = _on_device(replica, compiled)
+    assert _on_device(replica, compiled, indexed=True) == device_rows, fetchxml
     server_rows = _on_server(world, ctx, table, fetchxml, held)
     if compiled["top"] is not None:
         # the server caps before the device's rows are picked out; compare the device's cap
@@ -302,6 +309,77 @@ def test_search_limit_and_offset_page_the_view(world: World) -> None:
         assert all("wo-000" in n.lower() for n in names)
     finally:
         conn.close()
+
+
+def test_a_views_index_walks_it_in_order_and_stops_after_the_page(world: World) -> None:
+    _ctx, replica, answer = world.device("lena")
+    view = next(v for v in answer["views"] if v["table"] == "workorder")
+    compiled = view["sqlite"]
+    layout = answer["sqlite"]["workorder"]
+    assert compiled["indexes"]
+    assert layout["indexes"]
+    whole = _on_device(replica, compiled)
+    conn = sqlite3.connect(replica.path)
+    conn.create_function("lower", 1, _lower, deterministic=True)
+    try:
+        for statement in compiled["indexes"] + layout["indexes"]:
+            conn.execute(statement)
+            conn.execute(statement)  # IF NOT EXISTS: building twice is harmless
+        conn.commit()
+        for search in (None, "%wo-000%"):
+            params = {**compiled["params"], "search": search, "limit": 5, "offset": 0}
+            plan = " ".join(
+                r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {compiled['sql']}", params)
+            )
+            assert "TEMP B-TREE" not in plan, plan
+            assert "USING INDEX ixv_workorder_" in plan, plan
+        params = {**compiled["params"], "search": None, "limit": 5, "offset": 0}
+        assert [uuid.UUID(r[0]).hex for r in conn.execute(compiled["sql"], params)] == whole[:5]
+    finally:
+        conn.close()
+
+
+def test_view_indexes_follow_the_filter_and_the_order(world: World) -> None:
+    ctx, replica, _ = world.device("lena")
+    store = world.platform.store
+    with store.read() as conn:
+        user = user_binding(store, conn, ctx)
+    tables = list(replica.sql)
+    desc = compile_view(
+        _fetch(
+            "workorder",
+            _filter(_cond("statecode", "eq", "0")),
+            order='<order attribute="scheduledstart" descending="true"/>',
+        ),
+        store.schema,
+        tables,
+        user,
+    )
+    (statement,) = desc["indexes"]
+    assert statement.endswith("ON workorder (statecode, scheduledstart DESC, workorderid)")
+    same = compile_view(
+        _fetch(
+            "workorder",
+            _filter(_cond("statecode", "eq", "0")),
+            order='<order attribute="scheduledstart" descending="true"/>',
+            top=' top="10"',
+        ),
+        store.schema,
+        tables,
+        user,
+    )
+    assert same["indexes"] == desc["indexes"]  # one index per shape, whichever view asks
+    by_link = compile_view(
+        _fetch(
+            "workorder",
+            '<link-entity name="account" from="accountid" to="serviceaccountid" alias="a">'
+            '<order attribute="name"/></link-entity>',
+        ),
+        store.schema,
+        tables,
+        user,
+    )
+    assert by_link["indexes"] == []
 
 
 def test_a_view_reading_a_table_off_the_device_says_why(world: World) -> None:

@@ -78,6 +78,7 @@ class CompiledView(TypedDict):
     columns: list[str]  # the columns the rows carry
     search: list[str]  # the text columns :search looks in
     top: int | None  # the view's own cap
+    indexes: NotRequired[list[str]]  # CREATE INDEX IF NOT EXISTS: the view in its order
 
 
 class ViewInfo(TypedDict):
@@ -95,6 +96,7 @@ class TableLayout(TypedDict):
 
     ddl: list[str]  # CREATE TABLE, then CREATE INDEX statements
     codecs: dict[str, str]  # per column not stored as it travels: uuid, datetime, bool, …
+    indexes: NotRequired[list[str]]  # built after the first download: the primary name's order
 
 
 class HandshakeAnswer(TypedDict):

@@ -14,7 +14,12 @@ tells how a wire value is stored) and runs each view as :func:`compile_view` wro
   device computes them from its own clock at each run (``{op, value, edge, date}``: the start
   or end of :func:`fieldsync.query.bind.date_range`, as a date on date-only columns);
 - ``:search`` (null, or a lower-case LIKE pattern over the view's text columns), ``:limit``
-  and ``:offset`` are the device's; ``top`` is the view's own cap.
+  and ``:offset`` are the device's; ``top`` is the view's own cap;
+- ``indexes`` are the ``CREATE INDEX IF NOT EXISTS`` statements that let SQLite walk the view
+  in its order (the filter's equalities first, then the order, the primary id last) and stop
+  after the page, instead of sorting the whole table: the device builds them once its first
+  download is in (as the Python device builds its lookup indexes at the end), next to the
+  layout's ``indexes`` (the primary name, then the id: the plain list and lookup pickers).
 
 A view the device cannot run (a link to a table that does not travel, a query the compiler
 refuses) carries ``error`` instead of SQL, and the device says so rather than guess.
@@ -23,6 +28,7 @@ refuses) carries ``error`` instead of SQL, and the device says so rather than gu
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -92,8 +98,67 @@ def replica_layout(schema: Schema, tables: list[str]) -> dict[str, TableLayout]:
             for index in sorted(sql.indexes, key=lambda i: str(i.name))
         )
         codecs = {str(c.name): codec for c in sql.columns if (codec := column_codec(c)) is not None}
-        out[name] = {"ddl": ddl, "codecs": codecs}
+        out[name] = {"ddl": ddl, "codecs": codecs, "indexes": _name_indexes(schema.table(name))}
     return out
+
+
+def _name_indexes(table: Table) -> list[str]:
+    """The index behind a table's plain list (by primary name, then id) and its lookup picker."""
+    if not table.primary_name or table.primary_name == table.primary_id:
+        return []
+    return [_index_sql(table.name, [(table.primary_name, False), (table.primary_id, False)])]
+
+
+def _index_sql(table: str, columns: Sequence[tuple[str, bool]]) -> str:
+    """``CREATE INDEX IF NOT EXISTS`` over ``(column, descending)`` pairs, named after them
+    (``ixv_<table>_<digest>``: the same columns give the same index, whichever view asks)."""
+    quote = DIALECT.identifier_preparer.quote
+    key = ",".join(f"{c}{' DESC' if d else ''}" for c, d in columns)
+    digest = hashlib.sha1(f"{table}({key})".encode()).hexdigest()[:12]
+    parts = ", ".join(f"{quote(c)}{' DESC' if d else ''}" for c, d in columns)
+    name = quote(f"ixv_{table}_{digest}")
+    return f"CREATE INDEX IF NOT EXISTS {name} ON {quote(table)} ({parts})"
+
+
+def _view_indexes(query: Query, table: Table, sql: sa.Table) -> list[str]:
+    """The index that serves ``query`` in its order with an early stop: the columns the
+    top-level filter pins with ``eq`` (a range scan on them), then the order's columns with
+    their direction (SQLite's ASC puts nulls first and DESC last, as the compiled order does),
+    the primary id last. None when the order reads a linked table (the join orders it)."""
+    if any(link_has_orders(link) for link in query.links):
+        return []
+    if any(o.entity is not None or o.column not in sql.c for o in query.orders):
+        return []
+    ordered = [(o.column, o.descending) for o in query.orders]
+    taken = {c for c, _ in ordered}
+    pinned: list[str] = []
+    items: tuple[Node, ...] = ()
+    if isinstance(query.filter, And):
+        items = query.filter.items
+    elif query.filter is not None:
+        items = (query.filter,)
+    for item in items:
+        if (
+            isinstance(item, Condition)
+            and item.op is Op.EQ
+            and item.entity is None
+            and item.value is not None
+            and not isinstance(item.value, _Moment)
+            and item.column in sql.c
+            and item.column not in taken
+            and item.column not in pinned
+        ):
+            pinned.append(item.column)
+    columns = [(c, False) for c in sorted(pinned)] + ordered
+    if table.primary_id not in taken:
+        columns.append((table.primary_id, False))
+    if len(columns) == 1 and columns[0][0] == table.primary_id:
+        return []  # the primary key already walks the table in this order
+    return [_index_sql(table.name, columns)]
+
+
+def link_has_orders(link: Link) -> bool:
+    return bool(link.orders) or any(link_has_orders(nested) for nested in link.links)
 
 
 # -- views -----------------------------------------------------------------------------------
@@ -203,6 +268,7 @@ def compile_view(
             ),
         )
     stmt = compile_query(query, resolve=resolve, dialect="sqlite")
+    indexes = _view_indexes(query, table, sql)
     searched = _text_columns(query, table, sql)
     search = sa.bindparam("search", None, type_=sa.String())
     if searched:
@@ -241,6 +307,7 @@ def compile_view(
         "columns": columns,
         "search": searched,
         "top": top,
+        "indexes": indexes,
     }
 
 

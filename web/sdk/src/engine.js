@@ -396,6 +396,7 @@ export class Engine {
         await this.upload(report);
         const wanted = options.tables ?? [...answer.order];
         await this.download(wanted, report);
+        this.replica.buildIndexes();
         await this.check(wanted, report);
         if (options.files ?? true) report.files = await this.online(() => this.files.fetch());
       } catch (error) {

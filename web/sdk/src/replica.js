@@ -127,7 +127,7 @@ export class Replica {
           after.has(name) &&
           (JSON.stringify(after.get(name)) !== JSON.stringify(def) ||
             JSON.stringify(handshake.columns[name]) !== JSON.stringify(old.columns[name]) ||
-            JSON.stringify(handshake.sqlite[name]) !== JSON.stringify(old.sqlite?.[name]));
+            JSON.stringify(tableLayout(handshake.sqlite[name])) !== JSON.stringify(tableLayout(old.sqlite?.[name])));
         if (!after.has(name) || changed) {
           this.db.exec(`DROP TABLE IF EXISTS ${q(name)}`);
           this.db.run("DELETE FROM _fs_cursor WHERE tablename = ?", [name]);
@@ -145,6 +145,42 @@ export class Replica {
     });
     this.load();
     return reset;
+  }
+
+  /**
+   * Build the indexes the handshake asks for (the layout's primary-name order, each view's
+   * own order) and drop the ones no view needs any more. Run once a download is in: a
+   * first download fills the tables without keeping these up to date row by row; after
+   * that, each is there already and this costs a look at sqlite_master.
+   * @returns {number} the indexes built
+   */
+  buildIndexes() {
+    const handshake = this.handshake;
+    if (!handshake?.sqlite) return 0;
+    /** @type {Map<string, string>} index name -> its CREATE INDEX statement */
+    const wanted = new Map();
+    const take = (/** @type {unknown} */ statement) => {
+      const name = /^CREATE INDEX IF NOT EXISTS "?(ixv_[A-Za-z0-9_]+)"? ON /.exec(String(statement))?.[1];
+      if (name) wanted.set(name, String(statement));
+    };
+    for (const name of this.defs.keys()) for (const s of handshake.sqlite[name]?.indexes ?? []) take(s);
+    for (const view of handshake.views ?? []) {
+      if (view.sqlite && this.defs.has(view.table)) for (const s of view.sqlite.indexes ?? []) take(s);
+    }
+    /** @type {Set<string>} */
+    const present = new Set(
+      this.db.all("SELECT name FROM sqlite_master WHERE type = 'index' AND substr(name, 1, 4) = 'ixv_'").map((r) => String(r.name)),
+    );
+    let built = 0;
+    this.db.tx(() => {
+      for (const name of present) if (!wanted.has(name)) this.db.exec(`DROP INDEX IF EXISTS ${q(name)}`);
+      for (const [name, statement] of wanted) {
+        if (present.has(name)) continue;
+        this.db.exec(statement);
+        built += 1;
+      }
+    });
+    return built;
   }
 
   /** Remove every row, cursor and mark of the profile's tables (access was removed). */
@@ -377,4 +413,15 @@ export class Replica {
       }
     }
   }
+}
+
+/**
+ * What of a table's layout decides its rows' shape (a change rebuilds the table); its
+ * `indexes` do not, they are built and dropped in place.
+ * @param {any} layout
+ */
+function tableLayout(layout) {
+  if (!layout) return layout;
+  const { indexes: _indexes, ...shape } = layout;
+  return shape;
 }
