@@ -1,23 +1,48 @@
 """Version ordering: a reader that follows the change log never has a version filled in
 behind its cursor, even with many concurrent writers (the trap of DESIGN.md: commit order is
-not sequence order)."""
+not sequence order). On PostgreSQL writers take versions from a sequence and commit in any
+order; readers go only up to the horizon (``fieldsync.store.versions``)."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import random
 import threading
 import time
+import uuid
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from fieldsync.records.plugins import PluginContext, PluginRegistry
 from fieldsync.records.service import Records
 from fieldsync.store.catalog import fs_change
+from fieldsync.store.changes import read_changes
+from fieldsync.store.engine import WRITE_OPTION
 from fieldsync.store.store import Store
 
 WRITERS = 4
 WRITES_EACH = 25
+
+
+@pytest.fixture
+def pg_store(pg_schema_url: str) -> Iterator[Store]:
+    s = Store.open(pg_schema_url)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def _slow_commit(ctx: PluginContext) -> None:
@@ -41,25 +66,33 @@ def test_reader_never_sees_a_version_filled_in_behind_it(
     errors: list[BaseException] = []
 
     def reader() -> None:
+        # follows the log as sync does (read_changes: up to the horizon), and looks at every
+        # committed version (a plain read) to find one that landed behind its cursor
         cursor = start
         while True:
             finished = stop.is_set()
             with store.read() as conn:
-                versions = list(
+                while True:
+                    page = read_changes(conn, cursor, limit=1000)
+                    followed.extend(c.version for c in page.changes)
+                    cursor = page.cursor
+                    if not page.more:
+                        break
+                committed = list(
                     conn.execute(
                         sa.select(fs_change.c.version)
                         .where(fs_change.c.version > start)
                         .order_by(fs_change.c.version)
                     ).scalars()
                 )
-            for v in versions:
-                if v not in seen_set:
-                    if v <= cursor:
-                        late.append((v, cursor))
-                    seen_set.add(v)
-                    seen.append(v)
-            if versions:
-                cursor = max(cursor, versions[-1])
+            for v in committed:
+                if v in seen_set:
+                    continue
+                if v <= passed[0]:
+                    late.append((v, passed[0]))
+                seen_set.add(v)
+                seen.append(v)
+            passed[0] = cursor
             if finished:
                 return
 
@@ -74,6 +107,8 @@ def test_reader_never_sees_a_version_filled_in_behind_it(
             errors.append(exc)
 
     seen_set: set[int] = set()
+    passed = [start]  # the cursor after the previous round
+    followed: list[int] = []  # what the reader got, in order
     r = threading.Thread(target=reader)
     r.start()
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(WRITERS)]
@@ -96,6 +131,7 @@ def test_reader_never_sees_a_version_filled_in_behind_it(
         )
     assert len(committed) == WRITERS * WRITES_EACH
     assert sorted(seen) == committed
+    assert followed == committed, "the reader got every change once, in version order"
 
 
 def test_versions_strictly_increase_and_match_rows(store: Store, records: Records) -> None:
@@ -116,9 +152,214 @@ def test_versions_strictly_increase_and_match_rows(store: Store, records: Record
 
 
 @pytest.mark.parametrize("count", [1, 3])
-def test_allocate_versions_returns_consecutive_ranges(store: Store, count: int) -> None:
+def test_allocate_versions_returns_increasing_versions(store: Store, count: int) -> None:
     with store.write() as conn:
-        first = store.allocate_versions(conn, count)
-        second = store.allocate_versions(conn, count)
-        assert second == first + count
-        assert store.current_version(conn) == second + count - 1
+        first = list(store.allocate_versions(conn, count))
+        second = list(store.allocate_versions(conn, count))
+    assert len(set(first + second)) == 2 * count
+    assert first == sorted(first) and second == sorted(second) and first[-1] < second[0]
+    if store.dialect == "sqlite":  # the counter: consecutive ranges
+        assert second[0] == first[-1] + 1 and first == list(range(first[0], first[0] + count))
+    with store.read() as conn:
+        assert store.current_version(conn) >= second[-1]
+
+
+def test_versions_outside_a_write_transaction_are_refused(store: Store) -> None:
+    with store.read() as conn, pytest.raises(RuntimeError):
+        store.allocate_versions(conn, 1)
+
+
+# -- out of commit order: PostgreSQL's writers, interleaved by hand ----------------------
+
+
+class _Writer:
+    """An open concurrent write transaction on its own connection, as Store.write opens one
+    (several at once in one thread, which Store.write refuses)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.conn = store.engine.connect().execution_options(**{WRITE_OPTION: True})
+        self.conn.begin()
+        store._lock_versions(self.conn, concurrent=True)
+        self.versions: list[int] = []
+
+    def take(self, count: int = 1) -> list[int]:
+        taken = list(self.store.allocate_versions(self.conn, count))
+        now = dt.datetime.now(dt.UTC)
+        self.conn.execute(
+            fs_change.insert(),
+            [
+                {
+                    "version": v,
+                    "tablename": "account",
+                    "recordid": uuid.uuid4(),
+                    "operation": "create",
+                    "changedon": now,
+                }
+                for v in taken
+            ],
+        )
+        self.versions += taken
+        return taken
+
+    def end(self, commit: bool) -> None:
+        try:
+            if commit:
+                self.conn.commit()
+            else:
+                self.conn.rollback()
+        finally:
+            self.conn.info.clear()
+            self.conn.close()
+
+
+def _committed(store: Store, after: int) -> list[int]:
+    with store.read() as conn:
+        return list(
+            conn.execute(
+                sa.select(fs_change.c.version)
+                .where(fs_change.c.version > after)
+                .order_by(fs_change.c.version)
+            ).scalars()
+        )
+
+
+def _follow(store: Store, cursor: int) -> tuple[list[int], int]:
+    got: list[int] = []
+    with store.read() as conn:
+        while True:
+            page = read_changes(conn, cursor, limit=1000)
+            got += [c.version for c in page.changes]
+            cursor = page.cursor
+            if not page.more:
+                return got, cursor
+
+
+@pytest.mark.postgres
+def test_a_later_version_committed_first_waits_for_the_earlier(pg_store: Store) -> None:
+    store = pg_store
+    with store.read() as conn:
+        start = store.current_version(conn)
+    early, late = _Writer(store), _Writer(store)
+    try:
+        (v1,) = early.take()
+        (v2,) = late.take()
+        assert v1 < v2
+        late.end(commit=True)
+        # committed out of version order: the plain log shows v2 with v1 still open...
+        assert _committed(store, start) == [v2]
+        # ...and a reader following it stays below v1 (without the horizon it would pass v1)
+        got, cursor = _follow(store, start)
+        assert got == [] and cursor < v1
+        with store.read() as conn:
+            assert store.current_version(conn) < v1
+            page = read_changes(conn, start, bounded=False)
+            assert [c.version for c in page.changes] == [v2]  # only for "anything since?"
+        early.end(commit=True)
+        got, cursor = _follow(store, cursor)
+        assert got == [v1, v2] and cursor == v2
+    finally:
+        for w in (early, late):
+            if not w.conn.closed:
+                w.end(commit=False)
+
+
+@pytest.mark.postgres
+def test_a_rolled_back_or_killed_writer_no_longer_holds_readers_back(pg_store: Store) -> None:
+    store = pg_store
+    with store.read() as conn:
+        start = store.current_version(conn)
+    stuck, other = _Writer(store), _Writer(store)
+    (v1,) = stuck.take()
+    (v2,) = other.take()
+    other.end(commit=True)
+    assert _follow(store, start)[0] == []
+    # the session dies (a killed server process): its locks go with it
+    with store.engine.connect() as admin:
+        pid = stuck.conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+    with contextlib.suppress(sa.exc.DBAPIError):
+        stuck.end(commit=False)
+    got, cursor = _follow(store, start)
+    assert got == [v2] and cursor == v2  # v1 never committed: a gap, never filled
+    assert v1 not in _committed(store, start)
+
+
+@pytest.mark.postgres
+def test_concurrent_writers_are_not_serialised(pg_store: Store) -> None:
+    """Two concurrent units of work hold their transactions open at once (neither waits for
+    the other to commit), where the counter row made the second wait."""
+    store = pg_store
+    inside = threading.Barrier(2, timeout=10)
+
+    def work(conn: sa.Connection) -> int:
+        (v,) = store.allocate_versions(conn, 1)
+        inside.wait()  # both are inside their transactions here
+        return v
+
+    results: list[int] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(store.transact(work, concurrent=True)))
+        for _ in range(2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(results)) == 2
+
+
+class _Interleavings(RuleBasedStateMachine):
+    """Writers that open, take versions, commit and roll back in any interleaving, and a
+    reader that follows the log: a committed version never lands at or below the reader's
+    cursor unseen, and once every writer has ended the reader has them all."""
+
+    store: Store
+
+    def __init__(self) -> None:
+        super().__init__()
+        with self.store.read() as conn:
+            self.start = self.store.current_version(conn)
+        self.cursor = self.start
+        self.seen: list[int] = []
+        self.open: list[_Writer] = []
+
+    @precondition(lambda self: len(self.open) < 4)
+    @rule()
+    def begin(self) -> None:
+        self.open.append(_Writer(self.store))
+
+    @precondition(lambda self: self.open)
+    @rule(i=st.integers(0, 3), count=st.integers(1, 3))
+    def take(self, i: int, count: int) -> None:
+        self.open[i % len(self.open)].take(count)
+
+    @precondition(lambda self: self.open)
+    @rule(i=st.integers(0, 3), commit=st.booleans())
+    def end(self, i: int, commit: bool) -> None:
+        self.open.pop(i % len(self.open)).end(commit)
+
+    @rule()
+    def read(self) -> None:
+        got, self.cursor = _follow(self.store, self.cursor)
+        self.seen += got
+
+    @invariant()
+    def nothing_lands_behind_the_cursor(self) -> None:
+        behind = [v for v in _committed(self.store, self.start) if v <= self.cursor]
+        assert behind == self.seen, f"committed behind the cursor {self.cursor}, unseen"
+
+    def teardown(self) -> None:
+        while self.open:
+            self.open.pop().end(commit=True)
+        self.read()
+        assert self.seen == _committed(self.store, self.start)
+
+
+@pytest.mark.postgres
+def test_interleaved_writers_never_slip_behind_a_reader(pg_store: Store) -> None:
+    _Interleavings.store = pg_store
+    run_state_machine_as_test(
+        _Interleavings,
+        settings=settings(max_examples=40, stateful_step_count=25, deadline=None),
+    )

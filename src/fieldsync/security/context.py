@@ -255,10 +255,13 @@ class ContextCache:
     A lookup reads the stamp again, in the caller's transaction, and reuses the entry only
     when it is the same: any committed write to a role, a privilege, a team or its members,
     a business unit, a user, the organisation's hierarchy settings or a share moves the
-    stamp, so the next request of every process loads afresh. Versions are handed out in
-    commit order (see ``docs/architecture.md``), so a stamp read after a commit is never
-    older than that commit's version. A pruned log can only move the stamp (never hide a
-    change behind an equal one): the entry is then reloaded once, which is safe.
+    stamp, so the next request of every process loads afresh. A context is kept only when
+    its stamp is at or below the version horizon (:mod:`fieldsync.store.versions`) known
+    before the stamp was read: every smaller version was then committed or rolled back for
+    good, so no change still in flight can commit later *below* the stamp and leave it
+    unchanged (on PostgreSQL writers may commit out of version order). Otherwise the context
+    is loaded and used, not kept. A pruned log can only move the stamp (never hide a change
+    behind an equal one): the entry is then reloaded once, which is safe.
     """
 
     def __init__(self, store: Store, size: int = 4096) -> None:
@@ -281,7 +284,17 @@ class ContextCache:
         return self._get(user_id, conn)
 
     def _get(self, user_id: RecordId, conn: sa.Connection) -> SecurityContext:
+        clock = self.store.clock
+        known = clock.known  # a horizon computed before this stamp is read
         stamp = context_stamp(conn)
+        if not clock.sequenced:
+            known = stamp[0]  # the counter hands versions out in commit order
+        elif stamp[0] > known:
+            # a change newer than the horizon known: read the horizon now, then the stamp
+            # again (in that order), so the stamp kept is one nothing can commit below
+            known = self.store.current_version(conn)
+            stamp = context_stamp(conn)
+        final = stamp[0] <= known
         with self._lock:
             found = self._entries.get(user_id)
             if found is not None and found[0] == stamp:
@@ -292,7 +305,9 @@ class ContextCache:
         with self._lock:
             self.loads += 1
             held = self._entries.get(user_id)
-            if held is None or held[0][0] <= stamp[0]:  # never replace a newer load
+            if not final:
+                pass  # a change below the stamp may still commit: use it, do not keep it
+            elif held is None or held[0][0] <= stamp[0]:  # never replace a newer load
                 self._entries[user_id] = (stamp, ctx)
                 self._entries.move_to_end(user_id)
             while len(self._entries) > self.size:

@@ -1,8 +1,10 @@
 """Reading and pruning the change log: what sync's delta download stands on.
 
 A reader asks for the changes after its cursor (a version); it gets them in version order,
-a page at a time, and the next cursor. Versions are handed out in commit order (see
-``store.py``), so a cursor never skips a change committed later.
+a page at a time, and the next cursor. It gets only changes at or below the *horizon*
+(:mod:`fieldsync.store.versions`), below which every version is committed or rolled back for
+good, so a cursor never passes a version that commits later (on PostgreSQL writers take
+versions from a sequence and may commit out of version order).
 
 The log is pruned from the oldest end, keeping a watermark (``fs_meta.changes_retained_after``).
 A cursor older than the watermark can no longer be served incrementally: reading from it
@@ -21,6 +23,7 @@ import sqlalchemy as sa
 
 from fieldsync.errors import BadRequest, FieldsyncError
 from fieldsync.store.catalog import fs_change, fs_meta
+from fieldsync.store.versions import horizon
 from fieldsync.types import RecordId, Version
 
 WATERMARK = "changes_retained_after"
@@ -75,9 +78,12 @@ def read_changes(
     *,
     tables: Iterable[str] | None = None,
     limit: int = 1000,
+    bounded: bool = True,
 ) -> ChangePage:
     """The changes after version ``after`` (optionally only of ``tables``), oldest first,
-    at most ``limit`` of them."""
+    at most ``limit`` of them, none above the horizon. ``bounded=False`` reads every
+    committed change: only for a question the horizon would answer wrongly ("has anything
+    changed since?"), never to move a cursor."""
     if isinstance(after, bool) or not isinstance(after, int) or after < 0:
         raise BadRequest("a cursor is a version: a whole number, 0 or more")
     if not 1 <= limit <= MAX_PAGE:
@@ -86,6 +92,13 @@ def read_changes(
     if after < mark:
         raise ChangesExpired(after, mark)
     stmt = sa.select(fs_change).where(fs_change.c.version > after)
+    if bounded:
+        # its own statement, before the read: the read's snapshot then holds every version
+        # at or below it that committed
+        top = horizon(conn)
+        if top <= after:
+            return ChangePage((), after, False)
+        stmt = stmt.where(fs_change.c.version <= top)
     wanted: Sequence[str] | None = None if tables is None else sorted(set(tables))
     if wanted is not None:
         if not wanted:
@@ -112,8 +125,10 @@ def read_changes(
 
 
 def prune_changes(conn: sa.Connection, *, before: Version) -> int:
-    """Drop the changes at or below version ``before`` and raise the watermark to it.
+    """Drop the changes at or below version ``before`` (at most up to the horizon: a change
+    still in flight is never left below the watermark) and raise the watermark to it.
     Returns how many were dropped. The watermark never goes down."""
+    before = min(before, horizon(conn))
     mark = watermark(conn)
     if before <= mark:
         return 0

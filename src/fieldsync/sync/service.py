@@ -413,6 +413,13 @@ class SyncService:
             raise BadRequest("two changes in the batch share a client change id")
 
         def work(conn: sa.Connection) -> list[ChangeAnswer]:
+            # one upload of a device at a time (a retry while the first still runs waits,
+            # then answers from fs_sync_applied): uploads of other devices run beside it
+            conn.execute(
+                sa.select(fs_device.c.deviceid)
+                .where(fs_device.c.deviceid == device_id, fs_device.c.userid == ctx.user_id)
+                .with_for_update()
+            )
             self.owned_device(conn, ctx, device_id)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
@@ -448,7 +455,7 @@ class SyncService:
             )
             return results
 
-        return {"results": self.store.transact(work)}
+        return {"results": self.store.transact(work, concurrent=True)}
 
     def backfill(
         self,
