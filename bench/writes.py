@@ -7,8 +7,10 @@ Two ``fieldsync serve`` processes on one scratch PostgreSQL database; each write
 with its own keep-alive connection and its own user, so no service protection limit is
 shared) creates one account per request through the Web API, alternating servers by writer.
 Printed for each concurrency: the median writes/s over the repeats, its ratio to the single
-writer, the 5xx count (the goal: none) and how often a server transaction was seen waiting
-for a lock on the version counter (``pg_stat_activity`` sampled every 20 ms).
+writer, the 5xx count (the goal: none) and how many server transactions were seen waiting
+for a lock, on average (``pg_stat_activity`` sampled every 20 ms): any lock (a row, the
+writers' advisory lock, or, on a version of fieldsync that took versions from a counter row
+held until commit, that row).
 
 The same run's baseline: the same single-row INSERT ... COMMIT straight through psycopg, with
 1, 8 and 32 connections and no counter, shows what this machine and database allow.
@@ -52,8 +54,7 @@ def seed(url: str, users: int) -> list[str]:
 
 
 class Sampler(threading.Thread):
-    """Counts samples of ``pg_stat_activity`` with a backend waiting on a lock while its
-    transaction works on the version counter's table."""
+    """Counts the servers' backends seen waiting on a lock in ``pg_stat_activity``."""
 
     def __init__(self, url: str, application: str) -> None:
         super().__init__(daemon=True)
@@ -68,7 +69,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         sql = (
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-            "AND wait_event_type = 'Lock' AND query ILIKE '%%fs_sequence%%'"
+            "AND wait_event_type = 'Lock'"
         )
         while not self.stop.is_set():
             (n,) = self.conn.execute(sql, (self.application,)).fetchone() or (0,)
@@ -180,7 +181,7 @@ def main() -> None:
                     print(
                         f"  {n:2} writers: {result['rate']:7,.0f} writes/s, "
                         f"5xx {result['5xx']}, other refusals {result['other']}, "
-                        f"waiting on the counter {result['waiting']:.1f} on average; "
+                        f"waiting on a lock {result['waiting']:.1f} on average; "
                         f"raw INSERT+COMMIT {raw[n][-1]:7,.0f}/s",
                         flush=True,
                     )

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 import sqlalchemy as sa
@@ -27,7 +28,7 @@ from hypothesis.stateful import (
 
 from fieldsync.records.plugins import PluginContext, PluginRegistry
 from fieldsync.records.service import Records
-from fieldsync.store.catalog import fs_change
+from fieldsync.store.catalog import fs_change, fs_sequence
 from fieldsync.store.changes import read_changes
 from fieldsync.store.engine import WRITE_OPTION
 from fieldsync.store.store import Store
@@ -54,8 +55,8 @@ def _slow_commit(ctx: PluginContext) -> None:
 def test_reader_never_sees_a_version_filled_in_behind_it(
     store: Store, records: Records, plugins: PluginRegistry
 ) -> None:
-    plugins.register("*", "create", "post-operation", _slow_commit)
-    plugins.register("*", "update", "post-operation", _slow_commit)
+    plugins.register("*", "create", "post-operation", _slow_commit, row_only=True)
+    plugins.register("*", "update", "post-operation", _slow_commit, row_only=True)
     seed = records.create_many("account", [{"name": f"seed {i}"} for i in range(WRITERS)])
     with store.read() as conn:
         start = store.current_version(conn)
@@ -157,9 +158,12 @@ def test_allocate_versions_returns_increasing_versions(store: Store, count: int)
         first = list(store.allocate_versions(conn, count))
         second = list(store.allocate_versions(conn, count))
     assert len(set(first + second)) == 2 * count
-    assert first == sorted(first) and second == sorted(second) and first[-1] < second[0]
+    assert first == sorted(first)
+    assert second == sorted(second)
+    assert first[-1] < second[0]
     if store.dialect == "sqlite":  # the counter: consecutive ranges
-        assert second[0] == first[-1] + 1 and first == list(range(first[0], first[0] + count))
+        assert second[0] == first[-1] + 1
+        assert first == list(range(first[0], first[0] + count))
     with store.read() as conn:
         assert store.current_version(conn) >= second[-1]
 
@@ -176,9 +180,12 @@ class _Writer:
     """An open concurrent write transaction on its own connection, as Store.write opens one
     (several at once in one thread, which Store.write refuses)."""
 
+    opened: ClassVar[list[_Writer]] = []  # every one opened, closed in the end whatever happened
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self.conn = store.engine.connect().execution_options(**{WRITE_OPTION: True})
+        _Writer.opened.append(self)
         self.conn.begin()
         store._lock_versions(self.conn, concurrent=True)
         self.versions: list[int] = []
@@ -203,6 +210,8 @@ class _Writer:
         return taken
 
     def end(self, commit: bool) -> None:
+        if self.conn.closed:
+            return
         try:
             if commit:
                 self.conn.commit()
@@ -211,6 +220,21 @@ class _Writer:
         finally:
             self.conn.info.clear()
             self.conn.close()
+
+    @classmethod
+    def close_all(cls) -> None:
+        while cls.opened:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                cls.opened.pop().end(commit=False)
+
+
+@pytest.fixture
+def pg_writers(pg_store: Store) -> Iterator[Store]:
+    """The PostgreSQL store; every _Writer opened is closed (rolled back) afterwards."""
+    try:
+        yield pg_store
+    finally:
+        _Writer.close_all()
 
 
 def _committed(store: Store, after: int) -> list[int]:
@@ -236,8 +260,8 @@ def _follow(store: Store, cursor: int) -> tuple[list[int], int]:
 
 
 @pytest.mark.postgres
-def test_a_later_version_committed_first_waits_for_the_earlier(pg_store: Store) -> None:
-    store = pg_store
+def test_a_later_version_committed_first_waits_for_the_earlier(pg_writers: Store) -> None:
+    store = pg_writers
     with store.read() as conn:
         start = store.current_version(conn)
     early, late = _Writer(store), _Writer(store)
@@ -250,23 +274,23 @@ def test_a_later_version_committed_first_waits_for_the_earlier(pg_store: Store) 
         assert _committed(store, start) == [v2]
         # ...and a reader following it stays below v1 (without the horizon it would pass v1)
         got, cursor = _follow(store, start)
-        assert got == [] and cursor < v1
+        assert got == []
+        assert cursor < v1
         with store.read() as conn:
             assert store.current_version(conn) < v1
             page = read_changes(conn, start, bounded=False)
             assert [c.version for c in page.changes] == [v2]  # only for "anything since?"
         early.end(commit=True)
         got, cursor = _follow(store, cursor)
-        assert got == [v1, v2] and cursor == v2
+        assert got == [v1, v2]
+        assert cursor == v2
     finally:
-        for w in (early, late):
-            if not w.conn.closed:
-                w.end(commit=False)
+        _Writer.close_all()
 
 
 @pytest.mark.postgres
-def test_a_rolled_back_or_killed_writer_no_longer_holds_readers_back(pg_store: Store) -> None:
-    store = pg_store
+def test_a_rolled_back_or_killed_writer_no_longer_holds_readers_back(pg_writers: Store) -> None:
+    store = pg_writers
     with store.read() as conn:
         start = store.current_version(conn)
     stuck, other = _Writer(store), _Writer(store)
@@ -281,7 +305,8 @@ def test_a_rolled_back_or_killed_writer_no_longer_holds_readers_back(pg_store: S
     with contextlib.suppress(sa.exc.DBAPIError):
         stuck.end(commit=False)
     got, cursor = _follow(store, start)
-    assert got == [v2] and cursor == v2  # v1 never committed: a gap, never filled
+    assert got == [v2]
+    assert cursor == v2
     assert v1 not in _committed(store, start)
 
 
@@ -318,6 +343,7 @@ class _Interleavings(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        _Writer.close_all()  # a failed example's writers, should one have been left open
         with self.store.read() as conn:
             self.start = self.store.current_version(conn)
         self.cursor = self.start
@@ -352,14 +378,46 @@ class _Interleavings(RuleBasedStateMachine):
     def teardown(self) -> None:
         while self.open:
             self.open.pop().end(commit=True)
+        _Writer.close_all()
         self.read()
         assert self.seen == _committed(self.store, self.start)
 
 
 @pytest.mark.postgres
-def test_interleaved_writers_never_slip_behind_a_reader(pg_store: Store) -> None:
-    _Interleavings.store = pg_store
+def test_interleaved_writers_never_slip_behind_a_reader(pg_writers: Store) -> None:
+    _Interleavings.store = pg_writers
     run_state_machine_as_test(
         _Interleavings,
         settings=settings(max_examples=40, stateful_step_count=25, deadline=None),
     )
+
+
+# -- the upgrade: an older database moves to the sequence in place ------------------------
+
+
+def test_the_upgrade_moves_an_older_database_to_the_sequence_in_place(
+    store: Store, records: Records
+) -> None:
+    before = records.create("account", {"name": "before"})
+    with store.write() as conn:
+        top = conn.execute(sa.select(sa.func.max(fs_change.c.version))).scalar_one()
+        # as a database made before: the counter is where versions come from
+        conn.execute(fs_sequence.update().values(value=top))
+        conn.exec_driver_sql("DELETE FROM fs_meta WHERE key = 'version_lock_space'")
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql("DROP SEQUENCE fs_version_seq")
+        conn.exec_driver_sql("DELETE FROM fs_migration WHERE name = '0006_version_sequence'")
+    store.reload_schema()
+    assert not store.clock.sequenced
+    older = records.create("account", {"name": "older"})  # the counter, as before
+    assert store.upgrade() == ["0006_version_sequence"]
+    assert store.upgrade() == []
+    assert store.clock.sequenced == (store.dialect == "postgresql")
+    after = records.create("account", {"name": "after"})
+    rows = {r["name"]: r["versionnumber"] for r in records.retrieve_multiple("account")}
+    assert rows["before"] < rows["older"] < rows["after"]  # nothing reused, nothing rewritten
+    assert {before, older, after} <= {r["accountid"] for r in records.retrieve_multiple("account")}
+    with store.read() as conn:
+        page = read_changes(conn, top)
+        assert store.current_version(conn) == rows["after"]
+    assert [c.version for c in page.changes] == [rows["older"], rows["after"]]

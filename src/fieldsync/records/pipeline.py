@@ -224,6 +224,8 @@ class Pipeline:
         """Run one stage over a batch; returns whether any plugin ran."""
         if not self.plugins.has(table.name, message, stage):
             return False
+        if self.plugins.serialises(table.name, message, stage):
+            self.store.serialise_table(op.conn, table.name)  # before any plugin looks around
         bound = self.bound(op)
         for rid, target, pre, post in items:
             self.plugins.run(

@@ -29,10 +29,10 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -90,7 +90,10 @@ RETRY_AFTER = 1  # seconds a client is asked to wait when the conflicts persist
 RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 RACED = "23505"  # unique violation: retried for concurrent units of work (see the module)
 VERSIONS_LOCKED = "fieldsync_versions_locked"  # conn.info key: this transaction may take versions
-WRITERS_LOCK = 0x6673777269746572  # advisory lock: shared by concurrent writers, else exclusive
+TABLES_HELD = "fieldsync_tables_held"  # conn.info key: tables this transaction writes alone
+# advisory locks of two 32-bit keys (the version registrations use one 64-bit key):
+WRITERS_LOCK = (0x66735772, 0)  # shared by concurrent writers, exclusive for the others
+TABLE_LOCK = 0x66735462  # with a table's hash: its writers one at a time (serialise_table)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -186,6 +189,7 @@ class Store:
                 finally:
                     conn.info.pop(VERSIONS_LOCKED, None)
                     conn.info.pop(REGISTERED, None)
+                    conn.info.pop(TABLES_HELD, None)
             committed = True
         finally:
             self._local.writing = False
@@ -245,7 +249,8 @@ class Store:
         if self.dialect == "postgresql":
             if self.clock.sequenced:
                 fn = "pg_advisory_xact_lock_shared" if concurrent else "pg_advisory_xact_lock"
-                conn.execute(sa.text(f"SELECT {fn}(:k)"), {"k": WRITERS_LOCK})
+                a, b = WRITERS_LOCK
+                conn.execute(sa.text(f"SELECT {fn}(:a, :b)"), {"a": a, "b": b})
             else:
                 conn.execute(
                     sa.select(fs_sequence.c.value)
@@ -253,6 +258,19 @@ class Store:
                     .with_for_update()
                 )
         conn.info[VERSIONS_LOCKED] = True
+
+    def serialise_table(self, conn: sa.Connection, table: str) -> None:
+        """Let one write transaction at a time write ``table`` from here until it ends: what
+        a check that reads other rows before a write needs (a unique name, no cycle) now that
+        writers run side by side on PostgreSQL. SQLite runs one writer anyway."""
+        if self.dialect != "postgresql":
+            return
+        held: set[str] = conn.info.setdefault(TABLES_HELD, set())
+        if table in held:
+            return
+        key = zlib.crc32(f"{self.clock.space}:{table}".encode()) - 2**31  # a signed int4
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": TABLE_LOCK, "b": key})
+        held.add(table)
 
     def allocate_versions(self, conn: sa.Connection, count: int) -> Sequence[int]:
         """Take ``count`` new versions, in increasing order (consecutive on SQLite; on
@@ -774,6 +792,7 @@ class Store:
             finally:
                 conn.info.pop(VERSIONS_LOCKED, None)
                 conn.info.pop(REGISTERED, None)
+                conn.info.pop(TABLES_HELD, None)
         self.reload_schema()
         return applied
 
@@ -1044,7 +1063,8 @@ def _version_sequence(store: Store, conn: sa.Connection) -> None:
         f"CREATE SEQUENCE IF NOT EXISTS {SEQUENCE} AS bigint START WITH {start} CACHE 1"
     )
     if conn.execute(sa.select(fs_meta.c.value).where(fs_meta.c.key == SPACE_KEY)).first() is None:
-        conn.execute(fs_meta.insert().values(key=SPACE_KEY, value=str(secrets.randbelow(32767) + 1)))
+        space = secrets.randbelow(32767) + 1
+        conn.execute(fs_meta.insert().values(key=SPACE_KEY, value=str(space)))
     # the rest of this upgrade (later migrations) already takes versions from the sequence;
     # it runs alone (the upgrade's locks), so no reader can pass what it takes
     configure_from_database(store.clock, conn)

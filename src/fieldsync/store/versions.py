@@ -137,7 +137,9 @@ def configure_from_database(clock: VersionClock, conn: sa.Connection) -> None:
         clock.configure(False, 0)
         return
     found = conn.execute(
-        sa.text(f"SELECT to_regclass('{SEQUENCE}') IS NOT NULL AND to_regclass('fs_meta') IS NOT NULL")
+        sa.text(
+            f"SELECT to_regclass('{SEQUENCE}') IS NOT NULL AND to_regclass('fs_meta') IS NOT NULL"
+        )
     ).scalar()
     value = None
     if found:

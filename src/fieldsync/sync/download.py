@@ -245,9 +245,7 @@ class Downloader:
             return None
         # every committed change counts here, above the horizon too: the scope counted
         # against the device's rows is the scope of now
-        if read_changes(
-            conn, cursor.version, tables=tp.watched, limit=1, bounded=False
-        ).changes:
+        if read_changes(conn, cursor.version, tables=tp.watched, limit=1, bounded=False).changes:
             return None
         return cursor
 
