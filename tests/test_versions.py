@@ -351,9 +351,12 @@ class _Interleavings(RuleBasedStateMachine):
         self.open: list[_Writer] = []
 
     @precondition(lambda self: len(self.open) < 4)
-    @rule()
-    def begin(self) -> None:
-        self.open.append(_Writer(self.store))
+    @rule(count=st.integers(0, 2))
+    def begin(self, count: int) -> None:
+        writer = _Writer(self.store)
+        self.open.append(writer)
+        if count:
+            writer.take(count)
 
     @precondition(lambda self: self.open)
     @rule(i=st.integers(0, 3), count=st.integers(1, 3))
@@ -388,7 +391,7 @@ def test_interleaved_writers_never_slip_behind_a_reader(pg_writers: Store) -> No
     _Interleavings.store = pg_writers
     run_state_machine_as_test(
         _Interleavings,
-        settings=settings(max_examples=40, stateful_step_count=25, deadline=None),
+        settings=settings(max_examples=60, stateful_step_count=20, deadline=None),
     )
 
 
