@@ -7,7 +7,9 @@ Two ``fieldsync serve`` processes on one scratch PostgreSQL database; each write
 with its own keep-alive connection and its own user, so no service protection limit is
 shared) creates one account per request through the Web API, alternating servers by writer.
 Printed for each concurrency: the median writes/s over the repeats, its ratio to the single
-writer, the 5xx count (the goal: none) and how many server transactions were seen waiting
+writer, the 5xx count (the goal: none), the two server processes' CPU per write (user +
+system; with the single writer's latency it says whether the servers' CPU, not a lock, is
+what caps the ratio on this machine) and how many server transactions were seen waiting
 for a lock, on average (``pg_stat_activity`` sampled every 20 ms): any lock (a row, the
 writers' advisory lock, or, on a version of fieldsync that took versions from a counter row
 held until commit, that row).
@@ -115,7 +117,12 @@ def writers(servers: list[str], tokens: list[str], n: int, seconds: float) -> di
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - began
-    return {"rate": sum(done) / elapsed, "5xx": sum(failed), "other": sum(other)}
+    return {
+        "rate": sum(done) / elapsed,
+        "writes": sum(done),
+        "5xx": sum(failed),
+        "other": sum(other),
+    }
 
 
 def raw_inserts(url: str, n: int, seconds: float) -> float:
@@ -172,7 +179,10 @@ def main() -> None:
                 for n in counts:
                     sampler = Sampler(url, application)
                     sampler.start()
+                    cpu = sum(s.cpu() for s in servers)
                     result = writers([s.url for s in servers], tokens, n, args.seconds)
+                    cpu = sum(s.cpu() for s in servers) - cpu
+                    result["cpu_ms"] = 1000 * cpu / max(1, result["writes"])
                     sampler.stop.set()
                     sampler.join()
                     result["waiting"] = sampler.waiting / max(1, sampler.samples)
@@ -181,6 +191,7 @@ def main() -> None:
                     print(
                         f"  {n:2} writers: {result['rate']:7,.0f} writes/s, "
                         f"5xx {result['5xx']}, other refusals {result['other']}, "
+                        f"server CPU {result['cpu_ms']:.1f} ms/write, "
                         f"waiting on a lock {result['waiting']:.1f} on average; "
                         f"raw INSERT+COMMIT {raw[n][-1]:7,.0f}/s",
                         flush=True,
@@ -192,16 +203,17 @@ def main() -> None:
     raw_one = statistics.median(raw[counts[0]])
     print("\nsummary (medians)")
     print(
-        f"  {'writers':>7} {'writes/s':>10} {'x one':>6} {'5xx':>5} {'waiting':>8} "
-        f"{'raw/s':>9} {'x one':>6}"
+        f"  {'writers':>7} {'writes/s':>10} {'x one':>6} {'5xx':>5} {'cpu ms':>7} "
+        f"{'waiting':>8} {'raw/s':>9} {'x one':>6}"
     )
     for n in counts:
         rate = statistics.median(r["rate"] for r in results[n])
         fails = sum(r["5xx"] for r in results[n])
         waiting = statistics.median(r["waiting"] for r in results[n])
+        cpu_ms = statistics.median(r["cpu_ms"] for r in results[n])
         raw_rate = statistics.median(raw[n])
         print(
-            f"  {n:7} {rate:10,.0f} {rate / one:6.2f} {fails:5} {waiting:8.1f} "
+            f"  {n:7} {rate:10,.0f} {rate / one:6.2f} {fails:5} {cpu_ms:7.1f} {waiting:8.1f} "
             f"{raw_rate:9,.0f} {raw_rate / raw_one:6.2f}"
         )
 

@@ -47,9 +47,14 @@ SPACE_KEY = "version_lock_space"  # fs_meta: this store's advisory key space (1.
 SPACE_SHIFT = 48  # a registration's key: space << 48 | L0 (versions stay below 2**48)
 REGISTERED = "fieldsync_versions_registered"  # conn.info: this transaction registered its L0
 
-_REGISTER = sa.text(
-    "SELECT pg_advisory_xact_lock_shared((CAST(:space AS bigint) << 48)"
-    f" | (CASE WHEN is_called THEN last_value ELSE last_value - 1 END)) FROM {SEQUENCE}"
+# The first versions of a transaction: register L0, then take them, in one round trip. The
+# registration is a materialised CTE the outer query reads before it can form the row whose
+# target list calls nextval, so the lock is held before any version is taken.
+_REGISTER_AND_NEXT = sa.text(
+    "WITH registered AS MATERIALIZED ("
+    " SELECT pg_advisory_xact_lock_shared((CAST(:space AS bigint) << 48)"
+    f" | (CASE WHEN is_called THEN last_value ELSE last_value - 1 END)) FROM {SEQUENCE})"
+    f" SELECT nextval('{SEQUENCE}') FROM registered, generate_series(1, :n)"
 )
 _NEXT = sa.text(f"SELECT nextval('{SEQUENCE}')")
 _NEXT_MANY = sa.text(f"SELECT nextval('{SEQUENCE}') FROM generate_series(1, :n)")
@@ -94,8 +99,9 @@ class VersionClock:
             last: int = conn.execute(stmt).scalar_one()
             return range(last - count + 1, last + 1)
         if not conn.info.get(REGISTERED):
-            conn.execute(_REGISTER, {"space": self.space})
+            taken = conn.execute(_REGISTER_AND_NEXT, {"space": self.space, "n": count})
             conn.info[REGISTERED] = True
+            return sorted(int(v) for v in taken.scalars())
         if count == 1:
             return [int(conn.execute(_NEXT).scalar_one())]
         return sorted(int(v) for v in conn.execute(_NEXT_MANY, {"n": count}).scalars())
