@@ -153,7 +153,7 @@ def test_a_deadlock_runs_the_whole_unit_of_work_again(store: Store, records: Rec
         # ... and the other side waits for the writers' lock the unit of work holds: a cycle
         other.execute(
             sa.text("SELECT pg_advisory_xact_lock_shared(:a, :b)"),
-            dict(zip("ab", WRITERS_LOCK, strict=True)),
+            {"a": WRITERS_LOCK, "b": store.clock.space},
         )
         tx.commit()  # reached once PostgreSQL aborted the unit of work and released its lock
     finally:

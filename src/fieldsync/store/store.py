@@ -91,8 +91,10 @@ RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization fa
 RACED = "23505"  # unique violation: retried for concurrent units of work (see the module)
 VERSIONS_LOCKED = "fieldsync_versions_locked"  # conn.info key: this transaction may take versions
 TABLES_HELD = "fieldsync_tables_held"  # conn.info key: tables this transaction writes alone
-# advisory locks of two 32-bit keys (the version registrations use one 64-bit key):
-WRITERS_LOCK = (0x66735772, 0)  # shared by concurrent writers, exclusive for the others
+# advisory locks of two 32-bit keys (the version registrations use one 64-bit key), the
+# second one this store's key space (fs_meta.version_lock_space) or derived from it, so
+# stores in other schemas of the same database never wait for each other:
+WRITERS_LOCK = 0x66735772  # shared by concurrent writers, exclusive for the others
 TABLE_LOCK = 0x66735462  # with a table's hash: its writers one at a time (serialise_table)
 
 log = logging.getLogger(__name__)
@@ -249,8 +251,9 @@ class Store:
         if self.dialect == "postgresql":
             if self.clock.sequenced:
                 fn = "pg_advisory_xact_lock_shared" if concurrent else "pg_advisory_xact_lock"
-                a, b = WRITERS_LOCK
-                conn.execute(sa.text(f"SELECT {fn}(:a, :b)"), {"a": a, "b": b})
+                conn.execute(
+                    sa.text(f"SELECT {fn}(:a, :b)"), {"a": WRITERS_LOCK, "b": self.clock.space}
+                )
             else:
                 conn.execute(
                     sa.select(fs_sequence.c.value)

@@ -233,7 +233,9 @@ class SyncService:
             )
             return access, plan, fullname, views
 
-        access, plan, fullname, views = self.store.transact(work)
+        # it writes only the device's own row (a first registration that races another
+        # user's is settled by the insert): handshakes run beside other writers
+        access, plan, fullname, views = self.store.transact(work, concurrent=True)
         schema = self.store.schema
         tables = [schema.table(name).to_json() for name in plan.order]
         return {
