@@ -19,7 +19,7 @@ from fieldsync.platform import Platform
 from fieldsync.security.context import load_contexts, user_binding
 from fieldsync.security.model import Privilege
 from fieldsync.security.roles import BASIC_USER, SYSTEM_ADMINISTRATOR
-from fieldsync.sync.preview import _Counter, preview_profile
+from fieldsync.sync.preview import _Counter, _relabel, preview_profile
 from fieldsync.sync.service import SyncService
 from fieldsync.types import EntityRef
 from sync_world import PASSWORD, AsgiBridge, World, field_profile, replica
@@ -266,18 +266,19 @@ def test_the_counts_are_the_sizes_of_the_oracle_scopes(world: World) -> None:
             contexts = load_contexts(p.store, [world.users[n] for n in names], conn)
             counter = _Counter(r, conn, draft, published, moment)
             previews = counter.users(list(contexts.values()))
-            # the one statement of a shape, run for a user, counts what theirs would
+            # a statement built for a stand-in, run for a user, counts what theirs would
             for ctx in contexts.values():
-                own = counter._shape(ctx, user_binding(p.store, conn, ctx))
-                common = counter.shapes[counter._key(ctx, user_binding(p.store, conn, ctx))]
+                binding = user_binding(p.store, conn, ctx)
+                own = counter._shape(ctx, binding, shared=False)
+                common = counter._shape(*_relabel(ctx, binding, counter.sentinel))
                 assert common.shared
                 assert (
                     conn.execute(own.statement).one()
                     == conn.execute(common.statement, common.params(ctx.user_id)).one()
                 )
-        # tech1 (in a team), tech2 and tech4, tech3 (South); a share sets one of two apart
-        kinds = {(c.business_unit_id, c.teams, c.shared_tables) for c in contexts.values()}
-        assert len(counter.shapes) == len(kinds) == (4 if shared else 3)
+        # tech2 and tech4 share one statement (tech1 is in a team, tech3 in the South unit),
+        # unless a share sets them apart
+        assert len(counter.shapes) == (0 if shared else 1)
         for preview in previews:
             for t in preview.tables:
                 after, before = expected[preview.username][t.table]

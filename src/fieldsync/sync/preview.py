@@ -11,6 +11,7 @@ counted once, and nothing moves there.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import random
 import uuid
@@ -286,21 +287,30 @@ class _Counter:
         self._trees: dict[int, tuple[Any, frozenset[Any]]] = {}
 
     def users(self, contexts: list[SecurityContext]) -> list[UserPreview]:
+        """Every user's preview. A user alone in their shape gets their own statement (no
+        stand-in to check); the others share their shape's."""
         bindings = user_bindings(self.records.store, self.conn, contexts)
-        return [self.user(ctx, bindings[ctx.user_id]) for ctx in contexts]
+        keys = [self._key(ctx, bindings[ctx.user_id]) for ctx in contexts]
+        sizes = collections.Counter(keys)
+        return [
+            self.user(ctx, bindings[ctx.user_id], key if sizes[key] > 1 else None)
+            for ctx, key in zip(contexts, keys, strict=True)
+        ]
 
-    def user(self, ctx: SecurityContext, binding: UserBinding | None = None) -> UserPreview:
-        """One user's preview: one round trip, whatever the number of tables."""
+    def user(
+        self, ctx: SecurityContext, binding: UserBinding | None = None, key: Any = None
+    ) -> UserPreview:
+        """One user's preview, in one round trip whatever the number of tables: with the
+        statement of the shape ``key`` (see :meth:`_key`), or their own (no key)."""
         if binding is None:
             binding = user_binding(self.records.store, self.conn, ctx)
-        key = self._key(ctx, binding)
-        shape = self.shapes.get(key)
-        if shape is None:
+        shape = None if key is None else self.shapes.get(key)
+        if key is not None and shape is None:
             shape = self.shapes[key] = self._shape(*_relabel(ctx, binding, self.sentinel))
-        if shape.shared:
+        if shape is not None and shape.shared:
             row = self.conn.execute(shape.statement, shape.params(ctx.user_id)).one()
         else:
-            shape = self._shape(ctx, binding)
+            shape = self._shape(ctx, binding, shared=False)
             row = self.conn.execute(shape.statement).one()
         return self._preview(ctx, shape, [int(v) for v in row])
 
@@ -348,7 +358,9 @@ class _Counter:
         # counted and compared as sets (SQLite refuses an ORDER BY inside EXCEPT)
         return stmt.order_by(None)
 
-    def _shape(self, ctx: SecurityContext, binding: UserBinding) -> _Shape:
+    def _shape(self, ctx: SecurityContext, binding: UserBinding, *, shared: bool = True) -> _Shape:
+        """The counting statement of ``ctx``; ``shared``: to be run for other users too (its
+        parameters holding the sentinel are found)."""
         scalars: list[Any] = []
 
         def count(stmt: Any) -> int:
@@ -381,7 +393,7 @@ class _Counter:
         statement = sa.select(*(s.scalar_subquery().label(f"c{i}") for i, s in enumerate(scalars)))
         if not scalars:  # no table in either version: a row of nothing
             statement = sa.select(sa.literal(0).label("none"))
-        slots, shared = self._slots(statement)
+        slots, shared = self._slots(statement) if shared else ({}, False)
         return _Shape(statement, rows, gone, self.sentinel, slots, shared)
 
     def _slots(self, statement: sa.Select[Any]) -> tuple[dict[str, Any], bool]:
