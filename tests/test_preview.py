@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fieldsync.cli import main
-from fieldsync.errors import ProfileInvalid
+from fieldsync.errors import ProfileInvalid, Unauthorized
 from fieldsync.platform import Platform
 from fieldsync.security.context import load_contexts, user_binding
 from fieldsync.security.model import Privilege
@@ -112,6 +112,29 @@ def test_an_invalid_draft_is_refused_with_its_problems(world: World) -> None:
         p.offline.import_yaml(bad)  # the rules run on every save, and again at preview
     pid = p.offline.profile_id("Field Service")
     assert preview_profile(p.records, pid).to_json()["profile"] == "Field Service"
+
+
+def test_a_restricted_profile_previews_its_enabled_members(world: World) -> None:
+    seed(world)
+    p = world.platform
+    pid = p.offline.profile_id("Field Service")
+    p.offline.import_yaml(ALL_ORDERS.replace("profile_mode: default", "profile_mode: restricted"))
+    p.offline.add_members("Field Service", users=[world.users["tech2"], world.users["tech3"]])
+    p.offline.add_members("Field Service", teams=[world.team])  # tech1
+    p.org.set_user_enabled(world.users["tech3"], False)
+    preview = preview_profile(p.records, pid, contexts=p.contexts).to_json()
+    assert preview["audience"] == "the profile's selected users and teams"
+    assert sorted(u["username"] for u in preview["users"]) == ["tech1", "tech2"]
+    assert preview["holders"] == 2
+    assert p.contexts.loads == 2  # only the users previewed, loaded together and kept
+    # a sample of one, from the cache this time
+    one = preview_profile(p.records, pid, sample=1, contexts=p.contexts).to_json()
+    assert (one["holders"], one["previewed"], one["sampled"]) == (2, 1, True)
+    assert p.contexts.loads == 2
+    full = {u["username"]: u for u in preview["users"]}
+    assert one["users"] == [full[one["users"][0]["username"]]]
+    with pytest.raises(Unauthorized):  # asked for by name: refused, as signing in would be
+        preview_profile(p.records, pid, users=[world.users["tech3"]])
 
 
 def test_preview_as_a_bound_action_and_from_the_shell(world: World) -> None:

@@ -15,6 +15,7 @@ import collections
 import datetime as dt
 import random
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -153,6 +154,10 @@ def preview_profile(
         total = len(chosen)
         if users is None and len(chosen) > sample:
             chosen = random.Random(seed).sample(sorted(chosen, key=str), sample)
+        missing = [uid for uid in chosen if uid not in loaded]
+        if missing:
+            loaded.update(_contexts(store, conn, missing, contexts))
+            chosen = [uid for uid in chosen if uid in loaded]
         counter = _Counter(records, conn, proposed, published, moment)
         previews = counter.users([loaded[uid] for uid in chosen])
     return Preview(
@@ -179,9 +184,9 @@ def _holders(
     profile_id: RecordId,
     cache: ContextCache | None = None,
 ) -> tuple[str, list[RecordId], dict[RecordId, SecurityContext]]:
-    """Who would hold the profile, with their security contexts: the selected users and
-    teams' members when every app using it is restricted; every enabled user who may use an
-    app otherwise. Disabled users hold nothing."""
+    """Who would hold the profile: the enabled users among the selected users and teams'
+    members when every app using it is restricted; every enabled user who may use an app
+    otherwise (with the security contexts loaded to decide)."""
     store = records.store
     apps = store.sql_table(APP)
     modes = list(
@@ -195,12 +200,7 @@ def _holders(
         return "no offline app uses this profile", [], {}
     if all(m == RESTRICTED_MODE for m in modes):
         members = profile_members(records, profile_id, conn=conn).effective_users
-        loaded = _contexts(store, conn, list(members), cache)
-        return (
-            "the profile's selected users and teams",
-            [u for u in members if u in loaded],
-            loaded,
-        )
+        return "the profile's selected users and teams", _enabled(store, conn, members), {}
     users = store.sql_table("systemuser")
     everyone = list(
         conn.execute(
@@ -220,6 +220,24 @@ def _holders(
         and has_privilege(ctx, profile_table, Privilege.READ)
     ]
     return "everyone who may use an app of the profile", holders, loaded
+
+
+def _enabled(store: Store, conn: sa.Connection, members: Iterable[RecordId]) -> list[RecordId]:
+    """The enabled users among ``members``, in their order."""
+    users = store.sql_table("systemuser")
+    wanted = list(members)
+    disabled: set[RecordId] = set()
+    found: set[RecordId] = set()
+    for first in range(0, len(wanted), 500):
+        for uid, off in conn.execute(
+            sa.select(users.c.systemuserid, users.c.isdisabled).where(
+                users.c.systemuserid.in_(wanted[first : first + 500])
+            )
+        ):
+            found.add(uid)
+            if off:
+                disabled.add(uid)
+    return [u for u in wanted if u in found and u not in disabled]
 
 
 # One user's counts, as indexes into the values of their counting statement: per table of
