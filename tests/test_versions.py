@@ -26,8 +26,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from fieldsync.platform import build
 from fieldsync.records.plugins import PluginContext, PluginRegistry
 from fieldsync.records.service import Records
+from fieldsync.security.context import ContextCache
 from fieldsync.store.catalog import fs_change, fs_sequence
 from fieldsync.store.changes import read_changes
 from fieldsync.store.engine import WRITE_OPTION
@@ -190,7 +192,7 @@ class _Writer:
         store._lock_versions(self.conn, concurrent=True)
         self.versions: list[int] = []
 
-    def take(self, count: int = 1) -> list[int]:
+    def take(self, count: int = 1, table: str = "account") -> list[int]:
         taken = list(self.store.allocate_versions(self.conn, count))
         now = dt.datetime.now(dt.UTC)
         self.conn.execute(
@@ -198,7 +200,7 @@ class _Writer:
             [
                 {
                     "version": v,
-                    "tablename": "account",
+                    "tablename": table,
                     "recordid": uuid.uuid4(),
                     "operation": "create",
                     "changedon": now,
@@ -308,6 +310,34 @@ def test_a_rolled_back_or_killed_writer_no_longer_holds_readers_back(pg_writers:
     assert got == [v2]
     assert cursor == v2
     assert v1 not in _committed(store, start)
+
+
+@pytest.mark.postgres
+def test_a_security_context_is_not_kept_while_a_change_below_its_stamp_may_commit(
+    pg_writers: Store,
+) -> None:
+    """The context cache reuses a context while the newest version of the tables contexts
+    are made of stays the same. A role change still in flight with a smaller version than a
+    committed one would not move that stamp when it commits: a context loaded meanwhile is
+    used but not kept, and the next request loads afresh."""
+    store = pg_writers
+    cache = ContextCache(store)
+    user = build(store).org.user("ctx-user")
+    cache.get(user)
+    early, late = _Writer(store), _Writer(store)
+    early.take(table="role")  # a change to a role, still in flight...
+    late.take(table="role")
+    late.end(commit=True)  # ...and a later one, committed first
+    loads = cache.loads
+    cache.get(user)
+    cache.get(user)
+    assert cache.loads == loads + 2  # loaded each time, never kept
+    early.end(commit=True)  # the stamp does not move, but the context is not kept on it
+    cache.get(user)
+    assert cache.loads == loads + 3
+    cache.get(user)
+    assert cache.loads == loads + 3  # now below the horizon: kept and reused
+    assert cache.hits >= 1
 
 
 @pytest.mark.postgres

@@ -367,18 +367,23 @@ class ContextCache:
                 return self._get(user_id, c)
         return self._get(user_id, conn)
 
-    def _get(self, user_id: RecordId, conn: sa.Connection) -> SecurityContext:
+    def _stamp(self, conn: sa.Connection) -> tuple[Stamp, bool]:
+        """The stamp, and whether a context loaded after it may be kept: nothing can still
+        commit below it (it is at or below a horizon computed before it was read)."""
         clock = self.store.clock
         known = clock.known  # a horizon computed before this stamp is read
         stamp = context_stamp(conn)
         if not clock.sequenced:
-            known = stamp[0]  # the counter hands versions out in commit order
-        elif stamp[0] > known:
+            return stamp, True  # the counter hands versions out in commit order
+        if stamp[0] > known:
             # a change newer than the horizon known: read the horizon now, then the stamp
             # again (in that order), so the stamp kept is one nothing can commit below
             known = self.store.current_version(conn)
             stamp = context_stamp(conn)
-        final = stamp[0] <= known
+        return stamp, stamp[0] <= known
+
+    def _get(self, user_id: RecordId, conn: sa.Connection) -> SecurityContext:
+        stamp, final = self._stamp(conn)
         with self._lock:
             found = self._entries.get(user_id)
             if found is not None and found[0] == stamp:
@@ -404,7 +409,7 @@ class ContextCache:
         """The contexts of the enabled users among ``user_ids`` (disabled and unknown users
         are left out): the held ones still current, the others loaded together
         (:func:`load_contexts`) and kept. One stamp read for all of them."""
-        stamp = context_stamp(conn)
+        stamp, final = self._stamp(conn)
         out: dict[RecordId, SecurityContext] = {}
         missing = []
         with self._lock:
@@ -423,7 +428,7 @@ class ContextCache:
             self.loads += len(loaded)
             for user_id, ctx in loaded.items():
                 held = self._entries.get(user_id)
-                if held is None or held[0][0] <= stamp[0]:
+                if final and (held is None or held[0][0] <= stamp[0]):
                     self._entries[user_id] = (stamp, ctx)
                     self._entries.move_to_end(user_id)
             while len(self._entries) > self.size:
