@@ -12,12 +12,12 @@
 import { OfflineError, ServerError } from "./errors.js";
 import { hexToUuid } from "./codecs.js";
 import { q } from "./replica.js";
+import { sha256Text } from "./sha256.js";
 
 /** The error code of every sync call once an administrator asked to wipe the device. */
 export const WIPE_CODE = "0x80040F01";
 const CACHE = "inventory"; // state: per table, the cursor the count and checksum were computed at
 const RECEIPT = "receipt"; // state: a receipt not delivered yet
-const CHUNK = 512; // digests computed at once
 
 /**
  * @typedef {{rows: number, checksum: string, cursor: string}} TableInventory
@@ -34,23 +34,23 @@ const CHUNK = 512; // digests computed at once
  * @returns {Promise<{rows: number, checksum: string}>}
  */
 export async function inventoryChecksum(pairs) {
-  const encoder = new TextEncoder();
-  let total = 0n;
+  // the sum mod 2^64 in two 32-bit halves (no BigInt per row)
+  let high = 0;
+  let low = 0;
   let rows = 0;
-  /** @type {Promise<ArrayBuffer>[]} */
-  let batch = [];
-  const drain = async () => {
-    for (const digest of await Promise.all(batch)) total += new DataView(digest).getBigUint64(0);
-    total = BigInt.asUintN(64, total);
-    batch = [];
-  };
   for (const [id, version] of pairs) {
     rows += 1;
-    const text = `${hexToUuid(String(id).toLowerCase())}:${version == null ? 0 : BigInt(/** @type {any} */ (version))}`;
-    batch.push(crypto.subtle.digest("SHA-256", encoder.encode(text)));
-    if (batch.length >= CHUNK) await drain();
+    const v = version == null ? 0 : typeof version === "number" && Number.isSafeInteger(version) ? version : BigInt(/** @type {any} */ (version));
+    const digest = sha256Text(`${hexToUuid(String(id).toLowerCase())}:${v}`);
+    low += digest[1];
+    high += digest[0];
+    if (low >= 2 ** 32) {
+      low -= 2 ** 32;
+      high += 1;
+    }
+    if (high >= 2 ** 32) high -= 2 ** 32;
   }
-  await drain();
+  const total = (BigInt(high) << 32n) | BigInt(low);
   return { rows, checksum: total.toString(16).padStart(16, "0") };
 }
 

@@ -2,7 +2,7 @@
 // SQLite WebAssembly, icons) in Cache Storage so the app opens with no network. Data never
 // goes through here: the replica lives in OPFS and API calls go to the network untouched.
 // The build replaces SHELL_VERSION and SHELL_FILES with the bundle's content hash and files.
-const VERSION = "60f57c2d740f36fd";
+const VERSION = "bc0981b1c6968df9";
 const FILES = [
   "./",
   "./app.css",
