@@ -194,7 +194,18 @@ export class Database {
             const n = i + 1;
             if (v === null || v === undefined) check(c.sqlite3_bind_null(p, n));
             else if (typeof v === "string") {
-              const { written } = encoder.encodeInto(v, heap.subarray(at, buffer + capacity));
+              // ASCII (ids, codes, most names) is copied byte for byte: a call to the encoder
+              // costs more than a short string's copy
+              const length = v.length;
+              let k = 0;
+              if (length <= 256) {
+                for (; k < length; k++) {
+                  const ch = v.charCodeAt(k);
+                  if (ch > 0x7f) break;
+                  heap[at + k] = ch;
+                }
+              }
+              const written = k === length ? length : encoder.encodeInto(v, heap.subarray(at, buffer + capacity)).written;
               check(c.sqlite3_bind_text(p, n, at, written, 0));
               at += written;
             } else if (typeof v === "number") {

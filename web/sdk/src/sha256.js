@@ -21,14 +21,15 @@ let padded = new Uint8Array(128);
 const encoder = new TextEncoder();
 
 /**
- * SHA-256 of `bytes` (the first `length` of them).
- * @param {Uint8Array} bytes @param {number} [length]
+ * SHA-256 of `bytes` (of `bytes[start:end]`).
+ * @param {Uint8Array} bytes @param {number} [start] @param {number} [end]
  * @returns {Uint32Array} the digest as eight big-endian words; the same array on every call
  */
-export function sha256(bytes, length = bytes.length) {
-  const total = (length + 72) & ~63;
-  if (padded.length < total) padded = new Uint8Array(total);
-  padded.set(bytes.subarray(0, length));
+export function sha256(bytes, start = 0, end = bytes.length) {
+  const length = end - start;
+  if (padded.length < length + 72) padded = new Uint8Array(length + 72);
+  if (length > 64) padded.set(bytes.subarray(start, end));
+  else for (let i = 0; i < length; i++) padded[i] = bytes[start + i];
   return digestPadded(length);
 }
 
