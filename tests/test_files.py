@@ -80,6 +80,7 @@ def world(
     files: Files = w.app.state.files
     files.limits = FileLimits(chunk_bytes=CHUNK)  # small chunks keep the tests small
     monkeypatch.setattr(device_files, "CHUNK", CHUNK)
+    monkeypatch.setattr(device_files, "SMALL", CHUNK)  # larger files go in chunks
     return w
 
 

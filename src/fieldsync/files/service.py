@@ -42,6 +42,7 @@ from fieldsync.errors import (
 )
 from fieldsync.files.blobs import BlobStore, check_digest
 from fieldsync.files.images import thumbnail
+from fieldsync.files.thumbnails import Thumbnails
 from fieldsync.records.service import Records
 from fieldsync.schema.model import Column, ColumnType, Table
 from fieldsync.security.model import Privilege, SecurityContext
@@ -75,6 +76,25 @@ class FileInfo:
     sha256: str
     thumbnail: str | None = None
     thumbnail_size: int | None = None
+    image: bool = False  # checked to be an image when it arrived
+
+    @classmethod
+    def of(cls, row: Any) -> FileInfo:
+        return cls(
+            row.fileid,
+            row.name,
+            row.mimetype,
+            int(row.size),
+            row.sha256,
+            row.thumbnail,
+            None if row.thumbnailsize is None else int(row.thumbnailsize),
+            bool(row.isimage) or row.thumbnail is not None,
+        )
+
+    @property
+    def due(self) -> bool:
+        """An image whose thumbnail is still to be made."""
+        return self.image and self.thumbnail is None
 
     def digest(self, thumb: bool = False) -> tuple[str, int]:
         if thumb:
@@ -94,18 +114,6 @@ class FileInfo:
             if self.thumbnail is None
             else {"sha256": self.thumbnail, "size": self.thumbnail_size},
         }
-
-
-def _info(row: Any) -> FileInfo:
-    return FileInfo(
-        row.fileid,
-        row.name,
-        row.mimetype,
-        int(row.size),
-        row.sha256,
-        row.thumbnail,
-        None if row.thumbnailsize is None else int(row.thumbnailsize),
-    )
 
 
 def clean_name(name: object) -> str:
@@ -133,6 +141,7 @@ class Files:
         self.limits = limits or FileLimits()
         self._collected = time.monotonic()
         self._lock = threading.Lock()
+        self.thumbnails = Thumbnails(self)
 
     # -- columns and limits -------------------------------------------------------------
 
@@ -148,7 +157,8 @@ class Files:
             return min(self.limits.max_bytes, col.max_size_kb * 1024)
         return self.limits.max_bytes
 
-    def _exclusive(self, conn: sa.Connection) -> None:
+    def exclusive(self, conn: sa.Connection) -> None:
+        """Completing an upload vs. collecting: one at a time (SQLite has one writer)."""
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": FILES_LOCK})
 
@@ -174,7 +184,7 @@ class Files:
             size = UNKNOWN  # a Web API chunked upload: the first chunk's Content-Range tells
         elif isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise BadRequest("'size' is the file's size in bytes")
-        self._check_size(t, col, size)
+        self.check_size(t, col, size)
         digest = None
         if sha256 is not None:
             try:
@@ -195,7 +205,7 @@ class Files:
             done = conn.execute(sa.select(fs_file).where(fs_file.c.fileid == fid)).first()
             if done is not None:
                 if done.createdby == ctx.user_id and digest == done.sha256:
-                    return {"complete": True, "file": _info(done).to_json()}, None
+                    return {"complete": True, "file": FileInfo.of(done).to_json()}, None
                 raise BadRequest(f"file id {fid} is already taken")
             found = conn.execute(sa.select(fs_upload).where(fs_upload.c.fileid == fid)).first()
             if found is not None:
@@ -237,7 +247,7 @@ class Files:
             return self._finish(ctx, row)
         return self._state(row)
 
-    def _check_size(self, t: Table, col: Column, size: int) -> None:
+    def check_size(self, t: Table, col: Column, size: int) -> None:
         limit = self.limit(col)
         if size > limit:
             raise PayloadTooLarge(
@@ -289,7 +299,7 @@ class Files:
             if total is None:
                 raise BadRequest("the first chunk says the file's size (Content-Range)")
             t, col = self.column(row.tablename, row.columnname)
-            self._check_size(t, col, total)
+            self.check_size(t, col, total)
 
             def set_size(conn: sa.Connection) -> None:
                 conn.execute(
@@ -372,7 +382,7 @@ class Files:
                 self.blobs.put(thumb[0], small)
 
             def finish(conn: sa.Connection) -> tuple[FileInfo | None, Any]:
-                self._exclusive(conn)
+                self.exclusive(conn)
                 if self.info(row.fileid, conn) is not None:
                     return None, None  # another request finished it meanwhile
                 self.blobs.commit(row.uploadid, digest)
@@ -384,6 +394,7 @@ class Files:
                     digest,
                     None if thumb is None else thumb[0],
                     None if thumb is None else thumb[1],
+                    image=thumb is not None,
                 )
                 conn.execute(
                     fs_file.insert().values(
@@ -394,6 +405,7 @@ class Files:
                         sha256=info.sha256,
                         thumbnail=info.thumbnail,
                         thumbnailsize=info.thumbnail_size,
+                        isimage=info.image,
                         createdby=ctx.user_id,
                         createdon=utcnow(),
                     )
@@ -446,7 +458,7 @@ class Files:
     def info(self, file_id: uuid.UUID, conn: sa.Connection | None = None) -> FileInfo | None:
         def fetch(c: sa.Connection) -> FileInfo | None:
             row = c.execute(sa.select(fs_file).where(fs_file.c.fileid == file_id)).first()
-            return None if row is None else _info(row)
+            return None if row is None else FileInfo.of(row)
 
         if conn is not None:
             return fetch(conn)
@@ -460,8 +472,12 @@ class Files:
             rows = conn.execute(
                 sa.select(fs_file).where(fs_file.c.fileid.in_(wanted[start : start + 500]))
             )
-            out.update((r.fileid, _info(r)) for r in rows)
+            out.update((r.fileid, FileInfo.of(r)) for r in rows)
         return out
+
+    def with_thumbnail(self, info: FileInfo) -> FileInfo:
+        """``info`` with its thumbnail, made now if it was still to be made."""
+        return self.thumbnails.ensure(info)
 
     def read(
         self, info: FileInfo, *, thumb: bool = False, start: int = 0, end: int | None = None
@@ -523,7 +539,7 @@ class Files:
             return 0
 
         def work(conn: sa.Connection) -> int:
-            self._exclusive(conn)
+            self.exclusive(conn)
             candidates = wanted
             if owner is not None:
                 candidates = list(
@@ -580,6 +596,7 @@ class Files:
             self.collect()
         except Exception:  # collection must never break an upload
             log.exception("collecting unreferenced files failed")
+        self.thumbnails.wake()  # any left due by a server process that stopped
 
     def collect(self, now: dt.datetime | None = None) -> dict[str, int]:
         """Remove uploads abandoned for longer than the grace period, files no row has
@@ -588,7 +605,7 @@ class Files:
         cutoff = now - dt.timedelta(seconds=self.limits.orphan_seconds)
 
         def work(conn: sa.Connection) -> dict[str, int]:
-            self._exclusive(conn)
+            self.exclusive(conn)
             stale = list(
                 conn.execute(
                     sa.select(fs_upload.c.uploadid).where(fs_upload.c.createdon < cutoff)

@@ -7,6 +7,9 @@ responses are :mod:`fieldsync.http.blobs`, shared with the Web API's file endpoi
     GET  /sync/v1/files/uploads/{upload}  where an upload stands (``received``)
     PUT  /sync/v1/files/uploads/{upload}  one chunk: ``Content-Range: bytes s-e/total`` and
                                           ``Content-Digest: sha-256=:<base64>:``
+    POST /sync/v1/files/batch             many small files in one body (a JSON line, bytes)
+    POST /sync/v1/files/read              {device, app, files: [{id, size}]} → a JSON line,
+                                          then the bytes of those the user may read
 
 Every endpoint authenticates the bearer token; reads need a ticket of the same user.
 """
@@ -20,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from fieldsync.errors import BadRequest, NotFound
+from fieldsync.files.batch import MEDIA_TYPE, frame, split, store_batch
 from fieldsync.files.service import Files
 from fieldsync.http.blobs import blob_response, parse_content_range, parse_digest
 from fieldsync.http.bodies import read_body, read_json_object
@@ -88,6 +92,25 @@ async def upload_chunk(request: Request, ctx: Principal, upload: str) -> JSON:
     return JSON(answer)
 
 
+@router.post("/batch")
+async def upload_batch(request: Request, ctx: Principal) -> JSON:
+    listed, data = split(await read_body(request))
+    service = files(request)
+    return JSON(await run_in_threadpool(store_batch, service, ctx, listed, data))
+
+
+@router.post("/read")
+async def read_files(request: Request, ctx: Principal) -> Response:
+    body = await _json(request)
+    grants = FileGrants(request.app.state.sync, files(request))
+    manifest, pieces = await run_in_threadpool(
+        lambda: grants.read(
+            ctx, device=body.get("device"), app=body.get("app"), files=body.get("files")
+        )
+    )
+    return Response(b"".join(frame(manifest, pieces)), media_type=MEDIA_TYPE)
+
+
 @router.get("/{file_id}")
 async def download(
     request: Request, ctx: Principal, file_id: str, ticket: str = "", size: str = "full"
@@ -100,4 +123,6 @@ async def download(
         raise BadRequest("'size' is full or thumbnail")
     grants = FileGrants(request.app.state.sync, files(request))
     info = await run_in_threadpool(grants.check, ctx, fid, ticket)
+    if size == "thumbnail" and info.due:
+        info = await run_in_threadpool(files(request).with_thumbnail, info)
     return blob_response(files(request), info, request, thumb=size == "thumbnail")
