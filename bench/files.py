@@ -219,6 +219,9 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=100, help="size of the big file (MB)")
     ap.add_argument("--images", type=int, default=1000, help="how many small images")
     ap.add_argument("--repeat", type=int, default=3, help="runs of each case (medians)")
+    ap.add_argument(
+        "--case", choices=("big", "images"), action="append", help="only this case (repeatable)"
+    )
     ap.add_argument("--plain", nargs=2, metavar=("PORT", "DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.plain:
@@ -233,6 +236,8 @@ def main() -> None:
         server = Server(url)
         try:
             cases = [("big file", "bigreport"), ("images", "sitephoto")]
+            if args.case:
+                cases = [c for c in cases if c[0].split()[0] in args.case]
             print(
                 f"{'case':10} {'size':>9}  {'sync up':>11} {'plain PUT':>11} {'ratio':>6}"
                 f"  {'sync down':>11} {'plain GET':>11} {'ratio':>6}  goal"

@@ -42,7 +42,6 @@ from fieldsync.schema.model import ColumnType
 
 log = logging.getLogger(__name__)
 
-CHUNK = 4 * 1024 * 1024
 GRANT_BATCH = 500
 SMALL = 1024 * 1024  # a file this small travels in a batch with others, both ways
 BATCH_BYTES = 4 * 1024 * 1024  # the bytes of one batch, at most
@@ -553,6 +552,11 @@ class DeviceFiles:
         if have > size:
             part.unlink()
             have = 0
+        h = hashlib.sha256()
+        if have:  # resumed: the bytes already here count in the digest
+            with part.open("rb") as f:
+                while piece := f.read(1024 * 1024):
+                    h.update(piece)
         fetched = 0
         renewed = False
         with part.open("ab") as out:
@@ -560,15 +564,15 @@ class DeviceFiles:
             def sink(piece: bytes) -> None:
                 nonlocal fetched
                 out.write(piece)
+                h.update(piece)
                 fetched += len(piece)
 
             while have < size:
-                end = min(size, have + CHUNK) - 1
-                try:
+                try:  # the rest in one ranged read; a broken one resumes from what arrived
                     http.fetch(
                         f"/sync/v1/files/{fid}",
                         params={"ticket": tickets[fid], "size": kind},
-                        headers={"Range": f"bytes={have}-{end}"},
+                        headers={"Range": f"bytes={have}-{size - 1}"},
                         sink=sink,
                     )
                 except ServerError as exc:
@@ -582,12 +586,10 @@ class DeviceFiles:
                     raise
                 finally:
                     out.flush()
+                if out.tell() == have:
+                    raise DeviceError(f"the server sent no byte of file {fid} from {have}")
                 have = out.tell()
             os.fsync(out.fileno())
-        h = hashlib.sha256()
-        with part.open("rb") as f:
-            while piece := f.read(1024 * 1024):
-                h.update(piece)
         if h.hexdigest() != digest:
             part.unlink()
             log.warning("file %s did not match its sha256: fetched again next time", fid)
