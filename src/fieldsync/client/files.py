@@ -25,6 +25,7 @@ import mimetypes
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -375,26 +376,47 @@ class DeviceFiles:
             },
         )
         path = self.blob(q["sha256"])
-        with path.open("rb") as f:
-            while not state["complete"]:
-                at = int(state["received"])
-                f.seek(at)
-                piece = f.read(int(state["chunk_size"]))
-                digest = hashlib.sha256(piece).digest()
-                headers = {
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"bytes {at}-{at + len(piece) - 1}/{q['size']}",
-                    "Content-Digest": f"sha-256=:{base64.b64encode(digest).decode()}:",
-                }
-                upload = state["upload"]
-                try:
-                    state = http.send_bytes(
-                        "PUT", f"/sync/v1/files/uploads/{upload}", piece, headers
-                    )
-                except ServerError as exc:
-                    if exc.status != 416:
-                        raise
-                    state = http.call("GET", f"/sync/v1/files/uploads/{upload}")
+        size = int(q["size"])
+        fd = os.open(path, os.O_RDONLY)
+
+        def prepare(at: int, length: int) -> tuple[int, bytes, bytes]:
+            piece = os.pread(fd, min(length, size - at), at)
+            return at, piece, hashlib.sha256(piece).digest()
+
+        # the next chunk is read and hashed while the server takes this one
+        with ThreadPoolExecutor(1) as pool:
+            try:
+                ahead: Future[tuple[int, bytes, bytes]] | None = None
+                while not state["complete"]:
+                    at, length = int(state["received"]), int(state["chunk_size"])
+                    ready = ahead.result() if ahead is not None else None
+                    if ready is None or ready[0] != at or len(ready[1]) > length:
+                        ready = prepare(at, length)
+                    _, piece, digest = ready
+                    done = at + len(piece)
+                    ahead = pool.submit(prepare, done, length) if done < size else None
+                    headers = {
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"bytes {at}-{done - 1}/{size}",
+                        "Content-Digest": f"sha-256=:{base64.b64encode(digest).decode()}:",
+                    }
+                    upload = state["upload"]
+                    try:
+                        state = http.send_bytes(
+                            "PUT", f"/sync/v1/files/uploads/{upload}", piece, headers
+                        )
+                    except ServerError as exc:
+                        if exc.status != 416:
+                            raise
+                        state = http.call("GET", f"/sync/v1/files/uploads/{upload}")
+                if ahead is not None:
+                    ahead.result()  # not left reading a closed file
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
+                    with contextlib.suppress(Exception):
+                        ahead.result()
+                os.close(fd)
         return state
 
     # -- fetch --------------------------------------------------------------------------

@@ -67,6 +67,32 @@ class FileLimits:
     orphan_seconds: int = 24 * 3600  # an unreferenced file or upload lives this long
 
 
+@dataclass
+class _Running:
+    """The sha256 of an upload's first ``offset`` bytes, as this process stored them; good
+    while the upload's ``stamp`` is still the one its last chunk set."""
+
+    stamp: str
+    offset: int
+    hash: Any
+
+
+class ChunkHash:
+    """A chunk's sha256, computed as its bytes arrive, and (when this process holds the
+    hash of the upload's bytes before the chunk) the whole file's so far."""
+
+    def __init__(self, running: _Running | None, start: int) -> None:
+        self.chunk = hashlib.sha256()
+        usable = running is not None and running.offset == start
+        self.whole = running.hash.copy() if usable and running is not None else None
+        self.prior = running.stamp if usable and running is not None else None
+
+    def update(self, piece: bytes) -> None:
+        self.chunk.update(piece)
+        if self.whole is not None:
+            self.whole.update(piece)
+
+
 @dataclass(frozen=True)
 class FileInfo:
     file_id: uuid.UUID
@@ -142,6 +168,7 @@ class Files:
         self._collected = time.monotonic()
         self._lock = threading.Lock()
         self.thumbnails = Thumbnails(self)
+        self._running: dict[uuid.UUID, _Running] = {}  # uploads whose chunks came here
 
     # -- columns and limits -------------------------------------------------------------
 
@@ -280,6 +307,15 @@ class Files:
             row = self._upload(conn, ctx, upload)
         return self._resume(ctx, row)
 
+    def chunk_hash(self, upload: object, start: int) -> ChunkHash:
+        """What to feed a chunk's bytes to as they arrive (see :meth:`append`)."""
+        try:
+            uid = uuid.UUID(str(upload))
+        except ValueError:
+            return ChunkHash(None, start)
+        with self._lock:
+            return ChunkHash(self._running.get(uid), start)
+
     def append(
         self,
         ctx: SecurityContext,
@@ -289,9 +325,12 @@ class Files:
         data: bytes,
         total: int | None = None,
         digest: bytes | None = None,
+        hashed: ChunkHash | None = None,
     ) -> dict[str, Any]:
         """Add one chunk. Returns the upload's state, or ``{"complete": True, "file": …}``
-        after the last chunk."""
+        after the last chunk. ``hashed`` has seen the chunk's bytes as they arrived (from
+        :meth:`chunk_hash`): then they are not hashed again, and when every chunk of the
+        upload came to this process the last one needs no second reading of the file."""
         with self.store.read() as conn:
             row = self._upload(conn, ctx, upload)
         size, received = int(row.size), int(row.received)
@@ -314,7 +353,10 @@ class Files:
             size = int(row.size)
         if total is not None and total != size:
             raise BadRequest(f"the upload has {size} bytes, not {total}")
-        if digest is not None and hashlib.sha256(data).digest() != digest:
+        if hashed is None:
+            hashed = ChunkHash(None, start)
+            hashed.update(data)
+        if digest is not None and hashed.chunk.digest() != digest:
             raise BadRequest("the chunk does not match its Content-Digest: it was not stored")
         if start != received or start + len(data) > size:
             raise RangeNotSatisfiable(
@@ -325,36 +367,86 @@ class Files:
         most = max(self.limits.chunk_bytes, self.limits.max_chunk_bytes)
         if len(data) > most:
             raise PayloadTooLarge(f"a chunk carries at most {_human(most)}")
-        self.blobs.stage(row.uploadid, start, data)
+        stamp = uuid.uuid4().hex
 
-        def advance(conn: sa.Connection) -> int:
-            moved: int = conn.execute(
+        def advance(conn: sa.Connection) -> tuple[bool, str | None]:
+            # the bytes are staged under the upload row's lock (SQLite: the one writer), so
+            # the staged bytes are always those of the chunks whose offsets were stored
+            found = conn.execute(
+                sa.select(fs_upload.c.received, fs_upload.c.stamp)
+                .where(fs_upload.c.uploadid == row.uploadid)
+                .with_for_update()
+            ).first()
+            if found is None or int(found.received) != start:
+                return False, None
+            self.blobs.stage(row.uploadid, start, data)
+            conn.execute(
                 fs_upload.update()
-                .where(fs_upload.c.uploadid == row.uploadid, fs_upload.c.received == start)
-                .values(received=start + len(data))
-            ).rowcount
-            return moved
+                .where(fs_upload.c.uploadid == row.uploadid)
+                .values(received=start + len(data), stamp=stamp)
+            )
+            return True, found.stamp
 
-        moved = self.store.transact(advance)
+        moved, before = self.store.transact(advance)
         if not moved:
             raise RangeNotSatisfiable(
                 "another chunk was written at this offset: ask where to go on"
             )
+        self._remember(row.uploadid, hashed, start, before, stamp, start + len(data))
         if start + len(data) < size:
             return {**self._state(row), "received": start + len(data)}
-        return self._finish(ctx, row)
+        return self._finish(ctx, row, stamp)
 
-    def _finish(self, ctx: SecurityContext, row: Any) -> dict[str, Any]:
-        h = hashlib.sha256()
-        seen = 0
-        pieces: list[bytes] = []
+    def _remember(
+        self,
+        upload: uuid.UUID,
+        hashed: ChunkHash,
+        start: int,
+        before: str | None,
+        stamp: str,
+        offset: int,
+    ) -> None:
+        """Keep the whole file's hash so far when this process saw every byte before."""
+        with self._lock:
+            if start == 0:
+                whole = hashed.chunk.copy()
+            elif hashed.whole is not None and before is not None and hashed.prior == before:
+                whole = hashed.whole
+            else:
+                self._running.pop(upload, None)
+                return
+            self._running[upload] = _Running(stamp, offset, whole)
+            while len(self._running) > 256:  # abandoned uploads: forget the oldest
+                del self._running[next(iter(self._running))]
+
+    def _finish(self, ctx: SecurityContext, row: Any, stamp: str | None = None) -> dict[str, Any]:
+        """Verify the staged bytes, make an image's thumbnail, and create the file. The
+        staged bytes are read and hashed unless this process hashed every chunk as it
+        arrived (``stamp``: the one the last chunk set, still the upload's)."""
         _, col = self.column(row.tablename, row.columnname)
-        for piece in self.blobs.staged(row.uploadid, int(row.size)):
-            h.update(piece)
-            seen += len(piece)
-            if col.type is ColumnType.IMAGE:
-                pieces.append(piece)
-        digest = h.hexdigest()
+        image = col.type is ColumnType.IMAGE
+        with self._lock:
+            running = self._running.pop(row.uploadid, None)
+        pieces: list[bytes] = []
+        if (
+            running is not None
+            and stamp is not None
+            and running.stamp == stamp
+            and running.offset == int(row.size)
+        ):
+            digest = running.hash.hexdigest()
+            seen = self.blobs.staged_size(row.uploadid)
+            if image and seen == row.size:
+                pieces = list(self.blobs.staged(row.uploadid, int(row.size)))
+        else:
+            h = hashlib.sha256()
+            seen = 0
+            for piece in self.blobs.staged(row.uploadid, int(row.size)):
+                h.update(piece)
+                seen += len(piece)
+                if image:
+                    pieces.append(piece)
+            digest = h.hexdigest()
         if seen != row.size:
             finished = self._made(row)
             if finished is not None:  # another request finished it meanwhile
@@ -364,7 +456,7 @@ class Files:
                 conn.execute(
                     fs_upload.update()
                     .where(fs_upload.c.uploadid == row.uploadid)
-                    .values(received=0)
+                    .values(received=0, stamp=uuid.uuid4().hex)
                 )
 
             self.store.transact(reset)

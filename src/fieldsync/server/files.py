@@ -25,7 +25,7 @@ from starlette.responses import Response
 from fieldsync.errors import BadRequest, NotFound
 from fieldsync.files.batch import MEDIA_TYPE, frame, split, store_batch
 from fieldsync.files.service import Files
-from fieldsync.http.blobs import blob_response, parse_content_range, parse_digest
+from fieldsync.http.blobs import blob_response, parse_content_range, parse_digest, range_start
 from fieldsync.http.bodies import read_body, read_json_object
 from fieldsync.http.principal import Principal
 from fieldsync.http.responses import JSON
@@ -83,11 +83,21 @@ async def upload_status(request: Request, ctx: Principal, upload: str) -> JSON:
 @router.put("/uploads/{upload}")
 async def upload_chunk(request: Request, ctx: Principal, upload: str) -> JSON:
     service = files(request)
-    data = await read_body(request)  # held to FIELDSYNC_MAX_CHUNK_MB
-    start, total = parse_content_range(request.headers.get("content-range"), len(data))
+    span = request.headers.get("content-range")
     digest = parse_digest(request.headers.get("content-digest"))
+    at = range_start(span)
+    hashed = None if at is None else service.chunk_hash(upload, at)
+    pieces: list[bytes] = []
+    async for piece in request.stream():  # held to FIELDSYNC_MAX_CHUNK_MB
+        if hashed is not None:
+            hashed.update(piece)  # hashed while the rest arrives
+        pieces.append(piece)
+    data = b"".join(pieces)
+    start, total = parse_content_range(span, len(data))
     answer = await run_in_threadpool(
-        lambda: service.append(ctx, upload, start=start, data=data, total=total, digest=digest)
+        lambda: service.append(
+            ctx, upload, start=start, data=data, total=total, digest=digest, hashed=hashed
+        )
     )
     return JSON(answer)
 

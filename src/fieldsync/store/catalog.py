@@ -118,6 +118,9 @@ fs_upload = sa.Table(
     sa.Column("sha256", sa.String(64)),  # declared by a device; null: computed at the end
     sa.Column("received", sa.BigInteger, nullable=False),
     sa.Column("createdon", UTCDateTime, nullable=False, index=True),
+    # added by migration 0006_file_batches: changed by every chunk stored (and by a reset), so
+    # a server process knows whether the bytes staged are still the ones it hashed
+    sa.Column("stamp", sa.String(32)),
 )
 
 # -- sign-in: passwords, sessions (refresh tokens), API tokens, failed attempts -------------
