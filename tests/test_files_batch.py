@@ -15,11 +15,13 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+import sqlalchemy as sa
 from PIL import Image
 
 from fieldsync.client import Device
 from fieldsync.files.batch import MEDIA_TYPE
 from fieldsync.files.service import Files
+from fieldsync.store.catalog import fs_file, fs_migration
 from fieldsync.sync.files import _sign
 from sync_world import PASSWORD, World
 from test_files import _client, blobs, file_rows, png, work_orders
@@ -324,3 +326,21 @@ def test_a_device_falls_back_to_one_file_at_a_time_on_an_older_server(world: Wor
     assert report.files is not None
     assert report.files.downloaded == 2
     assert other.file_path("workorder", wo, "sitephoto").read_bytes() == photo  # type: ignore[union-attr]
+
+
+def test_the_upgrade_marks_images_of_databases_made_before(world: World) -> None:
+    [wo] = work_orders(world, 1)
+    tech1 = world.device("tech1")
+    tech1.sync()
+    photo = tech1.attach("workorder", wo, "sitephoto", png(41), "p.png")
+    tech1.sync()
+    store = world.platform.store
+    with store.write() as conn:  # as a database made before the migration
+        conn.execute(fs_file.update().values(isimage=None))
+        conn.execute(fs_migration.delete().where(fs_migration.c.name == "0006_file_batches"))
+    assert "0006_file_batches" in store.upgrade()
+    with store.read() as conn:
+        marks = dict(conn.execute(sa.select(fs_file.c.fileid, fs_file.c.isimage)).all())
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("fs_file")}
+    assert marks == {photo: True}
+    assert "ix_fs_file_thumbnail_due" in indexes
