@@ -268,9 +268,10 @@ class DeviceFiles:
             try:
                 done += self._upload_batches(http, small)
             except ServerError as exc:
-                if exc.status not in (404, 405):
+                if exc.status not in (404, 405, 413):
                     raise
-                self.batches = False  # a server from before batches: one file at a time
+                # a server from before batches, or one that takes smaller bodies: one by one
+                self.batches = exc.status == 413
                 one_by_one += small
         else:
             one_by_one += small

@@ -39,6 +39,7 @@ from fieldsync.errors import (
     NotFound,
     PayloadTooLarge,
     RangeNotSatisfiable,
+    ServiceUnavailable,
 )
 from fieldsync.files.blobs import BlobStore, check_digest
 from fieldsync.files.images import thumbnail
@@ -124,6 +125,11 @@ class FileInfo:
 
     def digest(self, thumb: bool = False) -> tuple[str, int]:
         if thumb:
+            if self.due:
+                raise ServiceUnavailable(
+                    f"the thumbnail of image {self.file_id} is not made yet: ask again shortly",
+                    retry_after=5,
+                )
             if self.thumbnail is None or self.thumbnail_size is None:
                 raise NotFound(f"file {self.file_id} has no thumbnail: it is not an image")
             return self.thumbnail, self.thumbnail_size

@@ -7,7 +7,9 @@ no thumbnail yet. Its thumbnail is then made by whichever comes first:
 - the **worker**: a thread of the server process, woken when a batch commits, that makes
   the thumbnails still due (oldest first) and stops when none is left; or
 - a **read** that needs it: a grant listing the file's facts, a thumbnail download, the Web
-  API's image read. The reader makes it then and there, so nobody is ever told "not yet".
+  API's image read. The reader makes it then and there, so nobody is told "not yet" (unless
+  the image's bytes cannot be read at that moment: then a thumbnail download is a 503 with
+  ``Retry-After``, and a grant lists no thumbnail yet).
 
 Both are safe to run in any number of server processes at once: a thumbnail is named by its
 digest (two processes write the same blob), and the row is set only where it is still
@@ -55,51 +57,57 @@ class Thumbnails:
         """``info`` with its thumbnail, made now if it is an image whose thumbnail is due."""
         if not info.due:
             return info
-        self.make(info.file_id, info.sha256)
-        found = self.files.info(info.file_id)
-        return info if found is None else found
+        return self.ensure_all({info.file_id: info})[info.file_id]
 
     def ensure_all(self, infos: dict[uuid.UUID, FileInfo]) -> dict[uuid.UUID, FileInfo]:
-        due = [i for i in infos.values() if i.due]
+        """``infos`` with the thumbnails that were due made now (those that could not be
+        made for want of their bytes stay due: a read of one answers "not yet")."""
+        due = [(i.file_id, i.sha256) for i in infos.values() if i.due]
         if not due:
             return infos
-        for info in due:
-            self.make(info.file_id, info.sha256)
+        self.make(due)
         with self.files.store.read() as conn:
-            return {**infos, **self.files.infos(conn, [i.file_id for i in due])}
+            return {**infos, **self.files.infos(conn, [f for f, _ in due])}
 
-    def make(self, file_id: uuid.UUID, digest: str) -> bool:
-        """Make one image's thumbnail and set it on its row if still empty; False when the
-        bytes are not an image (the row then says so)."""
-        try:
-            small = thumbnail(b"".join(self.files.blobs.read(digest)))
-        except BadRequest as exc:
-            log.warning("file %s is not an image after all: %s", file_id, exc.message)
-            self._settle(file_id, None)
-            return False
-        self.files.blobs.put(hashlib.sha256(small).hexdigest(), small)
-        self._settle(file_id, small)
-        return True
-
-    def _settle(self, file_id: uuid.UUID, small: bytes | None) -> None:
-        if small is None:
-            values: dict[str, object] = {"isimage": False}
-        else:
-            digest = hashlib.sha256(small).hexdigest()
-            values = {"thumbnail": digest, "thumbnailsize": len(small)}
+    def make(self, images: list[tuple[uuid.UUID, str]]) -> int:
+        """Make the thumbnails of ``images`` (file id, digest) and set each on its row if
+        still empty, in one transaction; returns how many were made. Bytes that are not an
+        image after all lose ``isimage``."""
+        made: dict[uuid.UUID, bytes | None] = {}
+        for file_id, digest in images:
+            try:
+                small = thumbnail(b"".join(self.files.blobs.read(digest)))
+            except BadRequest as exc:
+                log.warning("file %s is not an image after all: %s", file_id, exc.message)
+                made[file_id] = None
+                continue
+            except Exception:  # its bytes are away (the blob store): left due, tried later
+                log.exception("the thumbnail of file %s was not made", file_id)
+                continue
+            self.files.blobs.put(hashlib.sha256(small).hexdigest(), small)
+            made[file_id] = small
+        if not made:
+            return 0
 
         def work(conn: sa.Connection) -> None:
             self.files.exclusive(conn)
-            if small is not None and self.files.blobs.size(str(values["thumbnail"])) is None:
-                # collected between the write and this lock (it was some other file's too)
-                self.files.blobs.put(str(values["thumbnail"]), small)
-            conn.execute(
-                fs_file.update()
-                .where(fs_file.c.fileid == file_id, fs_file.c.thumbnail.is_(None))
-                .values(**values)
-            )
+            for file_id, small in made.items():
+                if small is None:
+                    values: dict[str, object] = {"isimage": False}
+                else:
+                    digest = hashlib.sha256(small).hexdigest()
+                    if self.files.blobs.size(digest) is None:
+                        # collected between its write and this lock (another file's too)
+                        self.files.blobs.put(digest, small)
+                    values = {"thumbnail": digest, "thumbnailsize": len(small)}
+                conn.execute(
+                    fs_file.update()
+                    .where(fs_file.c.fileid == file_id, fs_file.c.thumbnail.is_(None))
+                    .values(**values)
+                )
 
         self.files.store.transact(work)
+        return sum(small is not None for small in made.values())
 
     # -- the worker ---------------------------------------------------------------------
 
@@ -117,18 +125,13 @@ class Thumbnails:
         """Make every thumbnail that is due; returns how many were made."""
         made = 0
         tried: set[uuid.UUID] = set()
-        while True:
-            todo = [(f, d) for f, d in self.due(BATCH + len(tried)) if f not in tried]
+        while not self.files.store.closed:
+            todo = [(f, d) for f, d in self.due(BATCH + len(tried)) if f not in tried][:BATCH]
             if not todo:
-                return made
-            for file_id, digest in todo:
-                if self.files.store.closed:
-                    return made
-                tried.add(file_id)
-                try:
-                    made += self.make(file_id, digest)
-                except Exception:  # a missing blob, the store away: left due, tried later
-                    log.exception("the thumbnail of file %s was not made", file_id)
+                break
+            tried.update(f for f, _ in todo)
+            made += self.make(todo)
+        return made
 
     def wake(self) -> None:
         """Start the worker thread, or tell the running one to look again."""
