@@ -54,7 +54,7 @@ from fieldsync.schema.model import ColumnType, Ownership, Schema, Table
 from fieldsync.security.context import user_binding
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege, privilege_filter
-from fieldsync.store import audit
+from fieldsync.store import audit, bulk
 from fieldsync.store.catalog import fs_change
 from fieldsync.store.store import Store, utcnow
 from fieldsync.types import EntityRef, RecordId, Row, Version
@@ -612,7 +612,7 @@ class Records:
                 version = first + i
                 row["versionnumber"] = version
                 versions[rid] = version
-                groups[tuple(sorted(row))].append({**row, "_fs_key": rid})
+                groups[tuple(sorted(row))].append({**row, bulk.KEY: rid})
                 old = {
                     c: pre[c] for c in row if c not in ("modifiedon", "modifiedby", "versionnumber")
                 }
@@ -624,10 +624,9 @@ class Records:
                         table, rid, version, operation, caller, now, changed=sorted(target), old=old
                     )
                 )
-            key = sa.bindparam("_fs_key", type_=sa.Uuid())
             with _alternate_keys(table):
                 for params in groups.values():
-                    op.conn.execute(sql.update().where(sql.c[pk] == key), params)
+                    bulk.update_many(op.conn, sql, pk, params)
             self.store.bulk_insert(op.conn, fs_change, log)
             if self.plugins.has(table_name, message, Stage.POST_OPERATION):
                 post: list[tuple[RecordId, Row, Row | None, Row | None]] = [

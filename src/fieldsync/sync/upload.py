@@ -138,8 +138,9 @@ class Uploader:
                 outcome[change.change_id] = result
         if outcome:
             now = utcnow()
-            conn.execute(
-                fs_sync_applied.insert(),
+            self.store.bulk_insert(
+                conn,
+                fs_sync_applied,
                 [
                     {
                         "deviceid": self.device,
@@ -157,6 +158,7 @@ class Uploader:
         """Consecutive creates, or updates without a conflict policy, of one table and of
         distinct rows: each run is tried as one batched write."""
         runs: list[list[ClientChange]] = []
+        rows: set[uuid.UUID] = set()  # the rows of the last run
         for change in changes:
             last = runs[-1] if runs else None
             batchable = change.problem is None and (
@@ -173,11 +175,13 @@ class Uploader:
                 and last[0].problem is None
                 and last[0].table == change.table
                 and last[0].operation == change.operation
-                and all(c.record_id != change.record_id for c in last)
+                and change.record_id not in rows
             ):
                 last.append(change)
             else:
                 runs.append([change])
+                rows.clear()
+            rows.add(change.record_id)
         return runs
 
     def _apply_run(self, conn: sa.Connection, run: list[ClientChange]) -> list[ChangeAnswer] | None:
