@@ -72,13 +72,15 @@ def _compile(
     binds = tuple(compiled.positiontup or compiled.binds)
     wanted = set(names) | {KEY}
     found: _Compiled | None = None
-    if all(compiled.binds[b].key in wanted for b in binds):
-        processors = compiled._bind_processors
+    processors = [compiled._bind_processors.get(b) for b in binds]
+    if all(compiled.binds[b].key in wanted for b in binds) and all(
+        p is None or callable(p) for p in processors
+    ):
         found = (
             compiled.string,
             tuple(compiled.binds[b].key for b in binds),
             binds,
-            tuple(processors.get(b) for b in binds),
+            tuple(p if callable(p) else None for p in processors),
             compiled.positional,
         )
     if len(_cache) >= _CACHE_LIMIT:
@@ -94,7 +96,7 @@ def _run(conn: sa.Connection, compiled: _Compiled, rows: Sequence[dict[str, Any]
     done: list[Any] = [None] * width
     params: list[Any] = []
     for row in rows:
-        out = []
+        out: list[Any] = []
         for i in range(width):
             value = row[names[i]]
             if value is None:
