@@ -18,7 +18,6 @@ import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sync_world import World, field_profile
 
 from fieldsync.errors import PluginError
 from fieldsync.offline.snapshot import Distribution, ItemSnapshot
@@ -27,6 +26,7 @@ from fieldsync.records.plugins import PluginContext
 from fieldsync.store.catalog import fs_change, fs_sync_applied
 from fieldsync.sync.upload import ClientChange, Uploader
 from fieldsync.types import EntityRef
+from sync_world import World, field_profile
 
 DEVICE = "batch-device"
 
