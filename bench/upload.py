@@ -16,8 +16,9 @@ ownership is checked). The technician's device syncs them, then:
   ``Device.sync()`` (upload, settle, and the download of what changed).
 
 Each figure is the median of ``--repeat`` runs. The baseline: ``sqlite3.executemany`` of the
-same updates (and inserts), in one transaction, on a copy of the SQLite server's own file
-(the same table and indexes), on this machine in the same run.
+same number of updates (and inserts) of the same accounts, in one transaction, on a SQLite
+file seeded as the servers are (the same table and indexes), measured just before each run;
+the ratios to it are medians of the runs' own ratios.
 """
 
 from __future__ import annotations
@@ -137,48 +138,62 @@ def device_sync(device: Any, ids: list[str], run: int) -> float:
     return seconds
 
 
-def baseline(path: Path, changes: int, repeat: int) -> dict[str, float]:
-    """Rows/s of ``executemany`` updates (and inserts) of the same rows on a copy of the
-    SQLite server's file: median of ``repeat``."""
-    work = Path(tempfile.mkdtemp(prefix="fieldsync-bench-upload-")) / "copy.db"
-    shutil.copy(path, work)
-    db = sqlite3.connect(work, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    ids = [r[0] for r in db.execute("SELECT accountid FROM account LIMIT ?", (changes,))]
-    cols = [r[1] for r in db.execute("PRAGMA table_info(account)")]
-    template = db.execute("SELECT * FROM account LIMIT 1").fetchone()
-    updates, inserts = [], []
-    for run in range(repeat):
-        params = [(phone(run, i), run + 10**9, rid) for i, rid in enumerate(ids)]
-        start = time.perf_counter()
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(
+class Baseline:
+    """``sqlite3.executemany`` of the same updates and inserts, in one transaction each, on
+    a SQLite file of the same accounts (the server's own schema and indexes)."""
+
+    def __init__(self, path: Path, changes: int) -> None:
+        self.db = sqlite3.connect(path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.ids = [
+            r[0] for r in self.db.execute("SELECT accountid FROM account LIMIT ?", (changes,))
+        ]
+        self.cols = [r[1] for r in self.db.execute("PRAGMA table_info(account)")]
+        self.template = self.db.execute("SELECT * FROM account LIMIT 1").fetchone()
+        self.runs = 0
+
+    def measure(self) -> dict[str, float]:
+        """Rows/s of one executemany of updates and one of inserts, and CPU seconds a row."""
+        self.runs += 1
+        run, cols = self.runs, self.cols
+        params = [(phone(run, i), run + 10**9, rid) for i, rid in enumerate(self.ids)]
+        start, cpu = time.perf_counter(), time.process_time()
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany(
             "UPDATE account SET telephone1 = ?, modifiedon = CURRENT_TIMESTAMP, "
             "versionnumber = ? WHERE accountid = ?",
             params,
         )
-        db.execute("COMMIT")
-        updates.append(len(params) / (time.perf_counter() - start))
+        self.db.execute("COMMIT")
+        update = len(params) / (time.perf_counter() - start)
+        update_cpu = (time.process_time() - cpu) / len(params)
         rows = []
-        for i in range(len(ids)):
-            row = list(template)
+        for i in range(len(self.ids)):
+            row = list(self.template)
             row[cols.index("accountid")] = uuid.uuid4().hex
             row[cols.index("name")] = f"New {run}-{i}"
             row[cols.index("telephone1")] = phone(run, i)
-            row[cols.index("versionnumber")] = 2 * 10**9 + run * len(ids) + i
+            row[cols.index("versionnumber")] = 2 * 10**9 + run * len(self.ids) + i
             rows.append(row)
-        start = time.perf_counter()
-        db.execute("BEGIN IMMEDIATE")
-        db.executemany(f"INSERT INTO account VALUES ({', '.join('?' * len(cols))})", rows)
-        db.execute("COMMIT")
-        inserts.append(len(rows) / (time.perf_counter() - start))
-    db.close()
-    shutil.rmtree(work.parent)
-    return {"update": statistics.median(updates), "insert": statistics.median(inserts)}
+        start, cpu = time.perf_counter(), time.process_time()
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany(f"INSERT INTO account VALUES ({', '.join('?' * len(cols))})", rows)
+        self.db.execute("COMMIT")
+        return {
+            "update": update,
+            "insert": len(rows) / (time.perf_counter() - start),
+            "update cpu": update_cpu,
+            "insert cpu": (time.process_time() - cpu) / len(rows),
+        }
+
+    def close(self) -> None:
+        self.db.close()
 
 
-def run_backend(name: str, url: str, args: argparse.Namespace) -> dict[str, float]:
+def run_backend(name: str, url: str, args: argparse.Namespace, base: Baseline) -> dict[str, float]:
+    """Medians of the runs; each run's figures are also divided by the baseline measured
+    just before it (the ratios' medians are reported: the machine's speed drifts)."""
     from fieldsync.client import Device
 
     t = time.perf_counter()
@@ -186,7 +201,11 @@ def run_backend(name: str, url: str, args: argparse.Namespace) -> dict[str, floa
     print(f"[{name}] seeded {args.rows:,} accounts in {time.perf_counter() - t:.1f} s", flush=True)
     server = Server(url, plugin="bench_plugin")
     work = Path(tempfile.mkdtemp(prefix="fieldsync-bench-upload-"))
-    out: dict[str, list[float]] = {"update": [], "create": [], "device": [], "cpu": []}
+    out: dict[str, list[float]] = {}
+
+    def keep(key: str, value: float) -> None:
+        out.setdefault(key, []).append(value)
+
     try:
         device = Device.login(
             work / "device", server=server.url, username="tech", password=PASSWORD, app="all"
@@ -196,17 +215,29 @@ def run_backend(name: str, url: str, args: argparse.Namespace) -> dict[str, floa
         for run in range(args.repeat):
             rows = device.query("account", top=n)
             ids = [(str(r["accountid"]), int(r["versionnumber"])) for r in rows]
+            b = base.measure()
+            for key, value in b.items():
+                keep(f"base {key}", value)
             cpu = server.cpu()
-            seconds = endpoint_updates(device, ids, run)
-            out["cpu"].append((server.cpu() - cpu) / n)
-            out["update"].append(n / seconds)
-            out["create"].append(n / endpoint_creates(device, n, run))
+            keep("update", n / endpoint_updates(device, ids, run))
+            keep("update cpu", (server.cpu() - cpu) / n)
+            cpu = server.cpu()
+            keep("create", n / endpoint_creates(device, n, run))
+            keep("create cpu", (server.cpu() - cpu) / n)
             device.sync()  # take the endpoint's writes, so the next edits start from them
-            out["device"].append(n / device_sync(device, [i for i, _ in ids], run))
+            keep("device", n / device_sync(device, [i for i, _ in ids], run))
+            for key, against in (("update", "update"), ("create", "insert")):
+                keep(f"{key} ratio", out[key][-1] / b[against])
+                keep(f"{key} cpu ratio", b[f"{against} cpu"] / out[f"{key} cpu"][-1])
+            keep("device ratio", out["device"][-1] / b["update"])
             print(
-                f"[{name}] run {run + 1}: updates {out['update'][-1]:,.0f}/s, creates "
-                f"{out['create'][-1]:,.0f}/s, device sync {out['device'][-1]:,.0f}/s, server "
-                f"CPU {out['cpu'][-1] * 1e6:.0f} us/update",
+                f"[{name}] run {run + 1}: updates {out['update'][-1]:,.0f}/s "
+                f"({out['update ratio'][-1]:.2f}x executemany {b['update']:,.0f}/s; server "
+                f"CPU {out['update cpu'][-1] * 1e6:.0f} us a change, "
+                f"{out['update cpu ratio'][-1]:.2f}x executemany's), creates "
+                f"{out['create'][-1]:,.0f}/s ({out['create ratio'][-1]:.2f}x executemany "
+                f"{b['insert']:,.0f}/s; server CPU {out['create cpu'][-1] * 1e6:.0f} us, "
+                f"{out['create cpu ratio'][-1]:.2f}x), device sync {out['device'][-1]:,.0f}/s",
                 flush=True,
             )
         device.close()
@@ -227,37 +258,32 @@ def main() -> None:
     if args.changes > args.rows:
         parser.error("--changes must not exceed --rows")
     results: dict[str, dict[str, float]] = {}
-    base: dict[str, float] = {}
-    backends = [("sqlite", ScratchDatabases.sqlite())]
-    if not args.no_pg:
-        backends.append(("postgresql", ScratchDatabases.postgres(args.pg)))
-    for name, scratch in backends:
-        with scratch:
-            url = scratch.url("upload")
-            results[name] = run_backend(name, url, args)
-            if name == "sqlite":
-                base = baseline(Path(url.removeprefix("sqlite:///")), args.changes, args.repeat)
-                print(
-                    f"[baseline] SQLite executemany of the same rows: updates "
-                    f"{base['update']:,.0f}/s, inserts {base['insert']:,.0f}/s",
-                    flush=True,
-                )
-    print(f"\nsummary: medians of {args.repeat} runs of {args.changes:,} changes (changes/s)")
-    print(f"  {'baseline: SQLite executemany update':44} {base['update']:10,.0f}")
-    print(f"  {'baseline: SQLite executemany insert':44} {base['insert']:10,.0f}")
+    with ScratchDatabases.sqlite() as files:
+        url = files.url("baseline")
+        seed(url, args.rows)
+        base = Baseline(Path(url.removeprefix("sqlite:///")), args.changes)
+        backends = [("sqlite", ScratchDatabases.sqlite())]
+        if not args.no_pg:
+            backends.append(("postgresql", ScratchDatabases.postgres(args.pg)))
+        for name, scratch in backends:
+            with scratch:
+                results[name] = run_backend(name, scratch.url("upload"), args, base)
+        base.close()
+    print(
+        f"\nsummary: medians of {args.repeat} runs of {args.changes:,} changes; the baseline "
+        "(SQLite executemany of the same rows) is measured before each run"
+    )
     for name, r in results.items():
+        for key, against in (("update", "update"), ("create", "insert")):
+            print(
+                f"  {name + ' upload, ' + key + 's':30} {r[key]:8,.0f}/s  {r[key + ' ratio']:.2f}x"
+                f" (executemany {r['base ' + against]:,.0f}/s); server CPU "
+                f"{r[key + ' cpu'] * 1e6:.0f} us a change = {1 / r[key + ' cpu']:,.0f}/s of "
+                f"CPU, {r[key + ' cpu ratio']:.2f}x executemany's "
+                f"({1 / r['base ' + against + ' cpu']:,.0f}/s of CPU)"
+            )
         print(
-            f"  {name + ' upload, updates':44} {r['update']:10,.0f}"
-            f"  ({r['update'] / base['update']:.2f}x executemany; server CPU "
-            f"{r['cpu'] * 1e6:.0f} us/change)"
-        )
-        print(
-            f"  {name + ' upload, creates':44} {r['create']:10,.0f}"
-            f"  ({r['create'] / base['insert']:.2f}x executemany)"
-        )
-        print(
-            f"  {name + ' device sync of offline edits':44} {r['device']:10,.0f}"
-            f"  ({r['device'] / base['update']:.2f}x executemany)"
+            f"  {name + ' device sync of edits':30} {r['device']:8,.0f}/s  {r['device ratio']:.2f}x"
         )
 
 
