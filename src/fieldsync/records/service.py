@@ -9,9 +9,11 @@ Every write runs the same pipeline, in one transaction:
     post-operation plugins -> commit
 
 Batches (``create_many``, ``update_many``) run the pipeline over all their rows at once: one
-version range, one bulk insert (COPY on PostgreSQL), one query per lookup target. Any error
-rolls the whole batch back. Reads (``retrieve``, ``retrieve_multiple``, ``query``) carry the
-caller's read filter in their SQL.
+version range, one bulk insert (COPY on PostgreSQL), one query per lookup target. An update's
+write privilege is evaluated on the rows as they are locked, in the query that reads their
+pre-images, and enforced after the plugins. Any error rolls the whole batch back;
+one tied to a row of the batch names it in ``row_id``. Reads (``retrieve``,
+``retrieve_multiple``, ``query``) carry the caller's read filter in their SQL.
 """
 
 from __future__ import annotations

@@ -3,9 +3,11 @@
 Each change carries a client change id (a UUID the device made), the table, the operation
 (create, update, delete), the row id (the device makes the ids of the rows it creates), the
 changed columns only, and the version the device last saw. Every change is applied through the
-records service as the user (so authorization, validation and plugins apply), in its own
-savepoint: a rejected change rolls back alone, is written to the Sync Errors table, and the
-answer carries the server's row so the device can revert. The outcome of every change is kept
+records service as the user (so authorization, validation and plugins apply). Runs of creates
+or updates are written as batches, each in a savepoint; a refused change splits its run (see
+:meth:`Uploader._apply_parts`) and is then tried alone in its own savepoint: it rolls back
+alone, is written to the Sync Errors table, and the answer carries the server's row so the
+device can revert. The outcome of every change is kept
 under (user, device, client change id), in the same transaction, so a retried batch is answered
 from that record instead of being applied twice; only the user who sent a change is ever
 answered from its record.
