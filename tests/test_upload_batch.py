@@ -23,6 +23,7 @@ from fieldsync.errors import PluginError
 from fieldsync.offline.snapshot import Distribution, ItemSnapshot
 from fieldsync.platform import Platform
 from fieldsync.records.plugins import PluginContext
+from fieldsync.store.audit import WRITE_REFUSED
 from fieldsync.store.catalog import fs_change, fs_sync_applied
 from fieldsync.sync.upload import ClientChange, Uploader
 from fieldsync.types import EntityRef
@@ -269,3 +270,23 @@ def test_a_refused_change_in_a_long_run_costs_a_few_batches(world: World) -> Non
     assert phones[many[16]] == "16"
     assert phones[many[17]] is None
     assert phones[many[39]] == "39"
+
+
+def test_a_forbidden_change_in_a_run_is_audited_once(world: World) -> None:
+    """The batch that tried it rolled back and its refusal is not counted: the change alone
+    is refused once, and audited once."""
+    ids = rows_of(world)
+    plan = world.sync.plan(field_profile(account=ItemSnapshot("account", Distribution.ALL)))
+    store = world.platform.store
+    before = len(store.audit.read(event=WRITE_REFUSED))
+    changes = [
+        ClientChange(uuid.uuid4(), "account", "update", rid, {"telephone1": "5"}, None)
+        for rid in [*ids["tech1"][:2], ids["tech2"][0], *ids["tech1"][2:]]
+    ]
+    up = Uploader(world.platform.records, plan, world.ctx("tech1"), device=DEVICE)
+    with store.write() as conn:
+        answers = up.apply(conn, changes)
+    assert [a["status"] for a in answers] == ["applied"] * 2 + ["rejected"] + ["applied"] * 2
+    refused = store.audit.read(event=WRITE_REFUSED)
+    assert len(refused) == before + 1
+    assert str(ids["tech2"][0]) in refused[-1]["detail"]

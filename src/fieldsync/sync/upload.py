@@ -220,6 +220,7 @@ class Uploader:
         if table not in self.plan.tables:
             return None, None
         t = self.plan.tables[table].table
+        audit = self.store.audit.mark()
         savepoint = conn.begin_nested()
         try:
             if run[0].operation == "create":
@@ -245,9 +246,11 @@ class Uploader:
                 found = self.records.update_many(table, pairs, caller=self.ctx, conn=conn)
         except FieldsyncError as exc:
             savepoint.rollback()
+            self.store.audit.rolled_back(audit, refusals=False)  # each is tried again
             return None, exc.row_id if exc.row_id is not None else getattr(exc, "record_id", None)
         except sa.exc.IntegrityError:
             savepoint.rollback()
+            self.store.audit.rolled_back(audit, refusals=False)
             return None, None
         savepoint.commit()
         return [_applied(c, v) for c, v in zip(run, found, strict=True)], None
@@ -268,6 +271,7 @@ class Uploader:
         return found
 
     def _apply_one(self, conn: sa.Connection, change: ClientChange) -> ChangeAnswer:
+        audit = self.store.audit.mark()
         savepoint = conn.begin_nested()
         try:
             try:
@@ -282,6 +286,7 @@ class Uploader:
                 ) from exc
         except FieldsyncError as exc:
             savepoint.rollback()
+            self.store.audit.rolled_back(audit)  # the refusal stays, what it changed does not
             error_type = _error_type(exc)
             row = self._server_row(conn, change)
             self._sync_error(conn, change, exc, error_type)
