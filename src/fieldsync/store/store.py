@@ -52,6 +52,7 @@ from fieldsync.schema.model import (
 )
 from fieldsync.store import catalog
 from fieldsync.store.audit import AuditLog
+from fieldsync.store.bulk import insert_many
 from fieldsync.store.catalog import fs_change, fs_meta, fs_migration, fs_relationship, fs_sequence
 from fieldsync.store.catalog import fs_table as fs_table_t
 from fieldsync.store.ddl import (
@@ -245,7 +246,7 @@ class Store:
         if not rows:
             return
         if self.dialect != "postgresql" or len(rows) < COPY_THRESHOLD:
-            conn.execute(table.insert(), rows)
+            insert_many(conn, table, rows)
             return
         dialect = conn.dialect
         names = list(rows[0])
