@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
+from fieldsync import tracing
 from fieldsync.errors import QueryError
 from fieldsync.query.ast import (
     And,
@@ -287,6 +288,7 @@ def compile_filter(
     return compiler.compile(node, table, definition)
 
 
+@tracing.traced("query.compile")
 def compile_query(
     query: Query,
     *,
