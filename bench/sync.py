@@ -2,6 +2,7 @@
 
     python bench/sync.py                   # 100k and 1M rows, SQLite and PostgreSQL
     python bench/sync.py --big 0 --no-pg   # quicker: 100k rows on SQLite only
+    python bench/sync.py --filtered-only --no-limit   # only the filtered scopes at the big size
 
 For each server backend, a real ``fieldsync serve`` process on a loopback port serves a scratch
 database seeded with accounts; a device (the SDK, in a child process so its peak memory is its
