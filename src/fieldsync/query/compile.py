@@ -208,17 +208,14 @@ class FilterCompiler:
 
         def exists(*extra: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
             """``EXISTS (… WHERE related.from = parent.to …)`` as a set lookup: the related
-            rows' keys are selected once, not probed once per parent row, so the planner can
-            drive from the smaller side. Neither side is ever NULL in the test, so it is
-            true or false, never unknown, as EXISTS is (and stays so under NOT)."""
+            rows' keys are selected once, not probed once per parent row (SQLite then drives
+            from the parent's index on the lookup; PostgreSQL makes it the same semi-join,
+            or a hashed subplan inside an OR). Neither side is ever NULL in the test, so it
+            is true or false, never unknown, as EXISTS is (and stays so under NOT)."""
             keys = sa.select(key).select_from(frm).where(*joined, *extra).correlate(None)
-            if self.dialect == "postgresql":
-                found: sa.ColumnElement[bool] = target == sa.any_(
-                    sa.func.array(keys.scalar_subquery())
-                )
-            else:
-                found = target.in_(keys)
-            return sa.and_(target.is_not(None), found)
+            # not ``= ANY(ARRAY(…))`` as for shares: a link may select many keys, and
+            # PostgreSQL hashes an IN's subquery but tests an array element by element
+            return sa.and_(target.is_not(None), target.in_(keys))
 
         fails = None if passes is None else sa.not_(sa.case((passes, sa.true()), else_=sa.false()))
         kind = link.type
