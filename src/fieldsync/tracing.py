@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ParamSpec, TypeVar
@@ -86,6 +87,7 @@ class _Off:
 OFF = _Off()
 _tracer: Any = None
 _provider: Any = None
+_instrumented: weakref.WeakSet[Any] = weakref.WeakSet()  # engines hooked (once each)
 
 
 def enabled() -> bool:
@@ -211,8 +213,9 @@ def request_span(method: str, headers: Mapping[str, str]) -> Iterator[RequestSpa
 def instrument(engine: Any) -> None:
     """A span per transaction and per SQL statement on ``engine`` (a SQLAlchemy engine), when
     tracing is on; nothing is hooked when it is off."""
-    if _tracer is None:
+    if _tracer is None or engine in _instrumented:
         return
+    _instrumented.add(engine)
     from sqlalchemy import event
 
     system = str(engine.dialect.name)
