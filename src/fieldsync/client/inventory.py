@@ -39,6 +39,16 @@ CACHE = "inventory"  # state: per table, the cursor the count and checksum were 
 RECEIPT = "receipt"  # state: a receipt not delivered yet
 
 
+def _matched(kept: dict[str, Any] | None, now: TableInventory) -> bool:
+    """The server found this table a match at the cursor, count and checksum of ``now``."""
+    return (
+        kept is not None
+        and bool(kept.get("matched"))
+        and (kept["cursor"], kept["rows"], kept["checksum"])
+        == (now["cursor"], now["rows"], now["checksum"])
+    )
+
+
 class Inventory:
     def __init__(self, replica: Replica, session: Session) -> None:
         self.replica = replica
@@ -75,10 +85,23 @@ class Inventory:
         return out
 
     def report(self, tables: Iterable[str]) -> InventoryAnswer | None:
-        """Send the inventory; ``None`` when there is nothing to report."""
+        """Send the inventory; ``None`` when there is nothing to report. When the server
+        found every table a match at the very cursor, count and checksum reported now, the
+        report would tell it nothing new (it answers such a report from its record of the
+        match, counting nothing): the verdicts are taken from that answer, and nothing is
+        sent. Any change that reaches a table moves its cursor, so the next report goes."""
         held = self.held(tables)
         if not held:
             return None
+        cache: dict[str, Any] = self.replica.get_state(CACHE) or {}
+        if all(_matched(cache.get(name), inventory) for name, inventory in held.items()):
+            return {
+                "tables": [
+                    {"table": n, "status": "match", "rows": i["rows"], "expected_rows": i["rows"]}
+                    for n, i in held.items()
+                ],
+                "rescope": [],
+            }
         request: InventoryRequest = {
             "device": self.session.device_id,
             "app": self.session.app,
@@ -87,6 +110,20 @@ class Inventory:
         answer: InventoryAnswer = self.session.call("POST", "/sync/v1/inventory", request)
         if answer["rescope"]:
             self.forget(answer["rescope"])
+        matched = [
+            v["table"]
+            for v in answer["tables"]
+            if v["status"] == "match" and v["table"] in held and v["table"] not in answer["rescope"]
+        ]
+        fresh = [n for n in matched if not (cache.get(n) or {}).get("matched")]
+        if fresh:  # a durable write only when a verdict is new
+            with self.replica.write() as conn:
+                cache = self.replica.get_state(CACHE, conn) or {}
+                for name in fresh:
+                    kept = cache.get(name)
+                    if kept is not None and kept["cursor"] == held[name]["cursor"]:
+                        kept["matched"] = True
+                self.replica.set_state(conn, CACHE, cache)
         return answer
 
     def forget(self, tables: Iterable[str] | None = None) -> None:

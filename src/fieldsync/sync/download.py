@@ -69,6 +69,24 @@ class TablePage:
     complete: bool = False  # the re-scope ends with this page: drop every unmarked row
     more: bool = False
     after: int | None = None  # a delta page: the version the device had (not on the wire)
+    follows: bool = False  # the page ended a phase and the next one can follow at once
+
+    def merged(self, later: TablePage, pk: int) -> TablePage:
+        """This page and the ``later`` one of the same table as one page: what a device
+        holds after applying it is what it would hold after applying the two in turn. An id
+        in both keeps only the later page's word, so the page holds each id once (a device
+        may apply a page's upserts and removes in either order)."""
+        later_ids = {str(row[pk]) for row in later.upserts}
+        later_ids.update(later.removes)
+        afters = [a for a in (self.after, later.after) if a is not None]
+        return replace(
+            later,
+            upserts=[r for r in self.upserts if str(r[pk]) not in later_ids] + later.upserts,
+            removes=[i for i in self.removes if i not in later_ids] + later.removes,
+            rescope=self.rescope,
+            complete=self.complete or later.complete,
+            after=min(afters) if afters else None,
+        )
 
     def to_json(self) -> DownloadPage:
         return {
@@ -406,6 +424,7 @@ class Downloader:
             else:
                 page.upserts = rows
                 nxt = replace(cursor, phase="diff-out", key=None)
+                page.follows = True
         else:
             # ids of the old scope that the new one does not hold
             old_ids = self._ids(conn, before, tp, after).subquery()
@@ -422,6 +441,7 @@ class Downloader:
             else:
                 page.removes = gone
                 nxt = replace(cursor, phase="delta", key=None, old=0)
+                page.follows = True
         page.cursor = nxt.encode(self.secret)
         page.more = True  # then the changes since the cursor's version, under the new version
         page.after = cursor.version
@@ -484,6 +504,7 @@ class Downloader:
         else:
             nxt = replace(cursor, phase="delta", version=cursor.head, key=None, head=0)
             page.complete = True
+            page.follows = True
         page.upserts = rows
         page.cursor = nxt.encode(self.secret)
         page.more = True  # after a snapshot's last page, the changes made while it streamed

@@ -58,6 +58,7 @@ class HandshakeRequest(TypedDict):
     app: str  # the app's unique name or id
     sdk: NotRequired[str | None]  # the device software's version (bookkeeping)
     pending: NotRequired[int | None]  # changes waiting in the device's outbox (bookkeeping)
+    etag: NotRequired[str | None]  # the etag of the handshake answer the device holds
 
 
 class UserInfo(TypedDict):
@@ -110,7 +111,22 @@ class HandshakeAnswer(TypedDict):
     order: list[str]  # the tables, parents before children: download in this order
     views: list[ViewInfo]
     sqlite: NotRequired[dict[str, TableLayout]]  # the replica's SQLite layout, per table
+    etag: NotRequired[str]  # the hash of this answer (all of it but server_time)
     server_time: str
+
+
+class HandshakeUnchanged(TypedDict):
+    """The answer to a handshake that sent the ``etag`` of the answer it would get: the
+    device goes on with the handshake it holds."""
+
+    protocol: int
+    server: str
+    unchanged: Literal[True]
+    etag: str
+    server_time: str
+
+
+HandshakeResult: TypeAlias = HandshakeAnswer | HandshakeUnchanged
 
 
 # -- download --------------------------------------------------------------------------------
