@@ -264,20 +264,23 @@ class SyncService:
         if etag is not None and (not isinstance(etag, str) or not _ETAG.match(etag)):
             raise BadRequest("'etag' is the etag of the handshake answer the device holds")
 
-        def work(conn: sa.Connection) -> tuple[Any, Any, Any, Any]:
+        with self.store.read() as conn:
             # another user's device: refused, nothing changes
             found = caller_device(conn, ctx, device_id, audit=self.store.audit)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
-            self._register(conn, ctx, device_id, app_name, access, sdk, pending, found)
+            values = _registration(ctx, app_name, access, sdk, pending)
+            current = found is not None and self._registration_current(conn, ctx, device_id, values)
             fullname = conn.execute(
                 sa.select(self.store.sql_table("systemuser").c.fullname).where(
                     self.store.sql_table("systemuser").c.systemuserid == ctx.user_id
                 )
             ).scalar()
-            return access, plan, fullname, self.views(conn, ctx, access, plan)
-
-        access, plan, fullname, views = self.store.transact(work)
+            views = self.views(conn, ctx, access, plan)
+        if not current:
+            # a sync that changes nothing writes nothing (no write transaction: on
+            # PostgreSQL one would queue behind every writer for the version counter)
+            self.store.transact(lambda conn: self._register(conn, ctx, device_id, values))
         schema = self.store.schema
         tables = [schema.table(name).to_json() for name in plan.order]
         answer: HandshakeAnswer = {
@@ -374,46 +377,39 @@ class SyncService:
             if v.get("returnedtypecode") in plan.tables and v.get("fetchxml")
         ]
 
+    @staticmethod
+    def _registration_current(
+        conn: sa.Connection, ctx: SecurityContext, device: str, values: Mapping[str, Any]
+    ) -> bool:
+        """The caller's registration of the device already says what ``values`` say, it
+        synced within :data:`REGISTRATION_REFRESH`, and after its last receipt (a device that
+        synced since its receipt must show so: administrators list such devices as still
+        holding data)."""
+        held = conn.execute(
+            sa.select(
+                fs_device.c.app,
+                fs_device.c.profileid,
+                fs_device.c.profileversion,
+                fs_device.c.sdkversion,
+                fs_device.c.pendingchanges,
+                fs_device.c.lastsyncon,
+                fs_device.c.receipton,
+            ).where(fs_device.c.deviceid == device, fs_device.c.userid == ctx.user_id)
+        ).first()
+        if held is None or any(
+            getattr(held, k) != v for k, v in values.items() if k not in ("userid", "lastsyncon")
+        ):
+            return False
+        now, last = values["lastsyncon"], held.lastsyncon
+        if last is None or last < now - REGISTRATION_REFRESH or last > now:
+            return False
+        return held.receipton is None or held.receipton < last
+
     def _register(
-        self,
-        conn: sa.Connection,
-        ctx: SecurityContext,
-        device: str,
-        app: str,
-        access: OfflineAccess,
-        sdk: object,
-        pending: int | None = None,
-        found: object = None,
+        self, conn: sa.Connection, ctx: SecurityContext, device: str, values: Mapping[str, Any]
     ) -> None:
-        """Register the device to the caller, or bring its registration up to date. A
-        registration that already says all of it, synced within
-        :data:`REGISTRATION_REFRESH` and after its last receipt, is left as it is: a sync
-        that changes nothing writes nothing."""
-        now = utcnow()
-        values: dict[str, Any] = {
-            "userid": ctx.user_id,
-            "app": app,
-            "profileid": access.profile.profile_id,
-            "profileversion": access.profile.version,
-            "sdkversion": str(sdk)[:32] if sdk is not None else None,
-            "lastsyncon": now,
-        }
-        if pending is not None:
-            values["pendingchanges"] = pending
-        if found is not None:
-            held = conn.execute(
-                sa.select(
-                    fs_device.c.app,
-                    fs_device.c.profileid,
-                    fs_device.c.profileversion,
-                    fs_device.c.sdkversion,
-                    fs_device.c.pendingchanges,
-                    fs_device.c.lastsyncon,
-                    fs_device.c.receipton,
-                ).where(fs_device.c.deviceid == device, fs_device.c.userid == ctx.user_id)
-            ).first()
-            if held is not None and _registration_current(held, values, now):
-                return
+        """Register the device to the caller, or bring its registration up to date."""
+        if caller_device(conn, ctx, device, audit=self.store.audit) is not None:
             conn.execute(
                 fs_device.update()
                 .where(fs_device.c.deviceid == device, fs_device.c.userid == ctx.user_id)
@@ -422,6 +418,7 @@ class SyncService:
             return
         # a new device id is the caller's from now on; when another user's first handshake
         # with the same id commits first, the insert fails and that user's ownership stands
+        now = values["lastsyncon"]
         savepoint = conn.begin_nested()
         try:
             conn.execute(fs_device.insert().values(deviceid=device, registeredon=now, **values))
@@ -897,16 +894,21 @@ class SyncService:
         return out[:limit]
 
 
-def _registration_current(held: Any, values: Mapping[str, Any], now: dt.datetime) -> bool:
-    """The stored registration says what ``values`` say, its last sync is recent, and it
-    came after the device's last receipt (a device that synced since its receipt must show
-    so: administrators list such devices as still holding data)."""
-    if any(getattr(held, k) != v for k, v in values.items() if k not in ("userid", "lastsyncon")):
-        return False
-    last = held.lastsyncon
-    if last is None or last < now - REGISTRATION_REFRESH or last > now:
-        return False
-    return held.receipton is None or held.receipton < last
+def _registration(
+    ctx: SecurityContext, app: str, access: OfflineAccess, sdk: object, pending: int | None
+) -> dict[str, Any]:
+    """What a handshake writes into the device's registration."""
+    values: dict[str, Any] = {
+        "userid": ctx.user_id,
+        "app": app,
+        "profileid": access.profile.profile_id,
+        "profileversion": access.profile.version,
+        "sdkversion": str(sdk)[:32] if sdk is not None else None,
+        "lastsyncon": utcnow(),
+    }
+    if pending is not None:
+        values["pendingchanges"] = pending
+    return values
 
 
 def _receipt_counts(tables: object, outbox: object, files: object) -> dict[str, Any]:
