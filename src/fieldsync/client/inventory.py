@@ -25,12 +25,13 @@ from fieldsync.client.replica import Replica
 from fieldsync.client.session import Session
 from fieldsync.client.transport import Offline, ServerError
 from fieldsync.sync.protocol import (
+    SQLITE_PAIR_TEXT,
     InventoryAnswer,
     InventoryRequest,
     ReceiptKind,
     ReceiptRequest,
     TableInventory,
-    inventory_checksum,
+    inventory_checksum_texts,
 )
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,11 @@ class Inventory:
                 kept = cache.get(name)
                 if kept is None or kept["cursor"] != cursor:
                     t, _ = self.replica.table(name)
-                    pairs = conn.execute(  # ids as stored: 32 hex digits
-                        f"SELECT {quote(t.primary_id)}, versionnumber FROM {quote(name)}"
-                    )
-                    rows, check = inventory_checksum(pairs)
+                    # ids as stored (32 hex digits): SQLite writes each pair's text, Python
+                    # hashes it
+                    text = SQLITE_PAIR_TEXT.format(id=quote(t.primary_id), version="versionnumber")
+                    texts = conn.execute(f"SELECT {text} FROM {quote(name)}").fetchall()
+                    rows, check = inventory_checksum_texts(r[0] for r in texts)
                     kept = cache[name] = {"cursor": cursor, "rows": rows, "checksum": check}
                     changed = True
                 out[name] = {"rows": kept["rows"], "checksum": kept["checksum"], "cursor": cursor}

@@ -51,7 +51,7 @@ from fieldsync.security.predicate import readable
 from fieldsync.store.changes import Change, read_changes, watermark
 from fieldsync.store.sqltypes import UTCDateTime
 from fieldsync.sync.cursor import BadCursor, Cursor
-from fieldsync.sync.protocol import DownloadPage
+from fieldsync.sync.protocol import SQLITE_PAIR_TEXT, DownloadPage, inventory_checksum_texts
 from fieldsync.sync.scope import SCOPE_COLUMNS, SHARE_TABLE, Edge, ScopePlan, TablePlan, walk
 
 CHUNK = 500  # ids per IN list
@@ -196,6 +196,7 @@ class Downloader:
         self.registration = registration
         self._text = self.store.dialect == "sqlite"  # see _statement
         self.heals = dict(heals or {})  # targeted re-scopes per table (inventory mismatches)
+        self._mark: int | None = None  # the change log's watermark, once read
 
     # -- public ---------------------------------------------------------------------------
 
@@ -268,7 +269,7 @@ class Downloader:
     def inventory(self, conn: sa.Connection, table: str) -> tuple[int, str]:
         """The row count and checksum (:mod:`fieldsync.sync.inventory`) of the table's scope,
         from the same statement the snapshot streams, counted in the database."""
-        from fieldsync.sync.inventory import checksum, format_checksum, pg_hash_sum
+        from fieldsync.sync.inventory import format_checksum, pg_hash_sum
 
         tp = self.plan.plan(table)
         pk = tp.table.primary_id
@@ -281,10 +282,14 @@ class Downloader:
                 sa.select(sa.func.count(), pg_hash_sum(sub.c[pk], sub.c.versionnumber))
             ).one()
             return int(count), format_checksum(int(total))
-        # SQLite: ids as stored (32 hex digits), no UUID objects made only to print them
-        sub = stmt.subquery()
-        pairs = sa.select(sa.type_coerce(sub.c[pk], sa.String), sub.c.versionnumber)
-        return checksum(conn.execute(pairs))
+        # SQLite: ids as stored (32 hex digits), the pair's text made by SQLite, one hash
+        # per row left to Python (no UUID objects made only to print them)
+        sub = stmt.subquery("pairs")
+        text: sa.ColumnClause[str] = sa.literal_column(
+            SQLITE_PAIR_TEXT.format(id=f'pairs."{pk}"', version='pairs."versionnumber"')
+        )
+        texts = conn.execute(sa.select(text).select_from(sub)).scalars().all()
+        return inventory_checksum_texts(texts)
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -297,8 +302,15 @@ class Downloader:
         ):
             return True
         if cursor.phase == "delta":
-            return tp.timed or cursor.version < watermark(conn)
+            return tp.timed or cursor.version < self._watermark(conn)
         return False
+
+    def _watermark(self, conn: sa.Connection) -> int:
+        """The change log's pruning watermark, read once per request (one transaction: a
+        prune that commits meanwhile makes the delta's read answer 410, as before)."""
+        if self._mark is None:
+            self._mark = watermark(conn)
+        return self._mark
 
     def _rescope(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor, limit: int) -> TablePage:
         """Stream the table's whole scope again from this cursor; the device marks what
@@ -384,7 +396,7 @@ class Downloader:
             or cursor.profile != str(profile.profile_id)
             or not 0 < cursor.pversion != profile.version
             or tp.timed
-            or cursor.version < watermark(conn)
+            or cursor.version < self._watermark(conn)
         ):
             return None
         before = self.earlier(cursor.pversion)

@@ -155,6 +155,7 @@ class SyncService:
         self.store = records.store
         self.access = access or _default_access(self.store)
         self._plans: OrderedDict[tuple[Any, ...], ScopePlan] = OrderedDict()
+        self._plan_of: OrderedDict[int, tuple[PublishedProfile, Any, ScopePlan]] = OrderedDict()
         # the handshake's costly parts, kept while what they are made of stays the same
         self._layouts: OrderedDict[tuple[Any, ...], tuple[Any, dict[str, TableLayout]]] = (
             OrderedDict()
@@ -174,19 +175,36 @@ class SyncService:
 
     def plan(self, profile: PublishedProfile) -> ScopePlan:
         schema = self.store.schema
+        with self._lock:
+            # the same snapshot object as a moment ago (published snapshots are kept per id
+            # and version): its plan, without hashing the profile again
+            seen = self._plan_of.get(id(profile))
+            if seen is not None and seen[0] is profile and seen[1] is schema:
+                return seen[2]
         content = hashlib.sha256(orjson.dumps(profile.to_json())).hexdigest()
         key = (profile.profile_id, profile.version, content, id(schema))
         with self._lock:
             found = self._plans.get(key)
             if found is not None:
                 self._plans.move_to_end(key)
-                return found
+        if found is not None:
+            self._remember_plan(profile, schema, found)
+            return found
         built = build_plan(profile, schema)
         with self._lock:
             self._plans[key] = built
             while len(self._plans) > 64:
                 self._plans.popitem(last=False)
+        self._remember_plan(profile, schema, built)
         return built
+
+    def _remember_plan(self, profile: PublishedProfile, schema: Any, plan: ScopePlan) -> None:
+        with self._lock:
+            # holding the profile and the schema keeps their ids from being reused
+            self._plan_of[id(profile)] = (profile, schema, plan)
+            self._plan_of.move_to_end(id(profile))
+            while len(self._plan_of) > 64:
+                self._plan_of.popitem(last=False)
 
     def earlier_plan(
         self, conn: sa.Connection, profile: PublishedProfile, version: int
