@@ -14,13 +14,15 @@ Two phases per table, both driven by the cursor (:mod:`fieldsync.sync.cursor`):
   scope now. Those travel as upserts, the others as removes (a device drops a remove for a
   row it does not hold). Cost: O(changes + their related rows), nothing in the scope's size.
 
-- **diff** (``diff-in``, then ``diff-out``): the profile was republished and the table's
-  filter changed (its item hash), nothing else: the rows in the new scope but not the old one
-  stream as upserts, then the ids in the old scope but not the new one as removes (both sets
-  computed now, in primary-key order, as the user), and the delta resumes from the cursor's
-  version under the new version. The rows staying are not sent again; a row that changed
-  since the cursor is a candidate of that delta, so what the device held is corrected either
-  way. Cost: O(rows moving), plus the two scope queries.
+- **diff** (``diff``; ``diff-in``, then ``diff-out``): the profile was republished and the
+  table's filter changed (its item hash), nothing else: the rows in the new scope but not the
+  old one stream as upserts, and the ids in the old scope but not the new one as removes (both
+  computed now, in primary-key order, as the user; in one pass over the table, a row's two
+  memberships read side by side, when both filters are predicates of the row alone, else in
+  two phases), and the delta resumes from the cursor's version under the new version. The
+  rows staying are not sent again; a row that changed since the cursor is a candidate of that
+  delta, so what the device held is corrected either way. Cost: O(rows moving), plus one pass
+  over the table (or the two scope queries).
 
 A change to the user's security context (roles, teams, business unit, manager hierarchy), a
 republish that the diff cannot answer (another column set, a filter that reads the clock, an
@@ -232,7 +234,7 @@ class Downloader:
             return page
         if cursor.phase == "snapshot":
             return self._snapshot(conn, tp, cursor, limit)
-        if cursor.phase in ("diff-in", "diff-out"):
+        if cursor.phase in ("diff", "diff-in", "diff-out"):
             return self._diff(conn, tp, cursor, limit)
         return self._delta(conn, tp, cursor, limit)
 
@@ -405,7 +407,7 @@ class Downloader:
             return None
         return replace(
             cursor,
-            phase="diff-in",
+            phase="diff",
             item=tp.item_hash,
             key=None,
             old=cursor.pversion,
@@ -417,6 +419,13 @@ class Downloader:
         if before is None or tp.table.name not in before.tables:
             # the earlier version is gone (another process, a restart): re-scope instead
             return self._rescope(conn, tp, cursor, limit)
+        if cursor.phase == "diff":
+            both = self._diff_both(conn, tp, before, cursor, limit)
+            if both is not None:
+                return both
+            # the filters cannot be read side by side: rows entering after the key, then
+            # every id leaving (a remove sent twice is harmless)
+            cursor = replace(cursor, phase="diff-in")
         pk = tp.table.primary_id
         after: Node = (
             Condition(pk, Op.NOT_NULL)
@@ -454,6 +463,55 @@ class Downloader:
                 page.removes = gone
                 nxt = replace(cursor, phase="delta", key=None, old=0)
                 page.follows = True
+        page.cursor = nxt.encode(self.secret)
+        page.more = True  # then the changes since the cursor's version, under the new version
+        page.after = cursor.version
+        return page
+
+    def _diff_both(
+        self, conn: sa.Connection, tp: TablePlan, before: ScopePlan, cursor: Cursor, limit: int
+    ) -> TablePage | None:
+        """The rows entering the scope and the ids leaving it, after the cursor's key, in one
+        pass over the table: each row's membership of the old and of the new scope is its
+        filter read as a predicate of the row (the same statement as the user, guard and all,
+        that the scope queries run), and a row travels when the two differ (a filter that is
+        null counts as false). ``None`` when a filter needs more than the table's own row (a
+        join of its own): then the two phases run apart."""
+        table = self.store.sql_table(tp.table.name)
+        wheres = []
+        for plan in (self.plan, before):
+            ids = self._ids(conn, plan, tp)
+            froms = ids.get_final_froms()
+            if len(froms) != 1 or froms[0] is not table or ids.whereclause is None:
+                return None
+            wheres.append(ids.whereclause)
+        now, was = wheres
+        pk = tp.table.primary_id
+        after: Node = (
+            Condition(pk, Op.NOT_NULL)
+            if cursor.key is None
+            else Condition(pk, Op.GT, uuid.UUID(cursor.key))
+        )
+        stmt = self._statement(conn, tp, after, limit + 1)
+        entering = sa.and_(now, sa.not_(sa.func.coalesce(was, sa.false())))
+        leaving = sa.and_(was, sa.not_(sa.func.coalesce(now, sa.false())))
+        stmt = stmt.where(sa.or_(entering, leaving)).add_columns(
+            sa.case((entering, 1), else_=0).label("fs_entering")
+        )
+        found = conn.execute(stmt).fetchall()
+        more = len(found) > limit
+        found = found[:limit]
+        flags = [r[-1] for r in found]
+        rows = _wire_rows(tp, [tuple(r)[:-1] for r in found], self._text)
+        index = tp.columns.index(pk)
+        page = TablePage(tp.table.name, tp.columns)
+        page.upserts = [row for row, flag in zip(rows, flags, strict=True) if flag]
+        page.removes = [str(row[index]) for row, flag in zip(rows, flags, strict=True) if not flag]
+        if more:
+            nxt = replace(cursor, key=str(rows[-1][index]))
+        else:
+            nxt = replace(cursor, phase="delta", key=None, old=0)
+            page.follows = True
         page.cursor = nxt.encode(self.secret)
         page.more = True  # then the changes since the cursor's version, under the new version
         page.after = cursor.version
