@@ -281,3 +281,27 @@ def test_changed_views_change_the_handshake(demo: Platform) -> None:
     assert "unchanged" not in changed
     (mine,) = [v for v in changed.get("views", []) if v["name"] == "Urgent orders"]
     assert 'value="2"' in mine["fetchxml"]
+
+
+def test_a_diff_in_small_pages_moves_rows_both_ways(world: World) -> None:
+    ids = seed(world)
+    r = world.platform.records
+    tech1, tech2 = world.users["tech1"], world.users["tech2"]
+    for i in range(4):
+        owner = EntityRef("systemuser", tech1 if i % 2 else tech2)
+        r.create(
+            "workorder", {"name": f"Extra {i}", "serviceaccountid": ids["acc1"], "ownerid": owner}
+        )
+    device, rec = recorded(world)
+    device.sync(page_size=1)
+    world.profile = field_profile(2, workorder=EVERY_ORDER)  # tech2's orders enter
+    report = device.sync(page_size=1)
+    assert report.rescoped == []
+    assert replica(device) == world.scope("tech1")
+    world.profile = field_profile(3)  # and leave again, a page at a time
+    rec.seen.clear()
+    report = device.sync(page_size=1)
+    assert report.rescoped == []
+    assert rec.paths().count("download") > 2
+    assert replica(device) == world.scope("tech1")
+    assert str(ids["wo2"]) not in replica(device)["workorder"]
