@@ -102,10 +102,32 @@ def test_a_sync_that_changes_nothing_is_a_short_handshake_and_one_download(
     # a change on the server still arrives, and the inventory of the moved table is sent
     world.platform.records.update("workorder", ids["wo1"], {"name": "Pump, moved"})
     rec.seen.clear()
-    device.sync()
+    moved = device.sync()
     assert rec.paths() == ["handshake", "download", "inventory"]
     assert replica(device)["workorder"][str(ids["wo1"])]["name"] == "Pump, moved"
     assert replica(device) == world.scope("tech1")
+    assert moved.inventory == dict.fromkeys(["workorder", "account", "contact"], "match")
+
+
+def test_the_kept_inventory_follows_the_pages_as_the_rows_would_give_it(world: World) -> None:
+    ids = seed(world)
+    r = world.platform.records
+    device, _ = recorded(world)
+    device.sync()
+    tables = ["workorder", "account", "contact"]
+    r.update("workorder", ids["wo1"], {"name": "Pump, moved"})
+    r.update("workorder", ids["wo2"], {"ownerid": EntityRef("systemuser", world.users["tech1"])})
+    r.delete("contact", ids["con1"])
+    device.update("account", ids["acc1"], {"name": "Contoso (device)"})  # settled: recounted
+    report = device.sync()
+    assert report.inventory == dict.fromkeys(tables, "match")
+    inventory = device._syncer.inventory
+    followed = inventory.held(tables)  # the values kept as the pages went by
+    inventory.forget()
+    counted = inventory.held(tables)  # from the rows
+    assert followed == counted
+    assert counted["workorder"]["rows"] == 2
+    assert counted["contact"]["rows"] == 0
 
 
 def test_a_revoked_role_is_seen_at_the_next_sync(world: World) -> None:

@@ -17,7 +17,8 @@ next sync's handshake.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fieldsync.client.localdb import quote
@@ -31,6 +32,7 @@ from fieldsync.sync.protocol import (
     ReceiptKind,
     ReceiptRequest,
     TableInventory,
+    format_checksum,
     inventory_checksum_texts,
 )
 
@@ -48,6 +50,104 @@ def _matched(kept: dict[str, Any] | None, now: TableInventory) -> bool:
         and (kept["cursor"], kept["rows"], kept["checksum"])
         == (now["cursor"], now["rows"], now["checksum"])
     )
+
+
+class Follower:
+    """Keeps the kept counts and checksums in step with the pages a download applies, so the
+    inventory after a small change reads only the rows the pages touched, not the table. A
+    table's kept value moves with a page only when it was computed at the cursor the page
+    follows; a re-scope, a table with changes in the outbox, or anything unexpected drops it
+    (it is computed from the rows at the next report). Kept once, after the download: a crash
+    before leaves the values at their old cursor, which no longer matches, so they are
+    computed afresh."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        with replica.read() as conn:
+            self.cache: dict[str, Any] = replica.get_state(CACHE, conn) or {}
+            self.pending = {r[0] for r in conn.execute("SELECT DISTINCT tablename FROM _fs_outbox")}
+        self.cursors = replica.cursors(list(self.cache))
+        self.changed = False
+
+    def _drop(self, name: str) -> None:
+        if self.cache.pop(name, None) is not None:
+            self.changed = True
+
+    def before(self, page: Mapping[str, Any]) -> tuple[list[str], list[str]] | None:
+        """The pair texts of the rows the page replaces or removes (read now) and of the rows
+        it brings; None when the table's kept value cannot follow this page."""
+        name = str(page["table"])
+        kept = self.cache.get(name)
+        if kept is None:
+            return None
+        columns = list(page["columns"])
+        try:
+            t, _ = self.replica.table(name)
+            pk, version = columns.index(t.primary_id), columns.index("versionnumber")
+        except (KeyError, ValueError):
+            self._drop(name)
+            return None
+        upserts = [str(r[pk]).lower() for r in page["upserts"]]
+        removes = [str(r).lower() for r in page["removes"]]
+        if (
+            page.get("rescope")
+            or page.get("complete")
+            or name in self.pending
+            or kept["cursor"] != self.cursors.get(name)
+            or len(set(upserts) | set(removes)) != len(upserts) + len(removes)
+        ):
+            self._drop(name)
+            return None
+        brought = [
+            f"{i}:{int(r[version] or 0)}" for i, r in zip(upserts, page["upserts"], strict=True)
+        ]
+        text = SQLITE_PAIR_TEXT.format(id=quote(t.primary_id), version="versionnumber")
+        touched = [uuid.UUID(i).hex for i in upserts + removes]
+        held: list[str] = []
+        if not touched:
+            return held, brought
+        with self.replica.read() as conn:
+            for start in range(0, len(touched), 500):
+                part = touched[start : start + 500]
+                held.extend(
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT {text} FROM {quote(name)} WHERE {quote(t.primary_id)} "
+                        f"IN ({', '.join('?' for _ in part)})",
+                        part,
+                    )
+                )
+        return held, brought
+
+    def after(self, page: Mapping[str, Any], texts: tuple[list[str], list[str]] | None) -> None:
+        """The page is applied: move the table's kept value to the page's cursor."""
+        name = str(page["table"])
+        kept = self.cache.get(name)
+        if texts is None or kept is None:
+            return
+        held, brought = texts
+        if not held and not brought and page["cursor"] == kept["cursor"]:
+            return  # nothing moved: the value stays, verdict and all
+        gone_rows, gone = inventory_checksum_texts(held)
+        new_rows, new = inventory_checksum_texts(brought)
+        total = int(kept["checksum"], 16) - int(gone, 16) + int(new, 16)
+        self.cache[name] = {
+            "cursor": page["cursor"],
+            "rows": kept["rows"] - gone_rows + new_rows,
+            "checksum": format_checksum(total),
+        }
+        self.cursors[name] = page["cursor"]
+        self.changed = True
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        with self.replica.write() as conn:
+            # what moved meanwhile (another writer) is left as it is now: keep only the
+            # values still at the table's cursor
+            now = self.replica.cursors(list(self.cache))
+            kept = {n: v for n, v in self.cache.items() if v["cursor"] == now.get(n)}
+            self.replica.set_state(conn, CACHE, kept)
 
 
 class Inventory:

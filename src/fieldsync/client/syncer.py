@@ -23,7 +23,7 @@ import orjson
 
 from fieldsync import __version__
 from fieldsync.client.files import DeviceFiles, FileReport
-from fieldsync.client.inventory import Inventory
+from fieldsync.client.inventory import Follower, Inventory
 from fieldsync.client.outbox import Outbox
 from fieldsync.client.replica import Replica, chunks, insert, marks
 from fieldsync.client.session import Session
@@ -229,6 +229,9 @@ class Syncer:
         server may forget the answers this device stored (sent with the next upload)."""
         by_id = {r["id"]: r for r in results}
         now = dt.datetime.now(dt.UTC).isoformat()
+        # the answers change rows without moving their table's cursor: the inventory's kept
+        # counts of those tables are computed afresh
+        self.inventory.forget({e["tablename"] for e in rows if e["changeid"] in by_id})
         with self.replica.write() as conn:
             self.replica.set_state(
                 conn, "acked", [e["changeid"] for e in rows if e["changeid"] in by_id]
@@ -312,6 +315,7 @@ class Syncer:
 
         active = list(tables)
         pending: Future[tuple[DownloadAnswer, int]] | None = None
+        follower = Follower(self.replica)  # the inventory's kept values follow the pages
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fieldsync-fetch") as pool:
             answer, size = fetch(active, cursors)
             while True:
@@ -332,7 +336,9 @@ class Syncer:
                 try:
                     for page, share in zip(answer["pages"], shares, strict=True):
                         name = page["table"]
+                        texts = follower.before(page)
                         self.replica.apply_page(page, now)
+                        follower.after(page, texts)
                         cursors[name] = page["cursor"]
                         counts[name] += len(page["upserts"])
                         sizes[name] += share
@@ -348,6 +354,7 @@ class Syncer:
                     break
                 answer, size = pending.result()
                 pending = None
+        follower.save()
         report.downloaded = counts
 
     # -- replica migrations ------------------------------------------------------------------
