@@ -20,7 +20,7 @@ from fieldsync.types import EntityRef
 from sync_world import PASSWORD, World
 
 REQUESTS = {
-    "/sync/v1/handshake": (p.HandshakeRequest, p.HandshakeAnswer),
+    "/sync/v1/handshake": (p.HandshakeRequest, p.HandshakeResult),
     "/sync/v1/download": (p.DownloadRequest, p.DownloadAnswer),
     "/sync/v1/upload": (p.UploadRequest, p.UploadAnswer),
     "/sync/v1/inventory": (p.InventoryRequest, p.InventoryAnswer),

@@ -50,7 +50,8 @@ async def _body(request: Request) -> dict[str, Any]:
 @router.post("/handshake")
 async def handshake(request: Request, ctx: Principal) -> JSON:
     """Register the device for an app: answers the app's offline settings, the published
-    profile with its tables and columns, and who the user is."""
+    profile with its tables and columns, and who the user is (or, when the device sent the
+    etag of the answer it would get, that nothing changed)."""
     body = await _body(request)
     answer = await run_in_threadpool(
         service(request).handshake,
@@ -59,6 +60,7 @@ async def handshake(request: Request, ctx: Principal) -> JSON:
         app=body.get("app"),
         sdk=body.get("sdk"),
         pending=body.get("pending"),
+        etag=body.get("etag"),
     )
     return JSON(answer)
 

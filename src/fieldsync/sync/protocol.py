@@ -58,6 +58,7 @@ class HandshakeRequest(TypedDict):
     app: str  # the app's unique name or id
     sdk: NotRequired[str | None]  # the device software's version (bookkeeping)
     pending: NotRequired[int | None]  # changes waiting in the device's outbox (bookkeeping)
+    etag: NotRequired[str | None]  # the etag of the handshake answer the device holds
 
 
 class UserInfo(TypedDict):
@@ -110,7 +111,22 @@ class HandshakeAnswer(TypedDict):
     order: list[str]  # the tables, parents before children: download in this order
     views: list[ViewInfo]
     sqlite: NotRequired[dict[str, TableLayout]]  # the replica's SQLite layout, per table
+    etag: NotRequired[str]  # the hash of this answer (all of it but server_time)
     server_time: str
+
+
+class HandshakeUnchanged(TypedDict):
+    """The answer to a handshake that sent the ``etag`` of the answer it would get: the
+    device goes on with the handshake it holds."""
+
+    protocol: int
+    server: str
+    unchanged: Literal[True]
+    etag: str
+    server_time: str
+
+
+HandshakeResult: TypeAlias = HandshakeAnswer | HandshakeUnchanged
 
 
 # -- download --------------------------------------------------------------------------------
@@ -395,6 +411,25 @@ def inventory_checksum(pairs: Any) -> tuple[int, str]:
         digest = sha(f"{ident(rid)}:{int(version or 0)}".encode()).digest()
         total += from_bytes(digest[:8], "big")
     return count, format_checksum(total)
+
+
+def inventory_checksum_texts(texts: Any) -> tuple[int, str]:
+    """:func:`inventory_checksum` of rows already written as ``"<id>:<version>"`` (the id
+    hyphenated, any case): what a store that formats the pairs itself (in SQL) hands over,
+    leaving one hash per row to Python."""
+    sha, from_bytes = hashlib.sha256, int.from_bytes
+    count = total = 0
+    for text in texts:
+        count += 1
+        total += from_bytes(sha(text.lower().encode()).digest()[:8], "big")
+    return count, format_checksum(total)
+
+
+SQLITE_PAIR_TEXT = (
+    "substr({id}, 1, 8) || '-' || substr({id}, 9, 4) || '-' || substr({id}, 13, 4) || '-' || "
+    "substr({id}, 17, 4) || '-' || substr({id}, 21, 12) || ':' || coalesce({version}, 0)"
+)
+"""SQLite's text of a row's ``"<id>:<version>"`` pair from an id stored as 32 hex digits."""
 
 
 class TableInventory(TypedDict):
