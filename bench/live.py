@@ -3,6 +3,7 @@ soon a committed change reaches the devices it concerns.
 
     python bench/live.py                                   # 2,000 then 10,000 streams
     python bench/live.py --devices 500,2000 --rounds 5     # quicker
+    python bench/live.py --baseline-src /path/to/other/src # and another tree's server, A/B
 
 For each stream count, in the same run and on the same PostgreSQL database, a fresh
 ``fieldsync serve`` process is started and:
@@ -11,7 +12,7 @@ For each stream count, in the same run and on the same PostgreSQL database, a fr
   then again with every stream connected: the difference divided by the streams is the
   memory per connection;
 - ``--rounds`` times, one transaction updates one account of each of ``--changes`` users
-  picked at random; the change-to-device latency is from just before that commit to each
+  picked at random; the change-to-device latency is from that transaction's commit to each
   stream of those users receiving its ``changes`` event (p50, p99, and any stream that heard
   nothing within ``--timeout`` seconds: *missed*). A notice on a stream of a user whose rows
   did not change counts as *stray* (each user owns only their own accounts);
@@ -31,6 +32,7 @@ import json
 import os
 import random
 import resource
+import socket
 import subprocess
 import sys
 import time
@@ -41,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from load import APP, PROFILE, cpu_seconds, percentile, rss_mb
 from scratch import ScratchDatabases, postgres_problem
-from sync import Server
+from sync import PATH, Server, free_port
 
 
 def seed(url: str, users: int) -> list[tuple[str, str, str]]:
@@ -121,22 +123,26 @@ class Bench:
             ).encode()
             for i, (_, token, _) in enumerate(users)
         ]
-        self.pending: dict[int, float] = {}  # user -> commit started, while awaited
+        self.pending: set[int] = set()  # the users changed in this round
+        self.arrivals: list[float] = []  # when their streams heard of it
+        self.committed_at: float | None = None
         self.waiting = 0  # streams still to hear of this round
         self.per_user: dict[int, int] = {}
-        self.latencies: list[float] = []
         self.stray = 0
         self.done = asyncio.Event()
 
     def notice(self, user: int) -> None:
-        started = self.pending.get(user)
-        if started is None:
+        if user not in self.pending:
             self.stray += 1
             return
-        self.latencies.append(time.monotonic() - started)
+        self.arrivals.append(time.monotonic())
         self.waiting -= 1
         if self.waiting <= 0:
             self.done.set()
+
+    def on_commit(self) -> None:  # the store's commit hook, in the writing thread
+        if self.committed_at is None:
+            self.committed_at = time.monotonic()
 
     async def connect(self, user: int) -> Stream:
         loop = asyncio.get_running_loop()
@@ -152,10 +158,36 @@ def open_records(url: str) -> Any:
     return build(Store.open(url))
 
 
+def start(url: str, src: str | None) -> Server:
+    """``fieldsync serve`` on this tree's code, or on the code in ``src`` (a baseline)."""
+    if src is None:
+        return Server(url)
+    server = Server.__new__(Server)
+    server.port, server.scheme = free_port(), "http"
+    args = [sys.executable, "-m", "fieldsync.cli", "serve", "--database", url]
+    args += ["--host", "127.0.0.1", "--port", str(server.port), "--log-level", "warning"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join((src, PATH.split(os.pathsep)[-1]))}
+    server.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", server.port), timeout=0.2):
+                return server
+        except OSError:
+            if time.monotonic() > deadline or server.proc.poll() is not None:
+                raise RuntimeError("the server did not start") from None
+            time.sleep(0.1)
+
+
 async def measure(
-    url: str, users: list[tuple[str, str, str]], devices: int, args: argparse.Namespace, p: Any
+    url: str,
+    users: list[tuple[str, str, str]],
+    devices: int,
+    args: argparse.Namespace,
+    p: Any,
+    src: str | None,
 ) -> dict[str, Any]:
-    server = Server(url)
+    server = start(url, src)
     try:
         bench = Bench(server.port, users)
         first = await bench.connect(0)  # warm: imports, the plan, the listener, pools
@@ -185,26 +217,33 @@ async def measure(
         cpu_before = cpu_seconds(server.proc.pid)
         window = time.monotonic()
         missed = 0
+        latencies: list[float] = []
+        p.store.committed.append(bench.on_commit)
         for _ in range(args.rounds):
             picked = random.sample(range(len(users)), min(args.changes, len(users)))
             bench.done.clear()
             bench.waiting = sum(streams_of.get(u, 0) for u in picked)
             now = time.monotonic()
-            bench.pending = dict.fromkeys(picked, now)
+            bench.pending = set(picked)
+            bench.arrivals, bench.committed_at = [], None
             changes = [(users[u][2], {"description": f"round at {now}"}) for u in picked]
             await asyncio.to_thread(p.records.update_many, "account", changes)
             try:
                 await asyncio.wait_for(bench.done.wait(), args.timeout)
             except TimeoutError:
                 missed += bench.waiting
-            bench.pending = {}
+            bench.pending = set()
+            assert bench.committed_at is not None
+            latencies.extend(max(0.0, a - bench.committed_at) for a in bench.arrivals)
             await asyncio.sleep(args.pause)
+        p.store.committed.remove(bench.on_commit)
         cpu = (cpu_seconds(server.proc.pid) - cpu_before) / (time.monotonic() - window)
         for s in streams:
             if s.transport is not None:
                 s.transport.close()
         await asyncio.sleep(1.0)
         return {
+            "code": src or "this tree",
             "devices": devices,
             "connected": connected,
             "failed": len(failures),
@@ -215,10 +254,10 @@ async def measure(
             "kb_per_stream": round((rss - base_rss) * 1024 / max(1, connected - 1), 1),
             "changes_per_round": args.changes,
             "rounds": args.rounds,
-            "p50_ms": round(percentile(bench.latencies, 0.5) * 1000, 1),
-            "p99_ms": round(percentile(bench.latencies, 0.99) * 1000, 1),
-            "max_ms": round(max(bench.latencies, default=float("nan")) * 1000, 1),
-            "samples": len(bench.latencies),
+            "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+            "max_ms": round(max(latencies, default=float("nan")) * 1000, 1),
+            "samples": len(latencies),
             "missed": missed,
             "stray": bench.stray,
             "server_cpu_per_s": round(cpu, 2),
@@ -243,6 +282,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--concurrency", type=int, default=200, help="connects in flight")
     parser.add_argument(
         "--pg", default=os.environ.get("PGURL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
+    parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="also measure a server running the code in this src directory, in the same run",
     )
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -269,9 +313,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p = open_records(url)
         try:
             for count in counts:
-                result = asyncio.run(measure(url, users, count, args, p))
-                results.append(result)
-                print(json.dumps(result), flush=True)
+                for src in [args.baseline_src, None] if args.baseline_src else [None]:
+                    result = asyncio.run(measure(url, users, count, args, p, src))
+                    results.append(result)
+                    print(json.dumps(result), flush=True)
         finally:
             p.close()
     report = {"load_average_start": load, "results": results}
