@@ -117,7 +117,7 @@ class Bench:
         self.port = port
         self.requests = [
             (
-                f"GET /sync/v1/live?app={APP}&device=bench{i} HTTP/1.1\r\n"
+                f"GET /sync/v1/live?app={APP}&device=bench-device-{i:05d} HTTP/1.1\r\n"
                 f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
                 "Accept: text/event-stream\r\n\r\n"
             ).encode()
