@@ -21,7 +21,8 @@ For each stream count, in the same run and on the same PostgreSQL database, a fr
 The devices are one asyncio process of raw sockets (an ``asyncio.Protocol`` per stream, no HTTP
 client library): 10,000 httpx streams would make the load generator the bottleneck on a small
 machine. Users get API tokens (no password hashing), ``--users`` of them, each with
-``devices / users`` streams. The limit on open files is raised for this process and its server.
+``devices / users`` streams; they name no device (these devices never handshake). The limit on
+open files is raised for this process and its server.
 """
 
 from __future__ import annotations
@@ -117,11 +118,11 @@ class Bench:
         self.port = port
         self.requests = [
             (
-                f"GET /sync/v1/live?app={APP}&device=bench-device-{i:05d} HTTP/1.1\r\n"
+                f"GET /sync/v1/live?app={APP} HTTP/1.1\r\n"
                 f"Host: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
                 "Accept: text/event-stream\r\n\r\n"
             ).encode()
-            for i, (_, token, _) in enumerate(users)
+            for _, token, _ in users
         ]
         self.pending: set[int] = set()  # the users changed in this round
         self.arrivals: list[float] = []  # when their streams heard of it

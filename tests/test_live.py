@@ -161,6 +161,27 @@ def test_the_stream_authenticates_and_checks_the_app(world: World, served: str) 
     assert "offline" in refused.json()["error"]["message"]
 
 
+def test_the_stream_checks_the_device_it_names(world: World, served: str) -> None:
+    mine, theirs = world.device("tech1"), world.device("tech2")
+    mine.close()
+    theirs.close()
+    headers = {"Authorization": f"Bearer {token(served, 'tech1')}"}
+
+    def status(device: str) -> int:
+        params = {"app": "fieldservice", "device": device}
+        with httpx.stream(
+            "GET", f"{served}/sync/v1/live", params=params, headers=headers, timeout=10.0
+        ) as response:
+            if response.status_code == 200:
+                assert next(events(response.iter_lines()))[0] == "ready"
+            return response.status_code
+
+    assert status("no!") == 400
+    assert status(theirs.device_id) == 403  # another user's device
+    assert status(uuid.uuid4().hex) == 403  # never registered: handshake first
+    assert status(mine.device_id) == 200
+
+
 def test_the_stream_ends_with_bye_and_keeps_alive(world: World) -> None:
     hub: LiveHub = world.app.state.live
     hub.keepalive, hub.max_seconds = 0.1, 0.5

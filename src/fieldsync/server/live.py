@@ -1,7 +1,8 @@
 """Live sync over HTTP: ``GET /sync/v1/live?app=…`` holds a server-sent events stream on which
 the server names the device's tables as soon as changes to them commit, on any process.
 
-The stream, after the bearer token and the app have been checked::
+The stream, after the bearer token, the app and the device (``device=…``, optional: when named,
+it must be the caller's registered device with no wipe pending) have been checked::
 
     retry: 5000
     event: ready
@@ -20,8 +21,12 @@ device was away were not announced); ``bye`` ends the stream after ``live_max_se
 tokens and security contexts are checked again on reconnect.
 
 One :class:`LiveHub` per process: one change listener (:mod:`fieldsync.store.notify`), one
-reader of the change log per wake-up, and a fan-out to the subscribers in memory. A subscriber
-costs an asyncio task and a socket; no database connection is held while it waits.
+reader of the change log per wake-up, a fan-out in memory and one timer for keep-alives and
+byes. The fan-out looks up the groups a change may concern (streams are grouped by user and
+profile, groups indexed by the tables they watch and the owners and business units they read)
+and checks each of those once, not every stream. A stream costs its socket, its request's
+coroutine, a task that notices the client leaving and a small :class:`Subscriber`; no database
+connection is held while it waits.
 """
 
 from __future__ import annotations
@@ -379,8 +384,12 @@ async def _watch(receive: Receive, sub: Subscriber) -> None:
     sub.wake()
 
 
-def _interest(sync: SyncService, ctx: SecurityContext, app: str) -> Interest:
+def _interest(
+    sync: SyncService, ctx: SecurityContext, app: str, device: str | None = None
+) -> Interest:
     with sync.store.read() as conn:
+        if device is not None:  # the caller's registration, not wiped (403 otherwise)
+            sync.owned_device(conn, ctx, sync.checked_device(device))
         access = sync.access(conn, ctx, app)
     plan = sync.plan(access.profile)
     profile = access.profile
@@ -389,13 +398,17 @@ def _interest(sync: SyncService, ctx: SecurityContext, app: str) -> Interest:
 
 
 @router.get("/live")
-async def live(request: Request, ctx: Principal, app: str | None = None) -> Response:
-    """Hold a server-sent events stream that names the app's tables when they change."""
+async def live(
+    request: Request, ctx: Principal, app: str | None = None, device: str | None = None
+) -> Response:
+    """Hold a server-sent events stream that names the app's tables when they change. A
+    ``device`` named must be the caller's registered device (the handshake registers it) with
+    no remote wipe pending."""
     if not app or len(app) > 128:
         raise BadRequest("'app' must name an app (its id or unique name)")
     hub: LiveHub = request.app.state.live
     sync: SyncService = request.app.state.sync
-    interest = await run_in_threadpool(_interest, sync, ctx, app)
+    interest = await run_in_threadpool(_interest, sync, ctx, app, device)
     await hub.start()
     sub = hub.subscribe(interest)
     return hub.response(sub)
