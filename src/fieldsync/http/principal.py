@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from fieldsync import tracing
 from fieldsync.errors import Unauthorized
 from fieldsync.platform import Platform
 from fieldsync.security.model import SecurityContext
@@ -34,6 +35,7 @@ def authenticate(request: Request) -> SecurityContext:
     user_id = p.auth.authenticate(bearer_token(request))
     ctx = p.contexts.get(user_id)
     request.state.principal = ctx
+    tracing.annotate({"enduser.id": str(user_id)})
     return ctx
 
 
