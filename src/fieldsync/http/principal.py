@@ -25,14 +25,19 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+def caller(p: Platform, token: str) -> SecurityContext:
+    """The security context of a bearer token, checked now: the token (and its session)
+    and, in the same read transaction, whether anything the context is made of changed,
+    the user's enabled state among it. The context comes from the platform's cache, which
+    reloads it whenever the change log shows such a change
+    (:class:`fieldsync.security.context.ContextCache`)."""
+    with p.store.read() as conn:
+        return p.contexts.get(p.auth.authenticate(token, conn), conn)
+
+
 def authenticate(request: Request) -> SecurityContext:
-    """The security context of the request's bearer token (checked on every request: the
-    token, its session, and that the user is still enabled). The context comes from the
-    platform's cache, which reloads it whenever the change log shows a change to anything it
-    is made of (:class:`fieldsync.security.context.ContextCache`)."""
-    p = platform(request)
-    user_id = p.auth.authenticate(bearer_token(request))
-    ctx = p.contexts.get(user_id)
+    """The security context of the request's bearer token (checked on every request)."""
+    ctx = caller(platform(request), bearer_token(request))
     request.state.principal = ctx
     return ctx
 

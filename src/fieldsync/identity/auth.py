@@ -532,16 +532,24 @@ class Authenticator:
             raise Unauthorized("invalid access token")
         return claims
 
-    def authenticate(self, token: str) -> RecordId:
+    def authenticate(self, token: str, conn: sa.Connection | None = None) -> RecordId:
         """The user a bearer token belongs to; raises :class:`Unauthorized` otherwise. The
-        user's enabled state is checked when the security context is loaded."""
+        user's enabled state is checked when the security context is loaded. ``conn``: read
+        in this transaction (the request's, which goes on to load the caller's context)."""
+        if conn is None:
+            with self.store.read() as c:
+                return self.authenticate(token, c)
         now = utcnow()
         api = _split(token, "fsk")
         if api is not None:
-            with self.store.read() as conn:
-                row = conn.execute(
-                    sa.select(fs_apitoken).where(fs_apitoken.c.tokenid == api[0])
-                ).first()
+            row = conn.execute(
+                sa.select(
+                    fs_apitoken.c.userid,
+                    fs_apitoken.c.tokenhash,
+                    fs_apitoken.c.revokedon,
+                    fs_apitoken.c.expireson,
+                ).where(fs_apitoken.c.tokenid == api[0])
+            ).first()
             if row is None or not hmac.compare_digest(row.tokenhash, _digest(token)):
                 raise Unauthorized("invalid API token")
             if row.revokedon is not None:
@@ -550,29 +558,31 @@ class Authenticator:
                 raise Unauthorized("the API token has expired")
             user_id: RecordId = row.userid
             return user_id
-        claims = self._decode(token)
-        try:
-            session_id = uuid.UUID(hex=claims["sid"])
-            user = uuid.UUID(claims["sub"])
-        except ValueError:
-            raise Unauthorized("invalid access token") from None
-        with self.store.read() as conn:
-            revoked = conn.execute(
-                sa.select(fs_session.c.revokedon, fs_session.c.userid).where(
-                    fs_session.c.sessionid == session_id
-                )
-            ).first()
+        session_id, user = self._claims(token)
+        revoked = conn.execute(
+            sa.select(fs_session.c.revokedon, fs_session.c.userid).where(
+                fs_session.c.sessionid == session_id
+            )
+        ).first()
         if revoked is None or revoked.userid != user:
             raise Unauthorized("invalid access token")
         if revoked.revokedon is not None:
-            if self._disabled(user):
+            if self._disabled(user, conn):
                 raise Unauthorized("this user is disabled")
             raise Unauthorized("the session has been revoked")
         return user
 
-    def _disabled(self, user: RecordId) -> bool:
+    def _claims(self, token: str) -> tuple[uuid.UUID, RecordId]:
+        """The session and the user an access token names (its signature and expiry
+        checked)."""
+        claims = self._decode(token)
+        try:
+            return uuid.UUID(hex=claims["sid"]), uuid.UUID(claims["sub"])
+        except ValueError:
+            raise Unauthorized("invalid access token") from None
+
+    def _disabled(self, user: RecordId, conn: sa.Connection) -> bool:
         su = self.store.sql_table("systemuser")
-        with self.store.read() as conn:
-            return bool(
-                conn.execute(sa.select(su.c.isdisabled).where(su.c.systemuserid == user)).scalar()
-            )
+        return bool(
+            conn.execute(sa.select(su.c.isdisabled).where(su.c.systemuserid == user)).scalar()
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -264,9 +265,7 @@ class ContextCache:
     def __init__(self, store: Store, size: int = 4096) -> None:
         self.store = store
         self.size = size
-        self._entries: OrderedDict[RecordId, tuple[tuple[int, str], SecurityContext]] = (
-            OrderedDict()
-        )
+        self._entries: OrderedDict[RecordId, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.loads = 0
@@ -284,24 +283,47 @@ class ContextCache:
         stamp = context_stamp(conn)
         with self._lock:
             found = self._entries.get(user_id)
-            if found is not None and found[0] == stamp:
+            if found is not None and found.stamp == stamp:
                 self._entries.move_to_end(user_id)
                 self.hits += 1
-                return found[1]
+                return found.context
         ctx = _load(self.store, conn, user_id)  # a disabled user raises: nothing is kept
         with self._lock:
             self.loads += 1
             held = self._entries.get(user_id)
-            if held is None or held[0][0] <= stamp[0]:  # never replace a newer load
-                self._entries[user_id] = (stamp, ctx)
+            if held is None or held.stamp[0] <= stamp[0]:  # never replace a newer load
+                self._entries[user_id] = _Entry(stamp, ctx)
                 self._entries.move_to_end(user_id)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return ctx
 
+    def binding(self, ctx: SecurityContext, conn: sa.Connection) -> UserBinding:
+        """:func:`user_binding` of a context this cache handed out, kept beside it: the
+        manager hierarchy and team memberships it reads are tables of the stamp, so it holds
+        exactly as long as the context does. ``conn`` is a transaction begun after the
+        context's stamp was read (the request's), so the binding is never older than it."""
+        with self._lock:
+            found = self._entries.get(ctx.user_id)
+            if found is not None and found.context is ctx and found.binding is not None:
+                return found.binding
+        bound = user_binding(self.store, conn, ctx)
+        with self._lock:
+            found = self._entries.get(ctx.user_id)
+            if found is not None and found.context is ctx:
+                found.binding = bound
+        return bound
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+@dataclass(slots=True)
+class _Entry:
+    stamp: Stamp
+    context: SecurityContext
+    binding: UserBinding | None = None
 
 
 def _dedupe(grants: Iterable[Grant]) -> tuple[Grant, ...]:

@@ -16,6 +16,8 @@ from fieldsync.errors import BadRequest
 from fieldsync.http.responses import json_bytes
 from fieldsync.limits import parse_json
 from fieldsync.platform import Platform
+from fieldsync.query.ast import Query
+from fieldsync.query.bind import UserBinding
 from fieldsync.security.model import SecurityContext
 from fieldsync.webapi.protocol import parse_prefer
 
@@ -112,6 +114,18 @@ class Call:
         if self.conn is not None:
             return work(self.conn)
         return self.platform.store.transact(work)
+
+    def binding(self, conn: sa.Connection) -> UserBinding:
+        """What the query language's user operators bind to: the caller's, kept beside
+        the cached security context (read once per change to what it is made of)."""
+        return self.platform.contexts.binding(self.caller, conn)
+
+    def statement(self, query: Query, conn: sa.Connection) -> sa.Select[Any]:
+        """The SELECT of a query as the caller (``Records.query_statement``)."""
+        binding = None if query.filter is None else self.binding(conn)
+        return self.platform.records.query_statement(
+            query, caller=self.caller, conn=conn, binding=binding
+        )
 
     @contextmanager
     def reading(self) -> Iterator[sa.Connection]:

@@ -75,7 +75,7 @@ def query_columns(table: Table, columns: tuple[str, ...] | None, expand: Iterabl
 
 
 def run(call: Call, conn: sa.Connection, query: Query) -> list[Row]:
-    return call.platform.records.query(query, caller=call.caller, conn=conn)
+    return [dict(r) for r in conn.execute(call.statement(query, conn)).mappings()]
 
 
 def key_filter(table: Table, key: Key) -> Node:
@@ -320,11 +320,10 @@ def list_entities(
         f"{req.root}/$metadata#Collection($ref)" if refs else context_url(req, table, selected)
     )
     body: dict[str, Any] = {"@odata.context": context}
-    records = call.platform.records
     with call.reading() as conn:
         if within is not None:
             read = replace(read, filter=all_of([read.filter or all_of([]), within(conn)]))
-        stmt = records.query_statement(read, caller=call.caller, conn=conn)
+        stmt = call.statement(read, conn)
         if query.count:
             total = conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery()))
             count = int(total.scalar_one())
@@ -370,7 +369,7 @@ def count(
     with call.reading() as conn:
         if within is not None:
             query = replace(query, filter=all_of([query.filter or all_of([]), within(conn)]))
-        stmt = call.platform.records.query_statement(query, caller=call.caller, conn=conn)
+        stmt = call.statement(query, conn)
         total = conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery()))
         number = int(total.scalar_one())
     return ODataResponse(200, str(number), media_type="text/plain; charset=utf-8")
@@ -386,11 +385,10 @@ def fetch_xml(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
     size = query.page_size or (None if query.top is not None else 5000)
     page = query.page or 1
     want = wanted(req)
-    records = call.platform.records
     body: dict[str, Any] = {"@odata.context": context_url(req, table, None)}
     with call.reading() as conn:
         plain = replace(query, page=None, page_size=None, paging_cookie=None, count=False)
-        stmt = records.query_statement(plain, caller=call.caller, conn=conn)
+        stmt = call.statement(plain, conn)
         if size is not None:
             stmt = stmt.limit(size + 1).offset((page - 1) * size)
         rows = [dict(r) for r in conn.execute(stmt).mappings()]
