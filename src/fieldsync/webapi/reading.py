@@ -27,7 +27,7 @@ from fieldsync.schema.values import make_coercer
 from fieldsync.security.model import Privilege
 from fieldsync.security.predicate import has_privilege
 from fieldsync.types import EntityRef, RecordId, Row
-from fieldsync.webapi import paging, render
+from fieldsync.webapi import driver, paging, render
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import (
     API_PREFIX,
@@ -331,26 +331,44 @@ def list_entities(
         if cursor is not None:
             sql = call.platform.store.sql_table(table.name)
             stmt = stmt.where(paging.after(sql, table, query.orders, cursor))
-        result = conn.execute(stmt.limit(limit + 1))
-        keys = tuple(result.keys())
-        rows = [dict(zip(keys, r, strict=True)) for r in result]
-        more = len(rows) > limit and (query.top is None or sent + limit < query.top)
-        rows = rows[:limit]
-        if refs:
-            value = [
-                {"@odata.id": req.link(f"{table.entity_set_name}({r[table.primary_id]})")}
-                for r in rows
-            ]
-        else:
-            value = render_rows(call, conn, table, rows, want, selected)
-            expand_rows(call, conn, table, rows, expand, value, want)
+        stmt = stmt.limit(limit + 1)
+        last: Row | None = None
+        if refs or expand or want(render.FORMATTED):
+            result = conn.execute(stmt)
+            keys = tuple(result.keys())
+            rows = [dict(zip(keys, r, strict=True)) for r in result]
+            more = len(rows) > limit and (query.top is None or sent + limit < query.top)
+            rows = rows[:limit]
+            last = rows[-1] if rows else None
+            if refs:
+                value = [
+                    {"@odata.id": req.link(f"{table.entity_set_name}({r[table.primary_id]})")}
+                    for r in rows
+                ]
+            else:
+                value = render_rows(call, conn, table, rows, want, selected)
+                expand_rows(call, conn, table, rows, expand, value, want)
+        else:  # the common page: rendered from the driver's values (webapi.driver)
+            page = driver.fetch(conn, stmt)
+            more = len(page.rows) > limit and (query.top is None or sent + limit < query.top)
+            values = page.rows[:limit]
+            value = render.render_values(
+                table,
+                page.keys,
+                values,
+                page.convert,
+                page.text,
+                annotations=want,
+                columns=selected,
+            )
+            last = page.typed(len(values) - 1) if values else None
     body["value"] = value
     headers = {}
     if "odata.maxpagesize" in req.prefer:
         headers["Preference-Applied"] = f"odata.maxpagesize={size}"
-    if more and rows:
+    if more and last is not None:
         params = {k: v for k, v in req.params.items() if k.lower() != "$skiptoken"}
-        params["$skiptoken"] = paging.encode(table, query.orders, rows[-1], sent + len(rows))
+        params["$skiptoken"] = paging.encode(table, query.orders, last, sent + len(value))
         body["@odata.nextLink"] = req.link(path or table.entity_set_name, params)
     return ODataResponse(200, body, headers)
 
