@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import Depends, Request
 
 from fieldsync.errors import Unauthorized
@@ -25,14 +26,16 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-def caller(p: Platform, token: str) -> SecurityContext:
+def caller(p: Platform, token: str, conn: sa.Connection | None = None) -> SecurityContext:
     """The security context of a bearer token, checked now: the token (and its session)
-    and, in the same read transaction, whether anything the context is made of changed,
-    the user's enabled state among it. The context comes from the platform's cache, which
-    reloads it whenever the change log shows such a change
+    and, in the same read transaction (``conn``, or one of its own), whether anything the
+    context is made of changed, the user's enabled state among it. The context comes from
+    the platform's cache, which reloads it whenever the change log shows such a change
     (:class:`fieldsync.security.context.ContextCache`)."""
-    with p.store.read() as conn:
-        return p.contexts.get(p.auth.authenticate(token, conn), conn)
+    if conn is None:
+        with p.store.read() as c:
+            return caller(p, token, c)
+    return p.contexts.get(p.auth.authenticate(token, conn), conn)
 
 
 def authenticate(request: Request) -> SecurityContext:

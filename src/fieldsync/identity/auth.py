@@ -50,6 +50,14 @@ from fieldsync.store.catalog import (
 from fieldsync.store.store import Store, utcnow
 from fieldsync.types import RecordId
 
+# every request runs one of these: built once (a statement built anew costs more than it runs)
+API_TOKEN = sa.select(
+    fs_apitoken.c.userid, fs_apitoken.c.tokenhash, fs_apitoken.c.revokedon, fs_apitoken.c.expireson
+).where(fs_apitoken.c.tokenid == sa.bindparam("tokenid"))
+SESSION_STATE = sa.select(fs_session.c.revokedon, fs_session.c.userid).where(
+    fs_session.c.sessionid == sa.bindparam("sessionid")
+)
+
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 MAX_NAME = 1024  # fs_signin_failure.username (and systemuser.domainname) hold no more
@@ -542,14 +550,7 @@ class Authenticator:
         now = utcnow()
         api = _split(token, "fsk")
         if api is not None:
-            row = conn.execute(
-                sa.select(
-                    fs_apitoken.c.userid,
-                    fs_apitoken.c.tokenhash,
-                    fs_apitoken.c.revokedon,
-                    fs_apitoken.c.expireson,
-                ).where(fs_apitoken.c.tokenid == api[0])
-            ).first()
+            row = conn.execute(API_TOKEN, {"tokenid": api[0]}).first()
             if row is None or not hmac.compare_digest(row.tokenhash, _digest(token)):
                 raise Unauthorized("invalid API token")
             if row.revokedon is not None:
@@ -559,11 +560,7 @@ class Authenticator:
             user_id: RecordId = row.userid
             return user_id
         session_id, user = self._claims(token)
-        revoked = conn.execute(
-            sa.select(fs_session.c.revokedon, fs_session.c.userid).where(
-                fs_session.c.sessionid == session_id
-            )
-        ).first()
+        revoked = conn.execute(SESSION_STATE, {"sessionid": session_id}).first()
         if revoked is None or revoked.userid != user:
             raise Unauthorized("invalid access token")
         if revoked.revokedon is not None:

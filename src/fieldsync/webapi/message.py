@@ -101,11 +101,14 @@ class ODataResponse:
 
 @dataclass
 class Call:
-    """The caller and the transaction a request runs in (a change set shares one)."""
+    """The caller and the transaction a request runs in (a change set shares one);
+    ``reader``: a read transaction the request already holds (a GET's, the one that
+    authenticated it), where its reads run."""
 
     platform: Platform
     caller: SecurityContext
     conn: sa.Connection | None = None
+    reader: sa.Connection | None = None
     content_ids: dict[str, str] = field(default_factory=dict)  # $batch: Content-ID -> URL
 
     def write(self, work: Callable[[sa.Connection], T]) -> T:
@@ -129,8 +132,9 @@ class Call:
 
     @contextmanager
     def reading(self) -> Iterator[sa.Connection]:
-        if self.conn is not None:
-            yield self.conn
+        held = self.conn if self.conn is not None else self.reader
+        if held is not None:
+            yield held
             return
         with self.platform.store.read() as conn:
             yield conn

@@ -7,15 +7,17 @@ plain request runs."""
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from fieldsync.errors import FieldsyncError, MethodNotAllowed
 from fieldsync.http.bodies import read_body
-from fieldsync.http.principal import authenticate
+from fieldsync.http.principal import authenticate, bearer_token, caller
 from fieldsync.http.responses import JSON
 from fieldsync.http.throttle import Throttle
+from fieldsync.security.model import SecurityContext
 from fieldsync.webapi import batch, files
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import API_PREFIX, parse_path
@@ -75,7 +77,18 @@ async def _file(
 
 
 def _serve(request: Request, body: bytes) -> Response:
-    ctx = authenticate(request)
+    p = request.app.state.platform
+    token = bearer_token(request)
+    if request.method == "GET":  # reads in the transaction that authenticated the caller
+        with p.store.read() as conn:
+            return _answer(request, body, caller(p, token, conn), conn)
+    return _answer(request, body, caller(p, token), None)
+
+
+def _answer(
+    request: Request, body: bytes, ctx: SecurityContext, reader: sa.Connection | None
+) -> Response:
+    request.state.principal = ctx
     throttle: Throttle = request.app.state.throttle  # service protection limits
     ticket = throttle.admit(ctx.user_id)
     try:
@@ -87,7 +100,7 @@ def _serve(request: Request, body: bytes) -> Response:
             body=body,
             root=_root(request),
         )
-        call = Call(request.app.state.platform, ctx)
+        call = Call(request.app.state.platform, ctx, reader=reader)
         if req.path.strip("/") == "$batch":
             if req.method != "POST":
                 raise MethodNotAllowed("$batch takes POST")
