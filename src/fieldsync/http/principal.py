@@ -35,7 +35,8 @@ def caller(p: Platform, token: str, conn: sa.Connection | None = None) -> Securi
     if conn is None:
         with p.store.read() as c:
             return caller(p, token, c)
-    return p.contexts.get(p.auth.authenticate(token, conn), conn)
+    user_id, stamp = p.auth.check(token, conn)
+    return p.contexts.get(user_id, conn, stamp)
 
 
 def authenticate(request: Request) -> SecurityContext:

@@ -41,6 +41,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from fieldsync.errors import BadRequest, NotFound, TooManyRequests, Unauthorized
+from fieldsync.security.context import STAMP_COLUMNS, Stamp, stamp_of
 from fieldsync.store.catalog import (
     fs_apitoken,
     fs_credential,
@@ -50,11 +51,16 @@ from fieldsync.store.catalog import (
 from fieldsync.store.store import Store, utcnow
 from fieldsync.types import RecordId
 
-# every request runs one of these: built once (a statement built anew costs more than it runs)
+# Every request runs one of these: built once (a statement built anew costs more than it
+# runs), each reading the security context's stamp too (the request's next question).
 API_TOKEN = sa.select(
-    fs_apitoken.c.userid, fs_apitoken.c.tokenhash, fs_apitoken.c.revokedon, fs_apitoken.c.expireson
+    fs_apitoken.c.userid,
+    fs_apitoken.c.tokenhash,
+    fs_apitoken.c.revokedon,
+    fs_apitoken.c.expireson,
+    *STAMP_COLUMNS,
 ).where(fs_apitoken.c.tokenid == sa.bindparam("tokenid"))
-SESSION_STATE = sa.select(fs_session.c.revokedon, fs_session.c.userid).where(
+SESSION_STATE = sa.select(fs_session.c.revokedon, fs_session.c.userid, *STAMP_COLUMNS).where(
     fs_session.c.sessionid == sa.bindparam("sessionid")
 )
 
@@ -546,7 +552,12 @@ class Authenticator:
         in this transaction (the request's, which goes on to load the caller's context)."""
         if conn is None:
             with self.store.read() as c:
-                return self.authenticate(token, c)
+                return self.check(token, c)[0]
+        return self.check(token, conn)[0]
+
+    def check(self, token: str, conn: sa.Connection) -> tuple[RecordId, Stamp]:
+        """:meth:`authenticate`, with the security context's stamp
+        (:func:`~fieldsync.security.context.context_stamp`) read by the same statement."""
         now = utcnow()
         api = _split(token, "fsk")
         if api is not None:
@@ -558,7 +569,7 @@ class Authenticator:
             if row.expireson is not None and row.expireson <= now:
                 raise Unauthorized("the API token has expired")
             user_id: RecordId = row.userid
-            return user_id
+            return user_id, stamp_of(row[4:])
         session_id, user = self._claims(token)
         revoked = conn.execute(SESSION_STATE, {"sessionid": session_id}).first()
         if revoked is None or revoked.userid != user:
@@ -567,7 +578,7 @@ class Authenticator:
             if self._disabled(user, conn):
                 raise Unauthorized("this user is disabled")
             raise Unauthorized("the session has been revoked")
-        return user
+        return user, stamp_of(revoked[2:])
 
     def _claims(self, token: str) -> tuple[uuid.UUID, RecordId]:
         """The session and the user an access token names (its signature and expiry

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -224,19 +224,29 @@ CONTEXT_TABLES = (
 Stamp = tuple[int, str]
 
 
-def _stamp_statement() -> sa.Select[Any]:
+def _stamp_columns() -> tuple[sa.ScalarSelect[Any], ...]:
     newest = [
         sa.select(sa.func.max(fs_change.c.version))
         .where(fs_change.c.tablename == name)
         .scalar_subquery()
+        .label(f"stamp_{name}")
         for name in CONTEXT_TABLES
     ]
     pruned = sa.select(fs_meta.c.value).where(fs_meta.c.key == WATERMARK).scalar_subquery()
-    return sa.select(*newest, pruned)
+    return (*newest, pruned.label("stamp_pruned"))
 
 
+# The stamp's columns, for a statement that reads them beside something else (the bearer
+# token a request is authenticated by: one statement for both); :func:`stamp_of` reads them.
+STAMP_COLUMNS = _stamp_columns()
 # built once: making the statement (and its cache key) anew cost more than running it
-STAMP = _stamp_statement()
+STAMP = sa.select(*STAMP_COLUMNS)
+
+
+def stamp_of(values: Sequence[Any]) -> Stamp:
+    """The stamp in the values of :data:`STAMP_COLUMNS` (in their order)."""
+    *row, mark = values
+    return max((v for v in row if v is not None), default=0), str(mark or "")
 
 
 def context_stamp(conn: sa.Connection) -> Stamp:
@@ -244,8 +254,7 @@ def context_stamp(conn: sa.Connection) -> Stamp:
     index lookup per table, on the log's ``(tablename, version)`` index), with the log's
     pruning watermark: pruning moves the stamp too, so an emptied log never brings back a
     stamp that an older context was stored under."""
-    *row, mark = conn.execute(STAMP).one()
-    return max((v for v in row if v is not None), default=0), str(mark or "")
+    return stamp_of(conn.execute(STAMP).one())
 
 
 class ContextCache:
@@ -270,17 +279,22 @@ class ContextCache:
         self.hits = 0
         self.loads = 0
 
-    def get(self, user_id: RecordId, conn: sa.Connection | None = None) -> SecurityContext:
-        """The context of an enabled user, as :func:`load_context` would load it now."""
+    def get(
+        self, user_id: RecordId, conn: sa.Connection | None = None, stamp: Stamp | None = None
+    ) -> SecurityContext:
+        """The context of an enabled user, as :func:`load_context` would load it now.
+        ``stamp``: the stamp already read in ``conn`` (by a statement that also read
+        :data:`STAMP_COLUMNS`)."""
         if user_id == SYSTEM_USER_ID:
             return SYSTEM_CONTEXT
         if conn is None:
             with self.store.read() as c:
-                return self._get(user_id, c)
-        return self._get(user_id, conn)
+                return self._get(user_id, c, None)
+        return self._get(user_id, conn, stamp)
 
-    def _get(self, user_id: RecordId, conn: sa.Connection) -> SecurityContext:
-        stamp = context_stamp(conn)
+    def _get(self, user_id: RecordId, conn: sa.Connection, stamp: Stamp | None) -> SecurityContext:
+        if stamp is None:
+            stamp = context_stamp(conn)
         with self._lock:
             found = self._entries.get(user_id)
             if found is not None and found.stamp == stamp:
