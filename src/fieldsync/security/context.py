@@ -224,7 +224,7 @@ CONTEXT_TABLES = (
 Stamp = tuple[int, str]
 
 
-def _stamp_columns() -> tuple[sa.ScalarSelect[Any], ...]:
+def _stamp_columns() -> tuple[sa.Label[Any], ...]:
     newest = [
         sa.select(sa.func.max(fs_change.c.version))
         .where(fs_change.c.tablename == name)

@@ -25,7 +25,7 @@ class Page:
     given, turns it straight into the JSON text an id renders as."""
 
     keys: tuple[str, ...]
-    rows: list[Sequence[Any]]
+    rows: Sequence[Sequence[Any]]
     convert: tuple[Convert | None, ...]
     text: tuple[Convert | None, ...]
 
@@ -51,12 +51,15 @@ def fetch(conn: sa.Connection, stmt: sa.Select[Any]) -> Page:
     finally:
         result.close()
     dialect = conn.dialect
-    convert, text = [], []
+    convert: list[Convert | None] = []
+    text: list[Convert | None] = []
     for i, col in enumerate(columns):
         process = col.type.dialect_impl(dialect).result_processor(dialect, description[i][1])
-        stored_hex = process is not None and isinstance(col.type, sa.Uuid) and col.type.as_uuid
         convert.append(process)
-        text.append(_id_text(process) if stored_hex else None)
+        if process is not None and isinstance(col.type, sa.Uuid) and col.type.as_uuid:
+            text.append(_id_text(process))  # stored as text: its hex digits
+        else:
+            text.append(None)
     return Page(keys, rows, tuple(convert), tuple(text))
 
 

@@ -108,8 +108,8 @@ class Call:
     platform: Platform
     caller: SecurityContext
     conn: sa.Connection | None = None
-    reader: sa.Connection | None = None
     content_ids: dict[str, str] = field(default_factory=dict)  # $batch: Content-ID -> URL
+    reader: sa.Connection | None = None
 
     def write(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work`` in the request's transaction: the change set's, which the change set
