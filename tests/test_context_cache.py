@@ -17,7 +17,7 @@ from conftest import FAST_HASHING
 from fieldsync.errors import NotFound, PreconditionFailed, Unauthorized
 from fieldsync.http.principal import caller
 from fieldsync.platform import Platform, build
-from fieldsync.security.context import load_context, user_binding
+from fieldsync.security.context import load_context, load_contexts, user_binding, user_bindings
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.roles import BASIC_USER
 from fieldsync.store.changes import prune_changes
@@ -164,11 +164,29 @@ def test_every_committed_change_is_seen_by_the_next_lookup_of_another_process(
         CHANGES[step](b, user, world)
         cached = a.contexts.get(user)
         assert same(cached, fresh(a, user)), step
+        together(a, [user, world["other"]], step)
     org.set_user_enabled(user, False)
     with pytest.raises(Unauthorized):
         a.contexts.get(user)
+    assert together(a, [user, world["other"]], "disabled") == [world["other"]]
     org.set_user_enabled(user, True)
     assert same(a.contexts.get(user), fresh(a, user))
+
+
+def together(p: Platform, users: list[RecordId], step: str) -> list[RecordId]:
+    """Contexts loaded for several users at once (through the cache and without it) are each
+    user's own; a disabled user is left out. Returns the users loaded."""
+    with p.store.read() as conn:
+        cached = p.contexts.get_many(users, conn)
+        loaded = load_contexts(p.store, users, conn)
+        bindings = user_bindings(p.store, conn, loaded.values())
+        alone = {u: user_binding(p.store, conn, ctx) for u, ctx in loaded.items()}
+    assert cached.keys() == loaded.keys(), step
+    for u, ctx in loaded.items():
+        assert same(cached[u], ctx), (step, u)
+        assert same(ctx, fresh(p, u)), (step, u)
+    assert bindings == alone, step
+    return list(loaded)
 
 
 def _world(p: Platform) -> dict[str, RecordId]:

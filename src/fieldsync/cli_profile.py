@@ -140,7 +140,11 @@ def register(main: click.Group, opener: Opener, database_options: Callable[[Any]
         with opener(data_dir, database_url) as p:
             users = [p.org.user_id(u) for u in usernames] or None
             result = preview_profile(
-                p.records, p.offline.profile_id(profile_ref), users=users, sample=sample
+                p.records,
+                p.offline.profile_id(profile_ref),
+                users=users,
+                sample=sample,
+                contexts=p.contexts,
             ).to_json()
         if as_json:
             click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

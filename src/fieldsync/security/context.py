@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,27 +64,38 @@ def reports_below(
     conn: sa.Connection, store: Store, user_id: RecordId, depth: int
 ) -> tuple[frozenset[RecordId], ...]:
     """Users below ``user_id`` in the manager hierarchy, level by level, at most ``depth``."""
+    return reports_below_many(conn, store, [user_id], depth)[user_id]
+
+
+def reports_below_many(
+    conn: sa.Connection, store: Store, user_ids: Iterable[RecordId], depth: int
+) -> dict[RecordId, tuple[frozenset[RecordId], ...]]:
+    """:func:`reports_below` of many users at once: one query per level for all of them."""
     su = store.sql_table("systemuser")
-    levels: list[frozenset[RecordId]] = []
-    seen = {user_id}
-    frontier = [user_id]
+    levels: dict[RecordId, list[frozenset[RecordId]]] = {u: [] for u in user_ids}
+    seen = {u: {u} for u in levels}
+    frontiers = {u: {u} for u in levels}
     for _ in range(depth):
-        if not frontier:
+        wanted = set().union(*frontiers.values())
+        if not wanted:
             break
-        found = (
-            set(
-                conn.execute(
-                    sa.select(su.c.systemuserid).where(su.c.parentsystemuserid.in_(frontier))
-                ).scalars()
-            )
-            - seen
-        )
-        if not found:
-            break
-        levels.append(frozenset(found))
-        seen |= found
-        frontier = sorted(found)
-    return tuple(levels)
+        children: dict[RecordId, set[RecordId]] = defaultdict(set)
+        for part in _chunks(wanted):
+            for child, parent in conn.execute(
+                sa.select(su.c.systemuserid, su.c.parentsystemuserid).where(
+                    su.c.parentsystemuserid.in_(part)
+                )
+            ):
+                children[parent].add(child)
+        for user, frontier in list(frontiers.items()):
+            found = set().union(*(children.get(p, ()) for p in frontier)) - seen[user]
+            if not found:
+                del frontiers[user]
+                continue
+            levels[user].append(frozenset(found))
+            seen[user] |= found
+            frontiers[user] = found
+    return {u: tuple(found) for u, found in levels.items()}
 
 
 def load_context(
@@ -99,72 +110,122 @@ def load_context(
     return _load(store, conn, user_id)
 
 
+def load_contexts(
+    store: Store, user_ids: Iterable[RecordId], conn: sa.Connection
+) -> dict[RecordId, SecurityContext]:
+    """The security contexts of the enabled users among ``user_ids``, loaded together: the
+    same handful of queries as one user's, each for all of them (disabled and unknown users
+    are left out)."""
+    wanted = list(dict.fromkeys(user_ids))
+    out = {u: SYSTEM_CONTEXT for u in wanted if u == SYSTEM_USER_ID}
+    out.update(_load_many(store, conn, [u for u in wanted if u != SYSTEM_USER_ID]))
+    return out
+
+
 def _load(store: Store, conn: sa.Connection, user_id: RecordId) -> SecurityContext:
-    su = store.sql_table("systemuser")
-    user = conn.execute(
-        sa.select(su.c.businessunitid, su.c.isdisabled, su.c.domainname, su.c.uilanguageid).where(
-            su.c.systemuserid == user_id
-        )
-    ).first()
-    if user is None or user.isdisabled:
+    found = _load_many(store, conn, [user_id]).get(user_id)
+    if found is None:
         raise Unauthorized("the user is disabled or does not exist")
+    return found
+
+
+CHUNK = 500  # ids per IN list when loading many contexts
+
+
+def _chunks(ids: Iterable[RecordId]) -> Iterator[list[RecordId]]:
+    ordered = sorted(ids)
+    for first in range(0, len(ordered), CHUNK):
+        yield ordered[first : first + CHUNK]
+
+
+def _load_many(
+    store: Store, conn: sa.Connection, user_ids: list[RecordId]
+) -> dict[RecordId, SecurityContext]:
+    if not user_ids:
+        return {}
+    su = store.sql_table("systemuser")
+    users = {}
+    for part in _chunks(user_ids):
+        for user in conn.execute(
+            sa.select(
+                su.c.systemuserid,
+                su.c.businessunitid,
+                su.c.isdisabled,
+                su.c.domainname,
+                su.c.uilanguageid,
+            ).where(su.c.systemuserid.in_(part))
+        ):
+            if not user.isdisabled:
+                users[user.systemuserid] = user
+    if not users:
+        return {}
 
     team = store.sql_table("team")
     tm = store.sql_table("teammembership")
-    teams = conn.execute(
-        sa.select(team.c.teamid, team.c.teamtype, team.c.businessunitid)
-        .join(tm, tm.c.teamid == team.c.teamid)
-        .where(
-            tm.c.systemuserid == user_id,
-            sa.or_(team.c.isdisabled.is_(None), team.c.isdisabled.is_(False)),
-        )
-    ).all()
-    owner_teams = {t.teamid: t.businessunitid for t in teams if t.teamtype in OWNING_TEAM_TYPES}
-
-    anchors: dict[RecordId, list[tuple[RecordId, RecordId]]] = defaultdict(list)
-    sur = store.sql_table("systemuserroles")
-    for role_id in conn.execute(
-        sa.select(sur.c.roleid).where(sur.c.systemuserid == user_id)
-    ).scalars():
-        anchors[role_id].append((user_id, user.businessunitid))
-    if owner_teams:
-        tr = store.sql_table("teamroles")
-        for team_id, role_id in conn.execute(
-            sa.select(tr.c.teamid, tr.c.roleid).where(tr.c.teamid.in_(sorted(owner_teams)))
-        ):
-            anchors[role_id].append((team_id, owner_teams[team_id]))
-
-    administrator = False
-    grants: dict[tuple[str, Privilege], list[Grant]] = defaultdict(list)
-    if anchors:
-        role = store.sql_table("role")
-        rp = store.sql_table("roleprivilege")
-        role_ids = sorted(anchors)
-        administrator = bool(
-            conn.execute(
-                sa.select(sa.func.count()).where(
-                    role.c.roleid.in_(role_ids),
-                    role.c.isadministrator.is_(True),
-                    role.c.statecode == 0,
-                )
-            ).scalar()
-        )
-        active = set(
-            conn.execute(
-                sa.select(role.c.roleid).where(role.c.roleid.in_(role_ids), role.c.statecode == 0)
-            ).scalars()
-        )
-        for role_id, table, privilege, depth in conn.execute(
-            sa.select(rp.c.roleid, rp.c.tablename, rp.c.privilege, rp.c.depth).where(
-                rp.c.roleid.in_(sorted(active)), rp.c.depth > 0
+    teams: dict[RecordId, list[Any]] = defaultdict(list)
+    for part in _chunks(users):
+        for t in conn.execute(
+            sa.select(tm.c.systemuserid, team.c.teamid, team.c.teamtype, team.c.businessunitid)
+            .join(tm, tm.c.teamid == team.c.teamid)
+            .where(
+                tm.c.systemuserid.in_(part),
+                sa.or_(team.c.isdisabled.is_(None), team.c.isdisabled.is_(False)),
             )
         ):
-            for owner, unit in anchors[role_id]:
-                grants[(table, Privilege(privilege))].append(Grant(Depth(depth), owner, unit))
+            teams[t.systemuserid].append(t)
+    owner_teams = {
+        u: {t.teamid: t.businessunitid for t in found if t.teamtype in OWNING_TEAM_TYPES}
+        for u, found in teams.items()
+    }
 
-    for table, privileges in INHERENT_PRIVILEGES.items():
-        for privilege, depth in privileges.items():
-            grants[(table, privilege)].append(Grant(depth, user_id, user.businessunitid))
+    # each role of each user, with the principals it is measured from
+    anchors: dict[RecordId, dict[RecordId, list[tuple[RecordId, RecordId]]]] = {
+        u: defaultdict(list) for u in users
+    }
+    sur = store.sql_table("systemuserroles")
+    for part in _chunks(users):
+        for user_id, role_id in conn.execute(
+            sa.select(sur.c.systemuserid, sur.c.roleid).where(sur.c.systemuserid.in_(part))
+        ):
+            anchors[user_id][role_id].append((user_id, users[user_id].businessunitid))
+    all_owner_teams = {t: bu for found in owner_teams.values() for t, bu in found.items()}
+    if all_owner_teams:
+        tr = store.sql_table("teamroles")
+        team_roles: dict[RecordId, list[RecordId]] = defaultdict(list)
+        for part in _chunks(all_owner_teams):
+            for team_id, role_id in conn.execute(
+                sa.select(tr.c.teamid, tr.c.roleid).where(tr.c.teamid.in_(part))
+            ):
+                team_roles[team_id].append(role_id)
+        for user_id, found in owner_teams.items():
+            for team_id in sorted(found):
+                for role_id in team_roles.get(team_id, ()):
+                    anchors[user_id][role_id].append((team_id, all_owner_teams[team_id]))
+
+    # the active roles among them, which of those make an administrator, their privileges
+    role_ids = set().union(*(a.keys() for a in anchors.values()))
+    active: set[RecordId] = set()
+    administrators: set[RecordId] = set()
+    privileges: dict[RecordId, list[tuple[str, Privilege, Depth]]] = defaultdict(list)
+    if role_ids:
+        role = store.sql_table("role")
+        rp = store.sql_table("roleprivilege")
+        for part in _chunks(role_ids):
+            for role_id, admin in conn.execute(
+                sa.select(role.c.roleid, role.c.isadministrator).where(
+                    role.c.roleid.in_(part), role.c.statecode == 0
+                )
+            ):
+                active.add(role_id)
+                if admin is True:
+                    administrators.add(role_id)
+        for part in _chunks(active):
+            for role_id, table, privilege, depth in conn.execute(
+                sa.select(rp.c.roleid, rp.c.tablename, rp.c.privilege, rp.c.depth).where(
+                    rp.c.roleid.in_(part), rp.c.depth > 0
+                )
+            ):
+                privileges[role_id].append((table, Privilege(privilege), Depth(depth)))
 
     org = store.sql_table("organization")
     settings = conn.execute(
@@ -177,31 +238,54 @@ def _load(store: Store, conn: sa.Connection, user_id: RecordId) -> SecurityConte
         depth=int((settings and settings.hierarchydepth) or 3),
         managers_write=bool(settings is None or settings.hierarchymanagerwrite is not False),
     )
-    reports = reports_below(conn, store, user_id, hierarchy.depth) if hierarchy.enabled else ()
+    reports = (
+        reports_below_many(conn, store, users, hierarchy.depth)
+        if hierarchy.enabled
+        else dict.fromkeys(users, ())
+    )
 
-    all_teams = frozenset(t.teamid for t in teams)
+    # the tables shared with each user or one of their teams
     poa = store.sql_table("principalobjectaccess")
-    shared = frozenset(
-        conn.execute(
-            sa.select(poa.c.objecttypecode)
+    member_of = {u: frozenset(t.teamid for t in teams.get(u, ())) for u in users}
+    principals = {u: {u, *member_of[u]} for u in users}
+    shared_with: dict[RecordId, set[str]] = defaultdict(set)
+    for part in _chunks(set().union(*principals.values())):
+        for principal, table in conn.execute(
+            sa.select(poa.c.principalid, poa.c.objecttypecode)
             .distinct()
-            .where(poa.c.principalid.in_([user_id, *sorted(all_teams)]))
-        ).scalars()
-    )
-    return SecurityContext(
-        user_id=user_id,
-        business_unit_id=user.businessunitid,
-        teams=all_teams,
-        owner_teams=frozenset(owner_teams),
-        grants={k: _dedupe(v) for k, v in grants.items()},
-        unit_tree=unit_tree(conn, store),
-        reports=reports,
-        hierarchy=hierarchy,
-        shared_tables=shared,
-        language=int(user.uilanguageid or 1033),
-        administrator=administrator,
-        username=user.domainname,
-    )
+            .where(poa.c.principalid.in_(part))
+        ):
+            shared_with[principal].add(table)
+
+    tree = unit_tree(conn, store)
+    out = {}
+    for user_id, user in users.items():
+        grants: dict[tuple[str, Privilege], list[Grant]] = defaultdict(list)
+        for role_id, where in anchors[user_id].items():
+            if role_id not in active:
+                continue
+            for table, privilege, depth in privileges.get(role_id, ()):
+                for owner, unit in where:
+                    grants[(table, privilege)].append(Grant(depth, owner, unit))
+        for table, inherent in INHERENT_PRIVILEGES.items():
+            for privilege, depth in inherent.items():
+                grants[(table, privilege)].append(Grant(depth, user_id, user.businessunitid))
+        own = owner_teams.get(user_id, {})
+        out[user_id] = SecurityContext(
+            user_id=user_id,
+            business_unit_id=user.businessunitid,
+            teams=member_of[user_id],
+            owner_teams=frozenset(own),
+            grants={k: _dedupe(v) for k, v in grants.items()},
+            unit_tree=tree,
+            reports=reports[user_id],
+            hierarchy=hierarchy,
+            shared_tables=frozenset().union(*(shared_with.get(p, ()) for p in principals[user_id])),
+            language=int(user.uilanguageid or 1033),
+            administrator=bool(administrators & set(anchors[user_id])),
+            username=user.domainname,
+        )
+    return out
 
 
 # Every table a context (and so its fingerprint) is made of. Each write to one of them is a
@@ -312,6 +396,39 @@ class ContextCache:
                 self._entries.popitem(last=False)
         return ctx
 
+    def get_many(
+        self, user_ids: Iterable[RecordId], conn: sa.Connection
+    ) -> dict[RecordId, SecurityContext]:
+        """The contexts of the enabled users among ``user_ids`` (disabled and unknown users
+        are left out): the held ones still current, the others loaded together
+        (:func:`load_contexts`) and kept. One stamp read for all of them."""
+        stamp = context_stamp(conn)
+        out: dict[RecordId, SecurityContext] = {}
+        missing = []
+        with self._lock:
+            for user_id in dict.fromkeys(user_ids):
+                found = self._entries.get(user_id)
+                if user_id == SYSTEM_USER_ID:
+                    out[user_id] = SYSTEM_CONTEXT
+                elif found is not None and found.stamp == stamp:
+                    self._entries.move_to_end(user_id)
+                    self.hits += 1
+                    out[user_id] = found.context
+                else:
+                    missing.append(user_id)
+        loaded = _load_many(self.store, conn, missing)
+        with self._lock:
+            self.loads += len(loaded)
+            for user_id, ctx in loaded.items():
+                held = self._entries.get(user_id)
+                if held is None or held.stamp[0] <= stamp[0]:
+                    self._entries[user_id] = _Entry(stamp, ctx)
+                    self._entries.move_to_end(user_id)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        out.update(loaded)
+        return out
+
     def binding(self, ctx: SecurityContext, conn: sa.Connection) -> UserBinding:
         """:func:`user_binding` of a context this cache handed out, kept beside it: the
         manager hierarchy and team memberships it reads are tables of the stamp, so it holds
@@ -340,7 +457,9 @@ class _Entry:
     binding: UserBinding | None = None
 
 
-def _dedupe(grants: Iterable[Grant]) -> tuple[Grant, ...]:
+def _dedupe(grants: list[Grant]) -> tuple[Grant, ...]:
+    if len(grants) == 1:  # most (table, privilege) pairs: nothing to sort
+        return (grants[0],)
     return tuple(dict.fromkeys(sorted(grants, key=lambda g: (-g.depth, str(g.owner)))))
 
 
@@ -348,20 +467,34 @@ def user_binding(store: Store, conn: sa.Connection, ctx: SecurityContext) -> Use
     """What the query language's user operators need: the caller, their teams, everyone
     below them in the manager hierarchy (every level, whatever hierarchy security says) and
     those users' teams."""
-    below = frozenset().union(*reports_below(conn, store, ctx.user_id, HIERARCHY_LIMIT))
-    teams_below: frozenset[RecordId] = frozenset()
-    if below:
+    return user_bindings(store, conn, [ctx])[ctx.user_id]
+
+
+def user_bindings(
+    store: Store, conn: sa.Connection, contexts: Iterable[SecurityContext]
+) -> dict[RecordId, UserBinding]:
+    """:func:`user_binding` of many users at once (a query per level of the hierarchy and
+    one for the teams, for all of them)."""
+    chosen = {ctx.user_id: ctx for ctx in contexts}
+    reports = reports_below_many(conn, store, chosen, HIERARCHY_LIMIT)
+    below = {u: frozenset().union(*levels) for u, levels in reports.items()}
+    teams_of: dict[RecordId, set[RecordId]] = defaultdict(set)
+    everyone = set().union(*below.values())
+    if everyone:
         tm = store.sql_table("teammembership")
-        teams_below = frozenset(
-            conn.execute(
-                sa.select(tm.c.teamid).where(tm.c.systemuserid.in_(sorted(below)))
-            ).scalars()
+        for part in _chunks(everyone):
+            for user, team in conn.execute(
+                sa.select(tm.c.systemuserid, tm.c.teamid).where(tm.c.systemuserid.in_(part))
+            ):
+                teams_of[user].add(team)
+    return {
+        u: UserBinding(
+            user_id=u,
+            business_unit_id=ctx.business_unit_id,
+            teams=ctx.teams,
+            hierarchy=below[u],
+            hierarchy_teams=frozenset().union(*(teams_of.get(x, ()) for x in below[u])),
+            language=ctx.language,
         )
-    return UserBinding(
-        user_id=ctx.user_id,
-        business_unit_id=ctx.business_unit_id,
-        teams=ctx.teams,
-        hierarchy=below,
-        hierarchy_teams=teams_below,
-        language=ctx.language,
-    )
+        for u, ctx in chosen.items()
+    }

@@ -11,15 +11,18 @@ counted once, and nothing moves there.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import random
-from dataclasses import dataclass, field
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
-from fieldsync.errors import FieldsyncError
+from fieldsync.errors import Unauthorized
 from fieldsync.offline.access import APP, RESTRICTED_MODE, profile_members
 from fieldsync.offline.profiles import PROFILE, check, load_draft, published_profile
 from fieldsync.offline.snapshot import PublishedProfile
@@ -28,10 +31,11 @@ from fieldsync.query.ast import Node, Query
 from fieldsync.query.bind import UserBinding
 from fieldsync.records.service import Records
 from fieldsync.schema.model import ColumnType
-from fieldsync.security.context import load_context, user_binding
+from fieldsync.security.context import ContextCache, load_contexts, user_binding, user_bindings
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege
 from fieldsync.store.catalog import fs_file
+from fieldsync.store.store import Store
 from fieldsync.sync.scope import ScopePlan, build_plan
 from fieldsync.types import RecordId
 
@@ -125,10 +129,12 @@ def preview_profile(
     sample: int = SAMPLE_USERS,
     now: dt.datetime | None = None,
     seed: int = 0,
+    contexts: ContextCache | None = None,
 ) -> Preview:
     """Preview the draft of ``profile_id`` for ``users`` (default: the users who would hold
     it, or a random ``sample`` of them). Refuses an invalid draft with its problems, as
-    publishing would."""
+    publishing would. ``contexts``: the platform's security context cache, to reuse (and
+    keep) the contexts it loads."""
     store = records.store
     moment = now or dt.datetime.now(dt.UTC)
     with store.read() as conn:
@@ -137,34 +143,50 @@ def preview_profile(
         published = published_profile(conn, profile_id)
         version = (published.version + 1) if published else 1
         proposed = snapshot(draft, store.schema, profile_id, version, moment)
-        contexts: dict[Any, SecurityContext] = {}
-        audience, holders = _holders(records, conn, profile_id, contexts)
-        chosen = users if users is not None else holders
+        if users is None:
+            audience, chosen, loaded = _holders(records, conn, profile_id, contexts)
+        else:
+            audience, chosen = "the users asked for", list(dict.fromkeys(users))
+            loaded = _contexts(store, conn, chosen, contexts)
+            for uid in chosen:
+                if uid not in loaded:
+                    raise Unauthorized(f"the user {uid} is disabled or does not exist")
         total = len(chosen)
         if users is None and len(chosen) > sample:
             chosen = random.Random(seed).sample(sorted(chosen, key=str), sample)
+        missing = [uid for uid in chosen if uid not in loaded]
+        if missing:
+            loaded.update(_contexts(store, conn, missing, contexts))
+            chosen = [uid for uid in chosen if uid in loaded]
         counter = _Counter(records, conn, proposed, published, moment)
-        previews = [
-            counter.user(contexts.get(uid) or load_context(store, uid, conn)) for uid in chosen
-        ]
+        previews = counter.users([loaded[uid] for uid in chosen])
     return Preview(
         profile=draft.name,
         published_version=published.version if published else None,
-        audience=audience if users is None else "the users asked for",
+        audience=audience,
         holders=total,
         users=previews,
     )
+
+
+def _contexts(
+    store: Store, conn: sa.Connection, users: list[RecordId], cache: ContextCache | None
+) -> dict[RecordId, SecurityContext]:
+    """The security contexts of the enabled users among ``users``, loaded together."""
+    if cache is not None and cache.store is store:
+        return cache.get_many(users, conn)
+    return load_contexts(store, users, conn)
 
 
 def _holders(
     records: Records,
     conn: sa.Connection,
     profile_id: RecordId,
-    contexts: dict[Any, SecurityContext] | None = None,
-) -> tuple[str, list[Any]]:
-    """Who would hold the profile: the selected users and teams' members when every app using
-    it is restricted; every enabled user who may use an app otherwise (their security
-    contexts, loaded to decide, are kept in ``contexts``)."""
+    cache: ContextCache | None = None,
+) -> tuple[str, list[RecordId], dict[RecordId, SecurityContext]]:
+    """Who would hold the profile: the enabled users among the selected users and teams'
+    members when every app using it is restricted; every enabled user who may use an app
+    otherwise (with the security contexts loaded to decide)."""
     store = records.store
     apps = store.sql_table(APP)
     modes = list(
@@ -175,45 +197,96 @@ def _holders(
         ).scalars()
     )
     if not modes:
-        return "no offline app uses this profile", []
+        return "no offline app uses this profile", [], {}
     if all(m == RESTRICTED_MODE for m in modes):
         members = profile_members(records, profile_id, conn=conn).effective_users
-        return "the profile's selected users and teams", [
-            u for u in members if _enabled(store, conn, u)
-        ]
+        return "the profile's selected users and teams", _enabled(store, conn, members), {}
     users = store.sql_table("systemuser")
-    everyone = conn.execute(
-        sa.select(users.c.systemuserid).where(
-            sa.or_(users.c.isdisabled.is_(None), users.c.isdisabled.is_(False))
-        )
-    ).scalars()
-    holders = []
+    everyone = list(
+        conn.execute(
+            sa.select(users.c.systemuserid).where(
+                sa.or_(users.c.isdisabled.is_(None), users.c.isdisabled.is_(False))
+            )
+        ).scalars()
+    )
+    loaded = _contexts(store, conn, everyone, cache)
     app_table, profile_table = store.schema.table(APP), store.schema.table(PROFILE)
-    for uid in everyone:
-        try:
-            ctx = load_context(store, uid, conn)
-        except FieldsyncError:  # a user who cannot sign in holds nothing
-            continue
-        if ctx.is_system:
-            continue
-        if has_privilege(ctx, app_table, Privilege.READ) and has_privilege(
-            ctx, profile_table, Privilege.READ
-        ):
-            holders.append(uid)
-            if contexts is not None:
-                contexts[uid] = ctx
-    return "everyone who may use an app of the profile", holders
+    holders = [
+        uid
+        for uid in everyone
+        if (ctx := loaded.get(uid)) is not None
+        and not ctx.is_system
+        and has_privilege(ctx, app_table, Privilege.READ)
+        and has_privilege(ctx, profile_table, Privilege.READ)
+    ]
+    return "everyone who may use an app of the profile", holders, loaded
 
 
-def _enabled(store: Any, conn: sa.Connection, user: RecordId) -> bool:
+def _enabled(store: Store, conn: sa.Connection, members: Iterable[RecordId]) -> list[RecordId]:
+    """The enabled users among ``members``, in their order."""
     users = store.sql_table("systemuser")
-    disabled = conn.execute(
-        sa.select(users.c.isdisabled).where(users.c.systemuserid == user)
-    ).scalar()
-    return not disabled
+    wanted = list(members)
+    disabled: set[RecordId] = set()
+    found: set[RecordId] = set()
+    for first in range(0, len(wanted), 500):
+        for uid, off in conn.execute(
+            sa.select(users.c.systemuserid, users.c.isdisabled).where(
+                users.c.systemuserid.in_(wanted[first : first + 500])
+            )
+        ):
+            found.add(uid)
+            if off:
+                disabled.add(uid)
+    return [u for u in wanted if u in found and u not in disabled]
+
+
+# One user's counts, as indexes into the values of their counting statement: per table of
+# the draft (table, rows, published rows, moving in, moving out, changed, file sums), and per
+# table only the published version holds (table, its rows).
+_Row = tuple[str, int, int | None, int | None, int | None, bool, tuple[int, ...]]
+
+
+@dataclass
+class _Shape:
+    """One counting statement, shared by every user whose security context and binding are
+    the same but for the user's own id: built for a stand-in id (``sentinel``), run for each
+    of them with the parameters that hold the stand-in set to the user's id."""
+
+    statement: sa.Select[Any]
+    rows: list[_Row]
+    gone: list[tuple[str, int]]
+    sentinel: RecordId
+    slots: dict[str, Any]  # the parameters holding the sentinel, as compiled
+    shared: bool  # False: the sentinel is not only in parameters, build for each user
+
+    def params(self, user: RecordId) -> dict[str, Any]:
+        def swap(value: Any) -> Any:
+            if isinstance(value, (list, tuple)):
+                return [user if v == self.sentinel else v for v in value]
+            return user
+
+        return {name: swap(value) for name, value in self.slots.items()}
 
 
 class _Counter:
+    """Counts what each user would hold under the draft and under the published version.
+
+    Each user's counts are one statement (every table's counts, the rows moving in and out,
+    the file sizes: scalar subqueries of one SELECT), made of the statements the download
+    runs (:meth:`Records.query_statement` over the plan's node). Users whose security
+    contexts differ only in their own id share one statement, parameters aside.
+
+    Why a shared statement counts exactly what the user's own would: building a statement
+    reads the user's id only to compare it for equality with other ids and to place it in
+    the parameters (the read guard's ``ownerid`` lists, the bound ``eq-userid`` conditions,
+    the share principals); nothing orders or hashes it into the shape of the SQL except the
+    order of values in an IN list or of the branches of an OR. So the statement built for a
+    stand-in id that appears nowhere else, with that id's parameters set to the user's id,
+    is the user's own statement up to those orders. The stand-in is checked to appear in
+    parameters only (never in the SQL text, never inside another value); when it does, the
+    shape is built for each user instead.
+    """
+
     def __init__(
         self,
         records: Records,
@@ -227,59 +300,140 @@ class _Counter:
         self.draft = build_plan(proposed, schema)
         self.current: ScopePlan | None = build_plan(published, schema) if published else None
         self.widths: dict[str, float] = {}
-        self.binding: UserBinding | None = None  # the user's, for every query of theirs
+        self.sentinel: RecordId = uuid.uuid4()
+        self.shapes: dict[Any, _Shape] = {}
+        self._trees: dict[int, tuple[Any, frozenset[Any]]] = {}
 
-    def _ids(self, plan: ScopePlan, table: str, ctx: SecurityContext) -> sa.Select[Any]:
+    def users(self, contexts: list[SecurityContext]) -> list[UserPreview]:
+        """Every user's preview. A user alone in their shape gets their own statement (no
+        stand-in to check); the others share their shape's."""
+        bindings = user_bindings(self.records.store, self.conn, contexts)
+        keys = [self._key(ctx, bindings[ctx.user_id]) for ctx in contexts]
+        sizes = collections.Counter(keys)
+        return [
+            self.user(ctx, bindings[ctx.user_id], key if sizes[key] > 1 else None)
+            for ctx, key in zip(contexts, keys, strict=True)
+        ]
+
+    def user(
+        self, ctx: SecurityContext, binding: UserBinding | None = None, key: Any = None
+    ) -> UserPreview:
+        """One user's preview, in one round trip whatever the number of tables: with the
+        statement of the shape ``key`` (see :meth:`_key`), or their own (no key)."""
+        if binding is None:
+            binding = user_binding(self.records.store, self.conn, ctx)
+        shape = None if key is None else self.shapes.get(key)
+        if key is not None and shape is None:
+            shape = self.shapes[key] = self._shape(*_relabel(ctx, binding, self.sentinel))
+        if shape is not None and shape.shared:
+            row = self.conn.execute(shape.statement, shape.params(ctx.user_id)).one()
+        else:
+            shape = self._shape(ctx, binding, shared=False)
+            row = self.conn.execute(shape.statement).one()
+        return self._preview(ctx, shape, [int(v) for v in row])
+
+    def _key(self, ctx: SecurityContext, binding: UserBinding) -> Any:
+        """What a user's statements are made of, but for the user's own id."""
+        tree = self._trees.get(id(ctx.unit_tree))
+        if tree is None or tree[0] is not ctx.unit_tree:
+            tree = self._trees[id(ctx.unit_tree)] = (
+                ctx.unit_tree,
+                frozenset(ctx.unit_tree.items()),
+            )
+        me = ctx.user_id
+        grants = frozenset(
+            (k, frozenset((g.depth, g.owner != me and g.owner, g.business_unit) for g in v))
+            for k, v in ctx.grants.items()
+        )
+        return (
+            ctx.business_unit_id,
+            ctx.teams,
+            ctx.owner_teams,
+            grants,
+            tree[1],
+            ctx.reports,
+            ctx.hierarchy,
+            ctx.shared_tables,
+            ctx.language,
+            ctx.is_system,
+            ctx.administrator,
+            binding.business_unit_id,
+            binding.teams,
+            binding.hierarchy,
+            binding.hierarchy_teams,
+            binding.language,
+        )
+
+    def _ids(
+        self, plan: ScopePlan, table: str, ctx: SecurityContext, binding: UserBinding
+    ) -> sa.Select[Any]:
         t = plan.plan(table).table
         node: Node = plan.node(table)
         query = Query(table=table, columns=(t.primary_id,), filter=node)
-        if self.binding is None or self.binding.user_id != ctx.user_id:
-            self.binding = user_binding(self.records.store, self.conn, ctx)
         stmt = self.records.query_statement(
-            query, caller=ctx, now=self.now, conn=self.conn, binding=self.binding
+            query, caller=ctx, now=self.now, conn=self.conn, binding=binding
         )
         # counted and compared as sets (SQLite refuses an ORDER BY inside EXCEPT)
         return stmt.order_by(None)
 
-    def _count(self, stmt: Any) -> int:
-        sub = stmt.subquery()
-        return int(self.conn.execute(sa.select(sa.func.count()).select_from(sub)).scalar_one())
-
-    def user(self, ctx: SecurityContext) -> UserPreview:
-        """One user's preview. Every count of every table is a scalar subquery of one
-        statement: one round trip per user, whatever the number of tables (the counting
-        itself is index work; the round trips were most of the cost)."""
-        out = UserPreview(str(ctx.user_id), ctx.username)
-        counts: list[Any] = []
+    def _shape(self, ctx: SecurityContext, binding: UserBinding, *, shared: bool = True) -> _Shape:
+        """The counting statement of ``ctx``; ``shared``: to be run for other users too (its
+        parameters holding the sentinel are found)."""
+        scalars: list[Any] = []
 
         def count(stmt: Any) -> int:
-            counts.append(stmt)
-            return len(counts) - 1
+            scalars.append(sa.select(sa.func.count()).select_from(stmt.subquery()))
+            return len(scalars) - 1
 
-        plans: list[tuple[str, int, int | None, int | None, int | None, bool, Any]] = []
+        rows: list[_Row] = []
         for table in self.draft.order:
             tp = self.draft.plan(table)
-            mine = self._ids(self.draft, table, ctx)
-            rows = count(mine)
+            mine = self._ids(self.draft, table, ctx, binding)
+            at = count(mine)
+            files = tuple(self._file_sums(table, mine, scalars))
             before = self.current.tables.get(table) if self.current else None
             if before is None:
-                plans.append((table, rows, None, None, None, True, mine))
+                rows.append((table, at, None, None, None, True, files))
             elif before.item_hash == tp.item_hash:
-                plans.append((table, rows, None, None, None, False, mine))
+                rows.append((table, at, None, None, None, False, files))
             else:
                 assert self.current is not None
-                theirs = self._ids(self.current, table, ctx)
+                theirs = self._ids(self.current, table, ctx, binding)
                 old = count(theirs)
                 moving_in = count(sa.except_(mine, theirs))
                 moving_out = count(sa.except_(theirs, mine))
-                plans.append((table, rows, old, moving_in, moving_out, True, mine))
+                rows.append((table, at, old, moving_in, moving_out, True, files))
         gone: list[tuple[str, int]] = []
         if self.current:
             for table in self.current.order:
                 if table not in self.draft.tables:
-                    gone.append((table, count(self._ids(self.current, table, ctx))))
-        values = self._counts(counts)
-        for table, rows, old_at, in_at, out_at, changed, mine in plans:
+                    gone.append((table, count(self._ids(self.current, table, ctx, binding))))
+        statement = sa.select(*(s.scalar_subquery().label(f"c{i}") for i, s in enumerate(scalars)))
+        if not scalars:  # no table in either version: a row of nothing
+            statement = sa.select(sa.literal(0).label("none"))
+        slots, shared = self._slots(statement) if shared else ({}, False)
+        return _Shape(statement, rows, gone, self.sentinel, slots, shared)
+
+    def _slots(self, statement: sa.Select[Any]) -> tuple[dict[str, Any], bool]:
+        """The parameters of ``statement`` that hold the sentinel, and whether it is only
+        there (a whole parameter, or whole items of an IN list)."""
+        s = self.sentinel
+        texts = (str(s), s.hex)
+        compiled = statement.compile(dialect=self.conn.dialect)
+        if any(t in compiled.string for t in texts):
+            return {}, False
+        slots: dict[str, Any] = {}
+        for name, value in (compiled.construct_params() or {}).items():
+            items = list(value) if isinstance(value, (list, tuple)) else [value]
+            if any(v == s for v in items):
+                slots[name] = value
+            if any(v != s and any(t in str(v) for t in texts) for v in items):
+                return {}, False
+        return slots, True
+
+    def _preview(self, ctx: SecurityContext, shape: _Shape, values: list[int]) -> UserPreview:
+        out = UserPreview(str(ctx.user_id), ctx.username)
+        for table, rows, old_at, in_at, out_at, changed, files in shape.rows:
             n = values[rows]
             if old_at is None:
                 published = None if changed else n
@@ -296,26 +450,15 @@ class _Counter:
                     moving_in=came,
                     moving_out=went,
                     bytes=int(n * self._width(table)),
-                    file_bytes=self._file_bytes(table, mine),
+                    file_bytes=sum(values[i] for i in files),
                     changed=changed,
                 )
             )
-        for table, index in gone:
+        for table, index in shape.gone:
             old_rows = values[index]
             out.tables.append(TablePreview(table, 0, old_rows, 0, old_rows, 0, 0, True))
         out.warnings = _warnings(out)
         return out
-
-    def _counts(self, statements: list[Any]) -> list[int]:
-        """The row counts of ``statements``, in one query."""
-        if not statements:
-            return []
-        columns = [
-            sa.select(sa.func.count()).select_from(stmt.subquery()).scalar_subquery().label(f"c{i}")
-            for i, stmt in enumerate(statements)
-        ]
-        row = self.conn.execute(sa.select(*columns)).one()
-        return [int(v) for v in row]
 
     def _width(self, table: str) -> float:
         """The average size of one row of the table on the wire (travelling columns), from a
@@ -330,7 +473,9 @@ class _Counter:
             self.widths[table] = sum(sizes) / len(sizes) if sizes else 0.0
         return self.widths[table]
 
-    def _file_bytes(self, table: str, ids: sa.Select[Any]) -> int:
+    def _file_sums(self, table: str, ids: sa.Select[Any], scalars: list[Any]) -> list[int]:
+        """Sizes of the files and images the draft selects on the rows ``ids``, one summing
+        statement per column added to ``scalars``; their indexes."""
         tp = self.draft.plan(table)
         t = tp.table
         chosen = [
@@ -338,21 +483,30 @@ class _Counter:
             for c in tp.columns
             if (col := t.column(c)) is not None and col.type in (ColumnType.FILE, ColumnType.IMAGE)
         ]
-        if not chosen:
-            return 0
         sql = self.records.store.sql_table(table)
         inner = ids.subquery()
-        total = 0
+        out = []
         for name in chosen:
             files = sa.select(sql.c[name]).where(sql.c[t.primary_id].in_(sa.select(inner.c[0])))
-            total += int(
-                self.conn.execute(
-                    sa.select(sa.func.coalesce(sa.func.sum(fs_file.c.size), 0)).where(
-                        fs_file.c.fileid.in_(files)
-                    )
-                ).scalar_one()
+            scalars.append(
+                sa.select(sa.func.coalesce(sa.func.sum(fs_file.c.size), 0)).where(
+                    fs_file.c.fileid.in_(files)
+                )
             )
-        return total
+            out.append(len(scalars) - 1)
+        return out
+
+
+def _relabel(
+    ctx: SecurityContext, binding: UserBinding, user: RecordId
+) -> tuple[SecurityContext, UserBinding]:
+    """``ctx`` and ``binding`` with the user's own id replaced by ``user``."""
+    me = ctx.user_id
+    grants = {
+        k: tuple(replace(g, owner=user) if g.owner == me else g for g in v)
+        for k, v in ctx.grants.items()
+    }
+    return replace(ctx, user_id=user, grants=grants), replace(binding, user_id=user)
 
 
 def _warnings(user: UserPreview) -> list[str]:

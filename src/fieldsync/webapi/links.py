@@ -202,7 +202,9 @@ def preview_profile_action(call: Call, req: ODataRequest, table: Table, key: Key
     if not has_privilege(call.caller, table, Privilege.WRITE):
         raise Forbidden(f"previewing a profile needs Write on {PROFILE}")
     ids = None if users is None else [as_id(u) for u in users]
-    result = preview_profile(call.platform.records, pid, users=ids, sample=sample)
+    result = preview_profile(
+        call.platform.records, pid, users=ids, sample=sample, contexts=call.platform.contexts
+    )
     return ODataResponse(
         200,
         {

@@ -32,7 +32,7 @@ def preview(request: Request, profile_id: str, ctx: User, form: Posted) -> HTMLR
     users = [as_uuid(user, "user")] if user else None
     sample = _sample(form.get("sample").strip())
     try:
-        result = preview_profile(p.records, pid, users=users, sample=sample)
+        result = preview_profile(p.records, pid, users=users, sample=sample, contexts=p.contexts)
     except ProfileInvalid as exc:
         return render(request, "preview.html", status=400, profile=row, problems=list(exc.problems))
     return render(request, "preview.html", profile=row, preview=result.to_json(), sample=sample)
