@@ -8,6 +8,7 @@ from typing import Annotated
 import sqlalchemy as sa
 from fastapi import Depends, Request
 
+from fieldsync import tracing
 from fieldsync.errors import Unauthorized
 from fieldsync.platform import Platform
 from fieldsync.security.model import SecurityContext
@@ -43,6 +44,7 @@ def authenticate(request: Request) -> SecurityContext:
     """The security context of the request's bearer token (checked on every request)."""
     ctx = caller(platform(request), bearer_token(request))
     request.state.principal = ctx
+    tracing.annotate({"enduser.id": str(user_id)})
     return ctx
 
 

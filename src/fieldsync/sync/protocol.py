@@ -263,6 +263,78 @@ class UploadDone(TypedDict):
 UploadProgress: TypeAlias = UploadState | UploadDone
 
 
+# Small files in batches (``POST /sync/v1/files/batch`` and ``POST /sync/v1/files/read``): the
+# body of a batch upload, and the answer of a batch read, is a FileBatch (or FileReadAnswer)
+# on one line of JSON, a newline, then the bytes of the files it lists, back to back.
+
+FILE_BATCH_TYPE = "application/x-fieldsync-files"
+
+
+class FileBatchItem(TypedDict):
+    file: str  # the file id the device made (and put in the row)
+    table: str
+    column: str
+    name: str
+    mimetype: str
+    size: int  # its bytes follow those of the files listed before it
+    sha256: str
+
+
+class FileBatch(TypedDict):
+    files: list[FileBatchItem]  # at most 500
+
+
+class FileStored(TypedDict):
+    id: str
+    status: Literal["stored"]
+    file: FileFacts  # an image's thumbnail is null until it is made (a grant then lists it)
+
+
+class FileBatchError(TypedDict):
+    status: int  # the HTTP status the file would have had alone (400, 403, 413)
+    code: str
+    message: str
+
+
+class FileRefused(TypedDict):
+    id: str
+    status: Literal["refused", "retry"]  # refused: for good; retry: arrived damaged, send again
+    error: FileBatchError
+
+
+class FileBatchAnswer(TypedDict):
+    files: list[FileStored | FileRefused]  # one per file, in the order sent
+
+
+class FileToRead(TypedDict):
+    id: str
+    size: NotRequired[Literal["full", "thumbnail"]]  # full when not given
+
+
+class FileReadRequest(TypedDict):
+    device: str
+    app: str
+    files: list[FileToRead]  # at most 500
+
+
+class FileSent(TypedDict):
+    id: str
+    size: Literal["full", "thumbnail"]
+    status: Literal["sent"]
+    sha256: str
+    length: int  # its bytes follow those of the files sent before it
+
+
+class FileNotSent(TypedDict):
+    id: str
+    size: Literal["full", "thumbnail"]
+    status: Literal["missing", "later"]  # missing: not the user's to read; later: ask again
+
+
+class FileReadAnswer(TypedDict):
+    files: list[FileSent | FileNotSent]  # one per file asked for, in the order asked
+
+
 # -- live stream -----------------------------------------------------------------------------
 
 
