@@ -44,7 +44,7 @@ def authenticate(request: Request) -> SecurityContext:
     """The security context of the request's bearer token (checked on every request)."""
     ctx = caller(platform(request), bearer_token(request))
     request.state.principal = ctx
-    tracing.annotate({"enduser.id": str(user_id)})
+    tracing.annotate({"enduser.id": str(ctx.user_id)})
     return ctx
 
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from fieldsync import tracing
 from fieldsync.errors import FieldsyncError, MethodNotAllowed
 from fieldsync.http.bodies import read_body
 from fieldsync.http.principal import authenticate, bearer_token, caller
@@ -89,6 +90,7 @@ def _answer(
     request: Request, body: bytes, ctx: SecurityContext, reader: sa.Connection | None
 ) -> Response:
     request.state.principal = ctx
+    tracing.annotate({"enduser.id": str(ctx.user_id)})
     throttle: Throttle = request.app.state.throttle  # service protection limits
     ticket = throttle.admit(ctx.user_id)
     try:
