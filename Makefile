@@ -58,6 +58,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/security.py
 	$(PY) bench/query.py
 	$(PY) bench/sync.py
+	$(PY) bench/upload.py
 	$(PY) bench/webapi.py
 	$(PY) bench/writes.py
 	$(PY) bench/load.py

@@ -1,4 +1,4 @@
-"""A server plugin for bench/sync.py: every account update passes through Python code."""
+"""A server plugin for the benches: every account create and update passes through Python."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from fieldsync.records.plugins import PluginContext, PluginRegistry
 
 
 def register(plugins: PluginRegistry) -> None:
+    @plugins.on("account", "create", "pre-operation")
     @plugins.on("account", "update", "pre-operation")
     def normalise_phone(ctx: PluginContext) -> None:
         phone = ctx.target.get("telephone1")

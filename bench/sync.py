@@ -2,6 +2,7 @@
 
     python bench/sync.py                   # 100k and 1M rows, SQLite and PostgreSQL
     python bench/sync.py --big 0 --no-pg   # quicker: 100k rows on SQLite only
+    python bench/sync.py --filtered-only --no-limit   # only the filtered scopes at the big size
 
 For each server backend, a real ``fieldsync serve`` process on a loopback port serves a scratch
 database seeded with accounts; a device (the SDK, in a child process so its peak memory is its
@@ -314,17 +315,28 @@ def no_change(device: Any, server: Server, repeat: int = 15) -> tuple[float, flo
 def run_backend(
     name: str, url: str, scratch: Any, args: argparse.Namespace, results: dict[str, Any]
 ) -> None:
+    rows, big = args.rows, args.big
+    work = Path(tempfile.mkdtemp(prefix="fieldsync-bench-sync-"))
+    t = time.perf_counter()
+    seed(url, rows, owned=1000, narrow=0 if args.filtered_only else rows)
+    print(
+        f"[{name}] seeded {rows:,} accounts and 13-column rows in {time.perf_counter() - t:.1f} s"
+    )
+    if not args.filtered_only:
+        run_small(name, url, args, results, work)
+    if big:
+        run_filtered(name, url, scratch, args, results, work)
+
+
+def run_small(
+    name: str, url: str, args: argparse.Namespace, results: dict[str, Any], work: Path
+) -> None:
+    """Initial syncs at ``--rows``, no-change syncs, 100 changes, uploads."""
     from fieldsync.client import Device
     from fieldsync.platform import build
     from fieldsync.store.store import Store
 
-    rows, big = args.rows, args.big
-    work = Path(tempfile.mkdtemp(prefix="fieldsync-bench-sync-"))
-    t = time.perf_counter()
-    seed(url, rows, owned=1000, narrow=rows)
-    print(
-        f"[{name}] seeded {rows:,} accounts and 13-column rows in {time.perf_counter() - t:.1f} s"
-    )
+    rows = args.rows
     server = Server(url, plugin="bench_plugin")
     try:
         narrow = initial_sync(server, "narrow", work / "narrow", args.repeat)
@@ -377,39 +389,52 @@ def run_backend(
         small_dev.close()
     finally:
         server.stop()
-    if big:
-        owned = seed_more(url, rows, big, args.big_narrow)
-        server = Server(url)
-        try:
-            if args.big_narrow:
-                huge = initial_sync(server, "narrow", work / "huge-narrow")
-                results[f"{name} initial 13 cols {big}"] = huge
-                print(f"[{name}] initial sync, 13 columns, {rate(huge)}", flush=True)
+
+
+def run_filtered(
+    name: str,
+    url: str,
+    scratch: Any,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    work: Path,
+) -> None:
+    """The big scope: every account, then the technician's 2% by owner filter and by a
+    link-entity filter, against the same rows synced alone."""
+    rows, big = args.rows, args.big
+    owned = seed_more(url, rows, big, args.big_narrow)
+    server = Server(url)
+    try:
+        if args.big_narrow:
+            huge = initial_sync(server, "narrow", work / "huge-narrow")
+            results[f"{name} initial 13 cols {big}"] = huge
+            print(f"[{name}] initial sync, 13 columns, {rate(huge)}", flush=True)
+        if not args.filtered_only:
             huge = initial_sync(server, "all", work / "huge")
             results[f"{name} initial {big}"] = huge
             print(f"[{name}] initial sync, accounts, {rate(huge)}", flush=True)
-            mine = initial_sync(server, "mine", work / "big-mine", args.repeat)
-            linked = initial_sync(server, "linked", work / "big-linked", args.repeat)
-        finally:
-            server.stop()
-        assert mine["rows"] == owned == linked["rows"], (mine, linked, owned)
-        alone_url = scratch.url("alone")
-        seed(alone_url, owned, owned=owned)
-        server = Server(alone_url)
-        try:
-            alone = initial_sync(server, "mine", work / "alone", args.repeat)
-        finally:
-            server.stop()
-        share = f"{owned:,} of {big:,}"
-        results[f"{name} owner filter, {share}"] = mine
-        results[f"{name} link-entity filter, {share}"] = linked
-        results[f"{name} {owned:,} rows synced alone"] = alone
-        for label, found in (("owner filter", mine), ("link-entity filter", linked)):
-            print(
-                f"[{name}] {label}, {share} rows: {found['seconds']:.2f} s, the same rows alone "
-                f"{alone['seconds']:.2f} s: {found['seconds'] / alone['seconds']:.2f}x",
-                flush=True,
-            )
+        mine = initial_sync(server, "mine", work / "big-mine", args.repeat)
+        linked = initial_sync(server, "linked", work / "big-linked", args.repeat)
+    finally:
+        server.stop()
+    assert mine["rows"] == owned == linked["rows"], (mine, linked, owned)
+    alone_url = scratch.url("alone")
+    seed(alone_url, owned, owned=owned)
+    server = Server(alone_url)
+    try:
+        alone = initial_sync(server, "mine", work / "alone", args.repeat)
+    finally:
+        server.stop()
+    share = f"{owned:,} of {big:,}"
+    results[f"{name} owner filter, {share}"] = mine
+    results[f"{name} link-entity filter, {share}"] = linked
+    results[f"{name} {owned:,} rows synced alone"] = alone
+    for label, found in (("owner filter", mine), ("link-entity filter", linked)):
+        print(
+            f"[{name}] {label}, {share} rows: {found['seconds']:.2f} s, the same rows alone "
+            f"{alone['seconds']:.2f} s: {found['seconds'] / alone['seconds']:.2f}x",
+            flush=True,
+        )
 
 
 def seed_more(url: str, have: int, want: int, narrow: bool) -> int:
@@ -476,6 +501,11 @@ def main() -> None:
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--limits", type=Path, default=LIMITS, help="the raw limit's script")
     parser.add_argument("--no-limit", action="store_true", help="skip the raw limit")
+    parser.add_argument(
+        "--filtered-only",
+        action="store_true",
+        help="only the filtered scopes at the big size (owner and link-entity filters)",
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from conftest import FAST_HASHING
 from fieldsync.errors import NotFound, PreconditionFailed, Unauthorized
+from fieldsync.http.principal import caller
 from fieldsync.platform import Platform, build
 from fieldsync.security.context import load_context, load_contexts, user_binding, user_bindings
 from fieldsync.security.model import Privilege, SecurityContext
@@ -220,3 +221,55 @@ def _world(p: Platform) -> dict[str, RecordId]:
         "root": load_context(p.store, other).business_unit_id,
         "contact": contact,
     }
+
+
+def test_a_revoked_token_or_disabled_user_is_refused_by_the_next_request_elsewhere(
+    two: tuple[Platform, Platform],
+) -> None:
+    """The bearer token is read with the context's stamp on every request (one statement):
+    a token revoked, a session signed out or a user disabled through another process is
+    refused by the very next request, however warm the cache."""
+    a, b = two
+    tech = b.org.user("tech", roles=[b.org.role_id(BASIC_USER)])
+    token_id, api = b.auth.create_api_token(tech, "script")
+    b.auth.set_password(tech, "correct horse battery")
+    session = b.auth.sign_in("tech", "correct horse battery").access_token
+    for token in (api, session):
+        assert caller(a, token).user_id == tech
+        assert caller(a, token) is caller(a, token)  # served from the cache
+    b.auth.revoke_api_token(tech, token_id)
+    with pytest.raises(Unauthorized, match="revoked"):
+        caller(a, api)
+    assert caller(a, session).user_id == tech
+    b.auth.sign_out_everywhere(tech)
+    with pytest.raises(Unauthorized, match="revoked"):
+        caller(a, session)
+    _, api = b.auth.create_api_token(tech, "another")
+    assert caller(a, api).user_id == tech
+    b.org.set_user_enabled(tech, False)
+    with pytest.raises(Unauthorized):
+        caller(a, api)
+
+
+def test_the_user_binding_is_kept_beside_its_context(two: tuple[Platform, Platform]) -> None:
+    """The query operators' binding (the manager hierarchy below the caller and its teams) is
+    read once per context and renewed with it: a new report committed elsewhere shows in the
+    next request's binding."""
+    a, b = two
+    tech = b.org.user("tech", roles=[b.org.role_id(BASIC_USER)])
+    other = b.org.user("other", roles=[b.org.role_id(BASIC_USER)])
+    ctx = a.contexts.get(tech)
+    with a.store.read() as conn:
+        first = a.contexts.binding(ctx, conn)
+        assert first == user_binding(a.store, conn, ctx)
+        assert a.contexts.binding(ctx, conn) is first
+    assert other not in first.hierarchy
+    b.org.set_manager(other, tech)
+    now = a.contexts.get(tech)
+    assert now is not ctx
+    with a.store.read() as conn:
+        bound = a.contexts.binding(now, conn)
+        assert bound == user_binding(a.store, conn, now)
+        # a context the cache no longer holds is bound afresh
+        assert a.contexts.binding(ctx, conn) == user_binding(a.store, conn, ctx)
+    assert other in bound.hierarchy

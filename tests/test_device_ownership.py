@@ -137,6 +137,7 @@ def test_no_endpoint_takes_another_users_device(world: World) -> None:
         ("/sync/v1/download", {**device, "cursors": {"workorder": None}}),
         ("/sync/v1/upload", {**device, "changes": [change]}),
         ("/sync/v1/files/grants", {**device, "files": [str(uuid.uuid4())]}),
+        ("/sync/v1/files/read", {**device, "files": [{"id": str(uuid.uuid4())}]}),
     ]
     for path, body in attempts:
         assert refused(attacker.post(path, json=body)) == NOT_YOURS, path

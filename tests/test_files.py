@@ -20,7 +20,7 @@ from PIL import Image
 import fieldsync.client.files as device_files
 import s3_server
 from fieldsync.client import Offline
-from fieldsync.errors import PayloadTooLarge, PluginError
+from fieldsync.errors import BadRequest, PayloadTooLarge, PluginError
 from fieldsync.files.blobs import BlobStore, LocalBlobs, S3Blobs, open_blobs
 from fieldsync.files.service import FileLimits, Files
 from fieldsync.offline.snapshot import Distribution, ItemSnapshot
@@ -79,7 +79,7 @@ def world(
     )
     files: Files = w.app.state.files
     files.limits = FileLimits(chunk_bytes=CHUNK)  # small chunks keep the tests small
-    monkeypatch.setattr(device_files, "CHUNK", CHUNK)
+    monkeypatch.setattr(device_files, "SMALL", CHUNK)  # larger files go in chunks
     return w
 
 
@@ -209,7 +209,7 @@ def test_a_broken_download_resumes_mid_file(world: World) -> None:
     faults.seen.clear()
     reader.fetch_files()
     ranges = [r.headers.get("range") for r in faults.seen if r.method == "GET"]
-    assert ranges[0] == f"bytes={CHUNK // 2 + 7}-{CHUNK // 2 + 7 + CHUNK - 1}"
+    assert ranges == [f"bytes={CHUNK // 2 + 7}-{len(data) - 1}"]  # the rest, in one read
     assert reader.file_path("workorder", wo, "servicereport").read_bytes() == data  # type: ignore[union-attr]
 
 
@@ -598,3 +598,65 @@ def test_a_blob_store_keeps_its_contract(blob_store: BlobStore) -> None:
     with pytest.raises(ValueError, match="sha256"):
         blob_store.size("../../etc/passwd")
     assert isinstance(blob_store, (LocalBlobs, S3Blobs))
+
+
+def test_chunks_taken_by_several_server_processes_are_verified_whole(world: World) -> None:
+    """Each process keeps the hash of the chunks it took only while no other chunk was stored
+    since (the upload's stamp): an upload whose chunks went to two processes is read again
+    and hashed at the end, one whose chunks all came to one process is not."""
+    here: Files = world.app.state.files
+    there = Files(here.records, here.blobs, here.limits)  # another server process
+    ctx = world.ctx("tech1")
+    data = os.urandom(3 * CHUNK + 17)
+    reads: list[uuid.UUID] = []
+    kind = type(here.blobs)
+    staged, commit = kind.staged, kind.commit
+    committing = [False]
+
+    def counting(self: Any, upload: uuid.UUID, length: int) -> Iterator[bytes]:
+        if not committing[0]:  # S3 streams the staged parts into the blob: not a check
+            reads.append(upload)
+        return staged(self, upload, length)
+
+    def commits(self: Any, upload: uuid.UUID, digest: str) -> None:
+        committing[0] = True
+        try:
+            commit(self, upload, digest)
+        finally:
+            committing[0] = False
+
+    def upload(processes: list[Files], payload: bytes, declared: bytes) -> dict[str, Any]:
+        state = here.begin(
+            ctx,
+            table="workorder",
+            column="servicereport",
+            name="a.bin",
+            size=len(payload),
+            sha256=hashlib.sha256(declared).hexdigest(),
+            file_id=uuid.uuid4(),
+        )
+        for i, start in enumerate(range(0, len(payload), CHUNK)):
+            piece = payload[start : start + CHUNK]
+            service = processes[i % len(processes)]
+            hashed = service.chunk_hash(state["upload"], start)
+            hashed.update(piece)
+            state = service.append(ctx, state["upload"], start=start, data=piece, hashed=hashed)
+        return state
+
+    kind.staged, kind.commit = counting, commits  # type: ignore[method-assign]
+    try:
+        done = upload([here], data, data)
+        assert done["file"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert reads == []  # every chunk came here: no second reading
+        done = upload([here, there], data[::-1], data[::-1])
+        assert done["file"]["sha256"] == hashlib.sha256(data[::-1]).hexdigest()
+        assert len(reads) == 1  # read and hashed again at the end
+        # bytes that match each chunk but not the declared file are refused either way
+        with pytest.raises(BadRequest, match="declared"):
+            upload([here], data[1:] + b"!", data)
+        with pytest.raises(BadRequest, match="declared"):
+            upload([there, here], data[1:] + b"?", data)
+    finally:
+        kind.staged, kind.commit = staged, commit  # type: ignore[method-assign]
+    assert len(file_rows(world)) == 2
+    assert blobs(world) == {hashlib.sha256(d).hexdigest() for d in (data, data[::-1])}

@@ -9,8 +9,10 @@ import queue
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -19,8 +21,11 @@ import pytest
 from fieldsync.client import Device
 from fieldsync.client.live import LiveSync, backoff, events
 from fieldsync.platform import Platform
+from fieldsync.security.context import load_context
+from fieldsync.security.model import Privilege
+from fieldsync.security.roles import BASIC_USER
 from fieldsync.server.live import LiveHub, _interest
-from fieldsync.store.notify import Touch
+from fieldsync.store.notify import ALL_TABLES, Touch, TouchBatch
 from fieldsync.types import EntityRef
 from sync_world import PASSWORD, World, serving
 
@@ -156,6 +161,27 @@ def test_the_stream_authenticates_and_checks_the_app(world: World, served: str) 
     assert "offline" in refused.json()["error"]["message"]
 
 
+def test_the_stream_checks_the_device_it_names(world: World, served: str) -> None:
+    mine, theirs = world.device("tech1"), world.device("tech2")
+    mine.close()
+    theirs.close()
+    headers = {"Authorization": f"Bearer {token(served, 'tech1')}"}
+
+    def status(device: str) -> int:
+        params = {"app": "fieldservice", "device": device}
+        with httpx.stream(
+            "GET", f"{served}/sync/v1/live", params=params, headers=headers, timeout=10.0
+        ) as response:
+            if response.status_code == 200:
+                assert next(events(response.iter_lines()))[0] == "ready"
+            return response.status_code
+
+    assert status("no!") == 400
+    assert status(theirs.device_id) == 403  # another user's device
+    assert status(uuid.uuid4().hex) == 403  # never registered: handshake first
+    assert status(mine.device_id) == 200
+
+
 def test_the_stream_ends_with_bye_and_keeps_alive(world: World) -> None:
     hub: LiveHub = world.app.state.live
     hub.keepalive, hub.max_seconds = 0.1, 0.5
@@ -247,3 +273,69 @@ def test_device_live_reconnects_with_backoff_then_syncs_on_notice(
         stop.set()
         thread.join(10)
         device.close()
+
+
+def test_the_hub_tells_exactly_the_groups_a_brute_force_check_tells(world: World) -> None:
+    """Many streams over many users: the fan-out's index finds every group that may read a
+    change and checks few others; each stream hears what its interest's own check says."""
+    org, r = world.platform.org, world.platform.records
+    basic = org.role_id(BASIC_USER)
+    own = org.role(
+        "Own work",
+        privileges={
+            t: {"read": "user", "write": "user"} for t in ("account", "contact", "workorder")
+        },
+    )
+    users = dict(world.users)
+    units = {"tech1": world.unit, "tech2": world.unit, "tech3": world.other_unit}
+    for i in range(12):
+        units[f"own{i}"] = unit = world.unit if i % 2 else world.other_unit
+        users[f"own{i}"] = org.user(f"own{i}", business_unit=unit, roles=[basic, own])
+    shared = r.create(
+        "account", {"name": "Shared", "ownerid": EntityRef("systemuser", users["own0"])}
+    )
+    r.share("account", shared, EntityRef("systemuser", users["own1"]), [Privilege.READ])
+    hub = LiveHub(world.platform.store)
+    subs: dict[str, list[Any]] = {}
+    interests = {}
+    for name, uid in users.items():
+        ctx = load_context(world.platform.store, uid)
+        interests[name] = interest = _interest(world.sync, ctx, "fieldservice")
+        subs[name] = [hub.subscribe(interest) for _ in range(3)]
+    assert hub.connected == 3 * len(users)
+    assert hub.tables["account"].open  # own1's shares cannot be told by owner: always checked
+
+    def image(owner: str) -> dict[str, Any]:
+        return {"ownerid": users[owner], "owningbusinessunit": units[owner]}
+
+    stranger = {"ownerid": uuid.uuid4(), "owningbusinessunit": uuid.uuid4()}
+    cases = [
+        [Touch("account", (image("own4"),))],
+        [Touch("workorder", (image("own3"), image("own0")))],  # moved between owners
+        [Touch("contact", (stranger,))],
+        [Touch("contact", ({"ownerid": users["own5"]},))],  # no business unit in the image
+        [Touch("account", known=False)],
+        [Touch("principalobjectaccess")],
+        [Touch("systemuser", (image("own4"),))],
+        [Touch("account", (stranger,)), Touch("workorder", (image("tech3"),))],
+        [Touch(ALL_TABLES, known=False)],
+    ]
+    for touches in cases:
+        for group in subs.values():
+            for sub in group:
+                sub.pending = None
+        hub.checks = 0
+        hub.fan_out(TouchBatch(1, tuple(touches)))
+        for name, group in subs.items():
+            expected = interests[name].notice(touches)
+            for sub in group:
+                assert (sub.pending or set()) == expected, (name, touches)
+        if touches == [Touch("account", (image("own4"),))]:
+            # own4 by owner, North's business-unit readers, own1 for its share: not everyone
+            assert hub.checks < len(users) - 4
+    for group in subs.values():
+        for sub in group:
+            hub.unsubscribe(sub)
+    assert hub.connected == 0
+    assert not hub.groups
+    assert not hub.tables

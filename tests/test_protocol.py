@@ -20,7 +20,7 @@ from fieldsync.types import EntityRef
 from sync_world import PASSWORD, World
 
 REQUESTS = {
-    "/sync/v1/handshake": (p.HandshakeRequest, p.HandshakeAnswer),
+    "/sync/v1/handshake": (p.HandshakeRequest, p.HandshakeResult),
     "/sync/v1/download": (p.DownloadRequest, p.DownloadAnswer),
     "/sync/v1/upload": (p.UploadRequest, p.UploadAnswer),
     "/sync/v1/inventory": (p.InventoryRequest, p.InventoryAnswer),
@@ -162,3 +162,116 @@ def test_the_checker_finds_what_differs() -> None:
     assert conforms(p.ChangeApplied, missing) == ["$.record: missing"]
     assert conforms(p.UploadAnswer, {"results": [{**good, "status": "done"}]}) != []
     assert conforms(p.DownloadRequest, {"device": "d", "app": "a", "cursors": {"t": None}}) == []
+
+
+class FileRecorder(httpx.BaseTransport):
+    """The file calls of a sync, with the JSON of each body (a batch's first line)."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+        self.seen: list[tuple[str, str, int, Any, Any]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        sent = request.read()
+        response = self.inner.handle_request(request)
+        body = response.read()
+        path = request.url.path
+        if path.startswith("/sync/v1/files/"):
+            kind = path.removeprefix("/sync/v1/files/").split("/")[0]
+            if request.method == "PUT" or path == "/sync/v1/files/batch":
+                sent = sent.partition(b"\n")[0] if path.endswith("/batch") else b""
+            if path == "/sync/v1/files/read" or request.method == "GET":
+                body = body.partition(b"\n")[0] if path.endswith("/read") else b""
+            self.seen.append(
+                (
+                    request.method,
+                    kind,
+                    response.status_code,
+                    orjson.loads(sent) if sent else None,
+                    orjson.loads(body) if body else None,
+                )
+            )
+        return response
+
+
+FILE_CALLS = {
+    ("POST", "uploads"): (p.UploadBegin, p.UploadProgress),
+    ("PUT", "uploads"): (None, p.UploadProgress),
+    ("POST", "batch"): (p.FileBatch, p.FileBatchAnswer),
+    ("POST", "grants"): (p.GrantRequest, p.GrantAnswer),
+    ("POST", "read"): (p.FileReadRequest, p.FileReadAnswer),
+}
+
+
+def test_the_types_describe_every_file_call(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from PIL import Image
+
+    import fieldsync.client.files as device_files
+    from fieldsync.files.batch import MEDIA_TYPE
+
+    assert p.FILE_BATCH_TYPE == MEDIA_TYPE == device_files.BATCH_TYPE
+    monkeypatch.setattr(device_files, "SMALL", 64 * 1024)  # larger files go in chunks
+    world.app.state.files.limits = world.app.state.files.limits.__class__(chunk_bytes=64 * 1024)
+    world.profile = file_profile()
+    r = world.platform.records
+    owner = EntityRef("systemuser", world.users["tech1"])
+    acc = r.create("account", {"name": "Contoso", "ownerid": owner})
+    orders = [
+        r.create("workorder", {"name": f"Job {i}", "serviceaccountid": acc, "ownerid": owner})
+        for i in range(3)
+    ]
+    recorder = FileRecorder(world.transport())
+    device = Device.login(
+        tmp_path / "device",
+        server="http://testserver",
+        username="tech1",
+        password=PASSWORD,
+        app="fieldservice",
+        transport=recorder,
+    )
+    device.sync()
+    out = io.BytesIO()
+    Image.new("RGB", (50, 50), (10, 20, 30)).save(out, "PNG")
+    device.attach("workorder", orders[0], "sitephoto", out.getvalue(), "p.png")
+    device.attach("workorder", orders[1], "servicereport", b"small report", "r.txt")
+    device.attach("workorder", orders[2], "servicereport", b"x" * (200 * 1024), "big.bin")
+    device.sync()
+    other = Device.login(
+        tmp_path / "other",
+        server="http://testserver",
+        username="tech1",
+        password=PASSWORD,
+        app="fieldservice",
+        transport=recorder,
+    )
+    other.sync()
+    kinds = set()
+    for method, kind, status, sent, answer in recorder.seen:
+        assert status < 400, (method, kind, answer)
+        if method == "GET":
+            continue
+        kinds.add((method, kind))
+        request_type, answer_type = FILE_CALLS[(method, kind)]
+        if request_type is not None:
+            assert conforms(request_type, sent) == [], (method, kind)
+        assert conforms(answer_type, answer) == [], (method, kind)
+    assert kinds == set(FILE_CALLS)
+
+
+def file_profile() -> Any:
+    from fieldsync.offline.snapshot import Distribution, ItemSnapshot
+    from sync_world import field_profile
+
+    return field_profile(
+        workorder=ItemSnapshot(
+            "workorder",
+            Distribution.OTHER,
+            owned_by_me=True,
+            file_columns=("servicereport",),
+            image_columns=("sitephoto",),
+        )
+    )

@@ -4,12 +4,24 @@ table a query touches."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 
 from fieldsync.errors import Forbidden, QueryError
 from fieldsync.platform import Platform
-from fieldsync.query.ast import Condition, Link, LinkFilter, LinkType, Op, Order, Query
+from fieldsync.query.ast import (
+    Condition,
+    Link,
+    LinkFilter,
+    LinkType,
+    Node,
+    Not,
+    Op,
+    Or,
+    Order,
+    Query,
+)
 from fieldsync.security.context import load_context
 from fieldsync.security.roles import BASIC_USER
 from fieldsync.types import EntityRef
@@ -89,6 +101,41 @@ def test_link_filters_in_queries(platform: Platform, data: dict[str, object]) ->
     assert accounts(LinkType.NOT_ALL, True) == ["A1", "A2"]
     assert accounts(LinkType.ANY, False) == ["A1", "A2"]
     assert accounts(LinkType.NOT_ANY, False) == ["A3"]
+
+
+def test_link_filters_are_set_lookups_and_null_keys_stay_false(
+    platform: Platform, data: dict[str, object]
+) -> None:
+    """A link filter selects the related keys once (``IN (SELECT …)``, no correlated EXISTS
+    per row) and keeps EXISTS's two values: a NULL lookup on either side is never unknown,
+    so NOT of it holds."""
+    r = platform.records
+    # Alice and Bob have no parent customer: related rows whose key is NULL, which must not
+    # make NOT IN unknown for every account
+    r.create("contact", {"lastname": "Carol", "parentcustomerid": EntityRef("account", data["a1"])})
+
+    def accounts(node: Node) -> list[object]:
+        return sorted(names(r.query(Query("account", filter=node))))
+
+    parent = Link("contact", "parentcustomerid", "accountid")
+    assert accounts(LinkFilter(parent)) == ["A1"]
+    assert accounts(Not(LinkFilter(parent))) == ["A2", "A3"]
+    assert accounts(LinkFilter(replace(parent, type=LinkType.NOT_ANY))) == ["A2", "A3"]
+    # A3 has no primary contact: the link is false for it, and its negation true
+    alice = Link(
+        "contact", "contactid", "primarycontactid", filter=Condition("lastname", Op.EQ, "alice")
+    )
+    assert accounts(LinkFilter(alice)) == ["A1"]
+    assert accounts(Not(LinkFilter(alice))) == ["A2", "A3"]
+    assert accounts(Or((Not(LinkFilter(alice)), Condition("name", Op.EQ, "A1")))) == [
+        "A1",
+        "A2",
+        "A3",
+    ]
+    with platform.store.read() as conn:
+        sql = str(r.query_statement(Query("account", filter=LinkFilter(parent)), conn=conn))
+    assert "EXISTS" not in sql.upper()
+    assert "IN (SELECT contact.parentcustomerid" in sql
 
 
 def test_joins_never_reveal_unreadable_rows(platform: Platform, data: dict[str, object]) -> None:

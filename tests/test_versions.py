@@ -439,11 +439,11 @@ def test_the_upgrade_moves_an_older_database_to_the_sequence_in_place(
         conn.exec_driver_sql("DELETE FROM fs_meta WHERE key = 'version_lock_space'")
         if store.dialect == "postgresql":
             conn.exec_driver_sql("DROP SEQUENCE fs_version_seq")
-        conn.exec_driver_sql("DELETE FROM fs_migration WHERE name = '0006_version_sequence'")
+        conn.exec_driver_sql("DELETE FROM fs_migration WHERE name = '0007_version_sequence'")
     store.reload_schema()
     assert not store.clock.sequenced
     older = records.create("account", {"name": "older"})  # the counter, as before
-    assert store.upgrade() == ["0006_version_sequence"]
+    assert store.upgrade() == ["0007_version_sequence"]
     assert store.upgrade() == []
     assert store.clock.sequenced == (store.dialect == "postgresql")
     after = records.create("account", {"name": "after"})

@@ -95,6 +95,12 @@ def main() -> None:
 )
 @click.option("--ssl-certfile", default=None, help="Serve HTTPS with this certificate (PEM).")
 @click.option("--ssl-keyfile", default=None, help="The private key of --ssl-certfile (PEM).")
+@click.option(
+    "--traces",
+    is_flag=True,
+    default=None,
+    help="Send OpenTelemetry traces (the otel extra; OTEL_* variables say where).",
+)
 def serve(
     data_dir: str | None,
     database_url: str | None,
@@ -104,6 +110,7 @@ def serve(
     log_level: str | None,
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
+    traces: bool | None,
 ) -> None:
     """Run the server (upgrades the database schema first)."""
     import uvicorn
@@ -111,7 +118,12 @@ def serve(
     from fieldsync.server.app import create_app
 
     settings = _settings(
-        data_dir=data_dir, database_url=database_url, host=host, port=port, log_level=log_level
+        data_dir=data_dir,
+        database_url=database_url,
+        host=host,
+        port=port,
+        log_level=log_level,
+        traces=traces or None,
     )
     if plugins:
         settings = Settings(**{**settings.__dict__, "plugins": settings.plugins + plugins})

@@ -18,6 +18,10 @@ def _default_data_dir() -> str:
     return str(Path(base) / "fieldsync")
 
 
+BOOLEANS = {"1": True, "true": True, "yes": True, "on": True}
+BOOLEANS |= {"0": False, "false": False, "no": False, "off": False, "": False}
+
+
 def setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
@@ -89,6 +93,11 @@ class Settings:
         "host:port to serve Prometheus metrics on without a token, for a scraper on a private "
         "network (default: only /metrics, for administrators' tokens)",
     )
+    traces: bool = setting(
+        False,
+        "send OpenTelemetry traces (needs the otel extra; where to: the OTEL_* variables, "
+        "e.g. OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
     max_request_mb: int = setting(
         16, "the largest request body of the Web API, sync and administration endpoints, in MB"
     )
@@ -147,6 +156,13 @@ def _parse(name: str, kind: Any, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigurationError(f"FIELDSYNC_{name.upper()} must be an integer") from None
+    if kind in (bool, "bool"):
+        value = raw.strip().lower()
+        if value not in BOOLEANS:
+            raise ConfigurationError(
+                f"FIELDSYNC_{name.upper()} must be 1, true, yes, on, 0, false, no or off"
+            )
+        return BOOLEANS[value]
     if kind in ("tuple[str, ...]",) or name == "plugins":
         return tuple(p.strip() for p in raw.split(",") if p.strip())
     return raw

@@ -47,6 +47,9 @@ from typing import Any, ClassVar
 class FieldsyncError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "0x80040216"
+    # the row of a batched write it was raised for, when the write knows: a caller that
+    # sent many rows can set that one aside and write the others
+    row_id: Any = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)

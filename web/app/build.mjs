@@ -28,12 +28,19 @@ const common = {
   absWorkingDir: join(root, "web"),
   logLevel: /** @type {const} */ ("warning"),
 };
-await build({ ...common, entryPoints: [join(here, "src", "main.js")], outfile: join(out, "app.js") });
+// the page and the engine's worker in one build, split: the page's bundle holds the app and
+// the proxy to the worker; the engine (and SQLite's JavaScript) is in a chunk that only the
+// worker loads (the page reaches it only through index.js's dynamic import for node)
 await build({
   ...common,
-  entryPoints: [require.resolve("@fieldsync/device/worker")],
-  outfile: join(out, "engine-worker.js"),
-  // sqlite3.wasm is fetched next to the worker (new URL(..., import.meta.url)), not inlined
+  entryPoints: [
+    { in: join(here, "src", "main.js"), out: "app" },
+    { in: require.resolve("@fieldsync/device/worker"), out: "engine-worker" },
+  ],
+  outdir: out,
+  splitting: true,
+  chunkNames: "chunk-[hash]",
+  // sqlite3.wasm is fetched next to the chunk that loads it (new URL(..., import.meta.url)), not inlined
   loader: { ".wasm": "file" },
 });
 copyFileSync(join(sqliteDir, "dist", "sqlite3.wasm"), join(out, "sqlite3.wasm"));
@@ -47,7 +54,7 @@ for (const name of readdirSync(join(here, "icons")).sort()) {
 const sqliteVersion = JSON.parse(readFileSync(join(sqliteDir, "package.json"), "utf8")).version;
 const notice = readFileSync(join(sqliteDir, "dist", "index.mjs"), "utf8").match(/\/\* @preserve[\s\S]*?\*\//)?.[0];
 const licenses = [
-  "Third-party software in this directory (bundled into engine-worker.js, and sqlite3.wasm).",
+  "Third-party software in this directory (bundled into the engine's chunk that engine-worker.js loads, and sqlite3.wasm).",
   "",
   `== @sqlite.org/sqlite-wasm ${sqliteVersion}: the SQLite WebAssembly build ==`,
   "SQLite is in the public domain. The package is published under the Apache License 2.0",

@@ -25,6 +25,7 @@ import mimetypes
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,11 @@ from fieldsync.schema.model import ColumnType
 
 log = logging.getLogger(__name__)
 
-CHUNK = 4 * 1024 * 1024
 GRANT_BATCH = 500
+SMALL = 1024 * 1024  # a file this small travels in a batch with others, both ways
+BATCH_BYTES = 4 * 1024 * 1024  # the bytes of one batch, at most
+BATCH_FILES = 500
+BATCH_TYPE = "application/x-fieldsync-files"
 FILE_TYPES = (ColumnType.FILE, ColumnType.IMAGE)
 
 TABLES = (
@@ -74,6 +78,7 @@ class DeviceFiles:
         self.outbox = outbox
         self.reader = reader
         self.root = root
+        self.batches = True  # False once a server without the batch endpoints said so
         with self.replica.write() as conn:
             for statement in TABLES:
                 conn.execute(statement)
@@ -86,19 +91,26 @@ class DeviceFiles:
     def _partial(self, digest: str) -> Path:
         return self.root / "partial" / digest
 
+    def _have(self, digest: str, size: int | None) -> bool:
+        """Whether a blob is here whole (a torn one has the wrong size)."""
+        try:
+            return self.blob(digest).stat().st_size == int(size or 0)
+        except FileNotFoundError:
+            return False
+
     # -- which files the replica references -----------------------------------------------
 
-    def _columns(self) -> Iterator[tuple[str, str]]:
+    def _columns(self, types: tuple[ColumnType, ...] = FILE_TYPES) -> Iterator[tuple[str, str]]:
         for name, columns in self.replica.columns.items():
             t = self.replica.schema.table(name)
             for c in columns:
                 col = t.column(c)
-                if col is not None and col.type in FILE_TYPES:
+                if col is not None and col.type in types:
                     yield name, c
 
-    def _in_rows(self, conn: Connection) -> set[str]:
+    def _in_rows(self, conn: Connection, types: tuple[ColumnType, ...] = FILE_TYPES) -> set[str]:
         found: set[str] = set()
-        for table, column in self._columns():
+        for table, column in self._columns(types):
             c = quote(column)
             rows = conn.execute(f"SELECT {c} FROM {quote(table)} WHERE {c} IS NOT NULL")
             found |= {str(uuid.UUID(v)) for (v,) in rows}
@@ -213,8 +225,9 @@ class DeviceFiles:
             "mimetype": found["mimetype"],
             "size": found["size"],
             "sha256": found["sha256"],
-            "available": self.blob(found["sha256"]).exists(),
-            "thumbnail": found["thumbnail"] is not None and self.blob(found["thumbnail"]).exists(),
+            "available": self._have(found["sha256"], found["size"]),
+            "thumbnail": found["thumbnail"] is not None
+            and self._have(found["thumbnail"], found["thumbnailsize"]),
         }
 
     def path(
@@ -240,7 +253,8 @@ class DeviceFiles:
     # -- upload -------------------------------------------------------------------------
 
     def upload_pending(self, http: BytesTransport) -> int:
-        """Send every queued file; returns how many finished."""
+        """Send every queued file (small ones in batches, large ones in chunks); returns how
+        many finished."""
         with self.replica.read() as conn:
             queued = conn.execute(
                 "SELECT u.fileid, u.tablename, u.columnname, f.sha256, f.name, f.mimetype, "
@@ -248,7 +262,20 @@ class DeviceFiles:
                 "ORDER BY u.fileid"
             ).fetchall()
         done = 0
-        for q in queued:
+        small = [q for q in queued if int(q["size"]) <= SMALL]
+        one_by_one = [q for q in queued if int(q["size"]) > SMALL]
+        if small and self.batches:
+            try:
+                done += self._upload_batches(http, small)
+            except ServerError as exc:
+                if exc.status not in (404, 405, 413):
+                    raise
+                # a server from before batches, or one that takes smaller bodies: one by one
+                self.batches = exc.status == 413
+                one_by_one += small
+        else:
+            one_by_one += small
+        for q in one_by_one:
             try:
                 answer = self._upload_one(http, q)
             except ServerError as exc:
@@ -257,19 +284,83 @@ class DeviceFiles:
                 # refused for good (too large, not an image, …): the change that references
                 # it is rejected by the server and becomes a sync error
                 log.warning("file %s was refused: %s", q["fileid"], exc.message)
-                with self.replica.write() as conn:
-                    conn.execute("DELETE FROM _fs_file_upload WHERE fileid = ?", (q["fileid"],))
+                self._settle([], [q["fileid"]])
                 continue
-            info = answer["file"]
-            thumb = info.get("thumbnail") or {}
-            with self.replica.write() as conn:
-                conn.execute(
-                    "UPDATE _fs_file SET thumbnail = ?, thumbnailsize = ? WHERE fileid = ?",
-                    (thumb.get("sha256"), thumb.get("size"), q["fileid"]),
-                )
-                conn.execute("DELETE FROM _fs_file_upload WHERE fileid = ?", (q["fileid"],))
+            self._settle([(q["fileid"], answer["file"])], [])
             done += 1
         return done
+
+    def _settle(self, stored: list[tuple[str, dict[str, Any]]], dropped: list[str]) -> None:
+        """Take uploaded files (with the facts the server answered) and refused ones off the
+        queue, in one transaction."""
+        if not stored and not dropped:
+            return
+        with self.replica.write() as conn:
+            for fid, info in stored:
+                thumb = info.get("thumbnail") or {}
+                conn.execute(
+                    "UPDATE _fs_file SET thumbnail = ?, thumbnailsize = ? WHERE fileid = ?",
+                    (thumb.get("sha256"), thumb.get("size"), fid),
+                )
+            gone = [fid for fid, _ in stored] + dropped
+            for part in chunks(gone):
+                conn.execute(f"DELETE FROM _fs_file_upload WHERE fileid IN ({marks(part)})", part)
+
+    def _upload_batches(self, http: BytesTransport, queued: list[Any]) -> int:
+        """Send small files many to a request (``POST /sync/v1/files/batch``)."""
+        done = 0
+        for group in _groups(queued, lambda q: int(q["size"])):
+            listed: list[dict[str, Any]] = []
+            pieces: list[bytes] = []
+            sent: list[Any] = []
+            dropped: list[str] = []
+            for q in group:
+                data = self._read_blob(q["sha256"], int(q["size"]))
+                if data is None:  # the local copy is gone or damaged: it cannot be sent
+                    log.warning("file %s is damaged on this device: not uploaded", q["fileid"])
+                    dropped.append(q["fileid"])
+                    continue
+                listed.append(
+                    {
+                        "file": q["fileid"],
+                        "table": q["tablename"],
+                        "column": q["columnname"],
+                        "name": q["name"],
+                        "mimetype": q["mimetype"],
+                        "size": q["size"],
+                        "sha256": q["sha256"],
+                    }
+                )
+                pieces.append(data)
+                sent.append(q)
+            stored: list[tuple[str, dict[str, Any]]] = []
+            if listed:
+                body = b"".join([orjson.dumps({"files": listed}), b"\n", *pieces])
+                answer = http.send_bytes(
+                    "POST", "/sync/v1/files/batch", body, {"Content-Type": BATCH_TYPE}
+                )
+                for q, result in zip(sent, answer["files"], strict=True):
+                    if result["status"] == "stored":
+                        stored.append((q["fileid"], result["file"]))
+                    elif result["status"] == "refused":  # for good, as in upload_pending
+                        log.warning(
+                            "file %s was refused: %s", q["fileid"], result["error"]["message"]
+                        )
+                        dropped.append(q["fileid"])
+                    # "retry": damaged on the way, sent again at the next sync
+            self._settle(stored, dropped)
+            done += len(stored)
+        return done
+
+    def _read_blob(self, digest: str, size: int) -> bytes | None:
+        """A local blob's bytes if they are whole (their size and sha256), else None."""
+        try:
+            data = self.blob(digest).read_bytes()
+        except FileNotFoundError:
+            return None
+        if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
+            return None
+        return data
 
     def _upload_one(self, http: BytesTransport, q: Any) -> dict[str, Any]:
         state: dict[str, Any] = http.call(
@@ -286,26 +377,47 @@ class DeviceFiles:
             },
         )
         path = self.blob(q["sha256"])
-        with path.open("rb") as f:
-            while not state["complete"]:
-                at = int(state["received"])
-                f.seek(at)
-                piece = f.read(int(state["chunk_size"]))
-                digest = hashlib.sha256(piece).digest()
-                headers = {
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"bytes {at}-{at + len(piece) - 1}/{q['size']}",
-                    "Content-Digest": f"sha-256=:{base64.b64encode(digest).decode()}:",
-                }
-                upload = state["upload"]
-                try:
-                    state = http.send_bytes(
-                        "PUT", f"/sync/v1/files/uploads/{upload}", piece, headers
-                    )
-                except ServerError as exc:
-                    if exc.status != 416:
-                        raise
-                    state = http.call("GET", f"/sync/v1/files/uploads/{upload}")
+        size = int(q["size"])
+        fd = os.open(path, os.O_RDONLY)
+
+        def prepare(at: int, length: int) -> tuple[int, bytes, bytes]:
+            piece = os.pread(fd, min(length, size - at), at)
+            return at, piece, hashlib.sha256(piece).digest()
+
+        # the next chunk is read and hashed while the server takes this one
+        with ThreadPoolExecutor(1) as pool:
+            try:
+                ahead: Future[tuple[int, bytes, bytes]] | None = None
+                while not state["complete"]:
+                    at, length = int(state["received"]), int(state["chunk_size"])
+                    ready = ahead.result() if ahead is not None else None
+                    if ready is None or ready[0] != at or len(ready[1]) > length:
+                        ready = prepare(at, length)
+                    _, piece, digest = ready
+                    done = at + len(piece)
+                    ahead = pool.submit(prepare, done, length) if done < size else None
+                    headers = {
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"bytes {at}-{done - 1}/{size}",
+                        "Content-Digest": f"sha-256=:{base64.b64encode(digest).decode()}:",
+                    }
+                    upload = state["upload"]
+                    try:
+                        state = http.send_bytes(
+                            "PUT", f"/sync/v1/files/uploads/{upload}", piece, headers
+                        )
+                    except ServerError as exc:
+                        if exc.status != 416:
+                            raise
+                        state = http.call("GET", f"/sync/v1/files/uploads/{upload}")
+                if ahead is not None:
+                    ahead.result()  # not left reading a closed file
+            finally:
+                if ahead is not None:
+                    ahead.cancel()
+                    with contextlib.suppress(Exception):
+                        ahead.result()
+                os.close(fd)
         return state
 
     # -- fetch --------------------------------------------------------------------------
@@ -318,11 +430,14 @@ class DeviceFiles:
             wanted = self._in_rows(conn)
             known = {r["fileid"]: r for r in conn.execute("SELECT * FROM _fs_file")}
             queued = {r[0] for r in conn.execute("SELECT fileid FROM _fs_file_upload")}
+            images = self._in_rows(conn, (ColumnType.IMAGE,))
 
         def missing(row: Any) -> bool:
-            if not self.blob(row["sha256"]).exists():
+            if not self._have(row["sha256"], row["size"]):
                 return True
-            return row["thumbnail"] is not None and not self.blob(row["thumbnail"]).exists()
+            if row["thumbnail"] is None:  # an image's thumbnail may be made after its upload
+                return row["fileid"] in images
+            return not self._have(row["thumbnail"], row["thumbnailsize"])
 
         ask = sorted(f for f in wanted if f not in queued and (f not in known or missing(known[f])))
         tickets: dict[str, str] = {}
@@ -333,11 +448,20 @@ class DeviceFiles:
         jobs: dict[str, tuple[str, str, int]] = {}  # digest -> (file id, size kind, bytes)
         for fid in tickets:
             row = rows[fid]
-            if not self.blob(row["sha256"]).exists():
+            if not self._have(row["sha256"], row["size"]):
                 jobs.setdefault(row["sha256"], (fid, "full", int(row["size"])))
             thumb = row["thumbnail"]
-            if thumb is not None and not self.blob(thumb).exists():
+            if thumb is not None and not self._have(thumb, row["thumbnailsize"]):
                 jobs.setdefault(thumb, (fid, "thumbnail", int(row["thumbnailsize"] or 0)))
+        if self.batches:
+            small = {d: j for d, j in jobs.items() if j[2] <= SMALL}
+            try:
+                self._fetch_batches(http, small, report, progress, len(jobs))
+                jobs = {d: j for d, j in jobs.items() if d not in small}
+            except ServerError as exc:
+                if exc.status not in (404, 405):
+                    raise
+                self.batches = False  # a server from before batches: one file at a time
         for digest, (fid, kind, size) in jobs.items():
             try:
                 got = self._download(http, fid, tickets, kind, digest, size)
@@ -349,9 +473,63 @@ class DeviceFiles:
             report.downloaded += 1
             report.bytes += got
             if progress is not None:
-                progress(report.downloaded, len(jobs))
+                progress(report.downloaded, report.downloaded + len(jobs))
         report.removed = self.sweep()
         return report
+
+    def _fetch_batches(
+        self,
+        http: BytesTransport,
+        jobs: dict[str, tuple[str, str, int]],
+        report: FileReport,
+        progress: Callable[[int, int], None] | None,
+        total: int,
+    ) -> None:
+        """Fetch small blobs many to a request (``POST /sync/v1/files/read``); each is
+        checked against its sha256 before it is kept. Blobs a crash may have left torn are
+        found by their size and fetched again, so they are not synced to disk one by one."""
+        left = list(jobs.items())
+        while left:
+            group = next(iter(_groups(left, lambda job: job[1][2])))
+            ask = [{"id": fid, "size": kind} for _, (fid, kind, _) in group]
+            _, raw = http.exchange_bytes(
+                "/sync/v1/files/read",
+                orjson.dumps(
+                    {"device": self.session.device_id, "app": self.session.app, "files": ask}
+                ),
+                {"Content-Type": "application/json", "Accept": BATCH_TYPE},
+            )
+            head, _, body = raw.partition(b"\n")
+            answer = orjson.loads(head)
+            later = []
+            at = 0
+            for (digest, job), item in zip(group, answer["files"], strict=True):
+                if item["status"] == "later":
+                    later.append((digest, job))
+                    continue
+                if item["status"] != "sent":  # no row the user can read holds it any more
+                    continue
+                data = body[at : at + int(item["length"])]
+                at += int(item["length"])
+                if hashlib.sha256(data).hexdigest() != digest:
+                    log.warning("file %s did not match its sha256: fetched again next time", job[0])
+                    report.failed += 1
+                    continue
+                self._keep(digest, data)
+                report.downloaded += 1
+                report.bytes += len(data)
+                if progress is not None:
+                    progress(report.downloaded, total)
+            left = left[len(group) :] + later
+            if len(later) == len(group):  # pragma: no cover - the server sent nothing
+                raise DeviceError("the server answered no file of a batch read")
+
+    def _keep(self, digest: str, data: bytes) -> None:
+        target = self.blob(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{digest}.{uuid.uuid4().hex}")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
 
     def _grant(self, http: BytesTransport, ids: list[str]) -> dict[str, str]:
         answer = http.call(
@@ -397,6 +575,11 @@ class DeviceFiles:
         if have > size:
             part.unlink()
             have = 0
+        h = hashlib.sha256()
+        if have:  # resumed: the bytes already here count in the digest
+            with part.open("rb") as f:
+                while piece := f.read(1024 * 1024):
+                    h.update(piece)
         fetched = 0
         renewed = False
         with part.open("ab") as out:
@@ -404,15 +587,15 @@ class DeviceFiles:
             def sink(piece: bytes) -> None:
                 nonlocal fetched
                 out.write(piece)
+                h.update(piece)
                 fetched += len(piece)
 
             while have < size:
-                end = min(size, have + CHUNK) - 1
-                try:
+                try:  # the rest in one ranged read; a broken one resumes from what arrived
                     http.fetch(
                         f"/sync/v1/files/{fid}",
                         params={"ticket": tickets[fid], "size": kind},
-                        headers={"Range": f"bytes={have}-{end}"},
+                        headers={"Range": f"bytes={have}-{size - 1}"},
                         sink=sink,
                     )
                 except ServerError as exc:
@@ -426,12 +609,10 @@ class DeviceFiles:
                     raise
                 finally:
                     out.flush()
+                if out.tell() == have:
+                    raise DeviceError(f"the server sent no byte of file {fid} from {have}")
                 have = out.tell()
             os.fsync(out.fileno())
-        h = hashlib.sha256()
-        with part.open("rb") as f:
-            while piece := f.read(1024 * 1024):
-                h.update(piece)
         if h.hexdigest() != digest:
             part.unlink()
             log.warning("file %s did not match its sha256: fetched again next time", fid)
@@ -475,3 +656,18 @@ class _Corrupt(DeviceError):
 
 class _Gone(DeviceError):
     """The server no longer grants a file (the row left the user's reach)."""
+
+
+def _groups(items: list[Any], size: Callable[[Any], int]) -> Iterator[list[Any]]:
+    """``items`` in runs of at most BATCH_FILES items and BATCH_BYTES bytes (one item at
+    least)."""
+    group: list[Any] = []
+    used = 0
+    for item in items:
+        if group and (len(group) >= BATCH_FILES or used + size(item) > BATCH_BYTES):
+            yield group
+            group, used = [], 0
+        group.append(item)
+        used += size(item)
+    if group:
+        yield group

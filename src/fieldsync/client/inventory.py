@@ -17,7 +17,8 @@ next sync's handshake.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fieldsync.client.localdb import quote
@@ -25,18 +26,128 @@ from fieldsync.client.replica import Replica
 from fieldsync.client.session import Session
 from fieldsync.client.transport import Offline, ServerError
 from fieldsync.sync.protocol import (
+    SQLITE_PAIR_TEXT,
     InventoryAnswer,
     InventoryRequest,
     ReceiptKind,
     ReceiptRequest,
     TableInventory,
-    inventory_checksum,
+    format_checksum,
+    inventory_checksum_texts,
 )
 
 log = logging.getLogger(__name__)
 
 CACHE = "inventory"  # state: per table, the cursor the count and checksum were computed at
 RECEIPT = "receipt"  # state: a receipt not delivered yet
+
+
+def _matched(kept: dict[str, Any] | None, now: TableInventory) -> bool:
+    """The server found this table a match at the cursor, count and checksum of ``now``."""
+    return (
+        kept is not None
+        and bool(kept.get("matched"))
+        and (kept["cursor"], kept["rows"], kept["checksum"])
+        == (now["cursor"], now["rows"], now["checksum"])
+    )
+
+
+class Follower:
+    """Keeps the kept counts and checksums in step with the pages a download applies, so the
+    inventory after a small change reads only the rows the pages touched, not the table. A
+    table's kept value moves with a page only when it was computed at the cursor the page
+    follows; a re-scope, a table with changes in the outbox, or anything unexpected drops it
+    (it is computed from the rows at the next report). Kept once, after the download: a crash
+    before leaves the values at their old cursor, which no longer matches, so they are
+    computed afresh."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        with replica.read() as conn:
+            self.cache: dict[str, Any] = replica.get_state(CACHE, conn) or {}
+            self.pending = {r[0] for r in conn.execute("SELECT DISTINCT tablename FROM _fs_outbox")}
+        self.cursors = replica.cursors(list(self.cache))
+        self.changed = False
+
+    def _drop(self, name: str) -> None:
+        if self.cache.pop(name, None) is not None:
+            self.changed = True
+
+    def before(self, page: Mapping[str, Any]) -> tuple[list[str], list[str]] | None:
+        """The pair texts of the rows the page replaces or removes (read now) and of the rows
+        it brings; None when the table's kept value cannot follow this page."""
+        name = str(page["table"])
+        kept = self.cache.get(name)
+        if kept is None:
+            return None
+        columns = list(page["columns"])
+        try:
+            t, _ = self.replica.table(name)
+            pk, version = columns.index(t.primary_id), columns.index("versionnumber")
+        except (KeyError, ValueError):
+            self._drop(name)
+            return None
+        upserts = [str(r[pk]).lower() for r in page["upserts"]]
+        removes = [str(r).lower() for r in page["removes"]]
+        if (
+            page.get("rescope")
+            or page.get("complete")
+            or name in self.pending
+            or kept["cursor"] != self.cursors.get(name)
+            or len(set(upserts) | set(removes)) != len(upserts) + len(removes)
+        ):
+            self._drop(name)
+            return None
+        brought = [
+            f"{i}:{int(r[version] or 0)}" for i, r in zip(upserts, page["upserts"], strict=True)
+        ]
+        text = SQLITE_PAIR_TEXT.format(id=quote(t.primary_id), version="versionnumber")
+        touched = [uuid.UUID(i).hex for i in upserts + removes]
+        held: list[str] = []
+        if not touched:
+            return held, brought
+        with self.replica.read() as conn:
+            for start in range(0, len(touched), 500):
+                part = touched[start : start + 500]
+                held.extend(
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT {text} FROM {quote(name)} WHERE {quote(t.primary_id)} "
+                        f"IN ({', '.join('?' for _ in part)})",
+                        part,
+                    )
+                )
+        return held, brought
+
+    def after(self, page: Mapping[str, Any], texts: tuple[list[str], list[str]] | None) -> None:
+        """The page is applied: move the table's kept value to the page's cursor."""
+        name = str(page["table"])
+        kept = self.cache.get(name)
+        if texts is None or kept is None:
+            return
+        held, brought = texts
+        if not held and not brought and page["cursor"] == kept["cursor"]:
+            return  # nothing moved: the value stays, verdict and all
+        gone_rows, gone = inventory_checksum_texts(held)
+        new_rows, new = inventory_checksum_texts(brought)
+        total = int(kept["checksum"], 16) - int(gone, 16) + int(new, 16)
+        self.cache[name] = {
+            "cursor": page["cursor"],
+            "rows": kept["rows"] - gone_rows + new_rows,
+            "checksum": format_checksum(total),
+        }
+        self.cursors[name] = page["cursor"]
+        self.changed = True
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        with self.replica.write() as conn:
+            # what moved meanwhile (another writer) is left as it is now: keep only the
+            # values still at the table's cursor
+            now = self.replica.cursors(list(self.cache))
+            kept = {n: v for n, v in self.cache.items() if v["cursor"] == now.get(n)}
+            self.replica.set_state(conn, CACHE, kept)
 
 
 class Inventory:
@@ -62,10 +173,11 @@ class Inventory:
                 kept = cache.get(name)
                 if kept is None or kept["cursor"] != cursor:
                     t, _ = self.replica.table(name)
-                    pairs = conn.execute(  # ids as stored: 32 hex digits
-                        f"SELECT {quote(t.primary_id)}, versionnumber FROM {quote(name)}"
-                    )
-                    rows, check = inventory_checksum(pairs)
+                    # ids as stored (32 hex digits): SQLite writes each pair's text, Python
+                    # hashes it
+                    text = SQLITE_PAIR_TEXT.format(id=quote(t.primary_id), version="versionnumber")
+                    texts = conn.execute(f"SELECT {text} FROM {quote(name)}").fetchall()
+                    rows, check = inventory_checksum_texts(r[0] for r in texts)
                     kept = cache[name] = {"cursor": cursor, "rows": rows, "checksum": check}
                     changed = True
                 out[name] = {"rows": kept["rows"], "checksum": kept["checksum"], "cursor": cursor}
@@ -75,10 +187,23 @@ class Inventory:
         return out
 
     def report(self, tables: Iterable[str]) -> InventoryAnswer | None:
-        """Send the inventory; ``None`` when there is nothing to report."""
+        """Send the inventory; ``None`` when there is nothing to report. When the server
+        found every table a match at the very cursor, count and checksum reported now, the
+        report would tell it nothing new (it answers such a report from its record of the
+        match, counting nothing): the verdicts are taken from that answer, and nothing is
+        sent. Any change that reaches a table moves its cursor, so the next report goes."""
         held = self.held(tables)
         if not held:
             return None
+        cache: dict[str, Any] = self.replica.get_state(CACHE) or {}
+        if all(_matched(cache.get(name), inventory) for name, inventory in held.items()):
+            return {
+                "tables": [
+                    {"table": n, "status": "match", "rows": i["rows"], "expected_rows": i["rows"]}
+                    for n, i in held.items()
+                ],
+                "rescope": [],
+            }
         request: InventoryRequest = {
             "device": self.session.device_id,
             "app": self.session.app,
@@ -87,6 +212,20 @@ class Inventory:
         answer: InventoryAnswer = self.session.call("POST", "/sync/v1/inventory", request)
         if answer["rescope"]:
             self.forget(answer["rescope"])
+        matched = [
+            v["table"]
+            for v in answer["tables"]
+            if v["status"] == "match" and v["table"] in held and v["table"] not in answer["rescope"]
+        ]
+        fresh = [n for n in matched if not (cache.get(n) or {}).get("matched")]
+        if fresh:  # a durable write only when a verdict is new
+            with self.replica.write() as conn:
+                cache = self.replica.get_state(CACHE, conn) or {}
+                for name in fresh:
+                    kept = cache.get(name)
+                    if kept is not None and kept["cursor"] == held[name]["cursor"]:
+                        kept["matched"] = True
+                self.replica.set_state(conn, CACHE, cache)
         return answer
 
     def forget(self, tables: Iterable[str] | None = None) -> None:

@@ -23,7 +23,7 @@ import orjson
 
 from fieldsync import __version__
 from fieldsync.client.files import DeviceFiles, FileReport
-from fieldsync.client.inventory import Inventory
+from fieldsync.client.inventory import Follower, Inventory
 from fieldsync.client.outbox import Outbox
 from fieldsync.client.replica import Replica, chunks, insert, marks
 from fieldsync.client.session import Session
@@ -42,6 +42,7 @@ from fieldsync.sync.protocol import (
     DownloadRequest,
     HandshakeAnswer,
     HandshakeRequest,
+    HandshakeResult,
     UploadAnswer,
     UploadRequest,
 )
@@ -104,22 +105,34 @@ class Syncer:
 
     def handshake(self) -> HandshakeAnswer:
         """Register with the server; adopt the published profile (a new version re-scopes
-        the tables that changed)."""
+        the tables that changed). The etag of the handshake held goes along: when nothing
+        changed, the server says so in a few bytes and there is nothing to adopt."""
         request: HandshakeRequest = {
             "device": self.session.device_id,
             "app": self.session.app,
             "sdk": __version__,
             "pending": self.outbox.pending_changes(),
         }
+        held = self.replica.handshake
+        if held and held.get("etag"):
+            request["etag"] = held["etag"]
         self.inventory.flush()  # a receipt the server has not had yet
         try:
-            answer: HandshakeAnswer = self.session.call("POST", "/sync/v1/handshake", request)
+            answer: HandshakeResult = self.session.call("POST", "/sync/v1/handshake", request)
         except ServerError as exc:
             if wipe_asked(exc):
                 self.wipe()
             elif access_gone(exc):
                 self.purge(exc)
             raise
+        if "unchanged" in answer:
+            if held is not None and answer["etag"] == held.get("etag"):
+                return self.session.handshake
+            # an answer to another etag than the one sent: ask again for the whole answer
+            request.pop("etag", None)
+            answer = self.session.call("POST", "/sync/v1/handshake", request)
+            if "unchanged" in answer:
+                raise DeviceError("the server answered 'unchanged' to a handshake without etag")
         self.replica.adopt(answer)
         return answer
 
@@ -216,6 +229,9 @@ class Syncer:
         server may forget the answers this device stored (sent with the next upload)."""
         by_id = {r["id"]: r for r in results}
         now = dt.datetime.now(dt.UTC).isoformat()
+        # the answers change rows without moving their table's cursor: the inventory's kept
+        # counts of those tables are computed afresh
+        self.inventory.forget({e["tablename"] for e in rows if e["changeid"] in by_id})
         with self.replica.write() as conn:
             self.replica.set_state(
                 conn, "acked", [e["changeid"] for e in rows if e["changeid"] in by_id]
@@ -299,6 +315,7 @@ class Syncer:
 
         active = list(tables)
         pending: Future[tuple[DownloadAnswer, int]] | None = None
+        follower = Follower(self.replica)  # the inventory's kept values follow the pages
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fieldsync-fetch") as pool:
             answer, size = fetch(active, cursors)
             while True:
@@ -319,7 +336,9 @@ class Syncer:
                 try:
                     for page, share in zip(answer["pages"], shares, strict=True):
                         name = page["table"]
+                        texts = follower.before(page)
                         self.replica.apply_page(page, now)
+                        follower.after(page, texts)
                         cursors[name] = page["cursor"]
                         counts[name] += len(page["upserts"])
                         sizes[name] += share
@@ -335,6 +354,7 @@ class Syncer:
                     break
                 answer, size = pending.result()
                 pending = None
+        follower.save()
         report.downloaded = counts
 
     # -- replica migrations ------------------------------------------------------------------

@@ -142,6 +142,19 @@ class BytesTransport(Transport):
 
         return self._refreshing(send)
 
+    def exchange_bytes(
+        self, path: str, content: bytes, headers: dict[str, str]
+    ) -> tuple[httpx.Headers, bytes]:
+        """POST raw bytes and answer the reply's headers and raw bytes (refreshing the token
+        once on a 401)."""
+
+        def send() -> tuple[httpx.Headers, bytes]:
+            response = self._raw("POST", path, content=content, headers=headers)
+            return response.headers, response.content
+
+        result: tuple[httpx.Headers, bytes] = self._refreshing(send)
+        return result
+
     def fetch(
         self,
         path: str,

@@ -56,6 +56,9 @@ class BlobStore(Protocol):
     def staged(self, upload: uuid.UUID, length: int) -> Iterator[bytes]:
         """The first ``length`` bytes staged for an upload, in pieces."""
 
+    def staged_size(self, upload: uuid.UUID) -> int:
+        """How many bytes are staged for an upload (from its start, without a gap)."""
+
     def commit(self, upload: uuid.UUID, digest: str) -> None:
         """Make an upload's staged bytes the blob ``digest`` (kept once if it exists)."""
 
@@ -135,6 +138,12 @@ class LocalBlobs:
                     return
                 left -= len(piece)
                 yield piece
+
+    def staged_size(self, upload: uuid.UUID) -> int:
+        try:
+            return self._staging(upload).stat().st_size
+        except FileNotFoundError:
+            return 0
 
     def commit(self, upload: uuid.UUID, digest: str) -> None:
         path, staged = self._blob(digest), self._staging(upload)
@@ -232,6 +241,17 @@ class S3Blobs:
         return sorted(
             (int(str(o["Key"])[len(prefix) :]), str(o["Key"])) for o in self._list(prefix)
         )
+
+    def staged_size(self, upload: uuid.UUID) -> int:
+        prefix = self._parts(upload)
+        at = 0
+        for offset, size in sorted(
+            (int(str(o["Key"])[len(prefix) :]), int(o["Size"])) for o in self._list(prefix)
+        ):
+            if offset != at:
+                break
+            at += size
+        return at
 
     def stage(self, upload: uuid.UUID, offset: int, data: bytes) -> None:
         stale = [k for at, k in self._staged_parts(upload) if at >= offset]

@@ -39,9 +39,11 @@ from fieldsync.errors import (
     NotFound,
     PayloadTooLarge,
     RangeNotSatisfiable,
+    ServiceUnavailable,
 )
 from fieldsync.files.blobs import BlobStore, check_digest
 from fieldsync.files.images import thumbnail
+from fieldsync.files.thumbnails import Thumbnails
 from fieldsync.records.service import Records
 from fieldsync.schema.model import Column, ColumnType, Table
 from fieldsync.security.model import Privilege, SecurityContext
@@ -66,6 +68,32 @@ class FileLimits:
     orphan_seconds: int = 24 * 3600  # an unreferenced file or upload lives this long
 
 
+@dataclass
+class _Running:
+    """The sha256 of an upload's first ``offset`` bytes, as this process stored them; good
+    while the upload's ``stamp`` is still the one its last chunk set."""
+
+    stamp: str
+    offset: int
+    hash: Any
+
+
+class ChunkHash:
+    """A chunk's sha256, computed as its bytes arrive, and (when this process holds the
+    hash of the upload's bytes before the chunk) the whole file's so far."""
+
+    def __init__(self, running: _Running | None, start: int) -> None:
+        self.chunk = hashlib.sha256()
+        usable = running is not None and running.offset == start
+        self.whole = running.hash.copy() if usable and running is not None else None
+        self.prior = running.stamp if usable and running is not None else None
+
+    def update(self, piece: bytes) -> None:
+        self.chunk.update(piece)
+        if self.whole is not None:
+            self.whole.update(piece)
+
+
 @dataclass(frozen=True)
 class FileInfo:
     file_id: uuid.UUID
@@ -75,9 +103,33 @@ class FileInfo:
     sha256: str
     thumbnail: str | None = None
     thumbnail_size: int | None = None
+    image: bool = False  # checked to be an image when it arrived
+
+    @classmethod
+    def of(cls, row: Any) -> FileInfo:
+        return cls(
+            row.fileid,
+            row.name,
+            row.mimetype,
+            int(row.size),
+            row.sha256,
+            row.thumbnail,
+            None if row.thumbnailsize is None else int(row.thumbnailsize),
+            bool(row.isimage) or row.thumbnail is not None,
+        )
+
+    @property
+    def due(self) -> bool:
+        """An image whose thumbnail is still to be made."""
+        return self.image and self.thumbnail is None
 
     def digest(self, thumb: bool = False) -> tuple[str, int]:
         if thumb:
+            if self.due:
+                raise ServiceUnavailable(
+                    f"the thumbnail of image {self.file_id} is not made yet: ask again shortly",
+                    retry_after=5,
+                )
             if self.thumbnail is None or self.thumbnail_size is None:
                 raise NotFound(f"file {self.file_id} has no thumbnail: it is not an image")
             return self.thumbnail, self.thumbnail_size
@@ -94,18 +146,6 @@ class FileInfo:
             if self.thumbnail is None
             else {"sha256": self.thumbnail, "size": self.thumbnail_size},
         }
-
-
-def _info(row: Any) -> FileInfo:
-    return FileInfo(
-        row.fileid,
-        row.name,
-        row.mimetype,
-        int(row.size),
-        row.sha256,
-        row.thumbnail,
-        None if row.thumbnailsize is None else int(row.thumbnailsize),
-    )
 
 
 def clean_name(name: object) -> str:
@@ -133,6 +173,8 @@ class Files:
         self.limits = limits or FileLimits()
         self._collected = time.monotonic()
         self._lock = threading.Lock()
+        self.thumbnails = Thumbnails(self)
+        self._running: dict[uuid.UUID, _Running] = {}  # uploads whose chunks came here
 
     # -- columns and limits -------------------------------------------------------------
 
@@ -148,7 +190,8 @@ class Files:
             return min(self.limits.max_bytes, col.max_size_kb * 1024)
         return self.limits.max_bytes
 
-    def _exclusive(self, conn: sa.Connection) -> None:
+    def exclusive(self, conn: sa.Connection) -> None:
+        """Completing an upload vs. collecting: one at a time (SQLite has one writer)."""
         if conn.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": FILES_LOCK})
 
@@ -174,7 +217,7 @@ class Files:
             size = UNKNOWN  # a Web API chunked upload: the first chunk's Content-Range tells
         elif isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise BadRequest("'size' is the file's size in bytes")
-        self._check_size(t, col, size)
+        self.check_size(t, col, size)
         digest = None
         if sha256 is not None:
             try:
@@ -195,7 +238,7 @@ class Files:
             done = conn.execute(sa.select(fs_file).where(fs_file.c.fileid == fid)).first()
             if done is not None:
                 if done.createdby == ctx.user_id and digest == done.sha256:
-                    return {"complete": True, "file": _info(done).to_json()}, None
+                    return {"complete": True, "file": FileInfo.of(done).to_json()}, None
                 raise BadRequest(f"file id {fid} is already taken")
             found = conn.execute(sa.select(fs_upload).where(fs_upload.c.fileid == fid)).first()
             if found is not None:
@@ -237,7 +280,7 @@ class Files:
             return self._finish(ctx, row)
         return self._state(row)
 
-    def _check_size(self, t: Table, col: Column, size: int) -> None:
+    def check_size(self, t: Table, col: Column, size: int) -> None:
         limit = self.limit(col)
         if size > limit:
             raise PayloadTooLarge(
@@ -270,6 +313,15 @@ class Files:
             row = self._upload(conn, ctx, upload)
         return self._resume(ctx, row)
 
+    def chunk_hash(self, upload: object, start: int) -> ChunkHash:
+        """What to feed a chunk's bytes to as they arrive (see :meth:`append`)."""
+        try:
+            uid = uuid.UUID(str(upload))
+        except ValueError:
+            return ChunkHash(None, start)
+        with self._lock:
+            return ChunkHash(self._running.get(uid), start)
+
     def append(
         self,
         ctx: SecurityContext,
@@ -279,9 +331,12 @@ class Files:
         data: bytes,
         total: int | None = None,
         digest: bytes | None = None,
+        hashed: ChunkHash | None = None,
     ) -> dict[str, Any]:
         """Add one chunk. Returns the upload's state, or ``{"complete": True, "file": …}``
-        after the last chunk."""
+        after the last chunk. ``hashed`` has seen the chunk's bytes as they arrived (from
+        :meth:`chunk_hash`): then they are not hashed again, and when every chunk of the
+        upload came to this process the last one needs no second reading of the file."""
         with self.store.read() as conn:
             row = self._upload(conn, ctx, upload)
         size, received = int(row.size), int(row.received)
@@ -289,7 +344,7 @@ class Files:
             if total is None:
                 raise BadRequest("the first chunk says the file's size (Content-Range)")
             t, col = self.column(row.tablename, row.columnname)
-            self._check_size(t, col, total)
+            self.check_size(t, col, total)
 
             def set_size(conn: sa.Connection) -> None:
                 conn.execute(
@@ -304,7 +359,10 @@ class Files:
             size = int(row.size)
         if total is not None and total != size:
             raise BadRequest(f"the upload has {size} bytes, not {total}")
-        if digest is not None and hashlib.sha256(data).digest() != digest:
+        if hashed is None:
+            hashed = ChunkHash(None, start)
+            hashed.update(data)
+        if digest is not None and hashed.chunk.digest() != digest:
             raise BadRequest("the chunk does not match its Content-Digest: it was not stored")
         if start != received or start + len(data) > size:
             raise RangeNotSatisfiable(
@@ -315,36 +373,86 @@ class Files:
         most = max(self.limits.chunk_bytes, self.limits.max_chunk_bytes)
         if len(data) > most:
             raise PayloadTooLarge(f"a chunk carries at most {_human(most)}")
-        self.blobs.stage(row.uploadid, start, data)
+        stamp = uuid.uuid4().hex
 
-        def advance(conn: sa.Connection) -> int:
-            moved: int = conn.execute(
+        def advance(conn: sa.Connection) -> tuple[bool, str | None]:
+            # the bytes are staged under the upload row's lock (SQLite: the one writer), so
+            # the staged bytes are always those of the chunks whose offsets were stored
+            found = conn.execute(
+                sa.select(fs_upload.c.received, fs_upload.c.stamp)
+                .where(fs_upload.c.uploadid == row.uploadid)
+                .with_for_update()
+            ).first()
+            if found is None or int(found.received) != start:
+                return False, None
+            self.blobs.stage(row.uploadid, start, data)
+            conn.execute(
                 fs_upload.update()
-                .where(fs_upload.c.uploadid == row.uploadid, fs_upload.c.received == start)
-                .values(received=start + len(data))
-            ).rowcount
-            return moved
+                .where(fs_upload.c.uploadid == row.uploadid)
+                .values(received=start + len(data), stamp=stamp)
+            )
+            return True, found.stamp
 
-        moved = self.store.transact(advance)
+        moved, before = self.store.transact(advance)
         if not moved:
             raise RangeNotSatisfiable(
                 "another chunk was written at this offset: ask where to go on"
             )
+        self._remember(row.uploadid, hashed, start, before, stamp, start + len(data))
         if start + len(data) < size:
             return {**self._state(row), "received": start + len(data)}
-        return self._finish(ctx, row)
+        return self._finish(ctx, row, stamp)
 
-    def _finish(self, ctx: SecurityContext, row: Any) -> dict[str, Any]:
-        h = hashlib.sha256()
-        seen = 0
-        pieces: list[bytes] = []
+    def _remember(
+        self,
+        upload: uuid.UUID,
+        hashed: ChunkHash,
+        start: int,
+        before: str | None,
+        stamp: str,
+        offset: int,
+    ) -> None:
+        """Keep the whole file's hash so far when this process saw every byte before."""
+        with self._lock:
+            if start == 0:
+                whole = hashed.chunk.copy()
+            elif hashed.whole is not None and before is not None and hashed.prior == before:
+                whole = hashed.whole
+            else:
+                self._running.pop(upload, None)
+                return
+            self._running[upload] = _Running(stamp, offset, whole)
+            while len(self._running) > 256:  # abandoned uploads: forget the oldest
+                del self._running[next(iter(self._running))]
+
+    def _finish(self, ctx: SecurityContext, row: Any, stamp: str | None = None) -> dict[str, Any]:
+        """Verify the staged bytes, make an image's thumbnail, and create the file. The
+        staged bytes are read and hashed unless this process hashed every chunk as it
+        arrived (``stamp``: the one the last chunk set, still the upload's)."""
         _, col = self.column(row.tablename, row.columnname)
-        for piece in self.blobs.staged(row.uploadid, int(row.size)):
-            h.update(piece)
-            seen += len(piece)
-            if col.type is ColumnType.IMAGE:
-                pieces.append(piece)
-        digest = h.hexdigest()
+        image = col.type is ColumnType.IMAGE
+        with self._lock:
+            running = self._running.pop(row.uploadid, None)
+        pieces: list[bytes] = []
+        if (
+            running is not None
+            and stamp is not None
+            and running.stamp == stamp
+            and running.offset == int(row.size)
+        ):
+            digest = running.hash.hexdigest()
+            seen = self.blobs.staged_size(row.uploadid)
+            if image and seen == row.size:
+                pieces = list(self.blobs.staged(row.uploadid, int(row.size)))
+        else:
+            h = hashlib.sha256()
+            seen = 0
+            for piece in self.blobs.staged(row.uploadid, int(row.size)):
+                h.update(piece)
+                seen += len(piece)
+                if image:
+                    pieces.append(piece)
+            digest = h.hexdigest()
         if seen != row.size:
             finished = self._made(row)
             if finished is not None:  # another request finished it meanwhile
@@ -354,7 +462,7 @@ class Files:
                 conn.execute(
                     fs_upload.update()
                     .where(fs_upload.c.uploadid == row.uploadid)
-                    .values(received=0)
+                    .values(received=0, stamp=uuid.uuid4().hex)
                 )
 
             self.store.transact(reset)
@@ -372,7 +480,7 @@ class Files:
                 self.blobs.put(thumb[0], small)
 
             def finish(conn: sa.Connection) -> tuple[FileInfo | None, Any]:
-                self._exclusive(conn)
+                self.exclusive(conn)
                 if self.info(row.fileid, conn) is not None:
                     return None, None  # another request finished it meanwhile
                 self.blobs.commit(row.uploadid, digest)
@@ -384,6 +492,7 @@ class Files:
                     digest,
                     None if thumb is None else thumb[0],
                     None if thumb is None else thumb[1],
+                    image=thumb is not None,
                 )
                 conn.execute(
                     fs_file.insert().values(
@@ -394,6 +503,7 @@ class Files:
                         sha256=info.sha256,
                         thumbnail=info.thumbnail,
                         thumbnailsize=info.thumbnail_size,
+                        isimage=info.image,
                         createdby=ctx.user_id,
                         createdon=utcnow(),
                     )
@@ -446,7 +556,7 @@ class Files:
     def info(self, file_id: uuid.UUID, conn: sa.Connection | None = None) -> FileInfo | None:
         def fetch(c: sa.Connection) -> FileInfo | None:
             row = c.execute(sa.select(fs_file).where(fs_file.c.fileid == file_id)).first()
-            return None if row is None else _info(row)
+            return None if row is None else FileInfo.of(row)
 
         if conn is not None:
             return fetch(conn)
@@ -460,8 +570,12 @@ class Files:
             rows = conn.execute(
                 sa.select(fs_file).where(fs_file.c.fileid.in_(wanted[start : start + 500]))
             )
-            out.update((r.fileid, _info(r)) for r in rows)
+            out.update((r.fileid, FileInfo.of(r)) for r in rows)
         return out
+
+    def with_thumbnail(self, info: FileInfo) -> FileInfo:
+        """``info`` with its thumbnail, made now if it was still to be made."""
+        return self.thumbnails.ensure(info)
 
     def read(
         self, info: FileInfo, *, thumb: bool = False, start: int = 0, end: int | None = None
@@ -523,7 +637,7 @@ class Files:
             return 0
 
         def work(conn: sa.Connection) -> int:
-            self._exclusive(conn)
+            self.exclusive(conn)
             candidates = wanted
             if owner is not None:
                 candidates = list(
@@ -580,6 +694,7 @@ class Files:
             self.collect()
         except Exception:  # collection must never break an upload
             log.exception("collecting unreferenced files failed")
+        self.thumbnails.wake()  # any left due by a server process that stopped
 
     def collect(self, now: dt.datetime | None = None) -> dict[str, int]:
         """Remove uploads abandoned for longer than the grace period, files no row has
@@ -588,7 +703,7 @@ class Files:
         cutoff = now - dt.timedelta(seconds=self.limits.orphan_seconds)
 
         def work(conn: sa.Connection) -> dict[str, int]:
-            self._exclusive(conn)
+            self.exclusive(conn)
             stale = list(
                 conn.execute(
                     sa.select(fs_upload.c.uploadid).where(fs_upload.c.createdon < cutoff)

@@ -46,6 +46,13 @@ def parse_content_range(header: str | None, length: int) -> tuple[int, int]:
     return start, total
 
 
+def range_start(header: str | None) -> int | None:
+    """Where a chunk says it starts (``Content-Range``), before its bytes are read; None
+    when the header is not one (:func:`parse_content_range` then says what is wrong)."""
+    m = _CONTENT_RANGE.match((header or "").strip())
+    return None if m is None else int(m.group(1))
+
+
 def parse_digest(header: str | None) -> bytes | None:
     """``Content-Digest: sha-256=:<base64>:`` (RFC 9530); None when not sent."""
     if not header:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import sqlalchemy as sa
 from fastapi import Depends, Request
 
+from fieldsync import tracing
 from fieldsync.errors import Unauthorized
 from fieldsync.platform import Platform
 from fieldsync.security.model import SecurityContext
@@ -25,15 +27,24 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
+def caller(p: Platform, token: str, conn: sa.Connection | None = None) -> SecurityContext:
+    """The security context of a bearer token, checked now: the token (and its session)
+    and, in the same read transaction (``conn``, or one of its own), whether anything the
+    context is made of changed, the user's enabled state among it. The context comes from
+    the platform's cache, which reloads it whenever the change log shows such a change
+    (:class:`fieldsync.security.context.ContextCache`)."""
+    if conn is None:
+        with p.store.read() as c:
+            return caller(p, token, c)
+    user_id, stamp = p.auth.check(token, conn)
+    return p.contexts.get(user_id, conn, stamp)
+
+
 def authenticate(request: Request) -> SecurityContext:
-    """The security context of the request's bearer token (checked on every request: the
-    token, its session, and that the user is still enabled). The context comes from the
-    platform's cache, which reloads it whenever the change log shows a change to anything it
-    is made of (:class:`fieldsync.security.context.ContextCache`)."""
-    p = platform(request)
-    user_id = p.auth.authenticate(bearer_token(request))
-    ctx = p.contexts.get(user_id)
+    """The security context of the request's bearer token (checked on every request)."""
+    ctx = caller(platform(request), bearer_token(request))
     request.state.principal = ctx
+    tracing.annotate({"enduser.id": str(ctx.user_id)})
     return ctx
 
 

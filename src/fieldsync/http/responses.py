@@ -19,8 +19,13 @@ def _default(value: Any) -> Any:
 
 def json_bytes(content: Any) -> bytes:
     """The one JSON rendering of every answer (``$batch`` parts included): ids, dates and
-    decimals as text, and keys that are ``str`` subclasses (SQLAlchemy's column names)."""
-    return orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
+    decimals as text, and keys that are ``str`` subclasses (SQLAlchemy's column names).
+    Keys that are plain ``str`` take orjson's faster path; others are written on a second
+    attempt (the first gives up at the first such key)."""
+    try:
+        return orjson.dumps(content, default=_default)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 class JSON(JSONResponse):

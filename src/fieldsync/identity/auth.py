@@ -41,6 +41,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from fieldsync.errors import BadRequest, NotFound, TooManyRequests, Unauthorized
+from fieldsync.security.context import STAMP_COLUMNS, Stamp, stamp_of
 from fieldsync.store.catalog import (
     fs_apitoken,
     fs_credential,
@@ -49,6 +50,19 @@ from fieldsync.store.catalog import (
 )
 from fieldsync.store.store import Store, utcnow
 from fieldsync.types import RecordId
+
+# Every request runs one of these: built once (a statement built anew costs more than it
+# runs), each reading the security context's stamp too (the request's next question).
+API_TOKEN = sa.select(
+    fs_apitoken.c.userid,
+    fs_apitoken.c.tokenhash,
+    fs_apitoken.c.revokedon,
+    fs_apitoken.c.expireson,
+    *STAMP_COLUMNS,
+).where(fs_apitoken.c.tokenid == sa.bindparam("tokenid"))
+SESSION_STATE = sa.select(fs_session.c.revokedon, fs_session.c.userid, *STAMP_COLUMNS).where(
+    fs_session.c.sessionid == sa.bindparam("sessionid")
+)
 
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
@@ -532,16 +546,22 @@ class Authenticator:
             raise Unauthorized("invalid access token")
         return claims
 
-    def authenticate(self, token: str) -> RecordId:
+    def authenticate(self, token: str, conn: sa.Connection | None = None) -> RecordId:
         """The user a bearer token belongs to; raises :class:`Unauthorized` otherwise. The
-        user's enabled state is checked when the security context is loaded."""
+        user's enabled state is checked when the security context is loaded. ``conn``: read
+        in this transaction (the request's, which goes on to load the caller's context)."""
+        if conn is None:
+            with self.store.read() as c:
+                return self.check(token, c)[0]
+        return self.check(token, conn)[0]
+
+    def check(self, token: str, conn: sa.Connection) -> tuple[RecordId, Stamp]:
+        """:meth:`authenticate`, with the security context's stamp
+        (:func:`~fieldsync.security.context.context_stamp`) read by the same statement."""
         now = utcnow()
         api = _split(token, "fsk")
         if api is not None:
-            with self.store.read() as conn:
-                row = conn.execute(
-                    sa.select(fs_apitoken).where(fs_apitoken.c.tokenid == api[0])
-                ).first()
+            row = conn.execute(API_TOKEN, {"tokenid": api[0]}).first()
             if row is None or not hmac.compare_digest(row.tokenhash, _digest(token)):
                 raise Unauthorized("invalid API token")
             if row.revokedon is not None:
@@ -549,30 +569,28 @@ class Authenticator:
             if row.expireson is not None and row.expireson <= now:
                 raise Unauthorized("the API token has expired")
             user_id: RecordId = row.userid
-            return user_id
-        claims = self._decode(token)
-        try:
-            session_id = uuid.UUID(hex=claims["sid"])
-            user = uuid.UUID(claims["sub"])
-        except ValueError:
-            raise Unauthorized("invalid access token") from None
-        with self.store.read() as conn:
-            revoked = conn.execute(
-                sa.select(fs_session.c.revokedon, fs_session.c.userid).where(
-                    fs_session.c.sessionid == session_id
-                )
-            ).first()
+            return user_id, stamp_of(row[4:])
+        session_id, user = self._claims(token)
+        revoked = conn.execute(SESSION_STATE, {"sessionid": session_id}).first()
         if revoked is None or revoked.userid != user:
             raise Unauthorized("invalid access token")
         if revoked.revokedon is not None:
-            if self._disabled(user):
+            if self._disabled(user, conn):
                 raise Unauthorized("this user is disabled")
             raise Unauthorized("the session has been revoked")
-        return user
+        return user, stamp_of(revoked[2:])
 
-    def _disabled(self, user: RecordId) -> bool:
+    def _claims(self, token: str) -> tuple[uuid.UUID, RecordId]:
+        """The session and the user an access token names (its signature and expiry
+        checked)."""
+        claims = self._decode(token)
+        try:
+            return uuid.UUID(hex=claims["sid"]), uuid.UUID(claims["sub"])
+        except ValueError:
+            raise Unauthorized("invalid access token") from None
+
+    def _disabled(self, user: RecordId, conn: sa.Connection) -> bool:
         su = self.store.sql_table("systemuser")
-        with self.store.read() as conn:
-            return bool(
-                conn.execute(sa.select(su.c.isdisabled).where(su.c.systemuserid == user)).scalar()
-            )
+        return bool(
+            conn.execute(sa.select(su.c.isdisabled).where(su.c.systemuserid == user)).scalar()
+        )

@@ -18,6 +18,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from fieldsync import tracing
 from fieldsync.errors import (
     BadRequest,
     FieldsyncError,
@@ -181,6 +182,7 @@ def signed_in(request: Request) -> SecurityContext:
         user_id = pair.user_id
     ctx = load_context(p.store, user_id)
     request.state.principal = ctx
+    tracing.annotate({"enduser.id": str(user_id)})
     return ctx
 
 

@@ -7,9 +7,10 @@ Semantics, the same as the Python evaluator's:
 - LIKE patterns are Dataverse's (``%`` ``_`` ``[abc]`` ``[^abc]``): a plain SQL LIKE when
   they have no character classes, a regular expression otherwise;
 - ``contain-values`` on a multi-choice column matches rows holding any of the values;
-- a link filter (any, not any, all, not all) is an EXISTS on the related table, and the
-  related rows it looks at pass the caller's read filter (``guard``) too, so a filter can
-  never reveal rows the caller may not read.
+- a link filter (any, not any, all, not all) is an EXISTS on the related table, compiled as
+  a set lookup (``parent.to IN (SELECT related.from …)``), and the related rows it looks at
+  pass the caller's read filter (``guard``) too, so a filter can never reveal rows the
+  caller may not read.
 
 Filters must be bound (``bind.py``) first: user and date operators are not compiled.
 """
@@ -21,6 +22,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 
+from fieldsync import tracing
 from fieldsync.errors import QueryError
 from fieldsync.query.ast import (
     And,
@@ -189,7 +191,8 @@ class FilterCompiler:
             raise QueryError(
                 f"link to {link.table}: unknown column {link.from_column!r} or {link.to_column!r}"
             )
-        joined = [related.c[link.from_column] == parent.c[link.to_column]]
+        key, target = related.c[link.from_column], parent.c[link.to_column]
+        joined: list[sa.ColumnElement[bool]] = [key.is_not(None)]
         if self.guard is not None:
             joined.append(self.compile(self.guard(table), related, table, scope=inner_scope))
         inner_aliases: dict[str, sa.FromClause] = {}
@@ -204,7 +207,15 @@ class FilterCompiler:
         )
 
         def exists(*extra: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
-            return sa.exists(sa.select(sa.literal(1)).select_from(frm).where(*joined, *extra))
+            """``EXISTS (… WHERE related.from = parent.to …)`` as a set lookup: the related
+            rows' keys are selected once, not probed once per parent row (SQLite then drives
+            from the parent's index on the lookup; PostgreSQL makes it the same semi-join,
+            or a hashed subplan inside an OR). Neither side is ever NULL in the test, so it
+            is true or false, never unknown, as EXISTS is (and stays so under NOT)."""
+            keys = sa.select(key).select_from(frm).where(*joined, *extra).correlate(None)
+            # not ``= ANY(ARRAY(…))`` as for shares: a link may select many keys, and
+            # PostgreSQL hashes an IN's subquery but tests an array element by element
+            return sa.and_(target.is_not(None), target.in_(keys))
 
         fails = None if passes is None else sa.not_(sa.case((passes, sa.true()), else_=sa.false()))
         kind = link.type
@@ -274,6 +285,7 @@ def compile_filter(
     return compiler.compile(node, table, definition)
 
 
+@tracing.traced("query.compile")
 def compile_query(
     query: Query,
     *,

@@ -70,7 +70,9 @@ def check_file_references(
     facts: dict[uuid.UUID, Any] = {}
     key = fs_file.c.fileid
     for where in pipeline.id_filters(key, every):
-        stmt = sa.select(key, fs_file.c.createdby, fs_file.c.attachedon, fs_file.c.thumbnail)
+        stmt = sa.select(
+            key, fs_file.c.createdby, fs_file.c.attachedon, fs_file.c.thumbnail, fs_file.c.isimage
+        )
         facts.update((row.fileid, row) for row in op.conn.execute(stmt.where(where)))
     caller = op.caller
     fresh = {fid for fid, row in facts.items() if row.attachedon is None}
@@ -82,7 +84,7 @@ def check_file_references(
                 if row is None:
                     raise refused(table, name, fid)
                 if row.attachedon is None and row.createdby == caller.user_id:
-                    if kind is ColumnType.IMAGE and row.thumbnail is None:
+                    if kind is ColumnType.IMAGE and not (row.isimage or row.thumbnail):
                         raise ValidationError(table.name, name, f"file {fid} is not an image")
                 else:
                     copied.append(fid)

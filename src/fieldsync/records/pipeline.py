@@ -16,6 +16,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from fieldsync.errors import (
     BadRequest,
+    FieldsyncError,
     Forbidden,
     LookupNotFound,
     MissingRequired,
@@ -200,6 +201,16 @@ class Pipeline:
             self.check_status(table, out)
         return out
 
+    def coerce_row(
+        self, table: Table, rid: object, values: Mapping[str, Any], *, creating: bool
+    ) -> Row:
+        """:meth:`coerce` for one row of a batch: an error names the row (``row_id``)."""
+        try:
+            return self.coerce(table, values, creating=creating)
+        except FieldsyncError as exc:
+            exc.row_id = rid
+            raise
+
     @staticmethod
     def check_status(table: Table, target: Row) -> None:
         state = target.get("statecode")
@@ -228,20 +239,24 @@ class Pipeline:
             self.store.serialise_table(op.conn, table.name)  # before any plugin looks around
         bound = self.bound(op)
         for rid, target, pre, post in items:
-            self.plugins.run(
-                PluginContext(
-                    message=message,
-                    stage=stage,
-                    table=table.name,
-                    record_id=rid,
-                    target=target,
-                    caller=op.caller,
-                    records=bound,
-                    depth=op.depth + 1,
-                    pre_image=pre,
-                    post_image=post,
+            try:
+                self.plugins.run(
+                    PluginContext(
+                        message=message,
+                        stage=stage,
+                        table=table.name,
+                        record_id=rid,
+                        target=target,
+                        caller=op.caller,
+                        records=bound,
+                        depth=op.depth + 1,
+                        pre_image=pre,
+                        post_image=post,
+                    )
                 )
-            )
+            except FieldsyncError as exc:
+                exc.row_id = rid  # the outermost operation's row, whatever a plugin wrote
+                raise
         return True
 
     def pre_stages(
@@ -256,7 +271,7 @@ class Pipeline:
         for stage in (Stage.PRE_VALIDATION, Stage.PRE_OPERATION):
             if self.run_stage(op, table, message, stage, items):
                 for i, (rid, target, pre, post) in enumerate(items):
-                    checked = self.coerce(table, target, creating=creating)
+                    checked = self.coerce_row(table, rid, target, creating=creating)
                     if creating and checked.get(table.primary_id, rid) != rid:
                         raise BadRequest(f"{table.name}: a plugin cannot change the row's id")
                     target.clear()
@@ -415,15 +430,22 @@ class Pipeline:
         return found
 
     def authorize_rows(
-        self, op: Op, table: Table, ids: Iterable[RecordId], privilege: Privilege
+        self,
+        op: Op,
+        table: Table,
+        ids: Iterable[RecordId],
+        privilege: Privilege,
+        allowed: set[RecordId] | None = None,
     ) -> None:
         """Every row must pass the privilege. A row the caller cannot read is reported as
         missing, exactly like an id that does not exist (even when the caller holds no
         privilege on the table at all), so refusals never reveal which rows exist; a row they
-        can read is refused as forbidden."""
+        can read is refused as forbidden. ``allowed``: the rows already known to pass (read
+        with their pre-images), when the caller has them."""
         id_list = list(ids)
-        node = privilege_filter(op.caller, table, privilege)
-        allowed = self.permitted(op.conn, table, id_list, node)
+        if allowed is None:
+            node = privilege_filter(op.caller, table, privilege)
+            allowed = self.permitted(op.conn, table, id_list, node)
         refused = [i for i in id_list if i not in allowed]
         if not refused:
             return
@@ -432,11 +454,15 @@ class Pipeline:
         )
         for rid in refused:
             if rid not in readable:
-                raise RecordNotFound(table.name, rid)
-        raise Forbidden(
+                missing = RecordNotFound(table.name, rid)
+                missing.row_id = rid
+                raise missing
+        forbidden = Forbidden(
             f"{op.caller.username or op.caller.user_id} lacks the {privilege.name.lower()} "
             f"privilege on {table.name} {refused[0]}"
         )
+        forbidden.row_id = refused[0]
+        raise forbidden
 
     def linking(self, table: Table, targets: Iterable[tuple[RecordId, Row]]) -> list[RecordId]:
         """The rows that set a lookup (other than the owner): those need Append."""
@@ -554,10 +580,19 @@ class Pipeline:
                     row.setdefault(key, None)
 
     def pre_images(
-        self, op: Op, table: Table, ids: list[RecordId], columns: Iterable[str] | None = None
+        self,
+        op: Op,
+        table: Table,
+        ids: list[RecordId],
+        columns: Iterable[str] | None = None,
+        *,
+        allowed: tuple[Node, set[RecordId]] | None = None,
     ) -> dict[RecordId, Row]:
         """The rows as they are, locked for the rest of the transaction; ``columns`` narrows
-        them to what the caller needs (always with the id and the version)."""
+        them to what the caller needs (always with the id and the version). ``allowed``, a
+        privilege filter and a set: the ids of the rows that pass the filter are added to
+        the set, by the same query (the filter is evaluated in the database, as
+        :meth:`permitted` does)."""
         sql = self.store.sql_table(table.name)
         pk = sql.c[table.primary_id]
         if columns is None:
@@ -567,14 +602,26 @@ class Pipeline:
             selected = [c for c in sql.c if c.name in wanted]
         keys = [str(c.name) for c in selected]
         at = keys.index(table.primary_id)
+        width = len(keys)
+        extra: list[sa.ColumnElement[Any]] = []
+        if allowed is not None and allowed[0] != TRUE:
+            passes = self.sql_filter(table, allowed[0])
+            extra.append(sa.case((passes, sa.true()), else_=sa.false()))
         images: dict[RecordId, Row] = {}
         for where in self.id_filters(pk, ids):
-            stmt = sa.select(*selected).where(where).with_for_update()
-            for row in op.conn.execute(stmt):
-                images[row[at]] = dict(zip(keys, row, strict=True))
+            stmt = sa.select(*selected, *extra).where(where).with_for_update()
+            for row in op.conn.execute(stmt).all():
+                rid = row[at]
+                images[rid] = dict(zip(keys, row[:width], strict=True))
+                if extra and row[width]:
+                    allowed[1].add(rid)  # type: ignore[index]
         for rid in ids:
             if rid not in images:
-                raise RecordNotFound(table.name, rid)
+                missing = RecordNotFound(table.name, rid)
+                missing.row_id = rid
+                raise missing
+        if allowed is not None and not extra:
+            allowed[1].update(ids)
         return images
 
     def image_columns(

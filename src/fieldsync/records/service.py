@@ -9,9 +9,11 @@ Every write runs the same pipeline, in one transaction:
     post-operation plugins -> commit
 
 Batches (``create_many``, ``update_many``) run the pipeline over all their rows at once: one
-version range, one bulk insert (COPY on PostgreSQL), one query per lookup target. Any error
-rolls the whole batch back. Reads (``retrieve``, ``retrieve_multiple``, ``query``) carry the
-caller's read filter in their SQL.
+version range, one bulk insert (COPY on PostgreSQL), one query per lookup target. An update's
+write privilege is evaluated on the rows as they are locked, in the query that reads their
+pre-images, and enforced after the plugins. Any error rolls the whole batch back;
+one tied to a row of the batch names it in ``row_id``. Reads (``retrieve``,
+``retrieve_multiple``, ``query``) carry the caller's read filter in their SQL.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from fieldsync.schema.model import ColumnType, Ownership, Schema, Table
 from fieldsync.security.context import user_binding
 from fieldsync.security.model import Privilege, SecurityContext
 from fieldsync.security.predicate import has_privilege, privilege_filter
-from fieldsync.store import audit
+from fieldsync.store import audit, bulk
 from fieldsync.store.catalog import fs_change
 from fieldsync.store.store import Store, utcnow
 from fieldsync.types import EntityRef, RecordId, Row, Version
@@ -424,7 +426,8 @@ class Records:
         seen: set[RecordId] = set()
         given: list[RecordId] = []
         for values in inputs:
-            target = self.pipeline.coerce(table, values, creating=True)
+            given_id = values.get(pk) if isinstance(values, Mapping) else None
+            target = self.pipeline.coerce_row(table, given_id, values, creating=True)
             rid = target.get(pk)
             if rid is None:
                 rid = target[pk] = uuid.uuid4()
@@ -437,10 +440,12 @@ class Records:
         self.pipeline.pre_stages(op, table, Message.CREATE, items, creating=True)
 
         required = self.pipeline.plan(table).required
-        for _, target, _, _ in items:
+        for rid, target, _, _ in items:
             for name in required:
                 if target.get(name) is None:
-                    raise MissingRequired(table_name, name, "is required")
+                    missing = MissingRequired(table_name, name, "is required")
+                    missing.row_id = rid
+                    raise missing
         linking = (
             set()
             if op.caller.unrestricted
@@ -473,19 +478,23 @@ class Records:
             elif table.ownership is Ownership.BUSINESS and row.get("owningbusinessunit") is None:
                 row["owningbusinessunit"] = row.get("businessunitid") or caller.business_unit_id
             if create_filter != TRUE and not matches(create_filter, row, shared=no_shares):
-                raise Forbidden(
+                refused = Forbidden(
                     f"{caller.username or caller.user_id} may not create {table_name} rows "
                     "with this owner or business unit (create privilege depth)"
                 )
+                refused.row_id = row[pk]
+                raise refused
             if (
                 append_filter != TRUE
                 and row[pk] in linking
                 and not matches(append_filter, row, shared=no_shares)
             ):
-                raise Forbidden(
+                refused = Forbidden(
                     f"{caller.username or caller.user_id} may not set lookups on {table_name} "
                     "rows with this owner or business unit (append privilege depth)"
                 )
+                refused.row_id = row[pk]
+                raise refused
             rows.append(row)
         self.pipeline.complete_columns(table, rows)
 
@@ -533,9 +542,10 @@ class Records:
             hidden = sorted(existing - readable)
             if hidden:
                 raise RecordNotFound(table.name, hidden[0])
-        raise PreconditionFailed(
-            f"{table.name} {sorted(existing)[0]} already exists", code="0x80040237"
-        )
+        taken = sorted(existing)[0]
+        exists = PreconditionFailed(f"{table.name} {taken} already exists", code="0x80040237")
+        exists.row_id = taken
+        raise exists
 
     # -- update and assign --------------------------------------------------------------
 
@@ -564,18 +574,25 @@ class Records:
             if rid in seen:
                 raise BadRequest(f"{table_name} {rid} appears twice in one batch")
             seen.add(rid)
-            items.append((rid, self.pipeline.coerce(table, change[1], creating=False), None, None))
+            target = self.pipeline.coerce_row(table, rid, change[1], creating=False)
+            items.append((rid, target, None, None))
+        privilege = Privilege.ASSIGN if message is Message.ASSIGN else Privilege.WRITE
+        # the privilege is evaluated on the rows as they are locked, by the same query
+        allowed: tuple[Node, set[RecordId]] | None = None
+        if not op.caller.unrestricted:
+            allowed = (privilege_filter(op.caller, table, privilege), set())
         images = self.pipeline.pre_images(
             op,
             table,
             [rid for rid, *_ in items],
             self.pipeline.image_columns(table, message, items),
+            allowed=allowed,
         )
         items = [(rid, target, images[rid], None) for rid, target, _, _ in items]
         self.pipeline.pre_stages(op, table, message, items, creating=False)
-        if not op.caller.unrestricted:
-            privilege = Privilege.ASSIGN if message is Message.ASSIGN else Privilege.WRITE
-            self.pipeline.authorize_rows(op, table, [rid for rid, *_ in items], privilege)
+        if allowed is not None:
+            ids = [rid for rid, *_ in items]
+            self.pipeline.authorize_rows(op, table, ids, privilege, allowed[1])
             assigning = [rid for rid, t, _, _ in items if "ownerid" in t]
             if assigning and message is not Message.ASSIGN:
                 self.pipeline.authorize_rows(op, table, assigning, Privilege.ASSIGN)
@@ -611,7 +628,7 @@ class Records:
             for version, (rid, target, pre, row) in zip(taken, writes, strict=True):
                 row["versionnumber"] = version
                 versions[rid] = version
-                groups[tuple(sorted(row))].append({**row, "_fs_key": rid})
+                groups[tuple(sorted(row))].append({**row, bulk.KEY: rid})
                 old = {
                     c: pre[c] for c in row if c not in ("modifiedon", "modifiedby", "versionnumber")
                 }
@@ -623,10 +640,9 @@ class Records:
                         table, rid, version, operation, caller, now, changed=sorted(target), old=old
                     )
                 )
-            key = sa.bindparam("_fs_key", type_=sa.Uuid())
             with _alternate_keys(table):
                 for params in groups.values():
-                    op.conn.execute(sql.update().where(sql.c[pk] == key), params)
+                    bulk.update_many(op.conn, sql, pk, params)
             self.store.bulk_insert(op.conn, fs_change, log)
             if self.plugins.has(table_name, message, Stage.POST_OPERATION):
                 post: list[tuple[RecordId, Row, Row | None, Row | None]] = [

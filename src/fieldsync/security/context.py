@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -307,19 +308,29 @@ CONTEXT_TABLES = (
 Stamp = tuple[int, str]
 
 
-def _stamp_statement() -> sa.Select[Any]:
+def _stamp_columns() -> tuple[sa.Label[Any], ...]:
     newest = [
         sa.select(sa.func.max(fs_change.c.version))
         .where(fs_change.c.tablename == name)
         .scalar_subquery()
+        .label(f"stamp_{name}")
         for name in CONTEXT_TABLES
     ]
     pruned = sa.select(fs_meta.c.value).where(fs_meta.c.key == WATERMARK).scalar_subquery()
-    return sa.select(*newest, pruned)
+    return (*newest, pruned.label("stamp_pruned"))
 
 
+# The stamp's columns, for a statement that reads them beside something else (the bearer
+# token a request is authenticated by: one statement for both); :func:`stamp_of` reads them.
+STAMP_COLUMNS = _stamp_columns()
 # built once: making the statement (and its cache key) anew cost more than running it
-STAMP = _stamp_statement()
+STAMP = sa.select(*STAMP_COLUMNS)
+
+
+def stamp_of(values: Sequence[Any]) -> Stamp:
+    """The stamp in the values of :data:`STAMP_COLUMNS` (in their order)."""
+    *row, mark = values
+    return max((v for v in row if v is not None), default=0), str(mark or "")
 
 
 def context_stamp(conn: sa.Connection) -> Stamp:
@@ -327,8 +338,7 @@ def context_stamp(conn: sa.Connection) -> Stamp:
     index lookup per table, on the log's ``(tablename, version)`` index), with the log's
     pruning watermark: pruning moves the stamp too, so an emptied log never brings back a
     stamp that an older context was stored under."""
-    *row, mark = conn.execute(STAMP).one()
-    return max((v for v in row if v is not None), default=0), str(mark or "")
+    return stamp_of(conn.execute(STAMP).one())
 
 
 class ContextCache:
@@ -351,53 +361,58 @@ class ContextCache:
     def __init__(self, store: Store, size: int = 4096) -> None:
         self.store = store
         self.size = size
-        self._entries: OrderedDict[RecordId, tuple[tuple[int, str], SecurityContext]] = (
-            OrderedDict()
-        )
+        self._entries: OrderedDict[RecordId, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.loads = 0
 
-    def get(self, user_id: RecordId, conn: sa.Connection | None = None) -> SecurityContext:
-        """The context of an enabled user, as :func:`load_context` would load it now."""
+    def get(
+        self, user_id: RecordId, conn: sa.Connection | None = None, stamp: Stamp | None = None
+    ) -> SecurityContext:
+        """The context of an enabled user, as :func:`load_context` would load it now.
+        ``stamp``: the stamp already read in ``conn`` (by a statement that also read
+        :data:`STAMP_COLUMNS`)."""
         if user_id == SYSTEM_USER_ID:
             return SYSTEM_CONTEXT
         if conn is None:
             with self.store.read() as c:
-                return self._get(user_id, c)
-        return self._get(user_id, conn)
+                return self._get(user_id, c, None)
+        return self._get(user_id, conn, stamp)
 
-    def _stamp(self, conn: sa.Connection) -> tuple[Stamp, bool]:
-        """The stamp, and whether a context loaded after it may be kept: nothing can still
-        commit below it (it is at or below a horizon computed before it was read)."""
+    def _stamp(self, conn: sa.Connection, given: Stamp | None = None) -> tuple[Stamp, bool]:
+        """The stamp (``given``: already read in ``conn``), and whether a context loaded after
+        it may be kept: nothing can still commit below it (it is at or below a horizon
+        computed before it was read)."""
         clock = self.store.clock
         known = clock.known  # a horizon computed before this stamp is read
-        stamp = context_stamp(conn)
-        if not clock.sequenced:
+        stamp = context_stamp(conn) if given is None else given
+        if not clock.sequenced or stamp[0] <= known:
             return stamp, True  # the counter hands versions out in commit order
-        if stamp[0] > known:
-            # a change newer than the horizon known: read the horizon now, then the stamp
-            # again (in that order), so the stamp kept is one nothing can commit below
-            known = self.store.current_version(conn)
-            stamp = context_stamp(conn)
+        # a change newer than the horizon known: read the horizon now (for the next requests
+        # too), then the stamp again (in that order), so the stamp kept is one nothing can
+        # commit below; a stamp given was read before, and is not kept
+        known = self.store.current_version(conn)
+        if given is not None:
+            return stamp, False
+        stamp = context_stamp(conn)
         return stamp, stamp[0] <= known
 
-    def _get(self, user_id: RecordId, conn: sa.Connection) -> SecurityContext:
-        stamp, final = self._stamp(conn)
+    def _get(self, user_id: RecordId, conn: sa.Connection, stamp: Stamp | None) -> SecurityContext:
+        stamp, final = self._stamp(conn, stamp)
         with self._lock:
             found = self._entries.get(user_id)
-            if found is not None and found[0] == stamp:
+            if found is not None and found.stamp == stamp:
                 self._entries.move_to_end(user_id)
                 self.hits += 1
-                return found[1]
+                return found.context
         ctx = _load(self.store, conn, user_id)  # a disabled user raises: nothing is kept
         with self._lock:
             self.loads += 1
             held = self._entries.get(user_id)
             if not final:
                 pass  # a change below the stamp may still commit: use it, do not keep it
-            elif held is None or held[0][0] <= stamp[0]:  # never replace a newer load
-                self._entries[user_id] = (stamp, ctx)
+            elif held is None or held.stamp[0] <= stamp[0]:  # never replace a newer load
+                self._entries[user_id] = _Entry(stamp, ctx)
                 self._entries.move_to_end(user_id)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
@@ -417,10 +432,10 @@ class ContextCache:
                 found = self._entries.get(user_id)
                 if user_id == SYSTEM_USER_ID:
                     out[user_id] = SYSTEM_CONTEXT
-                elif found is not None and found[0] == stamp:
+                elif found is not None and found.stamp == stamp:
                     self._entries.move_to_end(user_id)
                     self.hits += 1
-                    out[user_id] = found[1]
+                    out[user_id] = found.context
                 else:
                     missing.append(user_id)
         loaded = _load_many(self.store, conn, missing)
@@ -428,17 +443,40 @@ class ContextCache:
             self.loads += len(loaded)
             for user_id, ctx in loaded.items():
                 held = self._entries.get(user_id)
-                if final and (held is None or held[0][0] <= stamp[0]):
-                    self._entries[user_id] = (stamp, ctx)
+                if final and (held is None or held.stamp[0] <= stamp[0]):
+                    self._entries[user_id] = _Entry(stamp, ctx)
                     self._entries.move_to_end(user_id)
             while len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         out.update(loaded)
         return out
 
+    def binding(self, ctx: SecurityContext, conn: sa.Connection) -> UserBinding:
+        """:func:`user_binding` of a context this cache handed out, kept beside it: the
+        manager hierarchy and team memberships it reads are tables of the stamp, so it holds
+        exactly as long as the context does. ``conn`` is a transaction begun after the
+        context's stamp was read (the request's), so the binding is never older than it."""
+        with self._lock:
+            found = self._entries.get(ctx.user_id)
+            if found is not None and found.context is ctx and found.binding is not None:
+                return found.binding
+        bound = user_binding(self.store, conn, ctx)
+        with self._lock:
+            found = self._entries.get(ctx.user_id)
+            if found is not None and found.context is ctx:
+                found.binding = bound
+        return bound
+
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+@dataclass(slots=True)
+class _Entry:
+    stamp: Stamp
+    context: SecurityContext
+    binding: UserBinding | None = None
 
 
 def _dedupe(grants: list[Grant]) -> tuple[Grant, ...]:

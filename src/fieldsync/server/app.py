@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from fieldsync import __version__
+from fieldsync import __version__, tracing
 from fieldsync.config import Settings
 from fieldsync.errors import (
     FieldsyncError,
@@ -42,6 +42,7 @@ from fieldsync.server import files as files_routes
 from fieldsync.server import live as live_routes
 from fieldsync.server import sync as sync_routes
 from fieldsync.server.metrics import Metrics, MetricsMiddleware
+from fieldsync.server.tracing import TracingMiddleware
 from fieldsync.store.audit import AuditLimits, client_address
 from fieldsync.sync.service import SyncService
 from fieldsync.webapi import files as webapi_files
@@ -132,7 +133,16 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
             per_minute=settings.audit_per_minute,
         )
     )
-    app = FastAPI(title="fieldsync", version=__version__, default_response_class=JSON)
+    if settings.traces and not tracing.enabled():
+        tracing.start()
+    # FastAPI's own telemetry stays off: its spans and logs would record request values
+    # (validation failures quote their input); fieldsync's request span names no values
+    app = FastAPI(
+        title="fieldsync",
+        version=__version__,
+        default_response_class=JSON,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.add_middleware(ClientAddress)
     app.state.settings = settings
     app.state.platform = platform
@@ -190,6 +200,10 @@ def create_app(settings: Settings, *, platform: Platform | None = None) -> FastA
     )
     # outermost: every answer is counted, refusals of oversized bodies included
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    if tracing.enabled():
+        # around everything: the request's span is the parent of all it does
+        app.add_middleware(TracingMiddleware)
+        tracing.instrument(store.engine)
 
     @app.exception_handler(FieldsyncError)
     async def on_fieldsync_error(_: Request, exc: FieldsyncError) -> JSON:

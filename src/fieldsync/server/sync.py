@@ -16,12 +16,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from fieldsync import tracing
 from fieldsync.errors import BadRequest, Forbidden
 from fieldsync.http.bodies import read_json_object
 from fieldsync.http.principal import Principal
 from fieldsync.http.responses import JSON
 from fieldsync.platform import Platform
 from fieldsync.security.context import load_context
+from fieldsync.server import tracing as traced
 from fieldsync.server.metrics import Metrics
 from fieldsync.sync.apps import offline_apps
 from fieldsync.sync.files import rejected_files
@@ -48,7 +50,8 @@ async def _body(request: Request) -> dict[str, Any]:
 @router.post("/handshake")
 async def handshake(request: Request, ctx: Principal) -> JSON:
     """Register the device for an app: answers the app's offline settings, the published
-    profile with its tables and columns, and who the user is."""
+    profile with its tables and columns, and who the user is (or, when the device sent the
+    etag of the answer it would get, that nothing changed)."""
     body = await _body(request)
     answer = await run_in_threadpool(
         service(request).handshake,
@@ -57,6 +60,7 @@ async def handshake(request: Request, ctx: Principal) -> JSON:
         app=body.get("app"),
         sdk=body.get("sdk"),
         pending=body.get("pending"),
+        etag=body.get("etag"),
     )
     return JSON(answer)
 
@@ -75,14 +79,16 @@ async def download(request: Request, ctx: Principal) -> JSON:
     started = time.perf_counter()
     body = await _body(request)
     metrics = _metrics(request)
-    answer = await run_in_threadpool(
-        partial(service(request).download, lag=metrics.lag.observe),
-        ctx,
-        device=body.get("device"),
-        app=body.get("app"),
-        cursors=body.get("cursors"),
-        limit=body.get("limit", 1000),
-    )
+    with tracing.span("sync.download") as span:
+        answer = await run_in_threadpool(
+            partial(service(request).download, lag=metrics.lag.observe),
+            ctx,
+            device=body.get("device"),
+            app=body.get("app"),
+            cursors=body.get("cursors"),
+            limit=body.get("limit", 1000),
+        )
+        traced.downloaded(span, body.get("app"), answer)
     response = JSON(answer)
     metrics.download(answer, len(response.body), time.perf_counter() - started)
     return response
@@ -95,14 +101,16 @@ async def upload(request: Request, ctx: Principal) -> JSON:
     # a change's values are held to the depth limit one change at a time: a change nested
     # too deep becomes a sync error of its own, and the rest of the batch applies
     body = await read_json_object(request, "a sync request", max_depth=None)
-    answer = await run_in_threadpool(
-        service(request).upload,
-        ctx,
-        device=body.get("device"),
-        app=body.get("app"),
-        changes=body.get("changes"),
-        acknowledged=body.get("acknowledged"),
-    )
+    with tracing.span("sync.upload") as span:
+        answer = await run_in_threadpool(
+            service(request).upload,
+            ctx,
+            device=body.get("device"),
+            app=body.get("app"),
+            changes=body.get("changes"),
+            acknowledged=body.get("acknowledged"),
+        )
+        traced.uploaded(span, body.get("app"), body.get("changes"), answer)
     # a rejected change's new file is referenced by nothing: it goes now (fieldsync.files)
     orphans = rejected_files(
         request.app.state.platform.store.schema, body.get("changes"), answer["results"]

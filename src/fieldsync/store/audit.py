@@ -179,6 +179,18 @@ class AuditLog:
     def enter(self) -> None:
         self._pending.depth += 1
 
+    def mark(self) -> int:
+        """Where the current write transaction's events stand: a savepoint's start, for
+        :meth:`rolled_back`."""
+        return len(self._pending.events)
+
+    def rolled_back(self, mark: int, *, refusals: bool = True) -> None:
+        """A savepoint taken at ``mark`` rolled back: the changes it recorded did not happen
+        (and with ``refusals=False``, its refusals are forgotten too: the work is about to
+        be tried again, and the attempt that counts records its own)."""
+        events = self._pending.events
+        events[mark:] = [] if not refusals else [e for e in events[mark:] if not e[1]]
+
     def leave(self, committed: bool) -> None:
         """A write transaction ended: write what it raised (changes only if it committed)."""
         p = self._pending

@@ -90,6 +90,16 @@ fs_file = sa.Table(
     # added by migration 0004_file_references: when a row first referenced the file (null: an
     # upload not yet attached to any row, which only its uploader may attach)
     sa.Column("attachedon", UTCDateTime),
+    # added by migration 0006_image_files: the bytes were checked to be an image when they
+    # arrived; its thumbnail (null until made) may come later, off the upload's request
+    sa.Column("isimage", sa.Boolean),
+    # the images whose thumbnail is still to be made: few at any time
+    sa.Index(
+        "ix_fs_file_thumbnail_due",
+        "createdon",
+        sqlite_where=sa.text("isimage AND thumbnail IS NULL"),
+        postgresql_where=sa.text("isimage AND thumbnail IS NULL"),
+    ),
 )
 
 # -- files: uploads in progress (the bytes are staged in the blob store) ------------------
@@ -109,6 +119,9 @@ fs_upload = sa.Table(
     sa.Column("sha256", sa.String(64)),  # declared by a device; null: computed at the end
     sa.Column("received", sa.BigInteger, nullable=False),
     sa.Column("createdon", UTCDateTime, nullable=False, index=True),
+    # added by migration 0006_file_batches: changed by every chunk stored (and by a reset), so
+    # a server process knows whether the bytes staged are still the ones it hashed
+    sa.Column("stamp", sa.String(32)),
 )
 
 # -- sign-in: passwords, sessions (refresh tokens), API tokens, failed attempts -------------

@@ -27,6 +27,7 @@ from fieldsync.store.versions import horizon
 from fieldsync.types import RecordId, Version
 
 WATERMARK = "changes_retained_after"
+UNBOUNDED = 2**62  # the upper bound of an unbounded read
 MAX_PAGE = 10_000
 
 
@@ -72,6 +73,29 @@ def watermark(conn: sa.Connection) -> Version:
     return int(value or 0)
 
 
+# built once, with parameters: making a statement of the log's columns (and its cache key)
+# anew for every read cost more than running it
+_CHANGES = (
+    sa.select(fs_change)
+    .where(
+        fs_change.c.version > sa.bindparam("after"),
+        fs_change.c.version <= sa.bindparam("upto"),
+    )
+    .order_by(fs_change.c.version)
+    .limit(sa.bindparam("limit"))
+)
+_CHANGES_OF = (
+    sa.select(fs_change)
+    .where(
+        fs_change.c.version > sa.bindparam("after"),
+        fs_change.c.version <= sa.bindparam("upto"),
+        fs_change.c.tablename.in_(sa.bindparam("tables", expanding=True)),
+    )
+    .order_by(fs_change.c.version)
+    .limit(sa.bindparam("limit"))
+)
+
+
 def read_changes(
     conn: sa.Connection,
     after: Version,
@@ -91,20 +115,22 @@ def read_changes(
     mark = watermark(conn)
     if after < mark:
         raise ChangesExpired(after, mark)
-    stmt = sa.select(fs_change).where(fs_change.c.version > after)
+    upto = UNBOUNDED
     if bounded:
         # its own statement, before the read: the read's snapshot then holds every version
         # at or below it that committed
-        top = horizon(conn)
-        if top <= after:
+        upto = horizon(conn)
+        if upto <= after:
             return ChangePage((), after, False)
-        stmt = stmt.where(fs_change.c.version <= top)
     wanted: Sequence[str] | None = None if tables is None else sorted(set(tables))
-    if wanted is not None:
-        if not wanted:
-            return ChangePage((), after, False)
-        stmt = stmt.where(fs_change.c.tablename.in_(wanted))
-    rows = conn.execute(stmt.order_by(fs_change.c.version).limit(limit + 1)).all()
+    params: dict[str, Any] = {"after": after, "upto": upto, "limit": limit + 1}
+    if wanted is None:
+        stmt = _CHANGES
+    elif not wanted:
+        return ChangePage((), after, False)
+    else:
+        stmt, params["tables"] = _CHANGES_OF, wanted
+    rows = conn.execute(stmt, params).all()
     more = len(rows) > limit
     rows = rows[:limit]
     changes = tuple(

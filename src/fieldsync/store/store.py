@@ -60,6 +60,7 @@ from fieldsync.schema.model import (
 )
 from fieldsync.store import catalog
 from fieldsync.store.audit import AuditLog
+from fieldsync.store.bulk import insert_many
 from fieldsync.store.catalog import fs_change, fs_meta, fs_migration, fs_relationship, fs_sequence
 from fieldsync.store.catalog import fs_table as fs_table_t
 from fieldsync.store.ddl import (
@@ -291,7 +292,7 @@ class Store:
         if not rows:
             return
         if self.dialect != "postgresql" or len(rows) < COPY_THRESHOLD:
-            conn.execute(table.insert(), rows)
+            insert_many(conn, table, rows)
             return
         dialect = conn.dialect
         names = list(rows[0])
@@ -1050,6 +1051,27 @@ def _device_inventory_columns(store: Store, conn: sa.Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE fs_device ADD COLUMN {column} {kind}")
 
 
+def _file_batches(store: Store, conn: sa.Connection) -> None:
+    """fs_file gains ``isimage`` (databases made before: every file with a thumbnail is an
+    image), so that an image whose thumbnail is still to be made is known as one; fs_upload
+    gains ``stamp``."""
+    fs_file = catalog.fs_file
+    if "stamp" not in {c["name"] for c in sa.inspect(conn).get_columns("fs_upload")}:
+        kind = catalog.fs_upload.c.stamp.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE fs_upload ADD COLUMN stamp {kind}")
+    have = {c["name"] for c in sa.inspect(conn).get_columns("fs_file")}
+    if "isimage" not in have:
+        kind = fs_file.c.isimage.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE fs_file ADD COLUMN isimage {kind}")
+    conn.execute(
+        fs_file.update()
+        .where(fs_file.c.isimage.is_(None), fs_file.c.thumbnail.is_not(None))
+        .values(isimage=True)
+    )
+    for index in fs_file.indexes:
+        index.create(conn, checkfirst=True)
+
+
 def _version_sequence(store: Store, conn: sa.Connection) -> None:
     """PostgreSQL takes versions from a sequence (no lock held until commit), starting after
     the counter's value, and gives this store its advisory key space (see
@@ -1081,5 +1103,6 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("0004_sync_applied_by_user", _applied_by_user),
     ("0004_refresh_grace", _session_grace_columns),
     ("0005_device_inventory", _device_inventory_columns),
-    ("0006_version_sequence", _version_sequence),
+    ("0006_file_batches", _file_batches),
+    ("0007_version_sequence", _version_sequence),
 ]

@@ -77,7 +77,7 @@ class VersionClock:
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
-        self.sequenced = False  # PostgreSQL with fs_version_seq (migration 0006)
+        self.sequenced = False  # PostgreSQL with fs_version_seq (migration 0007)
         self.space = 0
         self._lock = threading.Lock()
         self.known = 0  # the highest horizon computed so far (it never goes down)

@@ -5,10 +5,11 @@ A cursor says where a table's download stands and what it was computed against:
 - ``phase`` ``"snapshot"``: streaming the whole scope in primary-key order, after ``key``;
   ``head`` is the version the stream started at (every change after it is sent afterwards);
 - ``phase`` ``"delta"``: every change up to ``version`` has been sent;
-- ``phase`` ``"diff-in"`` / ``"diff-out"``: the profile was republished and only the table's
-  filter changed: the rows entering the scope stream (after ``key``), then the ids of the rows
-  leaving it, computed against the published version ``old``; then the changes after
-  ``version`` follow under the new version, so the rows staying are never sent again;
+- ``phase`` ``"diff"`` (or ``"diff-in"`` / ``"diff-out"``): the profile was republished and
+  only the table's filter changed: the rows entering the scope and the ids of the rows leaving
+  it stream in one pass (or the entering rows, then the leaving ids), after ``key``, computed
+  against the published version ``old``; then the changes after ``version`` follow under the
+  new version, so the rows staying are never sent again;
 - ``profile`` and ``pversion``: the published profile (and version) the cursor was issued
   under, so a republish can be answered with the difference;
 - ``fingerprint``: the user's security context, ``item``: the profile item (and what it
@@ -34,7 +35,7 @@ import orjson
 
 from fieldsync.errors import BadRequest
 
-Phase = Literal["snapshot", "delta", "diff-in", "diff-out"]
+Phase = Literal["snapshot", "delta", "diff", "diff-in", "diff-out"]
 
 
 class BadCursor(BadRequest):

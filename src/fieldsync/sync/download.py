@@ -14,13 +14,15 @@ Two phases per table, both driven by the cursor (:mod:`fieldsync.sync.cursor`):
   scope now. Those travel as upserts, the others as removes (a device drops a remove for a
   row it does not hold). Cost: O(changes + their related rows), nothing in the scope's size.
 
-- **diff** (``diff-in``, then ``diff-out``): the profile was republished and the table's
-  filter changed (its item hash), nothing else: the rows in the new scope but not the old one
-  stream as upserts, then the ids in the old scope but not the new one as removes (both sets
-  computed now, in primary-key order, as the user), and the delta resumes from the cursor's
-  version under the new version. The rows staying are not sent again; a row that changed
-  since the cursor is a candidate of that delta, so what the device held is corrected either
-  way. Cost: O(rows moving), plus the two scope queries.
+- **diff** (``diff``; ``diff-in``, then ``diff-out``): the profile was republished and the
+  table's filter changed (its item hash), nothing else: the rows in the new scope but not the
+  old one stream as upserts, and the ids in the old scope but not the new one as removes (both
+  computed now, in primary-key order, as the user; in one pass over the table, a row's two
+  memberships read side by side, when both filters are predicates of the row alone, else in
+  two phases), and the delta resumes from the cursor's version under the new version. The
+  rows staying are not sent again; a row that changed since the cursor is a candidate of that
+  delta, so what the device held is corrected either way. Cost: O(rows moving), plus one pass
+  over the table (or the two scope queries).
 
 A change to the user's security context (roles, teams, business unit, manager hierarchy), a
 republish that the diff cannot answer (another column set, a filter that reads the clock, an
@@ -51,7 +53,7 @@ from fieldsync.security.predicate import readable
 from fieldsync.store.changes import Change, read_changes, watermark
 from fieldsync.store.sqltypes import UTCDateTime
 from fieldsync.sync.cursor import BadCursor, Cursor
-from fieldsync.sync.protocol import DownloadPage
+from fieldsync.sync.protocol import SQLITE_PAIR_TEXT, DownloadPage, inventory_checksum_texts
 from fieldsync.sync.scope import SCOPE_COLUMNS, SHARE_TABLE, Edge, ScopePlan, TablePlan, walk
 
 CHUNK = 500  # ids per IN list
@@ -69,6 +71,24 @@ class TablePage:
     complete: bool = False  # the re-scope ends with this page: drop every unmarked row
     more: bool = False
     after: int | None = None  # a delta page: the version the device had (not on the wire)
+    follows: bool = False  # the page ended a phase and the next one can follow at once
+
+    def merged(self, later: TablePage, pk: int) -> TablePage:
+        """This page and the ``later`` one of the same table as one page: what a device
+        holds after applying it is what it would hold after applying the two in turn. An id
+        in both keeps only the later page's word, so the page holds each id once (a device
+        may apply a page's upserts and removes in either order)."""
+        later_ids = {str(row[pk]) for row in later.upserts}
+        later_ids.update(later.removes)
+        afters = [a for a in (self.after, later.after) if a is not None]
+        return replace(
+            later,
+            upserts=[r for r in self.upserts if str(r[pk]) not in later_ids] + later.upserts,
+            removes=[i for i in self.removes if i not in later_ids] + later.removes,
+            rescope=self.rescope,
+            complete=self.complete or later.complete,
+            after=min(afters) if afters else None,
+        )
 
     def to_json(self) -> DownloadPage:
         return {
@@ -178,6 +198,7 @@ class Downloader:
         self.registration = registration
         self._text = self.store.dialect == "sqlite"  # see _statement
         self.heals = dict(heals or {})  # targeted re-scopes per table (inventory mismatches)
+        self._mark: int | None = None  # the change log's watermark, once read
 
     # -- public ---------------------------------------------------------------------------
 
@@ -213,7 +234,7 @@ class Downloader:
             return page
         if cursor.phase == "snapshot":
             return self._snapshot(conn, tp, cursor, limit)
-        if cursor.phase in ("diff-in", "diff-out"):
+        if cursor.phase in ("diff", "diff-in", "diff-out"):
             return self._diff(conn, tp, cursor, limit)
         return self._delta(conn, tp, cursor, limit)
 
@@ -252,7 +273,7 @@ class Downloader:
     def inventory(self, conn: sa.Connection, table: str) -> tuple[int, str]:
         """The row count and checksum (:mod:`fieldsync.sync.inventory`) of the table's scope,
         from the same statement the snapshot streams, counted in the database."""
-        from fieldsync.sync.inventory import checksum, format_checksum, pg_hash_sum
+        from fieldsync.sync.inventory import format_checksum, pg_hash_sum
 
         tp = self.plan.plan(table)
         pk = tp.table.primary_id
@@ -265,10 +286,14 @@ class Downloader:
                 sa.select(sa.func.count(), pg_hash_sum(sub.c[pk], sub.c.versionnumber))
             ).one()
             return int(count), format_checksum(int(total))
-        # SQLite: ids as stored (32 hex digits), no UUID objects made only to print them
-        sub = stmt.subquery()
-        pairs = sa.select(sa.type_coerce(sub.c[pk], sa.String), sub.c.versionnumber)
-        return checksum(conn.execute(pairs))
+        # SQLite: ids as stored (32 hex digits), the pair's text made by SQLite, one hash
+        # per row left to Python (no UUID objects made only to print them)
+        sub = stmt.subquery("pairs")
+        text: sa.ColumnClause[str] = sa.literal_column(
+            SQLITE_PAIR_TEXT.format(id=f'pairs."{pk}"', version='pairs."versionnumber"')
+        )
+        texts = conn.execute(sa.select(text).select_from(sub)).scalars().all()
+        return inventory_checksum_texts(texts)
 
     # -- phases ---------------------------------------------------------------------------
 
@@ -281,8 +306,15 @@ class Downloader:
         ):
             return True
         if cursor.phase == "delta":
-            return tp.timed or cursor.version < watermark(conn)
+            return tp.timed or cursor.version < self._watermark(conn)
         return False
+
+    def _watermark(self, conn: sa.Connection) -> int:
+        """The change log's pruning watermark, read once per request (one transaction: a
+        prune that commits meanwhile makes the delta's read answer 410, as before)."""
+        if self._mark is None:
+            self._mark = watermark(conn)
+        return self._mark
 
     def _rescope(self, conn: sa.Connection, tp: TablePlan, cursor: Cursor, limit: int) -> TablePage:
         """Stream the table's whole scope again from this cursor; the device marks what
@@ -368,7 +400,7 @@ class Downloader:
             or cursor.profile != str(profile.profile_id)
             or not 0 < cursor.pversion != profile.version
             or tp.timed
-            or cursor.version < watermark(conn)
+            or cursor.version < self._watermark(conn)
         ):
             return None
         before = self.earlier(cursor.pversion)
@@ -377,7 +409,7 @@ class Downloader:
             return None
         return replace(
             cursor,
-            phase="diff-in",
+            phase="diff",
             item=tp.item_hash,
             key=None,
             old=cursor.pversion,
@@ -389,6 +421,13 @@ class Downloader:
         if before is None or tp.table.name not in before.tables:
             # the earlier version is gone (another process, a restart): re-scope instead
             return self._rescope(conn, tp, cursor, limit)
+        if cursor.phase == "diff":
+            both = self._diff_both(conn, tp, before, cursor, limit)
+            if both is not None:
+                return both
+            # the filters cannot be read side by side: rows entering after the key, then
+            # every id leaving (a remove sent twice is harmless)
+            cursor = replace(cursor, phase="diff-in")
         pk = tp.table.primary_id
         after: Node = (
             Condition(pk, Op.NOT_NULL)
@@ -408,6 +447,7 @@ class Downloader:
             else:
                 page.upserts = rows
                 nxt = replace(cursor, phase="diff-out", key=None)
+                page.follows = True
         else:
             # ids of the old scope that the new one does not hold
             old_ids = self._ids(conn, before, tp, after).subquery()
@@ -424,6 +464,56 @@ class Downloader:
             else:
                 page.removes = gone
                 nxt = replace(cursor, phase="delta", key=None, old=0)
+                page.follows = True
+        page.cursor = nxt.encode(self.secret)
+        page.more = True  # then the changes since the cursor's version, under the new version
+        page.after = cursor.version
+        return page
+
+    def _diff_both(
+        self, conn: sa.Connection, tp: TablePlan, before: ScopePlan, cursor: Cursor, limit: int
+    ) -> TablePage | None:
+        """The rows entering the scope and the ids leaving it, after the cursor's key, in one
+        pass over the table: each row's membership of the old and of the new scope is its
+        filter read as a predicate of the row (the same statement as the user, guard and all,
+        that the scope queries run), and a row travels when the two differ (a filter that is
+        null counts as false). ``None`` when a filter needs more than the table's own row (a
+        join of its own): then the two phases run apart."""
+        table = self.store.sql_table(tp.table.name)
+        wheres = []
+        for plan in (self.plan, before):
+            ids = self._ids(conn, plan, tp)
+            froms = ids.get_final_froms()
+            if len(froms) != 1 or froms[0] is not table or ids.whereclause is None:
+                return None
+            wheres.append(ids.whereclause)
+        now, was = wheres
+        pk = tp.table.primary_id
+        after: Node = (
+            Condition(pk, Op.NOT_NULL)
+            if cursor.key is None
+            else Condition(pk, Op.GT, uuid.UUID(cursor.key))
+        )
+        stmt = self._statement(conn, tp, after, limit + 1)
+        entering = sa.and_(now, sa.not_(sa.func.coalesce(was, sa.false())))
+        leaving = sa.and_(was, sa.not_(sa.func.coalesce(now, sa.false())))
+        stmt = stmt.where(sa.or_(entering, leaving)).add_columns(
+            sa.case((entering, 1), else_=0).label("fs_entering")
+        )
+        found = conn.execute(stmt).fetchall()
+        more = len(found) > limit
+        found = found[:limit]
+        flags = [r[-1] for r in found]
+        rows = _wire_rows(tp, [tuple(r)[:-1] for r in found], self._text)
+        index = tp.columns.index(pk)
+        page = TablePage(tp.table.name, tp.columns)
+        page.upserts = [row for row, flag in zip(rows, flags, strict=True) if flag]
+        page.removes = [str(row[index]) for row, flag in zip(rows, flags, strict=True) if not flag]
+        if more:
+            nxt = replace(cursor, key=str(rows[-1][index]))
+        else:
+            nxt = replace(cursor, phase="delta", key=None, old=0)
+            page.follows = True
         page.cursor = nxt.encode(self.secret)
         page.more = True  # then the changes since the cursor's version, under the new version
         page.after = cursor.version
@@ -486,6 +576,7 @@ class Downloader:
         else:
             nxt = replace(cursor, phase="delta", version=cursor.head, key=None, head=0)
             page.complete = True
+            page.follows = True
         page.upserts = rows
         page.cursor = nxt.encode(self.secret)
         page.more = True  # after a snapshot's last page, the changes made while it streamed

@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fieldsync.errors import BadRequest, Forbidden, NotFound
+from fieldsync.files.batch import MAX_FILES, READ_BUDGET, read_batch
 from fieldsync.files.service import FILE_TYPES, FileInfo, Files
 from fieldsync.query.ast import Or, is_in
 from fieldsync.schema.model import Schema
@@ -103,6 +104,7 @@ class FileGrants:
         moment = int(time.time() if now is None else now)
         expires = moment + TICKET_SECONDS
         secret = self.sync.secret
+        infos = self.files.thumbnails.ensure_all(infos)  # facts are whole: never "not yet"
         return {
             "files": [
                 {**info.to_json(), "ticket": _sign(secret, ctx.user_id, app_name, fid, expires)}
@@ -111,6 +113,29 @@ class FileGrants:
             "missing": [str(i) for i in ids if i not in infos],
             "expires": expires,
         }
+
+    def read(
+        self, ctx: SecurityContext, *, device: object, app: object, files: object
+    ) -> tuple[dict[str, Any], list[bytes]]:
+        """The bytes of many small files (or thumbnails) in one answer, for a device whose
+        user can read a row of the app's profile holding each (the grant's check, made here
+        for the whole batch: no ticket is needed)."""
+        device_id, app_name = self.sync.checked_device(device), self.sync.checked_app(app)
+        if not isinstance(files, list) or len(files) > MAX_FILES:
+            raise BadRequest(f"'files' is a list of at most {MAX_FILES} files to read")
+        wanted: list[tuple[uuid.UUID, bool]] = []
+        for item in files:
+            size = item.get("size", "full") if isinstance(item, dict) else None
+            if size not in ("full", "thumbnail"):
+                raise BadRequest('each file to read is {"id": <file id>, "size": full|thumbnail}')
+            try:
+                wanted.append((uuid.UUID(str(item.get("id"))), size == "thumbnail"))
+            except ValueError:
+                raise BadRequest("'id' is a file id (a GUID)") from None
+        with self.sync.store.read() as conn:
+            self.sync.owned_device(conn, ctx, device_id)
+            allowed = self.readable(conn, ctx, app_name, list(dict.fromkeys(f for f, _ in wanted)))
+        return read_batch(self.files, allowed, wanted, READ_BUDGET)
 
     def readable(
         self, conn: sa.Connection, ctx: SecurityContext, app: str, ids: list[uuid.UUID]

@@ -27,7 +27,7 @@ from typing import Any
 from fieldsync.query.ast import And, Condition, Const, Node, Op, Or
 from fieldsync.security.model import SecurityContext
 from fieldsync.security.predicate import readable
-from fieldsync.store.notify import ALL_TABLES, Touch
+from fieldsync.store.notify import ALL_TABLES, AUDIENCE_COLUMNS, Touch
 from fieldsync.sync.scope import ScopePlan
 
 
@@ -59,6 +59,16 @@ class Interest:
                 out |= targets
         return frozenset(out)
 
+    def audience(self, table: str) -> frozenset[tuple[str, Any]] | None:
+        """The (column, value) pairs of which a row of ``table`` must carry one for
+        :meth:`may_read` to pass, when its image holds those columns; None when that cannot be
+        told (every change to the table must then be checked). An index, not the decision:
+        :meth:`may_read` still decides for every candidate it finds."""
+        guard = self.guards.get(table)
+        if guard is None:
+            return None
+        return _audience(guard)
+
     def may_read(self, touch: Touch) -> bool:
         guard = self.guards.get(touch.table)
         if guard is None:
@@ -86,6 +96,38 @@ def passes(node: Node, image: Mapping[str, Any]) -> bool:
         values = node.value if node.op is Op.IN else (node.value,)
         return any(_same(value, v) for v in values)
     return True
+
+
+def _audience(node: Node) -> frozenset[tuple[str, Any]] | None:
+    if isinstance(node, Const):
+        return None if node.value else frozenset()
+    if isinstance(node, Or):
+        out: set[tuple[str, Any]] = set()
+        for item in node.items:
+            part = _audience(item)
+            if part is None:
+                return None
+            out |= part
+        return frozenset(out)
+    if (
+        isinstance(node, Condition)
+        and node.entity is None
+        and node.op in (Op.EQ, Op.IN)
+        and node.column in AUDIENCE_COLUMNS
+    ):
+        values = node.value if node.op is Op.IN else (node.value,)
+        return frozenset((node.column, audience_key(v)) for v in values)
+    return None
+
+
+def audience_key(value: Any) -> Any:
+    """A value as an image holds it (images hold ids as UUIDs): what :func:`_same` equates."""
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return value
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -58,6 +58,7 @@ class HandshakeRequest(TypedDict):
     app: str  # the app's unique name or id
     sdk: NotRequired[str | None]  # the device software's version (bookkeeping)
     pending: NotRequired[int | None]  # changes waiting in the device's outbox (bookkeeping)
+    etag: NotRequired[str | None]  # the etag of the handshake answer the device holds
 
 
 class UserInfo(TypedDict):
@@ -110,7 +111,22 @@ class HandshakeAnswer(TypedDict):
     order: list[str]  # the tables, parents before children: download in this order
     views: list[ViewInfo]
     sqlite: NotRequired[dict[str, TableLayout]]  # the replica's SQLite layout, per table
+    etag: NotRequired[str]  # the hash of this answer (all of it but server_time)
     server_time: str
+
+
+class HandshakeUnchanged(TypedDict):
+    """The answer to a handshake that sent the ``etag`` of the answer it would get: the
+    device goes on with the handshake it holds."""
+
+    protocol: int
+    server: str
+    unchanged: Literal[True]
+    etag: str
+    server_time: str
+
+
+HandshakeResult: TypeAlias = HandshakeAnswer | HandshakeUnchanged
 
 
 # -- download --------------------------------------------------------------------------------
@@ -263,6 +279,78 @@ class UploadDone(TypedDict):
 UploadProgress: TypeAlias = UploadState | UploadDone
 
 
+# Small files in batches (``POST /sync/v1/files/batch`` and ``POST /sync/v1/files/read``): the
+# body of a batch upload, and the answer of a batch read, is a FileBatch (or FileReadAnswer)
+# on one line of JSON, a newline, then the bytes of the files it lists, back to back.
+
+FILE_BATCH_TYPE = "application/x-fieldsync-files"
+
+
+class FileBatchItem(TypedDict):
+    file: str  # the file id the device made (and put in the row)
+    table: str
+    column: str
+    name: str
+    mimetype: str
+    size: int  # its bytes follow those of the files listed before it
+    sha256: str
+
+
+class FileBatch(TypedDict):
+    files: list[FileBatchItem]  # at most 500
+
+
+class FileStored(TypedDict):
+    id: str
+    status: Literal["stored"]
+    file: FileFacts  # an image's thumbnail is null until it is made (a grant then lists it)
+
+
+class FileBatchError(TypedDict):
+    status: int  # the HTTP status the file would have had alone (400, 403, 413)
+    code: str
+    message: str
+
+
+class FileRefused(TypedDict):
+    id: str
+    status: Literal["refused", "retry"]  # refused: for good; retry: arrived damaged, send again
+    error: FileBatchError
+
+
+class FileBatchAnswer(TypedDict):
+    files: list[FileStored | FileRefused]  # one per file, in the order sent
+
+
+class FileToRead(TypedDict):
+    id: str
+    size: NotRequired[Literal["full", "thumbnail"]]  # full when not given
+
+
+class FileReadRequest(TypedDict):
+    device: str
+    app: str
+    files: list[FileToRead]  # at most 500
+
+
+class FileSent(TypedDict):
+    id: str
+    size: Literal["full", "thumbnail"]
+    status: Literal["sent"]
+    sha256: str
+    length: int  # its bytes follow those of the files sent before it
+
+
+class FileNotSent(TypedDict):
+    id: str
+    size: Literal["full", "thumbnail"]
+    status: Literal["missing", "later"]  # missing: not the user's to read; later: ask again
+
+
+class FileReadAnswer(TypedDict):
+    files: list[FileSent | FileNotSent]  # one per file asked for, in the order asked
+
+
 # -- live stream -----------------------------------------------------------------------------
 
 
@@ -323,6 +411,25 @@ def inventory_checksum(pairs: Any) -> tuple[int, str]:
         digest = sha(f"{ident(rid)}:{int(version or 0)}".encode()).digest()
         total += from_bytes(digest[:8], "big")
     return count, format_checksum(total)
+
+
+def inventory_checksum_texts(texts: Any) -> tuple[int, str]:
+    """:func:`inventory_checksum` of rows already written as ``"<id>:<version>"`` (the id
+    hyphenated, any case): what a store that formats the pairs itself (in SQL) hands over,
+    leaving one hash per row to Python."""
+    sha, from_bytes = hashlib.sha256, int.from_bytes
+    count = total = 0
+    for text in texts:
+        count += 1
+        total += from_bytes(sha(text.lower().encode()).digest()[:8], "big")
+    return count, format_checksum(total)
+
+
+SQLITE_PAIR_TEXT = (
+    "substr({id}, 1, 8) || '-' || substr({id}, 9, 4) || '-' || substr({id}, 13, 4) || '-' || "
+    "substr({id}, 17, 4) || '-' || substr({id}, 21, 12) || ':' || coalesce({version}, 0)"
+)
+"""SQLite's text of a row's ``"<id>:<version>"`` pair from an id stored as 32 hex digits."""
 
 
 class TableInventory(TypedDict):

@@ -25,6 +25,7 @@ from typing import Literal
 
 import orjson
 
+from fieldsync import tracing
 from fieldsync.errors import BadRequest
 from fieldsync.offline.snapshot import Distribution, ItemSnapshot, PublishedProfile
 from fieldsync.query.ast import (
@@ -250,6 +251,7 @@ def edge_for(schema: Schema, table: str, relationship: str, other: str) -> Edge:
     return Edge(table, other, "reverse", rel.referencing_column)
 
 
+@tracing.traced("scope.compile")
 def build_plan(profile: PublishedProfile, schema: Schema) -> ScopePlan:
     """The scope plan of a published profile; refuses cycles and unknown tables (publish
     validates both, so this only guards against a schema changed since)."""

@@ -30,7 +30,14 @@ from fieldsync.offline.snapshot import OfflineAccess, PublishedProfile
 from fieldsync.records.service import Records
 from fieldsync.security.context import load_context, user_binding
 from fieldsync.security.model import SecurityContext
-from fieldsync.store.catalog import fs_device, fs_device_receipt, fs_meta, fs_sync_applied
+from fieldsync.store.catalog import (
+    fs_change,
+    fs_device,
+    fs_device_receipt,
+    fs_meta,
+    fs_sync_applied,
+)
+from fieldsync.store.changes import WATERMARK
 from fieldsync.store.store import utcnow
 from fieldsync.sync import inventory as inv
 from fieldsync.sync.devices import (
@@ -48,10 +55,13 @@ from fieldsync.sync.protocol import (
     ChangeAnswer,
     DownloadAnswer,
     HandshakeAnswer,
+    HandshakeResult,
+    HandshakeUnchanged,
+    TableLayout,
     UploadAnswer,
     ViewInfo,
 )
-from fieldsync.sync.scope import ScopePlan, build_plan
+from fieldsync.sync.scope import SHARE_TABLE, ScopePlan, build_plan
 from fieldsync.sync.upload import MAX_BATCH, SERVER_WINS_KEY, ClientChange, Uploader
 from fieldsync.sync.views import compile_views, replica_layout
 from fieldsync.types import EntityRef
@@ -59,6 +69,34 @@ from fieldsync.types import EntityRef
 MAX_PAGE = 5000
 DEFAULT_PAGE = 1000
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_ETAG = re.compile(r"^[0-9a-f]{16,64}$")
+REGISTRATION_REFRESH = dt.timedelta(seconds=60)
+"""How stale the registration's ``lastsyncon`` may grow before a handshake that changes
+nothing else writes it again (a handshake that changes anything writes at once)."""
+
+VIEW_TABLES = ("appmodule", "appmoduleview", "savedquery", SHARE_TABLE)
+"""What the app's views are read from: an app, its list of views, the views and their shares."""
+
+
+def _views_stamp_statement() -> sa.Select[Any]:
+    newest = [
+        sa.select(sa.func.max(fs_change.c.version))
+        .where(fs_change.c.tablename == name)
+        .scalar_subquery()
+        for name in VIEW_TABLES
+    ]
+    pruned = sa.select(fs_meta.c.value).where(fs_meta.c.key == WATERMARK).scalar_subquery()
+    return sa.select(*newest, pruned)
+
+
+VIEWS_STAMP = _views_stamp_statement()  # built once, as the context cache's stamp
+
+
+def handshake_etag(answer: HandshakeAnswer) -> str:
+    """The hash of a handshake answer as the device adopts it (everything but the clock)."""
+    body = {k: v for k, v in answer.items() if k not in ("server_time", "etag")}
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
 
 AccessResolver = Callable[[sa.Connection, SecurityContext, str], OfflineAccess]
 
@@ -117,6 +155,12 @@ class SyncService:
         self.store = records.store
         self.access = access or _default_access(self.store)
         self._plans: OrderedDict[tuple[Any, ...], ScopePlan] = OrderedDict()
+        self._plan_of: OrderedDict[int, tuple[PublishedProfile, Any, ScopePlan]] = OrderedDict()
+        # the handshake's costly parts, kept while what they are made of stays the same
+        self._layouts: OrderedDict[tuple[Any, ...], tuple[Any, dict[str, TableLayout]]] = (
+            OrderedDict()
+        )
+        self._views_cache: OrderedDict[tuple[Any, ...], tuple[Any, ...]] = OrderedDict()
         self._lock = threading.Lock()
         self._secret: bytes | None = None
 
@@ -131,19 +175,36 @@ class SyncService:
 
     def plan(self, profile: PublishedProfile) -> ScopePlan:
         schema = self.store.schema
+        with self._lock:
+            # the same snapshot object as a moment ago (published snapshots are kept per id
+            # and version): its plan, without hashing the profile again
+            seen = self._plan_of.get(id(profile))
+            if seen is not None and seen[0] is profile and seen[1] is schema:
+                return seen[2]
         content = hashlib.sha256(orjson.dumps(profile.to_json())).hexdigest()
         key = (profile.profile_id, profile.version, content, id(schema))
         with self._lock:
             found = self._plans.get(key)
             if found is not None:
                 self._plans.move_to_end(key)
-                return found
+        if found is not None:
+            self._remember_plan(profile, schema, found)
+            return found
         built = build_plan(profile, schema)
         with self._lock:
             self._plans[key] = built
             while len(self._plans) > 64:
                 self._plans.popitem(last=False)
+        self._remember_plan(profile, schema, built)
         return built
+
+    def _remember_plan(self, profile: PublishedProfile, schema: Any, plan: ScopePlan) -> None:
+        with self._lock:
+            # holding the profile and the schema keeps their ids from being reused
+            self._plan_of[id(profile)] = (profile, schema, plan)
+            self._plan_of.move_to_end(id(profile))
+            while len(self._plan_of) > 64:
+                self._plan_of.popitem(last=False)
 
     def earlier_plan(
         self, conn: sa.Connection, profile: PublishedProfile, version: int
@@ -206,39 +267,44 @@ class SyncService:
         app: object,
         sdk: object = None,
         pending: object = None,
-    ) -> HandshakeAnswer:
+        etag: object = None,
+    ) -> HandshakeResult:
+        """Register the device and answer what it syncs. ``etag``: the ``etag`` of the
+        handshake answer the device holds; when the answer of now has the same one, a short
+        answer says so (``unchanged``) instead of repeating it. The answer is built (from
+        caches) and hashed on every call, so any change to the user, the app, the profile,
+        the tables or the views gives another etag."""
         device_id, app_name = self.checked_device(device), self.checked_app(app)
         if pending is not None and (
             isinstance(pending, bool) or not isinstance(pending, int) or pending < 0
         ):
             raise BadRequest("'pending' is the number of changes in the device's outbox")
+        if etag is not None and (not isinstance(etag, str) or not _ETAG.match(etag)):
+            raise BadRequest("'etag' is the etag of the handshake answer the device holds")
 
-        def work(conn: sa.Connection) -> tuple[Any, Any, Any, Any]:
-            caller_device(
-                conn, ctx, device_id, audit=self.store.audit
-            )  # another user's device: refused, nothing changes
+        with self.store.read() as conn:
+            # another user's device: refused, nothing changes
+            found = caller_device(conn, ctx, device_id, audit=self.store.audit)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
-            self._register(conn, ctx, device_id, app_name, access, sdk, pending)
+            values = _registration(ctx, app_name, access, sdk, pending)
+            current = found is not None and self._registration_current(conn, ctx, device_id, values)
             fullname = conn.execute(
                 sa.select(self.store.sql_table("systemuser").c.fullname).where(
                     self.store.sql_table("systemuser").c.systemuserid == ctx.user_id
                 )
             ).scalar()
-            views = compile_views(
-                self._views(conn, ctx, access, plan),
-                self.store.schema,
-                list(plan.order),
-                user_binding(self.store, conn, ctx),
+            views = self.views(conn, ctx, access, plan)
+        if not current:
+            # a sync that changes nothing writes nothing; a registration writes only the
+            # device's own row (a first one that races another user's is settled by the
+            # insert), so it runs beside other writers
+            self.store.transact(
+                lambda conn: self._register(conn, ctx, device_id, values), concurrent=True
             )
-            return access, plan, fullname, views
-
-        # it writes only the device's own row (a first registration that races another
-        # user's is settled by the insert): handshakes run beside other writers
-        access, plan, fullname, views = self.store.transact(work, concurrent=True)
         schema = self.store.schema
         tables = [schema.table(name).to_json() for name in plan.order]
-        return {
+        answer: HandshakeAnswer = {
             "protocol": PROTOCOL_VERSION,
             "server": __version__,
             "user": {
@@ -255,9 +321,72 @@ class SyncService:
             "columns": {name: list(plan.tables[name].columns) for name in plan.order},
             "order": list(plan.order),
             "views": views,
-            "sqlite": replica_layout(schema, list(plan.order)),
+            "sqlite": self.layout(list(plan.order)),
             "server_time": utcnow().isoformat(),
         }
+        tag = handshake_etag(answer)
+        if etag == tag:
+            unchanged: HandshakeUnchanged = {
+                "protocol": PROTOCOL_VERSION,
+                "server": __version__,
+                "unchanged": True,
+                "etag": tag,
+                "server_time": answer["server_time"],
+            }
+            return unchanged
+        answer["etag"] = tag
+        return answer
+
+    def layout(self, tables: list[str]) -> dict[str, TableLayout]:
+        """:func:`replica_layout`, made once per schema and table list."""
+        schema = self.store.schema
+        key = (id(schema), tuple(tables))
+        with self._lock:
+            found = self._layouts.get(key)
+            if found is not None and found[0] is schema:
+                return found[1]
+        built = replica_layout(schema, tables)
+        with self._lock:
+            self._layouts[key] = (schema, built)  # holding the schema keeps its id unique
+            while len(self._layouts) > 64:
+                self._layouts.popitem(last=False)
+        return built
+
+    def views(
+        self, conn: sa.Connection, ctx: SecurityContext, access: OfflineAccess, plan: ScopePlan
+    ) -> list[ViewInfo]:
+        """The app's views compiled for the device, kept per context, plan and app while the
+        change log shows no change to the views, the app's list of them or their shares (the
+        context cache hands out one context object until the user's access changes)."""
+        clock = self.store.clock
+        known = clock.known  # a horizon computed before the stamp is read
+        stamp = tuple(conn.execute(VIEWS_STAMP).one())
+        newest = max((v for v in stamp[:-1] if v is not None), default=0)
+        # kept only when nothing can still commit below the stamp (on PostgreSQL writers
+        # commit out of version order; see ContextCache): otherwise compiled, used, not kept
+        final = not clock.sequenced or newest <= known
+        if not final:
+            self.store.current_version(conn)  # the horizon, for the next requests
+        key = (id(ctx), id(plan), access.app.app_id, stamp)
+        with self._lock:
+            found = self._views_cache.get(key)
+            if found is not None and found[0] is ctx and found[1] is plan:
+                self._views_cache.move_to_end(key)
+                compiled: list[ViewInfo] = found[2]
+                return compiled
+        compiled = compile_views(
+            self._views(conn, ctx, access, plan),
+            self.store.schema,
+            list(plan.order),
+            user_binding(self.store, conn, ctx),
+        )
+        if not final:
+            return compiled
+        with self._lock:
+            self._views_cache[key] = (ctx, plan, compiled)  # held: their ids stay unique
+            while len(self._views_cache) > 1024:
+                self._views_cache.popitem(last=False)
+        return compiled
 
     def _views(
         self, conn: sa.Connection, ctx: SecurityContext, access: OfflineAccess, plan: ScopePlan
@@ -279,27 +408,38 @@ class SyncService:
             if v.get("returnedtypecode") in plan.tables and v.get("fetchxml")
         ]
 
+    @staticmethod
+    def _registration_current(
+        conn: sa.Connection, ctx: SecurityContext, device: str, values: Mapping[str, Any]
+    ) -> bool:
+        """The caller's registration of the device already says what ``values`` say, it
+        synced within :data:`REGISTRATION_REFRESH`, and after its last receipt (a device that
+        synced since its receipt must show so: administrators list such devices as still
+        holding data)."""
+        held = conn.execute(
+            sa.select(
+                fs_device.c.app,
+                fs_device.c.profileid,
+                fs_device.c.profileversion,
+                fs_device.c.sdkversion,
+                fs_device.c.pendingchanges,
+                fs_device.c.lastsyncon,
+                fs_device.c.receipton,
+            ).where(fs_device.c.deviceid == device, fs_device.c.userid == ctx.user_id)
+        ).first()
+        if held is None or any(
+            getattr(held, k) != v for k, v in values.items() if k not in ("userid", "lastsyncon")
+        ):
+            return False
+        now, last = values["lastsyncon"], held.lastsyncon
+        if last is None or last < now - REGISTRATION_REFRESH or last > now:
+            return False
+        return held.receipton is None or held.receipton < last
+
     def _register(
-        self,
-        conn: sa.Connection,
-        ctx: SecurityContext,
-        device: str,
-        app: str,
-        access: OfflineAccess,
-        sdk: object,
-        pending: int | None = None,
+        self, conn: sa.Connection, ctx: SecurityContext, device: str, values: Mapping[str, Any]
     ) -> None:
-        now = utcnow()
-        values: dict[str, Any] = {
-            "userid": ctx.user_id,
-            "app": app,
-            "profileid": access.profile.profile_id,
-            "profileversion": access.profile.version,
-            "sdkversion": str(sdk)[:32] if sdk is not None else None,
-            "lastsyncon": now,
-        }
-        if pending is not None:
-            values["pendingchanges"] = pending
+        """Register the device to the caller, or bring its registration up to date."""
         if caller_device(conn, ctx, device, audit=self.store.audit) is not None:
             conn.execute(
                 fs_device.update()
@@ -309,6 +449,7 @@ class SyncService:
             return
         # a new device id is the caller's from now on; when another user's first handshake
         # with the same id commits first, the insert fails and that user's ownership stands
+        now = values["lastsyncon"]
         savepoint = conn.begin_nested()
         try:
             conn.execute(fs_device.insert().values(deviceid=device, registeredon=now, **values))
@@ -382,6 +523,16 @@ class SyncService:
                     continue
                 page = dl.page(conn, table, cursors[table], budget)
                 budget -= len(page.upserts) + len(page.removes)
+                # a page that ended a phase (a snapshot's last page, a diff's half) goes on
+                # with the next phase in the same answer, as one page: a republish's diff
+                # and the delta after it cost one round trip, not three
+                pk = page.columns.index(plan.plan(table).table.primary_id)
+                while page.follows and budget > 0:
+                    later = dl.page(conn, table, page.cursor, budget)
+                    if later.rescope:
+                        break  # a re-scope starts a page of its own (the next request)
+                    budget -= len(later.upserts) + len(later.removes)
+                    page = page.merged(later, pk)
                 pages.append(page)
             behind = [p.after for p in pages if p.after is not None]
             if lag is not None and behind:
@@ -779,6 +930,23 @@ class SyncService:
         ]
         out.sort(key=lambda r: r["errortime"], reverse=True)
         return out[:limit]
+
+
+def _registration(
+    ctx: SecurityContext, app: str, access: OfflineAccess, sdk: object, pending: int | None
+) -> dict[str, Any]:
+    """What a handshake writes into the device's registration."""
+    values: dict[str, Any] = {
+        "userid": ctx.user_id,
+        "app": app,
+        "profileid": access.profile.profile_id,
+        "profileversion": access.profile.version,
+        "sdkversion": str(sdk)[:32] if sdk is not None else None,
+        "lastsyncon": utcnow(),
+    }
+    if pending is not None:
+        values["pendingchanges"] = pending
+    return values
 
 
 def _receipt_counts(tables: object, outbox: object, files: object) -> dict[str, Any]:

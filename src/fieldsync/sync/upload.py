@@ -3,9 +3,11 @@
 Each change carries a client change id (a UUID the device made), the table, the operation
 (create, update, delete), the row id (the device makes the ids of the rows it creates), the
 changed columns only, and the version the device last saw. Every change is applied through the
-records service as the user (so authorization, validation and plugins apply), in its own
-savepoint: a rejected change rolls back alone, is written to the Sync Errors table, and the
-answer carries the server's row so the device can revert. The outcome of every change is kept
+records service as the user (so authorization, validation and plugins apply). Runs of creates
+or updates are written as batches, each in a savepoint; a refused change splits its run (see
+:meth:`Uploader._apply_parts`) and is then tried alone in its own savepoint: it rolls back
+alone, is written to the Sync Errors table, and the answer carries the server's row so the
+device can revert. The outcome of every change is kept
 under (user, device, client change id), in the same transaction, so a retried batch is answered
 from that record instead of being applied twice; only the user who sent a change is ever
 answered from its record.
@@ -131,15 +133,12 @@ class Uploader:
         todo = [c for c in changes if c.change_id not in seen]
         outcome: dict[uuid.UUID, ChangeAnswer] = {}
         for run in self._runs(todo):
-            done = self._apply_run(conn, run) if len(run) > 1 else None
-            if done is None:  # a run of one, or one change of the run was refused
-                done = [self._apply_one(conn, c) for c in run]
-            for change, result in zip(run, done, strict=True):
-                outcome[change.change_id] = result
+            self._apply_parts(conn, run, outcome)
         if outcome:
             now = utcnow()
-            conn.execute(
-                fs_sync_applied.insert(),
+            self.store.bulk_insert(
+                conn,
+                fs_sync_applied,
                 [
                     {
                         "deviceid": self.device,
@@ -157,9 +156,10 @@ class Uploader:
         """Consecutive creates, or updates without a conflict policy, of one table and of
         distinct rows: each run is tried as one batched write."""
         runs: list[list[ClientChange]] = []
+        rows: set[uuid.UUID] = set()  # the rows of the last run
         for change in changes:
             last = runs[-1] if runs else None
-            batchable = change.problem is None and (
+            batchable = (change.problem is None and change.table in self.plan.tables) and (
                 change.operation == "create"
                 or (
                     change.operation == "update"
@@ -173,63 +173,105 @@ class Uploader:
                 and last[0].problem is None
                 and last[0].table == change.table
                 and last[0].operation == change.operation
-                and all(c.record_id != change.record_id for c in last)
+                and change.record_id not in rows
             ):
                 last.append(change)
             else:
                 runs.append([change])
+                rows.clear()
+            rows.add(change.record_id)
         return runs
 
-    def _apply_run(self, conn: sa.Connection, run: list[ClientChange]) -> list[ChangeAnswer] | None:
-        """A run as one batched write in a savepoint; None when any change of it is refused
-        (the savepoint rolls back, and the changes are applied one by one)."""
+    def _apply_parts(
+        self, conn: sa.Connection, run: list[ClientChange], outcome: dict[uuid.UUID, ChangeAnswer]
+    ) -> None:
+        """Apply a run in order: as one batched write when every change of it is accepted.
+        When one is refused, the batch rolls back and the run is split around the change the
+        error names (or in halves, when it names none): the parts before and after are tried
+        again as batches, the change alone. A change applied alone gets exactly the answer
+        it gets one at a time, so k refusals cost about k + 1 batches, not a write per
+        change."""
+        parts: list[tuple[list[ClientChange], bool]] = [(run, len(run) == 1)]
+        while parts:
+            part, alone = parts.pop()
+            if alone:
+                outcome[part[0].change_id] = self._apply_one(conn, part[0])
+                continue
+            done, refused = self._apply_run(conn, part)
+            if done is not None:
+                for change, result in zip(part, done, strict=True):
+                    outcome[change.change_id] = result
+                continue
+            at = next((i for i, c in enumerate(part) if c.record_id == refused), None)
+            if at is None:
+                half = len(part) // 2
+                pieces = [part[:half], part[half:]]
+            else:
+                pieces = [part[:at], part[at : at + 1], part[at + 1 :]]
+            for piece in reversed([p for p in pieces if p]):  # the stack pops them in order
+                parts.append((piece, len(piece) == 1))
+
+    def _apply_run(
+        self, conn: sa.Connection, run: list[ClientChange]
+    ) -> tuple[list[ChangeAnswer] | None, object]:
+        """A run as one batched write in a savepoint: the answers, or None and the row the
+        refusal names (the savepoint rolled back)."""
         table = run[0].table
         if table not in self.plan.tables:
-            return None
+            return None, None
         t = self.plan.tables[table].table
+        audit = self.store.audit.mark()
         savepoint = conn.begin_nested()
         try:
             if run[0].operation == "create":
                 rows = []
                 for c in run:
-                    values = self._values(t, c.values)
+                    values = self._values(t, c.values, c.record_id)
                     values[t.primary_id] = c.record_id
                     rows.append(values)
                 self.records.create_many(table, rows, caller=self.ctx, conn=conn)
                 sql = self.store.sql_table(table)
                 pk = sql.c[t.primary_id]
-                versions = dict(
-                    conn.execute(
-                        sa.select(pk, sql.c.versionnumber).where(pk.in_([c.record_id for c in run]))
-                    ).all()
-                )
+                versions: dict[uuid.UUID, int] = {}
+                for where in self.records.pipeline.id_filters(pk, [c.record_id for c in run]):
+                    stmt = sa.select(pk, sql.c.versionnumber).where(where)
+                    versions.update((rid, v) for rid, v in conn.execute(stmt))
                 found = [versions[c.record_id] for c in run]
             else:
                 pairs = []
                 for c in run:
-                    values = self._values(t, c.values)
+                    values = self._values(t, c.values, c.record_id)
                     values.pop(t.primary_id, None)
                     pairs.append((c.record_id, values))
                 found = self.records.update_many(table, pairs, caller=self.ctx, conn=conn)
-        except (FieldsyncError, sa.exc.IntegrityError):
+        except FieldsyncError as exc:
             savepoint.rollback()
-            return None
+            self.store.audit.rolled_back(audit, refusals=False)  # each is tried again
+            return None, exc.row_id if exc.row_id is not None else getattr(exc, "record_id", None)
+        except sa.exc.IntegrityError:
+            savepoint.rollback()
+            self.store.audit.rolled_back(audit, refusals=False)
+            return None, None
         savepoint.commit()
-        return [_applied(c, v) for c, v in zip(run, found, strict=True)]
+        return [_applied(c, v) for c, v in zip(run, found, strict=True)], None
 
     def _already(self, conn: sa.Connection, ids: list[uuid.UUID]) -> dict[uuid.UUID, ChangeAnswer]:
         if not ids:
             return {}
-        rows = conn.execute(
-            sa.select(fs_sync_applied.c.changeid, fs_sync_applied.c.result).where(
-                fs_sync_applied.c.userid == self.ctx.user_id,
-                fs_sync_applied.c.deviceid == self.device,
-                fs_sync_applied.c.changeid.in_(ids),
+        found: dict[uuid.UUID, ChangeAnswer] = {}
+        for where in self.records.pipeline.id_filters(fs_sync_applied.c.changeid, ids):
+            rows = conn.execute(
+                sa.select(fs_sync_applied.c.changeid, fs_sync_applied.c.result).where(
+                    fs_sync_applied.c.userid == self.ctx.user_id,
+                    fs_sync_applied.c.deviceid == self.device,
+                    where,
+                )
             )
-        )
-        return {r[0]: r[1] for r in rows}
+            found.update((r[0], r[1]) for r in rows)
+        return found
 
     def _apply_one(self, conn: sa.Connection, change: ClientChange) -> ChangeAnswer:
+        audit = self.store.audit.mark()
         savepoint = conn.begin_nested()
         try:
             try:
@@ -244,6 +286,7 @@ class Uploader:
                 ) from exc
         except FieldsyncError as exc:
             savepoint.rollback()
+            self.store.audit.rolled_back(audit)  # the refusal stays, what it changed does not
             error_type = _error_type(exc)
             row = self._server_row(conn, change)
             self._sync_error(conn, change, exc, error_type)
@@ -282,9 +325,18 @@ class Uploader:
             version = r.update(change.table, change.record_id, values, caller=self.ctx, conn=conn)
         return version
 
-    def _values(self, table: Table, raw: Mapping[str, Any]) -> dict[str, Any]:
+    def _values(
+        self, table: Table, raw: Mapping[str, Any], row_id: uuid.UUID | None = None
+    ) -> dict[str, Any]:
         """Wire values as the records service takes them (a polymorphic lookup travels as
-        two columns: the id and its table)."""
+        two columns: the id and its table); an error names ``row_id``."""
+        try:
+            return self._wire_values(table, raw)
+        except FieldsyncError as exc:
+            exc.row_id = row_id
+            raise
+
+    def _wire_values(self, table: Table, raw: Mapping[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, value in raw.items():
             col = table.column(name)

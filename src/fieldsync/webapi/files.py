@@ -78,6 +78,8 @@ async def serve(request: Request, ctx: SecurityContext, target: FileTarget, root
         info = await run_in_threadpool(files.for_column, ctx, t.name, rid, col.name)
         full = request.query_params.get("size", "").lower() == "full"
         thumb = col.type is ColumnType.IMAGE and not full
+        if thumb and info.due:
+            info = await run_in_threadpool(files.with_thumbnail, info)
         return blob_response(
             files,
             info,

@@ -16,6 +16,8 @@ from fieldsync.errors import BadRequest
 from fieldsync.http.responses import json_bytes
 from fieldsync.limits import parse_json
 from fieldsync.platform import Platform
+from fieldsync.query.ast import Query
+from fieldsync.query.bind import UserBinding
 from fieldsync.security.model import SecurityContext
 from fieldsync.webapi.protocol import parse_prefer
 
@@ -99,12 +101,15 @@ class ODataResponse:
 
 @dataclass
 class Call:
-    """The caller and the transaction a request runs in (a change set shares one)."""
+    """The caller and the transaction a request runs in (a change set shares one);
+    ``reader``: a read transaction the request already holds (a GET's, the one that
+    authenticated it), where its reads run."""
 
     platform: Platform
     caller: SecurityContext
     conn: sa.Connection | None = None
     content_ids: dict[str, str] = field(default_factory=dict)  # $batch: Content-ID -> URL
+    reader: sa.Connection | None = None
 
     def write(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work`` in the request's transaction: the change set's, which the change set
@@ -115,10 +120,23 @@ class Call:
             return work(self.conn)
         return self.platform.store.transact(work, concurrent=True)
 
+    def binding(self, conn: sa.Connection) -> UserBinding:
+        """What the query language's user operators bind to: the caller's, kept beside
+        the cached security context (read once per change to what it is made of)."""
+        return self.platform.contexts.binding(self.caller, conn)
+
+    def statement(self, query: Query, conn: sa.Connection) -> sa.Select[Any]:
+        """The SELECT of a query as the caller (``Records.query_statement``)."""
+        binding = None if query.filter is None else self.binding(conn)
+        return self.platform.records.query_statement(
+            query, caller=self.caller, conn=conn, binding=binding
+        )
+
     @contextmanager
     def reading(self) -> Iterator[sa.Connection]:
-        if self.conn is not None:
-            yield self.conn
+        held = self.conn if self.conn is not None else self.reader
+        if held is not None:
+            yield held
             return
         with self.platform.store.read() as conn:
             yield conn

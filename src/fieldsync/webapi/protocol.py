@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -124,9 +125,16 @@ def parse_key(text: str) -> Key:
 
 def parse_path(path: str) -> list[Segment]:
     """The segments of a resource path below the service root."""
+    return list(_segments(path))
+
+
+# a request's path is parsed up to three times (the body limit, the file endpoints, the
+# routes); the segments are frozen, so one parse serves them all
+@functools.lru_cache(maxsize=1024)
+def _segments(path: str) -> tuple[Segment, ...]:
     path = path.strip("/")
     if not path:
-        return []
+        return ()
     out = []
     for raw in split_outside_quotes(path, "/"):
         m = _SEGMENT.fullmatch(raw)
@@ -136,7 +144,7 @@ def parse_path(path: str) -> list[Segment]:
         if m.group(2) is not None:
             key = Key() if not m.group(2).strip() else parse_key(m.group(2))
         out.append(Segment(m.group(1), key))
-    return out
+    return tuple(out)
 
 
 def parse_prefer(header: str) -> dict[str, str]:

@@ -27,7 +27,7 @@ from fieldsync.schema.values import make_coercer
 from fieldsync.security.model import Privilege
 from fieldsync.security.predicate import has_privilege
 from fieldsync.types import EntityRef, RecordId, Row
-from fieldsync.webapi import paging, render
+from fieldsync.webapi import driver, paging, render
 from fieldsync.webapi.message import Call, ODataRequest, ODataResponse
 from fieldsync.webapi.protocol import (
     API_PREFIX,
@@ -75,7 +75,7 @@ def query_columns(table: Table, columns: tuple[str, ...] | None, expand: Iterabl
 
 
 def run(call: Call, conn: sa.Connection, query: Query) -> list[Row]:
-    return call.platform.records.query(query, caller=call.caller, conn=conn)
+    return [dict(r) for r in conn.execute(call.statement(query, conn)).mappings()]
 
 
 def key_filter(table: Table, key: Key) -> Node:
@@ -320,11 +320,10 @@ def list_entities(
         f"{req.root}/$metadata#Collection($ref)" if refs else context_url(req, table, selected)
     )
     body: dict[str, Any] = {"@odata.context": context}
-    records = call.platform.records
     with call.reading() as conn:
         if within is not None:
             read = replace(read, filter=all_of([read.filter or all_of([]), within(conn)]))
-        stmt = records.query_statement(read, caller=call.caller, conn=conn)
+        stmt = call.statement(read, conn)
         if query.count:
             total = conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery()))
             count = int(total.scalar_one())
@@ -332,26 +331,44 @@ def list_entities(
         if cursor is not None:
             sql = call.platform.store.sql_table(table.name)
             stmt = stmt.where(paging.after(sql, table, query.orders, cursor))
-        result = conn.execute(stmt.limit(limit + 1))
-        keys = tuple(result.keys())
-        rows = [dict(zip(keys, r, strict=True)) for r in result]
-        more = len(rows) > limit and (query.top is None or sent + limit < query.top)
-        rows = rows[:limit]
-        if refs:
-            value = [
-                {"@odata.id": req.link(f"{table.entity_set_name}({r[table.primary_id]})")}
-                for r in rows
-            ]
-        else:
-            value = render_rows(call, conn, table, rows, want, selected)
-            expand_rows(call, conn, table, rows, expand, value, want)
+        stmt = stmt.limit(limit + 1)
+        last: Row | None = None
+        if refs or expand or want(render.FORMATTED):
+            result = conn.execute(stmt)
+            keys = tuple(result.keys())
+            rows = [dict(zip(keys, r, strict=True)) for r in result]
+            more = len(rows) > limit and (query.top is None or sent + limit < query.top)
+            rows = rows[:limit]
+            last = rows[-1] if rows else None
+            if refs:
+                value = [
+                    {"@odata.id": req.link(f"{table.entity_set_name}({r[table.primary_id]})")}
+                    for r in rows
+                ]
+            else:
+                value = render_rows(call, conn, table, rows, want, selected)
+                expand_rows(call, conn, table, rows, expand, value, want)
+        else:  # the common page: rendered from the driver's values (webapi.driver)
+            page = driver.fetch(conn, stmt)
+            more = len(page.rows) > limit and (query.top is None or sent + limit < query.top)
+            values = page.rows[:limit]
+            value = render.render_values(
+                table,
+                page.keys,
+                values,
+                page.convert,
+                page.text,
+                annotations=want,
+                columns=selected,
+            )
+            last = page.typed(len(values) - 1) if values else None
     body["value"] = value
     headers = {}
     if "odata.maxpagesize" in req.prefer:
         headers["Preference-Applied"] = f"odata.maxpagesize={size}"
-    if more and rows:
+    if more and last is not None:
         params = {k: v for k, v in req.params.items() if k.lower() != "$skiptoken"}
-        params["$skiptoken"] = paging.encode(table, query.orders, rows[-1], sent + len(rows))
+        params["$skiptoken"] = paging.encode(table, query.orders, last, sent + len(value))
         body["@odata.nextLink"] = req.link(path or table.entity_set_name, params)
     return ODataResponse(200, body, headers)
 
@@ -370,7 +387,7 @@ def count(
     with call.reading() as conn:
         if within is not None:
             query = replace(query, filter=all_of([query.filter or all_of([]), within(conn)]))
-        stmt = call.platform.records.query_statement(query, caller=call.caller, conn=conn)
+        stmt = call.statement(query, conn)
         total = conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery()))
         number = int(total.scalar_one())
     return ODataResponse(200, str(number), media_type="text/plain; charset=utf-8")
@@ -386,11 +403,10 @@ def fetch_xml(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
     size = query.page_size or (None if query.top is not None else 5000)
     page = query.page or 1
     want = wanted(req)
-    records = call.platform.records
     body: dict[str, Any] = {"@odata.context": context_url(req, table, None)}
     with call.reading() as conn:
         plain = replace(query, page=None, page_size=None, paging_cookie=None, count=False)
-        stmt = records.query_statement(plain, caller=call.caller, conn=conn)
+        stmt = call.statement(plain, conn)
         if size is not None:
             stmt = stmt.limit(size + 1).offset((page - 1) * size)
         rows = [dict(r) for r in conn.execute(stmt).mappings()]

@@ -36,11 +36,10 @@ def sql_query(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
         raise QueryError(
             f"sql: the SELECT reads {query.table!r} but was sent to {table.entity_set_name!r}"
         )
-    records = call.platform.records
     body: dict[str, Any] = {"@odata.context": context_url(req, table, None)}
     if parsed.count is not None:
         with call.reading() as conn:
-            stmt = records.query_statement(query, caller=call.caller, conn=conn)
+            stmt = call.statement(query, conn)
             total = conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery()))
             body["value"] = [{parsed.count: int(total.scalar_one())}]
         return ODataResponse(200, body)
@@ -55,7 +54,7 @@ def sql_query(call: Call, req: ODataRequest, table: Table) -> ODataResponse:
     read = replace(query, columns=columns, top=None)
     want = wanted(req)
     with call.reading() as conn:
-        stmt = records.query_statement(read, caller=call.caller, conn=conn)
+        stmt = call.statement(read, conn)
         rows = [dict(r) for r in conn.execute(stmt.limit(limit + 1).offset(offset)).mappings()]
         more = len(rows) > limit and (query.top is None or offset + limit < query.top)
         rows = rows[:limit]

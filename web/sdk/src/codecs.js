@@ -5,6 +5,9 @@
 
 /** @param {string} id @returns {string} */
 export function uuidToHex(id) {
+  if (id.length === 36 && id[8] === "-" && id[13] === "-" && id[18] === "-" && id[23] === "-") {
+    return (id.slice(0, 8) + id.slice(9, 13) + id.slice(14, 18) + id.slice(19, 23) + id.slice(24)).toLowerCase();
+  }
   return id.replace(/-/g, "").toLowerCase();
 }
 

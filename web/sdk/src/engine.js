@@ -11,21 +11,11 @@ import { Files } from "./files.js";
 import { Scheduler } from "./scheduler.js";
 import { Database } from "./db.js";
 import { Inventory, WIPE_CODE, wipeAsked } from "./inventory.js";
+import { SDK_VERSION } from "./states.js";
 
-export const SDK_VERSION = "@fieldsync/device 0.1.0";
 export const UPLOAD_BATCH = 200;
 export const PAGE_SIZE = 2000;
-export const SYNC_STATES = /** @type {const} */ ([
-  "Connected",
-  "ConnectedWithWarning",
-  "ConnectedPendingUpsync",
-  "ConnectedError",
-  "ConnectedRefresh",
-  "NotConnected",
-  "NotConnectedWithWarning",
-  "NotConnectedPendingUpsync",
-  "NotConnectedSyncError",
-]);
+export { SDK_VERSION, SYNC_STATES } from "./states.js";
 
 /**
  * @typedef {{id: string, name: string, fullname: string | null}} User

@@ -13,7 +13,7 @@ export {
   AccessRemovedError, AuthError, BusyError, DeviceError, DeviceWipedError, FieldError, NotFoundError, OfflineError,
   QuotaError, ServerError,
 } from "./errors.js";
-export { SYNC_STATES, SDK_VERSION } from "./engine.js";
+export { SYNC_STATES, SDK_VERSION } from "./states.js";
 
 /**
  * @typedef {import("./engine.js").EngineOptions & {workerUrl?: string | URL, inProcess?: boolean}} OpenOptions

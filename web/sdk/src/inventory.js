@@ -12,12 +12,13 @@
 import { OfflineError, ServerError } from "./errors.js";
 import { hexToUuid } from "./codecs.js";
 import { q } from "./replica.js";
+import { sha256, sha256Text } from "./sha256.js";
 
 /** The error code of every sync call once an administrator asked to wipe the device. */
 export const WIPE_CODE = "0x80040F01";
 const CACHE = "inventory"; // state: per table, the cursor the count and checksum were computed at
 const RECEIPT = "receipt"; // state: a receipt not delivered yet
-const CHUNK = 512; // digests computed at once
+const LINES = 20000; // rows hashed per chunk
 
 /**
  * @typedef {{rows: number, checksum: string, cursor: string}} TableInventory
@@ -34,24 +35,82 @@ const CHUNK = 512; // digests computed at once
  * @returns {Promise<{rows: number, checksum: string}>}
  */
 export async function inventoryChecksum(pairs) {
-  const encoder = new TextEncoder();
-  let total = 0n;
-  let rows = 0;
-  /** @type {Promise<ArrayBuffer>[]} */
-  let batch = [];
-  const drain = async () => {
-    for (const digest of await Promise.all(batch)) total += new DataView(digest).getBigUint64(0);
-    total = BigInt.asUintN(64, total);
-    batch = [];
-  };
+  const sum = new Checksum();
   for (const [id, version] of pairs) {
-    rows += 1;
-    const text = `${hexToUuid(String(id).toLowerCase())}:${version == null ? 0 : BigInt(/** @type {any} */ (version))}`;
-    batch.push(crypto.subtle.digest("SHA-256", encoder.encode(text)));
-    if (batch.length >= CHUNK) await drain();
+    const v = version == null ? 0 : typeof version === "number" && Number.isSafeInteger(version) ? version : BigInt(/** @type {any} */ (version));
+    sum.add(sha256Text(`${hexToUuid(String(id).toLowerCase())}:${v}`));
   }
-  await drain();
-  return { rows, checksum: total.toString(16).padStart(16, "0") };
+  return sum.result();
+}
+
+/**
+ * `inventoryChecksum` of a stored table, with no JavaScript string per row: SQLite writes the
+ * rows' "<id>:<version>" lines, a chunk at a time in primary-key order, into one blob, and
+ * each line is hashed where it lies.
+ * @param {import("./db.js").Database} db @param {string} table @param {string} pk
+ * @returns {{rows: number, checksum: string}}
+ */
+export function tableChecksum(db, table, pk) {
+  const sum = new Checksum();
+  const id = q(pk);
+  const part = (/** @type {number} */ from, /** @type {number} */ length) => `substr(${id}, ${from}, ${length})`;
+  const uuid = [part(1, 8), part(9, 4), part(13, 4), part(17, 4), part(21, 12)].join(" || '-' || ");
+  const line = `CASE WHEN length(${id}) = 32 THEN ${uuid} ELSE ${id} END || ':' || coalesce(CAST(versionnumber AS INTEGER), 0)`;
+  /** @type {unknown} */
+  let after = null;
+  for (;;) {
+    const chunk = db.get(
+      `SELECT count(*) AS n, max(k) AS last, CAST(group_concat(line, char(10)) AS BLOB) AS lines FROM ` +
+        `(SELECT ${id} AS k, ${line} AS line FROM ${q(table)}${after === null ? "" : ` WHERE ${id} > :after`} ORDER BY ${id} LIMIT ${LINES})`,
+      after === null ? {} : { after: /** @type {any} */ (after) },
+    );
+    const n = Number(chunk?.n ?? 0);
+    if (!n) break;
+    const bytes = /** @type {Uint8Array} */ (chunk?.lines);
+    let start = 0;
+    let inId = true;
+    for (let i = 0; i <= bytes.length; i++) {
+      const b = i < bytes.length ? bytes[i] : 10;
+      if (b === 10) {
+        sum.add(sha256(bytes, start, i));
+        start = i + 1;
+        inId = true;
+      } else if (inId) {
+        if (b === 58) inId = false; // ":"
+        else if (b >= 65 && b <= 90) bytes[i] = b + 32; // ids count in lower case
+      }
+    }
+    if (n < LINES) break;
+    after = chunk?.last;
+  }
+  return sum.result();
+}
+
+/** A sum of digests' first 8 bytes mod 2^64, in two 32-bit halves (no BigInt per row). */
+class Checksum {
+  constructor() {
+    this.high = 0;
+    this.low = 0;
+    this.rows = 0;
+  }
+
+  /** @param {Uint32Array} digest */
+  add(digest) {
+    this.rows += 1;
+    this.low += digest[1];
+    this.high += digest[0];
+    if (this.low >= 2 ** 32) {
+      this.low -= 2 ** 32;
+      this.high += 1;
+    }
+    if (this.high >= 2 ** 32) this.high -= 2 ** 32;
+  }
+
+  /** @returns {{rows: number, checksum: string}} */
+  result() {
+    const total = (BigInt(this.high) << 32n) | BigInt(this.low);
+    return { rows: this.rows, checksum: total.toString(16).padStart(16, "0") };
+  }
 }
 
 /** @param {unknown} error */
@@ -87,9 +146,7 @@ export class Inventory {
       if (cursor == null || before.has(name)) continue;
       let kept = cache[name];
       if (!kept || kept.cursor !== cursor) {
-        const pk = this.replica.table(name).primary_id;
-        const pairs = this.db.all(`SELECT ${q(pk)} AS id, versionnumber AS v FROM ${q(name)}`).map((r) => /** @type {[unknown, unknown]} */ ([r.id, r.v]));
-        const { rows, checksum } = await inventoryChecksum(pairs);
+        const { rows, checksum } = tableChecksum(this.db, name, this.replica.table(name).primary_id);
         kept = cache[name] = { cursor, rows, checksum };
         changed = true;
       }

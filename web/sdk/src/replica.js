@@ -312,7 +312,31 @@ export class Replica {
   }
 
   /**
+   * The table's own indexes (the layout's `CREATE INDEX` statements: lookups and the version),
+   * by name, each with a statement that builds it if it is missing. Unique indexes are left
+   * out: they check rows as they arrive.
+   * @param {string} table
+   * @returns {Map<string, string>}
+   */
+  tableIndexes(table) {
+    /** @type {Map<string, string>} */
+    const out = new Map();
+    for (const statement of this.handshake?.sqlite?.[table]?.ddl ?? []) {
+      const found = /^CREATE INDEX (?:IF NOT EXISTS )?("(?:[^"]|"")+"|[A-Za-z0-9_]+) ON (.*)$/s.exec(String(statement).trim());
+      if (!found) continue;
+      const name = found[1].startsWith('"') ? found[1].slice(1, -1).replace(/""/g, '"') : found[1];
+      out.set(name, `CREATE INDEX IF NOT EXISTS ${q(name)} ON ${found[2]}`);
+    }
+    return out;
+  }
+
+  /**
    * Apply one download page of one table, with its cursor, in one transaction.
+   *
+   * A re-scope into an empty table is a whole table arriving: its indexes are dropped by the
+   * first page and built once by the page that completes it (one sort each, instead of an
+   * index entry written per row and page), as the Python device does. A stop in between
+   * resumes from the cursor and the completing page still builds them.
    * @param {any} page
    * @param {string} now
    * @returns {number} rows written or removed
@@ -325,10 +349,14 @@ export class Replica {
     const index = columns.indexOf(pk);
     const codecs = this.codecs.get(name) ?? {};
     const coding = columns.map((c) => codecs[c] ?? null);
-    /** @type {Stored[][]} */
-    const rows = page.upserts.map((/** @type {unknown[]} */ row) =>
-      row.map((v, i) => toStored(coding[i], v)),
-    );
+    // the page is this call's own (parsed from the answer): its rows become stored values in place
+    const rows = /** @type {Stored[][]} */ (page.upserts);
+    for (const row of rows) {
+      for (let i = 0; i < row.length; i++) {
+        const v = row[i];
+        if (v !== null) row[i] = toStored(coding[i], v);
+      }
+    }
     const pkCodec = codecs[pk] ?? null;
     const removes = /** @type {string[]} */ (page.removes).map((r) => /** @type {Stored} */ (toStored(pkCodec, r)));
     this.db.tx(() => {
@@ -337,6 +365,7 @@ export class Replica {
         this.db.run("DELETE FROM _fs_seen WHERE tablename = ?", [name]);
         // an empty table has nothing to sweep: no need to mark what arrives
         marking = this.db.value(`SELECT 1 FROM ${q(name)} LIMIT 1`) != null;
+        if (!marking) for (const index of this.tableIndexes(name).keys()) this.db.exec(`DROP INDEX IF EXISTS ${q(index)}`);
       }
       const pending = this.pending(name);
       if (rows.length) {
@@ -360,6 +389,7 @@ export class Replica {
           removes.filter((r) => !keep.has(r)).map((r) => [r]),
         );
       }
+      if (page.complete) for (const statement of this.tableIndexes(name).values()) this.db.exec(statement);
       if (page.complete && marking) {
         // the sweep: what the re-scope did not send is no longer in scope (local creates stay)
         const keep = [...pending.keys()].map((id) => toStored(pkCodec, id));

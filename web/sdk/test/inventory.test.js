@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 
 import { AccessRemovedError, DeviceWipedError } from "../src/index.js";
-import { inventoryChecksum } from "../src/inventory.js";
+import { Database } from "../src/db.js";
+import { inventoryChecksum, tableChecksum } from "../src/inventory.js";
 import { APP, api, closeServer, device, server, startProxy } from "./helpers.js";
 
 after(closeServer);
@@ -43,6 +44,28 @@ test("the checksum is the protocol's: the Python device's test vectors", async (
     many.push([id, i % 3n ? Number(i * i) : null]);
   }
   assert.deepEqual(await inventoryChecksum(many), { rows: 1000, checksum: "420d8f4d104a6897" });
+});
+
+test("a stored table's checksum, read in chunks as SQLite writes it, is the protocol's", async () => {
+  const db = await Database.open({ storage: "memory" });
+  try {
+    db.exec("CREATE TABLE t (tid CHAR(32) PRIMARY KEY, versionnumber BIGINT)");
+    /** @type {[string, number | null][]} */
+    const rows = [];
+    for (let i = 0n; i < 45_001n; i += 1n) {
+      // more than two chunks; ids in both cases; a third without a version; big versions
+      const hex = ((i * 0x9e3779b97f4a7c15n) % (1n << 128n)).toString(16).padStart(32, "0");
+      rows.push([i % 7n ? hex : hex.toUpperCase(), i % 3n ? Number((i * i * 1_000_003n) % (1n << 53n)) : null]);
+    }
+    db.tx(() => db.many("INSERT INTO t (tid, versionnumber) VALUES (?, ?)", rows));
+    assert.deepEqual(tableChecksum(db, "t", "tid"), await inventoryChecksum(rows));
+    db.exec("DELETE FROM t");
+    assert.deepEqual(tableChecksum(db, "t", "tid"), { rows: 0, checksum: "0000000000000000" });
+    db.tx(() => db.many("INSERT INTO t (tid, versionnumber) VALUES (?, ?)", [["00000000000040008000000000000001", 7], ["00000000-0000-4000-8000-000000000002", 12]]));
+    assert.deepEqual(tableChecksum(db, "t", "tid"), { rows: 2, checksum: "01dae0ba746d08fa" });
+  } finally {
+    db.close();
+  }
 });
 
 test("a synced device matches; a tampered table is a mismatch, healed in the same sync", async () => {

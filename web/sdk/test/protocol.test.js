@@ -131,6 +131,43 @@ test("must-refetch (410): the tables download again from scratch and the replica
   }
 });
 
+test("a first download stopped in the middle resumes from its cursors; each table's indexes are built once it is whole", async () => {
+  const proxy = await startProxy();
+  const d = await device("fatima", { server: proxy.url, pageSize: 3, retries: 0 });
+  /** @param {string} table @returns {string[]} the table's layout indexes missing on the device */
+  const missing = (table) => {
+    const present = new Set(d.db.all("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", [table]).map((r) => r.name));
+    return [...d.replica.tableIndexes(table).keys()].filter((name) => !present.has(name));
+  };
+  try {
+    const tables = [...d.replica.defs.keys()];
+    assert.ok(tables.every((t) => d.replica.tableIndexes(t).size > 0), "every table has indexes of its own");
+    let downloads = 0;
+    proxy.rules.push({ match: (m, p) => m === "POST" && p === "/sync/v1/download" && ++downloads === 4, status: 500 });
+    await assert.rejects(d.sync(), OfflineError);
+    const cursors = d.replica.cursors(tables);
+    const started = tables.filter((t) => cursors[t] != null);
+    assert.ok(started.length > 0, "pages were applied before the stop");
+    const partial = started.filter((t) => missing(t).length);
+    // three pages of three rows: the stop came in the middle of the first table
+    assert.equal(partial.length, 1, `one table was in the middle: ${partial}`);
+    for (const t of partial) assert.deepEqual(missing(t), [...d.replica.tableIndexes(t).keys()], `${t}: its indexes wait for the whole table`);
+    const stopped = new Map(started.map((t) => [t, Number(d.db.value(`SELECT count(*) FROM "${t}"`))]));
+    proxy.seen.length = 0;
+    const report = await d.sync();
+    for (const t of tables) assert.deepEqual(missing(t), [], `${t}: indexes built`);
+    for (const [name, status] of Object.entries(report.inventory)) assert.equal(status, "match", name);
+    // resumed, not started over: the tables begun before the stop did not download again from scratch
+    for (const [t, rows] of stopped) {
+      const now = Number(d.db.value(`SELECT count(*) FROM "${t}"`));
+      assert.equal(report.tables[t]?.rows ?? 0, now - rows, `${t}: only the rest arrived`);
+    }
+  } finally {
+    await d.close();
+    await proxy.close();
+  }
+});
+
 test("429 and 503 wait as Retry-After says; other 5xx back off; a server that stays down is offline", async () => {
   const proxy = await startProxy();
   const d = await device("fatima", { server: proxy.url, baseDelayMs: 50 });

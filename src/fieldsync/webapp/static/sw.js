@@ -2,11 +2,14 @@
 // SQLite WebAssembly, icons) in Cache Storage so the app opens with no network. Data never
 // goes through here: the replica lives in OPFS and API calls go to the network untouched.
 // The build replaces SHELL_VERSION and SHELL_FILES with the bundle's content hash and files.
-const VERSION = "60f57c2d740f36fd";
+const VERSION = "27d91822520a6d92";
 const FILES = [
   "./",
   "./app.css",
   "./app.js",
+  "./chunk-BO7OUEAM.js",
+  "./chunk-C6XVLQXV.js",
+  "./chunk-PWWBNVLP.js",
   "./engine-worker.js",
   "./icons/icon-192.png",
   "./icons/icon-512.png",

@@ -1,0 +1,1 @@
+import{a as c,b as d,c as e,d as f,e as g}from"./chunk-BO7OUEAM.js";import{m as a,n as b}from"./chunk-PWWBNVLP.js";export{g as Engine,e as PAGE_SIZE,a as SDK_VERSION,b as SYNC_STATES,d as UPLOAD_BATCH,f as browserNetwork,c as toStored};
