@@ -7,8 +7,12 @@ Two ``fieldsync serve`` processes on one scratch PostgreSQL database; each write
 with its own keep-alive connection and its own user, so no service protection limit is
 shared) creates one account per request through the Web API, alternating servers by writer.
 Printed for each concurrency: the median writes/s over the repeats, its ratio to the single
-writer, the 5xx count (the goal: none) and how often a server transaction was seen waiting
-for a lock on the version counter (``pg_stat_activity`` sampled every 20 ms).
+writer, the 5xx count (the goal: none), the two server processes' CPU per write (user +
+system; with the single writer's latency it says whether the servers' CPU, not a lock, is
+what caps the ratio on this machine) and how many server transactions were seen waiting
+for a lock, on average (``pg_stat_activity`` sampled every 20 ms): any lock (a row, the
+writers' advisory lock, or, on a version of fieldsync that took versions from a counter row
+held until commit, that row).
 
 The same run's baseline: the same single-row INSERT ... COMMIT straight through psycopg, with
 1, 8 and 32 connections and no counter, shows what this machine and database allow.
@@ -52,8 +56,7 @@ def seed(url: str, users: int) -> list[str]:
 
 
 class Sampler(threading.Thread):
-    """Counts samples of ``pg_stat_activity`` with a backend waiting on a lock while its
-    transaction works on the version counter's table."""
+    """Counts the servers' backends seen waiting on a lock in ``pg_stat_activity``."""
 
     def __init__(self, url: str, application: str) -> None:
         super().__init__(daemon=True)
@@ -68,7 +71,7 @@ class Sampler(threading.Thread):
     def run(self) -> None:
         sql = (
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-            "AND wait_event_type = 'Lock' AND query ILIKE '%%fs_sequence%%'"
+            "AND wait_event_type = 'Lock'"
         )
         while not self.stop.is_set():
             (n,) = self.conn.execute(sql, (self.application,)).fetchone() or (0,)
@@ -114,7 +117,12 @@ def writers(servers: list[str], tokens: list[str], n: int, seconds: float) -> di
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - began
-    return {"rate": sum(done) / elapsed, "5xx": sum(failed), "other": sum(other)}
+    return {
+        "rate": sum(done) / elapsed,
+        "writes": sum(done),
+        "5xx": sum(failed),
+        "other": sum(other),
+    }
 
 
 def raw_inserts(url: str, n: int, seconds: float) -> float:
@@ -171,7 +179,10 @@ def main() -> None:
                 for n in counts:
                     sampler = Sampler(url, application)
                     sampler.start()
+                    cpu = sum(s.cpu() for s in servers)
                     result = writers([s.url for s in servers], tokens, n, args.seconds)
+                    cpu = sum(s.cpu() for s in servers) - cpu
+                    result["cpu_ms"] = 1000 * cpu / max(1, result["writes"])
                     sampler.stop.set()
                     sampler.join()
                     result["waiting"] = sampler.waiting / max(1, sampler.samples)
@@ -180,7 +191,8 @@ def main() -> None:
                     print(
                         f"  {n:2} writers: {result['rate']:7,.0f} writes/s, "
                         f"5xx {result['5xx']}, other refusals {result['other']}, "
-                        f"waiting on the counter {result['waiting']:.1f} on average; "
+                        f"server CPU {result['cpu_ms']:.1f} ms/write, "
+                        f"waiting on a lock {result['waiting']:.1f} on average; "
                         f"raw INSERT+COMMIT {raw[n][-1]:7,.0f}/s",
                         flush=True,
                     )
@@ -191,16 +203,17 @@ def main() -> None:
     raw_one = statistics.median(raw[counts[0]])
     print("\nsummary (medians)")
     print(
-        f"  {'writers':>7} {'writes/s':>10} {'x one':>6} {'5xx':>5} {'waiting':>8} "
-        f"{'raw/s':>9} {'x one':>6}"
+        f"  {'writers':>7} {'writes/s':>10} {'x one':>6} {'5xx':>5} {'cpu ms':>7} "
+        f"{'waiting':>8} {'raw/s':>9} {'x one':>6}"
     )
     for n in counts:
         rate = statistics.median(r["rate"] for r in results[n])
         fails = sum(r["5xx"] for r in results[n])
         waiting = statistics.median(r["waiting"] for r in results[n])
+        cpu_ms = statistics.median(r["cpu_ms"] for r in results[n])
         raw_rate = statistics.median(raw[n])
         print(
-            f"  {n:7} {rate:10,.0f} {rate / one:6.2f} {fails:5} {waiting:8.1f} "
+            f"  {n:7} {rate:10,.0f} {rate / one:6.2f} {fails:5} {cpu_ms:7.1f} {waiting:8.1f} "
             f"{raw_rate:9,.0f} {raw_rate / raw_one:6.2f}"
         )
 

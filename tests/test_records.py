@@ -98,7 +98,8 @@ def snapshot(store: Store) -> dict[str, Any]:
             dict(r)
             for r in conn.execute(sa.select(fs_change).order_by(fs_change.c.version)).mappings()
         ]
-        out["version"] = store.current_version(conn)
+        if store.dialect == "sqlite":  # a PostgreSQL sequence leaves a gap when rolled back
+            out["version"] = store.current_version(conn)
     return out
 
 

@@ -1,11 +1,14 @@
-"""Writers never deadlock on the version counter, a deadlock the database still reports is
-retried, and one that persists is a 503 with Retry-After (issue 16, item 5).
+"""Writers that run alone never deadlock, a deadlock the database still reports is retried,
+and one that persists is a 503 with Retry-After.
 
-Every write transaction locks the version counter first (``BEGIN IMMEDIATE`` on SQLite), so
-two writers that touch the same rows in opposite orders queue instead of deadlocking. A
-deadlock caused by a lock taken outside that order (here: a bare connection) makes
-``Store.transact`` run the whole unit of work again; when every attempt is aborted the client
-gets 503 with ``Retry-After`` and nothing is written. The two-process load test is
+A write transaction that is not a concurrent unit of work takes the writers' lock first and
+exclusively (``BEGIN IMMEDIATE`` on SQLite), so two such writers that touch the same rows in
+opposite orders queue instead of deadlocking. Concurrent units of work (PostgreSQL: the
+records service, the Web API, sync uploads) run side by side and lock rows as they go: two
+that lock rows in opposite orders deadlock, and ``Store.transact`` runs the one PostgreSQL
+aborts again, so both commit. A deadlock caused by a lock taken outside the order (here: a
+bare connection) is retried the same way; when every attempt is aborted the client gets 503
+with ``Retry-After`` and nothing is written. The two-process load test is
 ``tests/test_write_load.py``.
 """
 
@@ -27,8 +30,7 @@ from fieldsync.records.plugins import PluginContext, PluginRegistry
 from fieldsync.records.service import Records
 from fieldsync.security.roles import SYSTEM_ADMINISTRATOR
 from fieldsync.server.app import create_app
-from fieldsync.store.catalog import fs_sequence
-from fieldsync.store.store import Store
+from fieldsync.store.store import WRITERS_LOCK, Store
 
 API = "/api/data/v9.2/"
 
@@ -71,12 +73,13 @@ def test_a_writer_waits_for_the_counter_before_it_touches_any_row(
     assert _name(store, rid) == "second"
 
 
-def test_writers_that_lock_rows_in_opposite_orders_do_not_deadlock(
-    store: Store, records: Records
+@pytest.mark.parametrize("concurrent", [False, True], ids=["alone", "concurrent"])
+def test_writers_that_lock_rows_in_opposite_orders_both_commit(
+    store: Store, records: Records, concurrent: bool
 ) -> None:
-    """The shape of the reported deadlock: one transaction holds a row and then wants the
-    counter, another holds the counter and wants that row. With the counter taken first,
-    both commit at the first attempt."""
+    """Two writers update two rows in opposite orders. Writers that run alone queue at the
+    writers' lock and both commit at the first attempt; concurrent ones (PostgreSQL)
+    deadlock, PostgreSQL aborts one, and it runs again: both commit, nobody sees an error."""
     a, b = records.create_many("account", [{"name": "a"}, {"name": "b"}])
     barrier = threading.Barrier(2, timeout=10)
     errors: list[BaseException] = []
@@ -89,7 +92,7 @@ def test_writers_that_lock_rows_in_opposite_orders_do_not_deadlock(
 
         try:
             barrier.wait()
-            store.transact(work)
+            store.transact(work, concurrent=concurrent)
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -102,7 +105,7 @@ def test_writers_that_lock_rows_in_opposite_orders_do_not_deadlock(
     for t in threads:
         t.join(20)
     assert errors == []
-    assert store.retries == 0
+    assert store.retries == (1 if concurrent and store.dialect == "postgresql" else 0)
     assert store.conflicts == 0
     # the last to commit wrote both rows
     assert {_name(store, a), _name(store, b)} in ({"x 1", "x 2"}, {"y 1", "y 2"})
@@ -115,8 +118,8 @@ def _postgres_only(store: Store) -> None:
 
 def test_a_deadlock_runs_the_whole_unit_of_work_again(store: Store, records: Records) -> None:
     """A real deadlock, forced: a bare connection (outside Store.transact, so outside the lock
-    order) holds a row and then waits for the counter while the unit of work holds the
-    counter and waits for that row. PostgreSQL aborts the unit of work (it waited first);
+    order) holds a row and then waits for the writers' lock while the unit of work holds
+    that lock and waits for the row. PostgreSQL aborts the unit of work (it waited first);
     it runs again and commits."""
     _postgres_only(store)
     rid = records.create("account", {"name": "start"})
@@ -147,11 +150,12 @@ def test_a_deadlock_runs_the_whole_unit_of_work_again(store: Store, records: Rec
         thread.start()
         assert waiting.wait(10)
         time.sleep(0.3)  # the unit of work now waits for the row the other side holds
-        # ... and the other side waits for the counter the unit of work holds: a cycle
+        # ... and the other side waits for the writers' lock the unit of work holds: a cycle
         other.execute(
-            sa.select(fs_sequence.c.value).where(fs_sequence.c.name == "version").with_for_update()
+            sa.text("SELECT pg_advisory_xact_lock_shared(:a, :b)"),
+            {"a": WRITERS_LOCK, "b": store.clock.space},
         )
-        tx.commit()  # reached once PostgreSQL aborted the unit of work and released the counter
+        tx.commit()  # reached once PostgreSQL aborted the unit of work and released its lock
     finally:
         other.close()
     thread.join(20)

@@ -50,4 +50,5 @@ def register(plugins: PluginRegistry) -> None:
                 full_name,
                 order=1000,
                 name="fieldsync.full_name",
+                row_only=True,
             )

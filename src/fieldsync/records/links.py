@@ -58,10 +58,11 @@ class Links:
             pk = sql.c[other.primary_id]
             if other.name == table.name:
                 where = sa.and_(where, pk != rid)
-            ids = list(op.conn.execute(sa.select(pk).where(where)).scalars())
+            # locked before their versions are taken: a row's versions rise in commit order
+            ids = list(op.conn.execute(sa.select(pk).where(where).with_for_update()).scalars())
             if not ids:
                 continue
-            first = self.store.allocate_versions(op.conn, len(ids))
+            taken = self.store.allocate_versions(op.conn, len(ids))
             if other.intersect:
                 images = {
                     r[other.primary_id]: dict(r)
@@ -70,7 +71,7 @@ class Links:
                 op.conn.execute(sql.delete().where(where))
                 log = [
                     self.pipeline.change(
-                        other, i, first + n, "disassociate", op.caller, now, old=images[i]
+                        other, i, taken[n], "disassociate", op.caller, now, old=images[i]
                     )
                     for n, i in enumerate(ids)
                 ]
@@ -84,7 +85,7 @@ class Links:
                     [
                         {
                             **cleared,
-                            "versionnumber": first + n,
+                            "versionnumber": taken[n],
                             "modifiedon": now,
                             "modifiedby": op.caller.user_id,
                             "_fs_key": i,
@@ -97,7 +98,7 @@ class Links:
                     old[col.type_column] = table.name  # type: ignore[assignment]
                 log = [
                     self.pipeline.change(
-                        other, i, first + n, "update", op.caller, now, changed=[col.name], old=old
+                        other, i, taken[n], "update", op.caller, now, changed=[col.name], old=old
                     )
                     for n, i in enumerate(ids)
                 ]
@@ -158,7 +159,7 @@ class Links:
             return None
         if existing is None and mask == 0:
             return None
-        version = self.store.allocate_versions(op.conn, 1)
+        (version,) = self.store.allocate_versions(op.conn, 1)
         key = poa.c.principalobjectaccessid
         if existing is None:
             share_id = uuid.uuid4()
@@ -227,18 +228,18 @@ class Links:
             sql = self.store.sql_table(table.name)
             pk = sql.c[table.primary_id]
             rows = op.conn.execute(
-                sa.select(pk, sql.c.owningbusinessunit, sql.c.owneridtype).where(
-                    sql.c.ownerid == owner, sql.c.owningbusinessunit != unit
-                )
+                sa.select(pk, sql.c.owningbusinessunit, sql.c.owneridtype)
+                .where(sql.c.ownerid == owner, sql.c.owningbusinessunit != unit)
+                .with_for_update()
             ).all()
             if not rows:
                 continue
-            first = self.store.allocate_versions(op.conn, len(rows))
+            taken = self.store.allocate_versions(op.conn, len(rows))
             key = sa.bindparam("_fs_key", type_=sa.Uuid())
             op.conn.execute(
                 sql.update().where(pk == key),
                 [
-                    {"owningbusinessunit": unit, "versionnumber": first + n, "_fs_key": r[0]}
+                    {"owningbusinessunit": unit, "versionnumber": taken[n], "_fs_key": r[0]}
                     for n, r in enumerate(rows)
                 ],
             )
@@ -249,7 +250,7 @@ class Links:
                     self.pipeline.change(
                         table,
                         r[0],
-                        first + n,
+                        taken[n],
                         "update",
                         op.caller,
                         now,
@@ -307,7 +308,7 @@ class Links:
         for value, col, target in ((a, col1, t1), (b, col2, t2)):
             sql_t = self.store.sql_table(target)
             key = sql_t.c[self.store.schema.table(target).primary_id]
-            if not self.pipeline.existing(op.conn, key, [value]):
+            if not self.pipeline.existing(op.conn, key, [value], hold=True):
                 raise LookupNotFound(table.name, col, f"{target} {value} does not exist")
         self.authorize_association(op, relationship, [(t1, a), (t2, b)])
         link: Row = {col1: a, col2: b}
@@ -320,7 +321,7 @@ class Links:
         ).first():
             raise PreconditionFailed(f"{t1} {a} and {t2} {b} are already associated")
         rid = uuid.uuid4()
-        version = self.store.allocate_versions(op.conn, 1)
+        (version,) = self.store.allocate_versions(op.conn, 1)
         op.conn.execute(
             sql.insert().values({table.primary_id: rid, col1: a, col2: b, "versionnumber": version})
         )
@@ -361,7 +362,7 @@ class Links:
         ]
         for stage in (Stage.PRE_VALIDATION, Stage.PRE_OPERATION):
             self.pipeline.run_stage(op, table, Message.DISASSOCIATE, stage, items)
-        version = self.store.allocate_versions(op.conn, 1)
+        (version,) = self.store.allocate_versions(op.conn, 1)
         rid = row[table.primary_id]
         op.conn.execute(sql.delete().where(sql.c[table.primary_id] == rid))
         self.store.bulk_insert(

@@ -132,13 +132,14 @@ class Pipeline:
         self, conn: sa.Connection | None, caller: SecurityContext, work: Callable[[Op], T]
     ) -> T:
         """Run one operation: in the caller's transaction when given one (whoever opened it
-        runs it again after a deadlock), otherwise as its own unit of work
+        runs it again after a deadlock), otherwise as its own concurrent unit of work
         (:meth:`Store.transact`). A refusal goes to the audit log (a plugin's own operations
         are part of the one refused, so only the outermost is written)."""
         try:
             if conn is not None:
                 return work(Op(conn, caller, 0))
-            return self.store.transact(lambda c: work(Op(c, caller, 0)))
+            # records lock the rows they write and point at: they run beside other writers
+            return self.store.transact(lambda c: work(Op(c, caller, 0)), concurrent=True)
         except Forbidden as exc:
             self.store.audit.write_refused(caller.user_id, caller.username, exc.message)
             raise
@@ -234,6 +235,8 @@ class Pipeline:
         """Run one stage over a batch; returns whether any plugin ran."""
         if not self.plugins.has(table.name, message, stage):
             return False
+        if self.plugins.serialises(table.name, message, stage):
+            self.store.serialise_table(op.conn, table.name)  # before any plugin looks around
         bound = self.bound(op)
         for rid, target, pre, post in items:
             try:
@@ -314,7 +317,7 @@ class Pipeline:
             else:
                 sql = self.store.sql_table(target_table)
                 key = sql.c[self.store.schema.table(target_table).primary_id]
-            found = self.existing(op.conn, key, ids)
+            found = self.existing(op.conn, key, ids, hold=True)
             for rid, name in ids.items():
                 if rid not in found:
                     what = "file" if target_table == "fs_file" else target_table
@@ -356,11 +359,22 @@ class Pipeline:
             yield key.in_(id_list[i : i + CHUNK])
 
     def existing(
-        self, conn: sa.Connection, key: sa.ColumnElement[Any], ids: Iterable[RecordId]
+        self,
+        conn: sa.Connection,
+        key: sa.ColumnElement[Any],
+        ids: Iterable[RecordId],
+        *,
+        hold: bool = False,
     ) -> set[RecordId]:
+        """Which of ``ids`` exist. ``hold``: the rows found stay (``FOR KEY SHARE`` on
+        PostgreSQL, until the transaction ends), so a concurrent delete waits for the write
+        that points at them, or the write, waiting, finds them gone."""
         found: set[RecordId] = set()
         for where in self.id_filters(key, ids):
-            found.update(conn.execute(sa.select(key).where(where)).scalars())
+            stmt = sa.select(key).where(where)
+            if hold:
+                stmt = stmt.with_for_update(read=True, key_share=True)
+            found.update(conn.execute(stmt).scalars())
         return found
 
     # -- authorization ------------------------------------------------------------------

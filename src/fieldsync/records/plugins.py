@@ -108,6 +108,7 @@ class Registration:
     plugin: Plugin
     order: int
     name: str
+    row_only: bool = False  # reads and writes nothing but its own row (see PluginRegistry)
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,12 @@ ConflictResolver = Callable[[Conflict], Row]
 
 class PluginRegistry:
     """Plugins by (table, message, stage); ``"*"`` as the table matches every table.
+
+    A plugin may read other rows and decide on them ("the user name is taken", "no cycle in
+    the hierarchy"). On PostgreSQL writers run side by side, so the records service writes a
+    table that has such plugins one transaction at a time (:meth:`serialises`); a plugin
+    registered ``row_only=True`` (it looks at nothing but the row it is given) does not
+    hold its table's writers back.
 
     Conflict resolvers for offline updates register per table with :meth:`resolve_conflicts`.
     """
@@ -160,6 +167,7 @@ class PluginRegistry:
         *,
         order: int = 0,
         name: str | None = None,
+        row_only: bool = False,
     ) -> Registration:
         try:
             msg = Message(message)
@@ -175,6 +183,7 @@ class PluginRegistry:
             plugin,
             order,
             name or str(getattr(plugin, "__qualname__", repr(plugin))),
+            row_only,
         )
         bucket = self._by_key[(table, msg, reg.stage)]
         bucket.append(reg)
@@ -204,6 +213,10 @@ class PluginRegistry:
 
     def has(self, table: str, message: Message, stage: Stage) -> bool:
         return bool(self.handlers(table, message, stage))
+
+    def serialises(self, table: str, message: Message, stage: Stage) -> bool:
+        """Whether a plugin of this stage may read other rows (one not ``row_only``)."""
+        return any(not r.row_only for r in self.handlers(table, message, stage))
 
     def run(self, ctx: PluginContext) -> None:
         if ctx.depth > MAX_DEPTH:

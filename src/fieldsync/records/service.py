@@ -498,9 +498,9 @@ class Records:
             rows.append(row)
         self.pipeline.complete_columns(table, rows)
 
-        first = self.store.allocate_versions(op.conn, len(rows))
-        for i, row in enumerate(rows):
-            row["versionnumber"] = first + i
+        versions = self.store.allocate_versions(op.conn, len(rows))
+        for row, version in zip(rows, versions, strict=True):
+            row["versionnumber"] = version
         with _alternate_keys(table):
             self.store.bulk_insert(op.conn, self.store.sql_table(table_name), rows)
         self.store.bulk_insert(
@@ -620,13 +620,12 @@ class Records:
             row.update(modifiedon=now, modifiedby=caller.user_id)
             writes.append((rid, target, pre, row))
         if writes:
-            first = self.store.allocate_versions(op.conn, len(writes))
+            taken = self.store.allocate_versions(op.conn, len(writes))
             sql = self.store.sql_table(table_name)
             groups: dict[tuple[str, ...], list[Row]] = defaultdict(list)
             log: list[Row] = []
             operation = "assign" if message is Message.ASSIGN else "update"
-            for i, (rid, target, pre, row) in enumerate(writes):
-                version = first + i
+            for version, (rid, target, pre, row) in zip(taken, writes, strict=True):
                 row["versionnumber"] = version
                 versions[rid] = version
                 groups[tuple(sorted(row))].append({**row, bulk.KEY: rid})
@@ -684,7 +683,7 @@ class Records:
         self._refuse_if_in_use(op, table, rid)
         now = utcnow()
         self.links.remove_links(op, table, rid, now)
-        version = self.store.allocate_versions(op.conn, 1)
+        (version,) = self.store.allocate_versions(op.conn, 1)
         sql = self.store.sql_table(table_name)
         op.conn.execute(sql.delete().where(sql.c[table.primary_id] == rid))
         self.store.bulk_insert(

@@ -349,10 +349,13 @@ class ContextCache:
     A lookup reads the stamp again, in the caller's transaction, and reuses the entry only
     when it is the same: any committed write to a role, a privilege, a team or its members,
     a business unit, a user, the organisation's hierarchy settings or a share moves the
-    stamp, so the next request of every process loads afresh. Versions are handed out in
-    commit order (see ``docs/architecture.md``), so a stamp read after a commit is never
-    older than that commit's version. A pruned log can only move the stamp (never hide a
-    change behind an equal one): the entry is then reloaded once, which is safe.
+    stamp, so the next request of every process loads afresh. A context is kept only when
+    its stamp is at or below the version horizon (:mod:`fieldsync.store.versions`) known
+    before the stamp was read: every smaller version was then committed or rolled back for
+    good, so no change still in flight can commit later *below* the stamp and leave it
+    unchanged (on PostgreSQL writers may commit out of version order). Otherwise the context
+    is loaded and used, not kept. A pruned log can only move the stamp (never hide a change
+    behind an equal one): the entry is then reloaded once, which is safe.
     """
 
     def __init__(self, store: Store, size: int = 4096) -> None:
@@ -376,9 +379,26 @@ class ContextCache:
                 return self._get(user_id, c, None)
         return self._get(user_id, conn, stamp)
 
+    def _stamp(self, conn: sa.Connection, given: Stamp | None = None) -> tuple[Stamp, bool]:
+        """The stamp (``given``: already read in ``conn``), and whether a context loaded after
+        it may be kept: nothing can still commit below it (it is at or below a horizon
+        computed before it was read)."""
+        clock = self.store.clock
+        known = clock.known  # a horizon computed before this stamp is read
+        stamp = context_stamp(conn) if given is None else given
+        if not clock.sequenced or stamp[0] <= known:
+            return stamp, True  # the counter hands versions out in commit order
+        # a change newer than the horizon known: read the horizon now (for the next requests
+        # too), then the stamp again (in that order), so the stamp kept is one nothing can
+        # commit below; a stamp given was read before, and is not kept
+        known = self.store.current_version(conn)
+        if given is not None:
+            return stamp, False
+        stamp = context_stamp(conn)
+        return stamp, stamp[0] <= known
+
     def _get(self, user_id: RecordId, conn: sa.Connection, stamp: Stamp | None) -> SecurityContext:
-        if stamp is None:
-            stamp = context_stamp(conn)
+        stamp, final = self._stamp(conn, stamp)
         with self._lock:
             found = self._entries.get(user_id)
             if found is not None and found.stamp == stamp:
@@ -389,7 +409,9 @@ class ContextCache:
         with self._lock:
             self.loads += 1
             held = self._entries.get(user_id)
-            if held is None or held.stamp[0] <= stamp[0]:  # never replace a newer load
+            if not final:
+                pass  # a change below the stamp may still commit: use it, do not keep it
+            elif held is None or held.stamp[0] <= stamp[0]:  # never replace a newer load
                 self._entries[user_id] = _Entry(stamp, ctx)
                 self._entries.move_to_end(user_id)
             while len(self._entries) > self.size:
@@ -402,7 +424,7 @@ class ContextCache:
         """The contexts of the enabled users among ``user_ids`` (disabled and unknown users
         are left out): the held ones still current, the others loaded together
         (:func:`load_contexts`) and kept. One stamp read for all of them."""
-        stamp = context_stamp(conn)
+        stamp, final = self._stamp(conn)
         out: dict[RecordId, SecurityContext] = {}
         missing = []
         with self._lock:
@@ -421,7 +443,7 @@ class ContextCache:
             self.loads += len(loaded)
             for user_id, ctx in loaded.items():
                 held = self._entries.get(user_id)
-                if held is None or held.stamp[0] <= stamp[0]:
+                if final and (held is None or held.stamp[0] <= stamp[0]):
                     self._entries[user_id] = _Entry(stamp, ctx)
                     self._entries.move_to_end(user_id)
             while len(self._entries) > self.size:

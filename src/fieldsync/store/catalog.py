@@ -1,7 +1,8 @@
 """The platform's own tables: metadata, migrations, the version sequence and the change log.
 
-``fs_change`` is the change log sync stands on. Every write takes one version from the
-``fs_sequence`` row named ``version`` and adds one row here, in version order:
+``fs_change`` is the change log sync stands on. Every write takes one version (from the
+``fs_sequence`` row named ``version`` on SQLite, from the sequence ``fs_version_seq`` on
+PostgreSQL: see :mod:`fieldsync.store.versions`) and adds one row here:
 
     version    the write's version (also the row's ``versionnumber``)
     tablename  the table written

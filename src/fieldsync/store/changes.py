@@ -1,8 +1,10 @@
 """Reading and pruning the change log: what sync's delta download stands on.
 
 A reader asks for the changes after its cursor (a version); it gets them in version order,
-a page at a time, and the next cursor. Versions are handed out in commit order (see
-``store.py``), so a cursor never skips a change committed later.
+a page at a time, and the next cursor. It gets only changes at or below the *horizon*
+(:mod:`fieldsync.store.versions`), below which every version is committed or rolled back for
+good, so a cursor never passes a version that commits later (on PostgreSQL writers take
+versions from a sequence and may commit out of version order).
 
 The log is pruned from the oldest end, keeping a watermark (``fs_meta.changes_retained_after``).
 A cursor older than the watermark can no longer be served incrementally: reading from it
@@ -21,9 +23,11 @@ import sqlalchemy as sa
 
 from fieldsync.errors import BadRequest, FieldsyncError
 from fieldsync.store.catalog import fs_change, fs_meta
+from fieldsync.store.versions import horizon
 from fieldsync.types import RecordId, Version
 
 WATERMARK = "changes_retained_after"
+UNBOUNDED = 2**62  # the upper bound of an unbounded read
 MAX_PAGE = 10_000
 
 
@@ -73,7 +77,10 @@ def watermark(conn: sa.Connection) -> Version:
 # anew for every read cost more than running it
 _CHANGES = (
     sa.select(fs_change)
-    .where(fs_change.c.version > sa.bindparam("after"))
+    .where(
+        fs_change.c.version > sa.bindparam("after"),
+        fs_change.c.version <= sa.bindparam("upto"),
+    )
     .order_by(fs_change.c.version)
     .limit(sa.bindparam("limit"))
 )
@@ -81,6 +88,7 @@ _CHANGES_OF = (
     sa.select(fs_change)
     .where(
         fs_change.c.version > sa.bindparam("after"),
+        fs_change.c.version <= sa.bindparam("upto"),
         fs_change.c.tablename.in_(sa.bindparam("tables", expanding=True)),
     )
     .order_by(fs_change.c.version)
@@ -94,9 +102,12 @@ def read_changes(
     *,
     tables: Iterable[str] | None = None,
     limit: int = 1000,
+    bounded: bool = True,
 ) -> ChangePage:
     """The changes after version ``after`` (optionally only of ``tables``), oldest first,
-    at most ``limit`` of them."""
+    at most ``limit`` of them, none above the horizon. ``bounded=False`` reads every
+    committed change: only for a question the horizon would answer wrongly ("has anything
+    changed since?"), never to move a cursor."""
     if isinstance(after, bool) or not isinstance(after, int) or after < 0:
         raise BadRequest("a cursor is a version: a whole number, 0 or more")
     if not 1 <= limit <= MAX_PAGE:
@@ -104,8 +115,15 @@ def read_changes(
     mark = watermark(conn)
     if after < mark:
         raise ChangesExpired(after, mark)
+    upto = UNBOUNDED
+    if bounded:
+        # its own statement, before the read: the read's snapshot then holds every version
+        # at or below it that committed
+        upto = horizon(conn)
+        if upto <= after:
+            return ChangePage((), after, False)
     wanted: Sequence[str] | None = None if tables is None else sorted(set(tables))
-    params: dict[str, Any] = {"after": after, "limit": limit + 1}
+    params: dict[str, Any] = {"after": after, "upto": upto, "limit": limit + 1}
     if wanted is None:
         stmt = _CHANGES
     elif not wanted:
@@ -133,8 +151,10 @@ def read_changes(
 
 
 def prune_changes(conn: sa.Connection, *, before: Version) -> int:
-    """Drop the changes at or below version ``before`` and raise the watermark to it.
+    """Drop the changes at or below version ``before`` (at most up to the horizon: a change
+    still in flight is never left below the watermark) and raise the watermark to it.
     Returns how many were dropped. The watermark never goes down."""
+    before = min(before, horizon(conn))
     mark = watermark(conn)
     if before <= mark:
         return 0

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from fieldsync.schema.model import Ownership
 from fieldsync.store.catalog import fs_change
 from fieldsync.store.changes import read_changes, watermark
+from fieldsync.store.versions import horizon
 
 if TYPE_CHECKING:
     from fieldsync.store.store import Store
@@ -104,9 +105,10 @@ class TouchBatch:
 
 
 def head_version(store: Store) -> int:
+    """Where a new listener starts: the horizon (every version at or below it is final), so
+    a change still in flight with a smaller version is not passed."""
     with store.read() as conn:
-        top = conn.execute(sa.select(sa.func.max(fs_change.c.version))).scalar()
-    return int(top or 0)
+        return store.current_version(conn)
 
 
 def read_touches(store: Store, after: int, *, limit: int = MAX_TOUCHES) -> TouchBatch:
@@ -136,9 +138,10 @@ def read_touches(store: Store, after: int, *, limit: int = MAX_TOUCHES) -> Touch
 
 
 def _tables_only(conn: sa.Connection, after: int) -> TouchBatch:
+    top = horizon(conn)  # its own statement, before the read it bounds
     rows = conn.execute(
         sa.select(fs_change.c.tablename, sa.func.max(fs_change.c.version))
-        .where(fs_change.c.version > after)
+        .where(fs_change.c.version > after, fs_change.c.version <= top)
         .group_by(fs_change.c.tablename)
     ).all()
     head = max([after, *(int(r[1]) for r in rows)])

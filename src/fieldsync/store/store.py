@@ -1,16 +1,23 @@
 """The store: one engine, the schema it holds, transactions, versions and runtime DDL.
 
-Versions come from one counter row (``fs_sequence``). Taking versions updates that row, which
-locks it until the transaction ends, so transactions that write take their versions in
-commit order: once a reader sees version *v* committed, every smaller version is committed or
-rolled back for good, and a cursor that passed *v* never misses a later commit.
+Versions (:mod:`fieldsync.store.versions`): on SQLite from one counter row (``fs_sequence``),
+taken inside the one write transaction SQLite runs at a time, so they are handed out in commit
+order. On PostgreSQL from a sequence (``fs_version_seq``), with no lock held until commit:
+writers run side by side, and readers of the change log go only up to the *horizon*, below
+which every version is committed or rolled back for good, so a cursor never passes a version
+that commits later.
 
-Lock order: every write transaction locks the counter row first, at its start, before it
-touches any other row (on SQLite ``BEGIN IMMEDIATE`` does the same for the whole database).
-A writer therefore never holds a row lock while it waits for the counter, which is the cycle
-that deadlocked writers on PostgreSQL when the counter was taken late. Every write goes
-through :meth:`Store.transact`, which also runs the unit of work again when the database
-still reports a deadlock or a serialization failure (a lock taken outside this order), and
+Write transactions on PostgreSQL come in two kinds, told apart by one advisory lock taken
+first, before any row: a *concurrent* unit of work (the records service, the Web API, sync
+uploads) takes it shared and runs beside the others; any other write takes it exclusive and
+runs alone, as every write did when versions came from a counter held until commit (sign-in,
+the organisation, offline profiles, DDL, upgrades). Concurrent writers lock the rows they
+update (``SELECT … FOR UPDATE``) and the rows their lookups point at (``FOR KEY SHARE``)
+before taking versions, so one row's versions still rise in commit order. Every write goes
+through :meth:`Store.transact`, which runs the unit of work again when the database reports
+a deadlock or a serialization failure (concurrent writers may lock rows in different
+orders), or, for a concurrent one, a unique violation (two writers that both checked first and
+then inserted: the second attempt sees the first's row and answers as the check does), and
 answers :class:`~fieldsync.errors.WriteConflict` (503, ``Retry-After``) if it persists.
 """
 
@@ -22,7 +29,8 @@ import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -65,6 +73,14 @@ from fieldsync.store.ddl import (
 )
 from fieldsync.store.engine import WRITE_OPTION, create_engine
 from fieldsync.store.notify import install_trigger
+from fieldsync.store.versions import (
+    REGISTERED,
+    SEQUENCE,
+    SPACE_KEY,
+    VersionClock,
+    configure_from_database,
+    register,
+)
 
 SCHEMA_CHECK_SECONDS = 1.0
 COPY_THRESHOLD = 50  # rows from which COPY beats executemany on PostgreSQL
@@ -73,7 +89,14 @@ WRITE_ATTEMPTS = 5  # a unit of work runs at most this often when the database a
 RETRY_DELAY = 0.02  # seconds before the second attempt; doubled for each further one, jittered
 RETRY_AFTER = 1  # seconds a client is asked to wait when the conflicts persist
 RETRYABLE = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
-VERSIONS_LOCKED = "fieldsync_versions_locked"  # conn.info key: this transaction holds the counter
+RACED = "23505"  # unique violation: retried for concurrent units of work (see the module)
+VERSIONS_LOCKED = "fieldsync_versions_locked"  # conn.info key: this transaction may take versions
+TABLES_HELD = "fieldsync_tables_held"  # conn.info key: tables this transaction writes alone
+# advisory locks of two 32-bit keys (the version registrations use one 64-bit key), the
+# second one this store's key space (fs_meta.version_lock_space) or derived from it, so
+# stores in other schemas of the same database never wait for each other:
+WRITERS_LOCK = 0x66735772  # shared by concurrent writers, exclusive for the others
+TABLE_LOCK = 0x66735462  # with a table's hash: its writers one at a time (serialise_table)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -83,19 +106,22 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def retryable(exc: BaseException) -> bool:
+def retryable(exc: BaseException, *, concurrent: bool = False) -> bool:
     """Whether the database aborted a transaction that may succeed when run again: a
-    deadlock (``40P01``) or a serialization failure (``40001``)."""
+    deadlock (``40P01``) or a serialization failure (``40001``); for a concurrent unit of
+    work also a unique violation (``23505``: it raced another writer between its check and
+    its insert, and runs its check again)."""
     if not isinstance(exc, sa.exc.DBAPIError) or exc.connection_invalidated:
         return False
-    return getattr(exc.orig, "sqlstate", None) in RETRYABLE
+    state = getattr(exc.orig, "sqlstate", None)
+    return state in RETRYABLE or (concurrent and state == RACED)
 
 
 class Store:
     """Holds the engine and the schema; hands out transactions and versions.
 
     >>> store = Store.open("sqlite:////tmp/example.db")   # doctest: +SKIP
-    >>> first = store.transact(lambda conn: store.allocate_versions(conn, 3))  # doctest: +SKIP
+    >>> versions = store.transact(lambda conn: store.allocate_versions(conn, 3))  # doctest: +SKIP
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -113,6 +139,8 @@ class Store:
         self.conflicts = 0  # units of work given up (answered with WriteConflict)
         self._local = threading.local()
         self.audit = AuditLog(self)
+        self.clock = VersionClock(self.dialect)
+        register(engine, self.clock)
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, pool_size: int = 5) -> Store:
@@ -137,13 +165,15 @@ class Store:
             yield conn
 
     @contextmanager
-    def write(self) -> Iterator[sa.Connection]:
-        """One write transaction, run once: ``BEGIN IMMEDIATE`` on SQLite, the version
-        counter locked first on PostgreSQL; commits on success. Application code goes through
-        :meth:`transact`, which runs it again after a deadlock; this is its building block.
+    def write(self, *, concurrent: bool = False) -> Iterator[sa.Connection]:
+        """One write transaction, run once: ``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL the
+        writers' lock first, shared when ``concurrent`` (the unit of work runs beside other
+        concurrent ones), else exclusive (it runs alone); commits on success. Application
+        code goes through :meth:`transact`, which runs it again after a deadlock; this is its
+        building block.
 
         A thread that already has a write transaction open may not open a second one: on
-        PostgreSQL it would wait for the counter its own first transaction holds."""
+        PostgreSQL it could wait for the writers' lock its own first transaction holds."""
         if getattr(self._local, "writing", False):
             raise RuntimeError(
                 "a write transaction is already open in this thread: pass its connection on"
@@ -157,10 +187,12 @@ class Store:
                 conn = conn.execution_options(**{WRITE_OPTION: True})
                 try:
                     with conn.begin():
-                        self._lock_versions(conn)
+                        self._lock_versions(conn, concurrent=concurrent)
                         yield conn
                 finally:
                     conn.info.pop(VERSIONS_LOCKED, None)
+                    conn.info.pop(REGISTERED, None)
+                    conn.info.pop(TABLES_HELD, None)
             committed = True
         finally:
             self._local.writing = False
@@ -169,24 +201,24 @@ class Store:
         for hook in tuple(self.committed):
             hook()
 
-    def transact(self, work: Callable[[sa.Connection], T]) -> T:
+    def transact(self, work: Callable[[sa.Connection], T], *, concurrent: bool = False) -> T:
         """Run ``work(conn)`` in a write transaction and commit; return what it returns.
 
-        This is the one way in for writes. The transaction locks the version counter before
-        anything else (see the module's notes), so writers never wait for each other in a
-        cycle. Should the database still abort it with a deadlock or a serialization failure
-        (a lock some other code took outside that order), the whole unit of work runs again,
-        up to ``write_attempts`` times with a short, jittered pause; after that the caller
-        gets :class:`~fieldsync.errors.WriteConflict` (503 with ``Retry-After``). ``work``
-        must therefore keep its effects inside the transaction: whatever it does outside
-        (files, caches, messages) has to be safe to do twice, or wait until it returns."""
+        This is the one way in for writes. ``concurrent`` units of work run beside each other
+        on PostgreSQL (they lock the rows they touch); the others run alone (see the module's
+        notes). Should the database abort the unit of work with a deadlock or a serialization
+        failure (or, when concurrent, a unique violation), it runs again, up to
+        ``write_attempts`` times with a short, jittered pause; after that the caller gets
+        :class:`~fieldsync.errors.WriteConflict` (503 with ``Retry-After``). ``work`` must
+        therefore keep its effects inside the transaction: whatever it does outside (files,
+        caches, messages) has to be safe to do twice, or wait until it returns."""
         attempts = max(1, self.write_attempts)
         for attempt in range(1, attempts + 1):
             try:
-                with self.write() as conn:
+                with self.write(concurrent=concurrent) as conn:
                     return work(conn)
             except sa.exc.DBAPIError as exc:
-                if not retryable(exc):
+                if not retryable(exc, concurrent=concurrent):
                     raise
                 reason = getattr(exc.orig, "sqlstate", "")
                 if attempt == attempts:
@@ -213,31 +245,45 @@ class Store:
                 time.sleep(RETRY_DELAY * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _lock_versions(self, conn: sa.Connection) -> None:
-        """Lock the version counter: the first lock of every write transaction. SQLite's
-        ``BEGIN IMMEDIATE`` has already locked the whole database."""
+    def _lock_versions(self, conn: sa.Connection, *, concurrent: bool = False) -> None:
+        """The first lock of every write transaction. SQLite's ``BEGIN IMMEDIATE`` has
+        already locked the whole database. On PostgreSQL: the writers' lock, shared or
+        exclusive (or, on a database not yet given the version sequence, the counter row)."""
         if self.dialect == "postgresql":
-            conn.execute(
-                sa.select(fs_sequence.c.value)
-                .where(fs_sequence.c.name == "version")
-                .with_for_update()
-            )
+            if self.clock.sequenced:
+                fn = "pg_advisory_xact_lock_shared" if concurrent else "pg_advisory_xact_lock"
+                conn.execute(
+                    sa.text(f"SELECT {fn}(:a, :b)"), {"a": WRITERS_LOCK, "b": self.clock.space}
+                )
+            else:
+                conn.execute(
+                    sa.select(fs_sequence.c.value)
+                    .where(fs_sequence.c.name == "version")
+                    .with_for_update()
+                )
         conn.info[VERSIONS_LOCKED] = True
 
-    def allocate_versions(self, conn: sa.Connection, count: int) -> int:
-        """Take ``count`` consecutive versions; return the first. The transaction holds the
-        counter until it ends, so versions are handed out in commit order; it must have
-        locked the counter when it began (every :meth:`write` does)."""
+    def serialise_table(self, conn: sa.Connection, table: str) -> None:
+        """Let one write transaction at a time write ``table`` from here until it ends: what
+        a check that reads other rows before a write needs (a unique name, no cycle) now that
+        writers run side by side on PostgreSQL. SQLite runs one writer anyway."""
+        if self.dialect != "postgresql":
+            return
+        held: set[str] = conn.info.setdefault(TABLES_HELD, set())
+        if table in held:
+            return
+        key = zlib.crc32(f"{self.clock.space}:{table}".encode()) - 2**31  # a signed int4
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:a, :b)"), {"a": TABLE_LOCK, "b": key})
+        held.add(table)
+
+    def allocate_versions(self, conn: sa.Connection, count: int) -> Sequence[int]:
+        """Take ``count`` new versions, in increasing order (consecutive on SQLite; on
+        PostgreSQL other writers' versions may fall between them). The transaction must be
+        one of :meth:`write`'s. Take them after locking the rows they are for, so that a
+        row's versions rise in the order its writes commit."""
         if not conn.info.get(VERSIONS_LOCKED):
             raise RuntimeError("versions are taken in a write transaction (Store.transact)")
-        stmt = (
-            fs_sequence.update()
-            .where(fs_sequence.c.name == "version")
-            .values(value=fs_sequence.c.value + count)
-            .returning(fs_sequence.c.value)
-        )
-        last: int = conn.execute(stmt).scalar_one()
-        return last - count + 1
+        return self.clock.take(conn, count)
 
     def bulk_insert(self, conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         """Insert rows that all have the same keys: ``COPY`` on PostgreSQL (several times
@@ -267,9 +313,10 @@ class Store:
                 )
 
     def current_version(self, conn: sa.Connection) -> int:
-        stmt = sa.select(fs_sequence.c.value).where(fs_sequence.c.name == "version")
-        value: int = conn.execute(stmt).scalar_one()
-        return value
+        """The version a reader may go up to (:mod:`fieldsync.store.versions`): every
+        version at or below it is committed or rolled back for good. On PostgreSQL, read it
+        before the statements it bounds."""
+        return self.clock.horizon(conn)
 
     # -- schema -------------------------------------------------------------------------
 
@@ -296,6 +343,7 @@ class Store:
     def _load_schema(self, conn: sa.Connection) -> None:
         if not sa.inspect(conn).has_table(fs_table_t.name):
             return  # a new database: upgrade() creates the catalog
+        configure_from_database(self.clock, conn)
         rows = conn.execute(
             sa.select(fs_table_t.c.definition).order_by(fs_table_t.c.position)
         ).scalars()
@@ -737,12 +785,18 @@ class Store:
         (never drops or rewrites anything), and applies the named migrations not yet applied.
         Returns the names of the steps applied."""
         applied: list[str] = []
+        clock = (self.clock.sequenced, self.clock.space)
         with self.engine.connect() as conn:
             conn = conn.execution_options(**{WRITE_OPTION: True})
             try:
                 self._upgrade(conn, applied)
+            except BaseException:
+                self.clock.configure(*clock)  # rolled back: as the database still is
+                raise
             finally:
                 conn.info.pop(VERSIONS_LOCKED, None)
+                conn.info.pop(REGISTERED, None)
+                conn.info.pop(TABLES_HELD, None)
         self.reload_schema()
         return applied
 
@@ -752,8 +806,8 @@ class Store:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_LOCK})
             catalog.metadata.create_all(conn, checkfirst=True)
             applied += self._seed_meta(conn)
-            self._lock_versions(conn)  # before any business table: the one lock order
             self._load_schema(conn)
+            self._lock_versions(conn)  # before any business table: the one lock order
             applied += self._reconcile_builtin(conn)
             done = set(conn.execute(sa.select(fs_migration.c.name)).scalars())
             for name, step in MIGRATIONS:
@@ -837,11 +891,11 @@ class Store:
         included, no validation. The records service is the way in for everything else."""
         if not rows:
             return
-        first = self.allocate_versions(conn, len(rows))
+        versions = self.allocate_versions(conn, len(rows))
         now = utcnow()
         pk = self._schema.table(table).primary_id
-        for i, row in enumerate(rows):
-            row["versionnumber"] = first + i
+        for row, version in zip(rows, versions, strict=True):
+            row["versionnumber"] = version
         conn.execute(self.sql_table(table).insert(), rows)
         conn.execute(
             fs_change.insert(),
@@ -1018,6 +1072,29 @@ def _file_batches(store: Store, conn: sa.Connection) -> None:
         index.create(conn, checkfirst=True)
 
 
+def _version_sequence(store: Store, conn: sa.Connection) -> None:
+    """PostgreSQL takes versions from a sequence (no lock held until commit), starting after
+    the counter's value, and gives this store its advisory key space (see
+    :mod:`fieldsync.store.versions`). SQLite keeps the counter. The counter row stays (it is
+    no longer read on PostgreSQL): nothing is rewritten, and a database keeps every version."""
+    if store.dialect != "postgresql":
+        return
+    counter = conn.execute(
+        sa.select(fs_sequence.c.value).where(fs_sequence.c.name == "version")
+    ).scalar_one()
+    top = conn.execute(sa.select(sa.func.max(fs_change.c.version))).scalar()
+    start = max(int(counter), int(top or 0)) + 1
+    conn.exec_driver_sql(
+        f"CREATE SEQUENCE IF NOT EXISTS {SEQUENCE} AS bigint START WITH {start} CACHE 1"
+    )
+    if conn.execute(sa.select(fs_meta.c.value).where(fs_meta.c.key == SPACE_KEY)).first() is None:
+        space = secrets.randbelow(32767) + 1
+        conn.execute(fs_meta.insert().values(key=SPACE_KEY, value=str(space)))
+    # the rest of this upgrade (later migrations) already takes versions from the sequence;
+    # it runs alone (the upgrade's locks), so no reader can pass what it takes
+    configure_from_database(store.clock, conn)
+
+
 MIGRATIONS: list[tuple[str, Any]] = [
     ("0001_bootstrap_organisation", _bootstrap),
     ("0002_change_notifications", install_trigger),
@@ -1027,4 +1104,5 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("0004_refresh_grace", _session_grace_columns),
     ("0005_device_inventory", _device_inventory_columns),
     ("0006_file_batches", _file_batches),
+    ("0007_version_sequence", _version_sequence),
 ]

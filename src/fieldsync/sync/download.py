@@ -264,7 +264,9 @@ class Downloader:
         cursor = self.decode(table, token)
         if cursor.phase != "delta" or self._stale(conn, tp, cursor):
             return None
-        if read_changes(conn, cursor.version, tables=tp.watched, limit=1).changes:
+        # every committed change counts here, above the horizon too: the scope counted
+        # against the device's rows is the scope of now
+        if read_changes(conn, cursor.version, tables=tp.watched, limit=1, bounded=False).changes:
             return None
         return cursor
 

@@ -296,9 +296,12 @@ class SyncService:
             ).scalar()
             views = self.views(conn, ctx, access, plan)
         if not current:
-            # a sync that changes nothing writes nothing (no write transaction: on
-            # PostgreSQL one would queue behind every writer for the version counter)
-            self.store.transact(lambda conn: self._register(conn, ctx, device_id, values))
+            # a sync that changes nothing writes nothing; a registration writes only the
+            # device's own row (a first one that races another user's is settled by the
+            # insert), so it runs beside other writers
+            self.store.transact(
+                lambda conn: self._register(conn, ctx, device_id, values), concurrent=True
+            )
         schema = self.store.schema
         tables = [schema.table(name).to_json() for name in plan.order]
         answer: HandshakeAnswer = {
@@ -355,7 +358,15 @@ class SyncService:
         """The app's views compiled for the device, kept per context, plan and app while the
         change log shows no change to the views, the app's list of them or their shares (the
         context cache hands out one context object until the user's access changes)."""
+        clock = self.store.clock
+        known = clock.known  # a horizon computed before the stamp is read
         stamp = tuple(conn.execute(VIEWS_STAMP).one())
+        newest = max((v for v in stamp[:-1] if v is not None), default=0)
+        # kept only when nothing can still commit below the stamp (on PostgreSQL writers
+        # commit out of version order; see ContextCache): otherwise compiled, used, not kept
+        final = not clock.sequenced or newest <= known
+        if not final:
+            self.store.current_version(conn)  # the horizon, for the next requests
         key = (id(ctx), id(plan), access.app.app_id, stamp)
         with self._lock:
             found = self._views_cache.get(key)
@@ -369,6 +380,8 @@ class SyncService:
             list(plan.order),
             user_binding(self.store, conn, ctx),
         )
+        if not final:
+            return compiled
         with self._lock:
             self._views_cache[key] = (ctx, plan, compiled)  # held: their ids stay unique
             while len(self._views_cache) > 1024:
@@ -553,6 +566,13 @@ class SyncService:
             raise BadRequest("two changes in the batch share a client change id")
 
         def work(conn: sa.Connection) -> list[ChangeAnswer]:
+            # one upload of a device at a time (a retry while the first still runs waits,
+            # then answers from fs_sync_applied): uploads of other devices run beside it
+            conn.execute(
+                sa.select(fs_device.c.deviceid)
+                .where(fs_device.c.deviceid == device_id, fs_device.c.userid == ctx.user_id)
+                .with_for_update()
+            )
             self.owned_device(conn, ctx, device_id)
             access = self.access(conn, ctx, app_name)
             plan = self.plan(access.profile)
@@ -588,7 +608,7 @@ class SyncService:
             )
             return results
 
-        return {"results": self.store.transact(work)}
+        return {"results": self.store.transact(work, concurrent=True)}
 
     def backfill(
         self,

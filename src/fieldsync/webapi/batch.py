@@ -198,7 +198,7 @@ def _changeset(
         return responses
 
     try:
-        responses = call.platform.store.transact(work)
+        responses = call.platform.store.transact(work, concurrent=True)
     except FieldsyncError as exc:
         return _http_part(boundary, _error(exc), None), True
     body = "".join(_http_part(inner_boundary, r, p.content_id) for p, r in responses)

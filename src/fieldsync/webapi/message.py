@@ -113,10 +113,12 @@ class Call:
 
     def write(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work`` in the request's transaction: the change set's, which the change set
-        runs again after a deadlock, or a unit of work of its own (``Store.transact``)."""
+        runs again after a deadlock, or a concurrent unit of work of its own
+        (``Store.transact``): what the Web API writes goes through the records service, which
+        locks the rows it writes and points at."""
         if self.conn is not None:
             return work(self.conn)
-        return self.platform.store.transact(work)
+        return self.platform.store.transact(work, concurrent=True)
 
     def binding(self, conn: sa.Connection) -> UserBinding:
         """What the query language's user operators bind to: the caller's, kept beside
